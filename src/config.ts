@@ -1,0 +1,213 @@
+import * as v from 'valibot'
+
+// Every setting the process reads, its default and its bounds live here and nowhere else.
+// `.env.example` and `bin/orchestrator --help` describe the same list; test/config.test.ts
+// checks that the three agree.
+
+const int = (fallback: number, min: number, max = Number.MAX_SAFE_INTEGER) =>
+  v.pipe(
+    v.optional(v.string(), String(fallback)),
+    v.trim(),
+    v.regex(/^\d+$/, 'must be a whole number'),
+    v.transform(Number),
+    v.minValue(min, `must be at least ${min}`),
+    v.maxValue(max, `must be at most ${max}`),
+  )
+
+const ratio = (fallback: number) =>
+  v.pipe(
+    v.optional(v.string(), String(fallback)),
+    v.trim(),
+    v.regex(/^(0(\.\d+)?|1(\.0+)?)$/, 'must be a number from 0 to 1'),
+    v.transform(Number),
+  )
+
+const httpUrl = v.pipe(
+  v.string(),
+  v.trim(),
+  v.url('must be a URL such as http://host:port'),
+  v.regex(/^https?:\/\//, 'must start with http:// or https://'),
+  v.transform((url) => url.replace(/\/+$/, '')),
+)
+
+const optionalString = v.pipe(
+  v.optional(v.string(), ''),
+  v.trim(),
+  v.transform((s) => (s === '' ? undefined : s)),
+)
+
+const list = v.pipe(
+  v.optional(v.string(), ''),
+  v.transform((s) =>
+    s
+      .split(',')
+      .map((item) => item.trim())
+      .filter((item) => item !== ''),
+  ),
+)
+
+const logLevels = ['debug', 'info', 'warn', 'error'] as const
+
+const EnvSchema = v.object({
+  DATABASE_URL: v.optional(
+    v.pipe(v.string(), v.trim(), v.regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')),
+  ),
+  EMBEDDED_PG_DIR: v.optional(v.string(), '.data/postgres'),
+  EMBEDDED_PG_PORT: int(54329, 1, 65535),
+  HOST: v.optional(v.string(), '0.0.0.0'),
+  PORT: int(3000, 0, 65535),
+  API_TOKENS: list,
+  MAX_CONCURRENT_CALLS: int(30, 1, 10_000),
+  MAX_ATTEMPTS: int(3, 1, 100),
+  RETRY_BASE_SECONDS: int(5, 1, 86_400),
+  RETRY_MAX_SECONDS: int(300, 1, 86_400),
+  CALL_TIMEOUT_SECONDS: int(1800, 5, 20 * 3600),
+  CALL_TTL_SECONDS: int(86_400, 0),
+  PROVIDER_BASE_URL: v.optional(httpUrl),
+  PROVIDER_API_KEY: optionalString,
+  PROVIDER_TIMEOUT_MS: int(10_000, 100, 600_000),
+  PUBLIC_BASE_URL: v.optional(httpUrl),
+  WEBHOOK_SECRET: list,
+  WEBHOOK_API_KEY: optionalString,
+  WORKER_POLL_MS: int(5_000, 50, 600_000),
+  SHUTDOWN_TIMEOUT_MS: int(15_000, 0, 600_000),
+  LOG_LEVEL: v.optional(v.picklist(logLevels, `must be one of ${logLevels.join(', ')}`), 'info'),
+  SIMULATOR_PORT: int(4010, 0, 65535),
+  SIMULATOR_MIN_DURATION_MS: int(2_000, 0),
+  SIMULATOR_MAX_DURATION_MS: int(8_000, 0),
+  SIMULATOR_STATUS_MIX: v.optional(v.string(), 'COMPLETED:8,FAILED:1,BUSY:0.5,NO_ANSWER:0.5'),
+  SIMULATOR_5XX_RATE: ratio(0),
+  SIMULATOR_TIMEOUT_RATE: ratio(0),
+  SIMULATOR_429_RATE: ratio(0),
+  SIMULATOR_DUPLICATE_CALLBACK_RATE: ratio(0),
+  SIMULATOR_EARLY_CALLBACK_RATE: ratio(0),
+  SIMULATOR_LATE_CALLBACK_RATE: ratio(0),
+})
+
+export type LogLevel = (typeof logLevels)[number]
+
+export interface Config {
+  databaseUrl: string | undefined
+  embeddedPg: { dir: string; port: number }
+  http: { host: string; port: number; apiTokens: string[] }
+  dispatch: {
+    maxConcurrentCalls: number
+    maxAttempts: number
+    retryBaseSeconds: number
+    retryMaxSeconds: number
+    callTimeoutSeconds: number
+    callTtlSeconds: number
+    pollMs: number
+    shutdownTimeoutMs: number
+  }
+  provider: { baseUrl: string | undefined; apiKey: string | undefined; timeoutMs: number }
+  publicBaseUrl: string
+  webhook: { secrets: string[]; apiKey: string | undefined }
+  logLevel: LogLevel
+  simulator: {
+    port: number
+    minDurationMs: number
+    maxDurationMs: number
+    statusMix: Array<{ status: string; weight: number }>
+    rates: {
+      serverError: number
+      timeout: number
+      rateLimited: number
+      duplicateCallback: number
+      earlyCallback: number
+      lateCallback: number
+    }
+  }
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+const providerStatuses = ['COMPLETED', 'FAILED', 'BUSY', 'NO_ANSWER']
+
+function parseStatusMix(text: string): Config['simulator']['statusMix'] {
+  const mix = text.split(',').map((part) => {
+    const [status = '', weight = ''] = part.split(':').map((s) => s.trim())
+    if (!providerStatuses.includes(status) || !/^\d+(\.\d+)?$/.test(weight)) {
+      throw new ConfigError(
+        `SIMULATOR_STATUS_MIX: "${part}" must be STATUS:WEIGHT with STATUS one of ${providerStatuses.join(', ')}`,
+      )
+    }
+    return { status, weight: Number(weight) }
+  })
+  if (mix.every((entry) => entry.weight === 0)) {
+    throw new ConfigError('SIMULATOR_STATUS_MIX: at least one weight must be above 0')
+  }
+  return mix
+}
+
+/** Parses the environment once; throws ConfigError naming every bad variable. */
+export function loadConfig(env: Record<string, string | undefined>): Config {
+  const picked = Object.fromEntries(
+    Object.keys(EnvSchema.entries).flatMap((key) => (env[key] === undefined || env[key] === '' ? [] : [[key, env[key]]])),
+  )
+  const result = v.safeParse(EnvSchema, picked)
+  if (!result.success) {
+    const lines = result.issues.map((issue) => {
+      const key = v.getDotPath(issue) ?? '?'
+      return `${key}: ${issue.message} (got ${JSON.stringify(env[key])})`
+    })
+    throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`)
+  }
+  const e = result.output
+  if (e.RETRY_MAX_SECONDS < e.RETRY_BASE_SECONDS) {
+    throw new ConfigError('RETRY_MAX_SECONDS: must be at least RETRY_BASE_SECONDS')
+  }
+  if (e.SIMULATOR_MAX_DURATION_MS < e.SIMULATOR_MIN_DURATION_MS) {
+    throw new ConfigError('SIMULATOR_MAX_DURATION_MS: must be at least SIMULATOR_MIN_DURATION_MS')
+  }
+  for (const secret of e.WEBHOOK_SECRET) {
+    if (!/^whsec_[A-Za-z0-9+/]+={0,2}$/.test(secret)) {
+      throw new ConfigError('WEBHOOK_SECRET: each secret must look like whsec_<base64>')
+    }
+  }
+  if (e.WEBHOOK_SECRET.length > 2) {
+    throw new ConfigError('WEBHOOK_SECRET: at most two secrets (current and previous) during rotation')
+  }
+  return {
+    databaseUrl: e.DATABASE_URL,
+    embeddedPg: { dir: e.EMBEDDED_PG_DIR, port: e.EMBEDDED_PG_PORT },
+    http: { host: e.HOST, port: e.PORT, apiTokens: e.API_TOKENS },
+    dispatch: {
+      maxConcurrentCalls: e.MAX_CONCURRENT_CALLS,
+      maxAttempts: e.MAX_ATTEMPTS,
+      retryBaseSeconds: e.RETRY_BASE_SECONDS,
+      retryMaxSeconds: e.RETRY_MAX_SECONDS,
+      callTimeoutSeconds: e.CALL_TIMEOUT_SECONDS,
+      callTtlSeconds: e.CALL_TTL_SECONDS,
+      pollMs: e.WORKER_POLL_MS,
+      shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    },
+    provider: {
+      baseUrl: e.PROVIDER_BASE_URL,
+      apiKey: e.PROVIDER_API_KEY,
+      timeoutMs: e.PROVIDER_TIMEOUT_MS,
+    },
+    publicBaseUrl: e.PUBLIC_BASE_URL ?? `http://127.0.0.1:${e.PORT}`,
+    webhook: { secrets: e.WEBHOOK_SECRET, apiKey: e.WEBHOOK_API_KEY },
+    logLevel: e.LOG_LEVEL,
+    simulator: {
+      port: e.SIMULATOR_PORT,
+      minDurationMs: e.SIMULATOR_MIN_DURATION_MS,
+      maxDurationMs: e.SIMULATOR_MAX_DURATION_MS,
+      statusMix: parseStatusMix(e.SIMULATOR_STATUS_MIX),
+      rates: {
+        serverError: e.SIMULATOR_5XX_RATE,
+        timeout: e.SIMULATOR_TIMEOUT_RATE,
+        rateLimited: e.SIMULATOR_429_RATE,
+        duplicateCallback: e.SIMULATOR_DUPLICATE_CALLBACK_RATE,
+        earlyCallback: e.SIMULATOR_EARLY_CALLBACK_RATE,
+        lateCallback: e.SIMULATOR_LATE_CALLBACK_RATE,
+      },
+    },
+  }
+}
+
+/** The variable names, for `--help` and for the test that keeps `.env.example` complete. */
+export const configVariables = Object.keys(EnvSchema.entries)

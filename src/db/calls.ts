@@ -1,0 +1,103 @@
+import { CALL_STATUSES, type CallRow, type CallStatus } from '../calls/model.ts'
+import type { Sql, Tx } from './sql.ts'
+
+// Every query on the calls table. Each state change is a guarded UPDATE: it names the state
+// it leaves, and zero rows back means the change was not legal at that moment (a lost race, a
+// duplicate callback); the caller decides what that means.
+
+type Db = Sql | Tx
+
+export interface NewCall {
+  id: string
+  jobId: string
+  phone: string
+  scriptId: string
+  metadata: Record<string, unknown>
+  expiresAt: Date | null
+  idempotencyKey: string | null
+  requestHash: string | null
+}
+
+export async function insertCall(tx: Db, call: NewCall): Promise<CallRow> {
+  const [row] = await tx<CallRow[]>`
+    INSERT INTO calls (id, job_id, phone, script_id, metadata, expires_at, idempotency_key, request_hash)
+    VALUES (${call.id}, ${call.jobId}, ${call.phone}, ${call.scriptId}, ${tx.json(call.metadata as never)}, ${call.expiresAt},
+            ${call.idempotencyKey}, ${call.requestHash})
+    RETURNING *`
+  return row!
+}
+
+export async function findByIdempotencyKey(db: Db, key: string): Promise<CallRow | undefined> {
+  const [row] = await db<CallRow[]>`SELECT * FROM calls WHERE idempotency_key = ${key}`
+  return row
+}
+
+export async function getCall(db: Db, id: string): Promise<CallRow | undefined> {
+  const [row] = await db<CallRow[]>`SELECT * FROM calls WHERE id = ${id}`
+  return row
+}
+
+export async function lockCall(tx: Tx, id: string): Promise<CallRow | undefined> {
+  const [row] = await tx<CallRow[]>`SELECT * FROM calls WHERE id = ${id} FOR UPDATE`
+  return row
+}
+
+export async function setJob(tx: Tx, id: string, jobId: string): Promise<void> {
+  await tx`UPDATE calls SET job_id = ${jobId} WHERE id = ${id}`
+}
+
+export interface ListQuery {
+  status?: CallStatus | undefined
+  limit: number
+  /** The id of the last call of the previous page. */
+  after?: string | undefined
+}
+
+/** Newest first; keyset pagination on (created_at, id), served by the two list indexes. */
+export async function listCalls(db: Db, q: ListQuery): Promise<{ rows: CallRow[]; cursorFound: boolean }> {
+  if (q.after) {
+    // Compared in SQL, not in JS: created_at has microseconds, a JS Date only milliseconds.
+    const [found] = await db<{ id: string }[]>`SELECT id FROM calls WHERE id = ${q.after}`
+    if (!found) return { rows: [], cursorFound: false }
+  }
+  const rows = await db<CallRow[]>`
+    SELECT * FROM calls
+    WHERE true
+      ${q.status ? db`AND status = ${q.status}` : db``}
+      ${q.after ? db`AND (created_at, id) < (SELECT created_at, id FROM calls WHERE id = ${q.after})` : db``}
+    ORDER BY created_at DESC, id DESC
+    LIMIT ${q.limit}`
+  return { rows, cursorFound: true }
+}
+
+export interface PayloadChange {
+  phone?: string | undefined
+  scriptId?: string | undefined
+  metadata?: Record<string, unknown> | undefined
+}
+
+/** Changes the payload of a call that is still PENDING; undefined when it is not. */
+export async function updatePendingPayload(tx: Tx, id: string, change: PayloadChange): Promise<CallRow | undefined> {
+  const [row] = await tx<CallRow[]>`
+    UPDATE calls SET
+      phone      = COALESCE(${change.phone ?? null}, phone),
+      script_id  = COALESCE(${change.scriptId ?? null}, script_id),
+      metadata   = COALESCE(${change.metadata ? tx.json(change.metadata as never) : null}::jsonb, metadata),
+      updated_at = now()
+    WHERE id = ${id} AND status = 'PENDING'
+    RETURNING *`
+  return row
+}
+
+export async function countByStatus(db: Db): Promise<Record<CallStatus, number>> {
+  const rows = await db<{ status: CallStatus; n: number }[]>`
+    SELECT status, count(*)::int AS n FROM calls GROUP BY status`
+  const counts = Object.fromEntries(CALL_STATUSES.map((s) => [s, 0])) as Record<CallStatus, number>
+  for (const r of rows) counts[r.status] = r.n
+  return counts
+}
+
+export async function countInFlight(db: Db): Promise<number> {
+  const [row] = await db<{ n: number }[]>`SELECT count(*)::int AS n FROM calls WHERE status = 'IN_PROGRESS'`
+  return row!.n
+}

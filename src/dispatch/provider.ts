@@ -1,0 +1,85 @@
+import { ofetch } from 'ofetch'
+import { parseRetryAfterMs } from './backoff.ts'
+
+// The AI-call provider's dial endpoint, exactly as the dispatch issue specifies it.
+
+export type DialResult =
+  | { kind: 'accepted'; providerCallId: string }
+  | { kind: 'retryable'; error: string; retryAfterMs?: number | undefined }
+  | { kind: 'rejected'; error: string }
+
+export interface DialRequest {
+  callId: string
+  attempt: number
+  to: string
+  scriptId: string
+  metadata: Record<string, unknown>
+}
+
+export interface ProviderClient {
+  dial(request: DialRequest, signal?: AbortSignal): Promise<DialResult>
+}
+
+const excerpt = (text: string) => {
+  const flat = text.replace(/\s+/g, ' ').trim()
+  return flat.length > 200 ? `${flat.slice(0, 200)}…` : flat
+}
+
+export function createProviderClient(options: {
+  baseUrl: string
+  apiKey?: string | undefined
+  timeoutMs: number
+  publicBaseUrl: string
+}): ProviderClient {
+  const endpoint = `${options.baseUrl}/api/v1/calls`
+  return {
+    async dial(request, signal) {
+      const webhookUrl = `${options.publicBaseUrl}/callbacks/call-status?callId=${encodeURIComponent(request.callId)}`
+      let response: Response
+      try {
+        response = await ofetch.raw(endpoint, {
+          method: 'POST',
+          body: { to: request.to, scriptId: request.scriptId, metadata: request.metadata, webhookUrl },
+          headers: {
+            'Content-Type': 'application/json',
+            'Idempotency-Key': `${request.callId}:${request.attempt}`,
+            ...(options.apiKey ? { Authorization: `Bearer ${options.apiKey}` } : {}),
+          },
+          timeout: options.timeoutMs,
+          retry: 0,
+          ignoreResponseError: true,
+          responseType: 'text',
+          ...(signal ? { signal } : {}),
+        })
+      } catch (err) {
+        const cause = err as Error & { cause?: { code?: string; message?: string } }
+        const timedOut = cause.name === 'TimeoutError' || /timeout|aborted/i.test(cause.message)
+        const reason = timedOut
+          ? `no answer within ${options.timeoutMs} ms`
+          : (cause.cause?.code ?? cause.cause?.message ?? cause.message)
+        return { kind: 'retryable', error: `provider unreachable: ${reason}` }
+      }
+      const body = String((response as Response & { _data?: unknown })._data ?? '')
+      const status = response.status
+      if (status >= 200 && status < 300) {
+        let providerCallId: unknown
+        try {
+          providerCallId = (JSON.parse(body) as { callId?: unknown }).callId
+        } catch {
+          providerCallId = undefined
+        }
+        if (typeof providerCallId === 'string' && providerCallId !== '') return { kind: 'accepted', providerCallId }
+        return { kind: 'rejected', error: `provider answered ${status} without a callId: ${excerpt(body)}` }
+      }
+      if (status === 429) {
+        return {
+          kind: 'retryable',
+          error: `provider answered 429 Too Many Requests: ${excerpt(body)}`,
+          retryAfterMs: parseRetryAfterMs(response.headers.get('retry-after')),
+        }
+      }
+      if (status >= 500) return { kind: 'retryable', error: `provider answered ${status}: ${excerpt(body)}` }
+      return { kind: 'rejected', error: `provider answered ${status}: ${excerpt(body)}` }
+    },
+  }
+}

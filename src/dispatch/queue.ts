@@ -1,0 +1,95 @@
+import { PgBoss } from 'pg-boss'
+import type { Db as IDatabase } from 'pg-boss'
+import type { Logger } from '../log.ts'
+import type { Tx } from '../db/sql.ts'
+
+// The pg-boss side of a call. Each waiting or in-flight call has exactly one job on the
+// "calls" queue, keyed by its phone number. The queue's key_strict_fifo policy makes fetch()
+// return at most one job per phone and skip every phone that already has an active job, checked
+// live in the fetch query (the "singleton" policy relies on a cache that can be stale; see the
+// dispatch issue's spike notes). Every pg-boss call here runs inside the caller's transaction,
+// so a call row and its job change together or not at all.
+
+export const CALLS_QUEUE = 'calls'
+export const BOSS_SCHEMA = 'pgboss'
+
+// A job stays active for as long as its call is in flight, waiting for the provider's final
+// callback. pg-boss would retry (re-dial!) a job that outlives expireInSeconds, so the expiry is
+// pg-boss's maximum and our own call timeout (CALL_TIMEOUT_SECONDS, at most 20 h) always
+// settles the job first; retryLimit 0 means pg-boss never re-runs a job by itself.
+const JOB_EXPIRE_SECONDS = 24 * 3600
+
+export interface CallJob {
+  jobId: string
+  callId: string
+}
+
+/** Runs pg-boss statements on a postgres.js transaction. */
+function onTx(tx: Tx): IDatabase {
+  return {
+    async executeSql(text, values) {
+      const rows = await tx.unsafe(text, (values ?? []) as never[])
+      return { rows: [...rows] }
+    },
+  }
+}
+
+export class CallQueue {
+  readonly boss: PgBoss
+  readonly #log: Logger
+
+  constructor(databaseUrl: string, log: Logger, options: { supervise: boolean }) {
+    this.#log = log
+    this.boss = new PgBoss({
+      connectionString: databaseUrl,
+      schema: BOSS_SCHEMA,
+      application_name: 'call-orchestrator/pg-boss',
+      max: 4,
+      supervise: options.supervise,
+      schedule: false,
+      migrate: true,
+    })
+    this.boss.on('error', (err) => this.#log.error('pg-boss error', { err }))
+  }
+
+  /** Installs or upgrades pg-boss's schema and creates the queue (both idempotent). */
+  async start(): Promise<void> {
+    await this.boss.start()
+    await this.boss.createQueue(CALLS_QUEUE, {
+      policy: 'key_strict_fifo',
+      retryLimit: 0,
+      expireInSeconds: JOB_EXPIRE_SECONDS,
+      retentionSeconds: 14 * 24 * 3600,
+      deleteAfterSeconds: 7 * 24 * 3600,
+    })
+  }
+
+  async stop(): Promise<void> {
+    await this.boss.stop({ graceful: true, close: true, timeout: 5_000 })
+  }
+
+  async enqueue(tx: Tx, call: { id: string; phone: string; startAfter?: Date | null }): Promise<string> {
+    const jobId = await this.boss.send(CALLS_QUEUE, { callId: call.id }, {
+      singletonKey: call.phone,
+      ...(call.startAfter ? { startAfter: call.startAfter } : {}),
+      db: onTx(tx),
+    })
+    if (!jobId) throw new Error(`pg-boss refused the job for call ${call.id}`)
+    return jobId
+  }
+
+  /** Up to `limit` ready jobs, at most one per phone, none for a phone with a job in flight. */
+  async fetch(tx: Tx, limit: number): Promise<CallJob[]> {
+    const jobs = await this.boss.fetch<{ callId: string }>(CALLS_QUEUE, { batchSize: limit, db: onTx(tx) })
+    return jobs.map((job) => ({ jobId: job.id, callId: job.data.callId }))
+  }
+
+  /** Marks the job done: the call it carried is final, or has moved to a new job. */
+  async settle(tx: Tx, jobId: string): Promise<void> {
+    await this.boss.complete(CALLS_QUEUE, jobId, null, { db: onTx(tx), includeQueued: true })
+  }
+
+  async remove(tx: Tx, jobId: string): Promise<void> {
+    await this.boss.deleteJob(CALLS_QUEUE, jobId, { db: onTx(tx) })
+  }
+}

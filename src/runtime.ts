@@ -1,0 +1,153 @@
+import { randomBytes } from 'node:crypto'
+import { resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createCallbackRoute } from './callbacks/route.ts'
+import { createCallService } from './calls/service.ts'
+import type { Config } from './config.ts'
+import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.ts'
+import { isMigrated, migrate, readMigrations } from './db/migrate.ts'
+import { connect, type Sql } from './db/sql.ts'
+import { Dispatcher } from './dispatch/dispatcher.ts'
+import { createProviderClient } from './dispatch/provider.ts'
+import { CallQueue } from './dispatch/queue.ts'
+import { createApp } from './http/app.ts'
+import { listen, type RunningServer } from './http/serve.ts'
+import type { Logger } from './log.ts'
+import { ProviderSimulator } from './simulator/simulator.ts'
+
+// Builds the parts a mode asks for, starts them in order, and stops them in reverse.
+
+export type Mode = 'api' | 'worker' | 'all' | 'migrate' | 'simulator'
+
+export interface Running {
+  apiPort?: number | undefined
+  simulatorUrl?: string | undefined
+  stop(): Promise<void>
+}
+
+const projectRoot = fileURLToPath(new URL('..', import.meta.url))
+
+export function simulatorFromConfig(config: Config, secret: string, log: Logger): ProviderSimulator {
+  const s = config.simulator
+  return new ProviderSimulator(
+    { secret, apiKey: config.provider.apiKey, minDurationMs: s.minDurationMs, maxDurationMs: s.maxDurationMs, statusMix: s.statusMix, rates: s.rates },
+    log.child({ part: 'simulator' }),
+  )
+}
+
+/** The database URL to use: DATABASE_URL, or an embedded server whose data lives under .data/. */
+async function database(config: Config, log: Logger): Promise<{ url: string; embedded?: EmbeddedDatabase }> {
+  if (config.databaseUrl) return { url: config.databaseUrl }
+  const dir = resolve(projectRoot, config.embeddedPg.dir)
+  log.info('DATABASE_URL is not set: using an embedded PostgreSQL', { dataDir: config.embeddedPg.dir, port: config.embeddedPg.port })
+  const embedded = await startEmbeddedPostgres({ dir, port: config.embeddedPg.port }, log)
+  return { url: embedded.url, embedded }
+}
+
+export async function startOrchestrator(mode: Mode, config: Config, log: Logger): Promise<Running> {
+  const stops: Array<() => Promise<void>> = []
+  const stopAll = async () => {
+    for (const stop of stops.reverse()) {
+      await stop().catch((err) => log.error('error while stopping', { err }))
+    }
+    stops.length = 0
+  }
+  try {
+    if (mode === 'simulator') {
+      const secret = config.webhook.secrets[0]
+      if (!secret) throw new Error('the simulator signs callbacks: set WEBHOOK_SECRET (whsec_…) for it and for the orchestrator')
+      const sim = simulatorFromConfig(config, secret, log)
+      await sim.start(config.simulator.port)
+      stops.push(() => sim.stop())
+      log.info('provider simulator listening', { url: sim.url })
+      return { simulatorUrl: sim.url, stop: stopAll }
+    }
+
+    const db = await database(config, log)
+    if (db.embedded) stops.push(() => db.embedded!.stop())
+    const sql: Sql = connect(db.url, { max: mode === 'migrate' ? 2 : 20 })
+    stops.push(() => sql.end({ timeout: 5 }))
+    const applied = await migrate(sql)
+    if (applied.length) log.info('migrations applied', { versions: applied })
+    const migrationCount = (await readMigrations()).length
+
+    const runsWorker = mode === 'worker' || mode === 'all'
+    const queue = new CallQueue(db.url, log.child({ part: 'pg-boss' }), { supervise: runsWorker })
+    await queue.start()
+    stops.push(() => queue.stop())
+    if (mode === 'migrate') return { stop: stopAll }
+
+    let webhook = config.webhook
+    let providerUrl = config.provider.baseUrl
+    let simulatorUrl: string | undefined
+    if (mode === 'all' && !providerUrl) {
+      // Out of the box: no provider configured, so run the simulator in-process with a secret
+      // made up for this run, and say so loudly.
+      const secret = webhook.secrets[0] ?? `whsec_${randomBytes(24).toString('base64')}`
+      if (webhook.secrets.length === 0) webhook = { ...webhook, secrets: [secret] }
+      const sim = simulatorFromConfig(config, secret, log)
+      await sim.start(0)
+      stops.push(() => sim.stop())
+      providerUrl = sim.url
+      simulatorUrl = sim.url
+      log.warn('PROVIDER_BASE_URL is not set: calls go to the built-in provider simulator, not to a real provider', { simulatorUrl })
+    }
+
+    let apiPort: number | undefined
+    if (mode === 'api' || mode === 'all') {
+      if (config.http.apiTokens.length === 0) {
+        log.warn('API_TOKENS is not set: /calls and /metrics accept requests from anyone who can reach this port')
+      }
+      if (webhook.secrets.length === 0 && !webhook.apiKey) {
+        log.warn('neither WEBHOOK_SECRET nor WEBHOOK_API_KEY is set: every provider callback will be refused')
+      }
+      const callService = createCallService({
+        sql,
+        queue,
+        callTtlSeconds: config.dispatch.callTtlSeconds,
+        maxConcurrentCalls: config.dispatch.maxConcurrentCalls,
+      })
+      const app = createApp({
+        calls: callService,
+        apiTokens: config.http.apiTokens,
+        log,
+        ready: async () => {
+          try {
+            return (await isMigrated(sql, migrationCount))
+              ? { ok: true, detail: 'ready' }
+              : { ok: false, detail: 'database migrations are not all applied' }
+          } catch (err) {
+            return { ok: false, detail: `database unreachable: ${(err as Error).message}` }
+          }
+        },
+        callbacks: createCallbackRoute({ sql, queue, secrets: webhook.secrets, apiKey: webhook.apiKey, log }),
+      })
+      const server: RunningServer = await listen(app, config.http)
+      stops.push(() => server.close())
+      apiPort = server.port
+      log.info('API listening', { host: config.http.host, port: server.port })
+    }
+
+    if (runsWorker) {
+      if (!providerUrl) throw new Error('worker mode needs PROVIDER_BASE_URL (only "all" mode falls back to the simulator)')
+      const dispatcher = new Dispatcher({
+        sql,
+        queue,
+        provider: createProviderClient({
+          baseUrl: providerUrl,
+          apiKey: config.provider.apiKey,
+          timeoutMs: config.provider.timeoutMs,
+          publicBaseUrl: config.publicBaseUrl,
+        }),
+        options: { ...config.dispatch },
+        log,
+      })
+      await dispatcher.start()
+      stops.push(() => dispatcher.stop())
+    }
+    return { apiPort, simulatorUrl, stop: stopAll }
+  } catch (err) {
+    await stopAll()
+    throw err
+  }
+}
