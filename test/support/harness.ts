@@ -1,0 +1,70 @@
+import { createCallbackRoute } from '../../src/callbacks/route.ts'
+import { createCallService } from '../../src/calls/service.ts'
+import { CallQueue } from '../../src/dispatch/queue.ts'
+import { createApp } from '../../src/http/app.ts'
+import { silentLogger } from '../../src/log.ts'
+import { createTestDatabase, type TestDatabase } from './db.ts'
+
+export const WEBHOOK_SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'
+
+export interface Harness extends TestDatabase {
+  queue: CallQueue
+  app: ReturnType<typeof createApp>
+  /** JSON request against the app (no network); returns status, headers and parsed body. */
+  call(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{
+    status: number
+    headers: Headers
+    body: any
+  }>
+}
+
+interface T {
+  teardown(fn: () => Promise<void> | void): void
+}
+
+export async function createHarness(
+  t: T,
+  options: { apiTokens?: string[]; callTtlSeconds?: number; maxConcurrentCalls?: number; webhookSecrets?: string[]; webhookApiKey?: string } = {},
+): Promise<Harness> {
+  const db = await createTestDatabase(t)
+  const queue = new CallQueue(db.url, silentLogger, { supervise: false })
+  await queue.start()
+  t.teardown(() => queue.stop())
+  const app = createApp({
+    calls: createCallService({
+      sql: db.sql,
+      queue,
+      callTtlSeconds: options.callTtlSeconds ?? 86_400,
+      maxConcurrentCalls: options.maxConcurrentCalls ?? 30,
+    }),
+    apiTokens: options.apiTokens ?? [],
+    log: silentLogger,
+    ready: async () => ({ ok: true, detail: 'ready' }),
+    callbacks: createCallbackRoute({
+      sql: db.sql,
+      queue,
+      secrets: options.webhookSecrets ?? [WEBHOOK_SECRET],
+      apiKey: options.webhookApiKey,
+      log: silentLogger,
+    }),
+  })
+  return {
+    ...db,
+    queue,
+    app,
+    async call(method, path, body, headers = {}) {
+      const init: RequestInit = { method, headers: { ...headers } }
+      if (body !== undefined) {
+        init.body = typeof body === 'string' ? body : JSON.stringify(body)
+        ;(init.headers as Record<string, string>)['content-type'] ??= 'application/json'
+      }
+      const res = await app.request(path, init)
+      const text = await res.text()
+      let parsed: unknown = text
+      try {
+        parsed = JSON.parse(text)
+      } catch {}
+      return { status: res.status, headers: res.headers, body: parsed }
+    },
+  }
+}
