@@ -133,19 +133,15 @@ export async function timeOutSilent(tx: Tx, timeoutSeconds: number, limit: numbe
 }
 
 /**
- * In-flight calls whose worker died before the provider accepted them. They go back to
- * PENDING with the attempt undone, so the re-dial reuses the attempt's Idempotency-Key and a
- * request the provider did receive is not a second call.
+ * In-flight calls whose worker died before the provider's answer was recorded: this worker
+ * adopts them and dials them again under the same attempt number, so the same Idempotency-Key
+ * makes a request the provider did receive come back as the same call, not a second one. They
+ * stay IN_PROGRESS throughout: the slot stays held and the phone stays blocked, so no other call
+ * to that person can start while the provider may still be ringing them.
  */
-export async function releaseOrphans(tx: Tx, limit: number): Promise<CallRow[]> {
+export async function adoptOrphans(tx: Tx, workerId: number, limit: number): Promise<CallRow[]> {
   return tx<CallRow[]>`
-    UPDATE calls SET
-      status = 'PENDING',
-      attempts = attempts - 1,
-      started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END,
-      claimed_by = NULL,
-      last_error = COALESCE(last_error, 'worker stopped before the provider answered; retrying'),
-      updated_at = now()
+    UPDATE calls SET claimed_by = ${workerId}, updated_at = now()
     WHERE id IN (
       SELECT id FROM calls
       WHERE status = 'IN_PROGRESS' AND dialed_at IS NULL

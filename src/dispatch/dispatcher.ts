@@ -75,7 +75,7 @@ export class Dispatcher {
     ])
     if (!drained) {
       // Abandoned dials stay IN_PROGRESS without a provider id; once our lock is gone another
-      // worker sends them back to PENDING and re-dials them under the same Idempotency-Key.
+      // worker adopts them and re-dials them under the same Idempotency-Key.
       this.#log.warn('shutdown timeout: leaving dials under way to other workers', { worker: this.#workerId, dials: this.#inFlight.size })
       this.#abort.abort()
     }
@@ -125,8 +125,11 @@ export class Dispatcher {
             await this.#sleep()
             continue
           }
-          const moved = await sweep(this.#sql, this.#queue, this.#options)
-          if (moved.expired || moved.timedOut || moved.released) this.#log.info('sweep', { worker: this.#workerId, ...moved })
+          const { expired, timedOut, adopted } = await sweep(this.#sql, this.#queue, this.#options, this.#workerId)
+          if (expired || timedOut || adopted.length) {
+            this.#log.info('sweep', { worker: this.#workerId, expired, timedOut, adopted: adopted.length })
+          }
+          for (const call of adopted) this.#dial(call)
         }
         this.#wakeRequested = false
         const { claimed, exhausted } = await claimCalls(

@@ -115,12 +115,13 @@ export async function recordDialResult(
   })
 }
 
-/** The periodic safety sweeps; each returns how many calls it moved. */
+/** The periodic safety sweeps. Orphans come back adopted by `workerId`, for it to dial. */
 export async function sweep(
   sql: Sql,
   queue: CallQueue,
   policy: DispatchPolicy,
-): Promise<{ expired: number; timedOut: number; released: number }> {
+  workerId: number,
+): Promise<{ expired: number; timedOut: number; adopted: CallRow[] }> {
   const batch = 500
   const expired = await sql.begin(async (tx) => {
     await lockClaimsShared(tx)
@@ -134,16 +135,6 @@ export async function sweep(
     if (rows.length) await wakeWorkers(tx)
     return rows.length
   })
-  const released = await sql.begin(async (tx) => {
-    await lockClaimsShared(tx)
-    const rows = await t.releaseOrphans(tx, batch)
-    for (const row of rows) {
-      if (row.job_id) await queue.settle(tx, row.job_id)
-      const jobId = await queue.enqueue(tx, { id: row.id, phone: row.phone })
-      await tx`UPDATE calls SET job_id = ${jobId} WHERE id = ${row.id}`
-    }
-    if (rows.length) await wakeWorkers(tx)
-    return rows.length
-  })
-  return { expired, timedOut, released }
+  const adopted = await sql.begin((tx) => t.adoptOrphans(tx, workerId, policy.maxConcurrentCalls))
+  return { expired, timedOut, adopted }
 }

@@ -20,6 +20,14 @@ export interface ProviderClient {
   dial(request: DialRequest, signal?: AbortSignal): Promise<DialResult>
 }
 
+function causes(err: unknown): Array<{ name?: string; message?: string; code?: string }> {
+  const chain = []
+  for (let e = err as { cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
+    chain.push(e as { name?: string; message?: string; code?: string })
+  }
+  return chain
+}
+
 const excerpt = (text: string) => {
   const flat = text.replace(/\s+/g, ' ').trim()
   return flat.length > 200 ? `${flat.slice(0, 200)}…` : flat
@@ -52,11 +60,10 @@ export function createProviderClient(options: {
           ...(signal ? { signal } : {}),
         })
       } catch (err) {
-        const cause = err as Error & { cause?: { code?: string; message?: string } }
-        const timedOut = cause.name === 'TimeoutError' || /timeout|aborted/i.test(cause.message)
-        const reason = timedOut
-          ? `no answer within ${options.timeoutMs} ms`
-          : (cause.cause?.code ?? cause.cause?.message ?? cause.message)
+        const timedOut = causes(err).some((e) => e.name === 'TimeoutError' || /timeout|aborted/i.test(e.message ?? ''))
+        // fetch hides the socket error (ECONNREFUSED, ENOTFOUND…) a few causes deep.
+        const code = causes(err).find((e) => e.code)?.code
+        const reason = timedOut ? `no answer within ${options.timeoutMs} ms` : (code ?? (err as Error).message)
         return { kind: 'retryable', error: `provider unreachable: ${reason}` }
       }
       const body = String((response as Response & { _data?: unknown })._data ?? '')

@@ -25,6 +25,8 @@ export interface SimulatorOptions {
     earlyCallback: number
     lateCallback: number
   }
+  /** Delay before answering a dial, to widen the window in which a worker can die mid-request. */
+  answerDelayMs?: number | undefined
   /** Overrides the random fault choice (tests script the provider with it). */
   decide?: ((dial: { to: string; idempotencyKey: string; n: number }) => DialDecision) | undefined
   random?: () => number
@@ -137,6 +139,7 @@ export class ProviderSimulator {
     const decision = this.#o.decide?.({ to: body.to, idempotencyKey: key, n: this.dials.length }) ?? this.#pick()
     const record: DialRecord = { idempotencyKey: key, to: body.to, scriptId: body.scriptId, decision, at: Date.now() }
     this.dials.push(record)
+    if (this.#o.answerDelayMs) await this.#sleep(this.#o.answerDelayMs)
     switch (decision) {
       case 'server_error':
         return Response.json({ error: 'simulated outage' }, { status: 503 })
