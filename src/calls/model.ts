@@ -97,5 +97,6 @@ export const callNotPending = (id: string, status: CallStatus) =>
   new DomainError(
     'call_not_pending',
     `Call ${id} is ${status}; its payload can only be changed while it is PENDING.`,
-    { callId: id, status },
+    // Not "status": in the problem+json body that member is the HTTP status (RFC 9457).
+    { callId: id, callStatus: status },
   )

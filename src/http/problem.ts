@@ -54,14 +54,15 @@ export function toProblem(err: unknown): HttpProblem | undefined {
 }
 
 export function problemResponse(c: Context, problem: HttpProblem): Response {
+  // Extension members first, so none can overwrite a standard member.
   const body = {
+    ...problem.extra,
     type: `urn:call-orchestrator:problem:${problem.code}`,
     title: titles[problem.status] ?? 'Error',
     status: problem.status,
     detail: problem.message,
     code: problem.code,
     instance: c.req.path,
-    ...problem.extra,
   }
   return c.body(JSON.stringify(body), problem.status, {
     'Content-Type': 'application/problem+json',
