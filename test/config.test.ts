@@ -1,0 +1,137 @@
+import { readFile } from 'node:fs/promises'
+import t from 'tap'
+import { ConfigError, configVariables, loadConfig } from '../src/config.ts'
+
+// loadConfig is a pure function of the environment it is given; no database needed.
+
+t.test('defaults', async (t) => {
+  const c = loadConfig({})
+  t.equal(c.databaseUrl, undefined)
+  t.same(c.embeddedPg, { dir: '.data/postgres', port: 54329 })
+  t.same(c.http, { host: '0.0.0.0', port: 3000, apiTokens: [] })
+  t.same(c.dispatch, {
+    maxConcurrentCalls: 30,
+    maxAttempts: 3,
+    retryBaseSeconds: 5,
+    retryMaxSeconds: 300,
+    callTimeoutSeconds: 1800,
+    callTtlSeconds: 86_400,
+    pollMs: 5000,
+    shutdownTimeoutMs: 15_000,
+  })
+  t.same(c.provider, { baseUrl: undefined, apiKey: undefined, timeoutMs: 10_000 })
+  t.equal(c.publicBaseUrl, 'http://127.0.0.1:3000')
+  t.same(c.webhook, { secrets: [], apiKey: undefined })
+  t.equal(c.logLevel, 'info')
+  t.equal(c.simulator.port, 4010)
+  t.equal(c.simulator.minDurationMs, 2000)
+  t.equal(c.simulator.maxDurationMs, 8000)
+  t.same(c.simulator.statusMix, [
+    { status: 'COMPLETED', weight: 8 },
+    { status: 'FAILED', weight: 1 },
+    { status: 'BUSY', weight: 0.5 },
+    { status: 'NO_ANSWER', weight: 0.5 },
+  ])
+  t.same(c.simulator.rates, {
+    serverError: 0,
+    timeout: 0,
+    rateLimited: 0,
+    duplicateCallback: 0,
+    earlyCallback: 0,
+    lateCallback: 0,
+  })
+})
+
+t.test('values are parsed', async (t) => {
+  const c = loadConfig({
+    DATABASE_URL: 'postgres://u@h:5/db',
+    PORT: ' 8080 ',
+    API_TOKENS: ' a , b ,,',
+    MAX_CONCURRENT_CALLS: '7',
+    MAX_ATTEMPTS: '1',
+    PROVIDER_BASE_URL: 'https://provider.example/',
+    PUBLIC_BASE_URL: 'http://me.example:9/',
+    WEBHOOK_SECRET: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw,whsec_AAAA',
+    LOG_LEVEL: 'debug',
+    SIMULATOR_5XX_RATE: '0.25',
+    SIMULATOR_STATUS_MIX: 'COMPLETED:1',
+  })
+  t.equal(c.databaseUrl, 'postgres://u@h:5/db')
+  t.equal(c.http.port, 8080)
+  t.same(c.http.apiTokens, ['a', 'b'])
+  t.equal(c.dispatch.maxConcurrentCalls, 7)
+  t.equal(c.dispatch.maxAttempts, 1)
+  t.equal(c.provider.baseUrl, 'https://provider.example', 'trailing slash removed')
+  t.equal(c.publicBaseUrl, 'http://me.example:9')
+  t.same(c.webhook.secrets, ['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', 'whsec_AAAA'])
+  t.equal(c.logLevel, 'debug')
+  t.equal(c.simulator.rates.serverError, 0.25)
+  t.same(c.simulator.statusMix, [{ status: 'COMPLETED', weight: 1 }])
+  t.equal(loadConfig({ PORT: '4000' }).publicBaseUrl, 'http://127.0.0.1:4000', 'public URL follows PORT')
+})
+
+t.test('empty strings count as unset', async (t) => {
+  const env = Object.fromEntries(configVariables.map((name) => [name, '']))
+  const c = loadConfig(env)
+  t.same(c, loadConfig({}))
+  t.equal(c.dispatch.maxConcurrentCalls, 30)
+  t.equal(c.logLevel, 'info')
+})
+
+t.test('bad values throw a ConfigError naming the variable', async (t) => {
+  const cases: Array<[Record<string, string>, string]> = [
+    [{ MAX_CONCURRENT_CALLS: 'abc' }, 'MAX_CONCURRENT_CALLS'],
+    [{ MAX_CONCURRENT_CALLS: '0' }, 'MAX_CONCURRENT_CALLS'],
+    [{ MAX_CONCURRENT_CALLS: '-1' }, 'MAX_CONCURRENT_CALLS'],
+    [{ MAX_CONCURRENT_CALLS: '1.5' }, 'MAX_CONCURRENT_CALLS'],
+    [{ MAX_ATTEMPTS: '0' }, 'MAX_ATTEMPTS'],
+    [{ PORT: '70000' }, 'PORT'],
+    [{ PORT: 'http' }, 'PORT'],
+    [{ EMBEDDED_PG_PORT: '0' }, 'EMBEDDED_PG_PORT'],
+    [{ PROVIDER_BASE_URL: 'ftp://x' }, 'PROVIDER_BASE_URL'],
+    [{ PROVIDER_BASE_URL: 'not a url' }, 'PROVIDER_BASE_URL'],
+    [{ PUBLIC_BASE_URL: 'ftp://x' }, 'PUBLIC_BASE_URL'],
+    [{ DATABASE_URL: 'mysql://x' }, 'DATABASE_URL'],
+    [{ WEBHOOK_SECRET: 'nope' }, 'WEBHOOK_SECRET'],
+    [{ WEBHOOK_SECRET: 'whsec_AAAA,whsec_BBBB,whsec_CCCC' }, 'WEBHOOK_SECRET'],
+    [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
+    [{ CALL_TIMEOUT_SECONDS: String(20 * 3600 + 1) }, 'CALL_TIMEOUT_SECONDS'],
+    [{ CALL_TIMEOUT_SECONDS: '4' }, 'CALL_TIMEOUT_SECONDS'],
+    [{ RETRY_BASE_SECONDS: '10', RETRY_MAX_SECONDS: '5' }, 'RETRY_MAX_SECONDS'],
+    [{ SIMULATOR_MIN_DURATION_MS: '10', SIMULATOR_MAX_DURATION_MS: '5' }, 'SIMULATOR_MAX_DURATION_MS'],
+    [{ SIMULATOR_STATUS_MIX: 'RINGING:1' }, 'SIMULATOR_STATUS_MIX'],
+    [{ SIMULATOR_STATUS_MIX: 'COMPLETED:0' }, 'SIMULATOR_STATUS_MIX'],
+    [{ SIMULATOR_5XX_RATE: '1.5' }, 'SIMULATOR_5XX_RATE'],
+    [{ SIMULATOR_LATE_CALLBACK_RATE: '-0.1' }, 'SIMULATOR_LATE_CALLBACK_RATE'],
+  ]
+  for (const [env, variable] of cases) {
+    let error: unknown
+    try {
+      loadConfig(env)
+    } catch (err) {
+      error = err
+    }
+    t.ok(error instanceof ConfigError, `${JSON.stringify(env)} throws a ConfigError`)
+    t.match((error as Error | undefined)?.message ?? '', new RegExp(`\\b${variable}\\b`), `${JSON.stringify(env)} names ${variable}`)
+  }
+})
+
+t.test('every bad variable is named at once', async (t) => {
+  t.throws(() => loadConfig({ PORT: '70000', LOG_LEVEL: 'loud' }), { name: 'ConfigError', message: /PORT[\s\S]*LOG_LEVEL/ })
+})
+
+t.test('.env.example lists exactly the variables the config reads', async (t) => {
+  const text = await readFile(new URL('../.env.example', import.meta.url), 'utf8')
+  const documented = [...text.matchAll(/^([A-Z][A-Z0-9_]*)=/gm)].map((m) => m[1]!)
+  t.ok(documented.length > 0)
+  t.same([...new Set(documented)].sort(), documented.slice().sort(), 'no variable documented twice')
+  t.same(documented.slice().sort(), configVariables.slice().sort())
+  for (const name of configVariables) t.ok(documented.includes(name), `${name} is in .env.example`)
+  for (const name of documented) t.ok(configVariables.includes(name), `${name} is a config variable`)
+})
+
+t.test('.env.example defaults are the defaults', async (t) => {
+  const text = await readFile(new URL('../.env.example', import.meta.url), 'utf8')
+  const env = Object.fromEntries([...text.matchAll(/^([A-Z][A-Z0-9_]*)=(.*)$/gm)].map((m) => [m[1]!, m[2]!]))
+  t.same(loadConfig(env), loadConfig({}))
+})

@@ -1,0 +1,210 @@
+import { randomBytes, randomUUID } from 'node:crypto'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import postgres from 'postgres'
+import t from 'tap'
+import { migrate, readMigrations } from '../src/db/migrate.ts'
+import { connect, pgErrorCode } from '../src/db/sql.ts'
+import { createTestDatabase } from './support/db.ts'
+import { withDatabase } from './support/template.ts'
+
+t.test('migrate() on an up-to-date database applies nothing', async (t) => {
+  const db = await createTestDatabase(t)
+  const all = await readMigrations()
+  t.ok(all.length >= 2)
+  const before = await db.sql<{ version: number }[]>`SELECT version FROM schema_migrations ORDER BY version`
+  t.same(before.map((r) => r.version), all.map((m) => m.version), 'the template is fully migrated')
+  t.same(await migrate(db.sql), [])
+  t.same(await migrate(db.sql), [])
+  const after = await db.sql<{ version: number }[]>`SELECT version FROM schema_migrations ORDER BY version`
+  t.same(after.map((r) => r.version), all.map((m) => m.version))
+})
+
+t.test('concurrent migrate() on an empty database applies each version exactly once', async (t) => {
+  const server = process.env.TEST_SERVER_URL
+  if (!server) throw new Error('run with npm test')
+  const name = `orchestrator_test_empty_${randomBytes(6).toString('hex')}`
+  const admin = postgres(withDatabase(server, 'postgres'), { max: 1, onnotice: () => {} })
+  await admin.unsafe(`CREATE DATABASE ${name}`)
+  const pools = Array.from({ length: 5 }, () => connect(withDatabase(server, name), { max: 2 }))
+  t.teardown(async () => {
+    await Promise.all(pools.map((p) => p.end({ timeout: 5 })))
+    await admin.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+    await admin.end()
+  })
+
+  const expected = (await readMigrations()).map((m) => m.version)
+  // The first run on a fresh database races on CREATE TABLE schema_migrations too.
+  const results = await Promise.all(pools.map((pool) => migrate(pool)))
+  const applied = results.flat().sort((a, b) => a - b)
+  t.same(applied, expected, 'every version applied once across all callers')
+  t.equal(results.filter((r) => r.length > 0).length, 1, 'one caller applied everything, the others nothing')
+
+  const rows = await pools[0]!<{ version: number }[]>`SELECT version FROM schema_migrations ORDER BY version`
+  t.same(rows.map((r) => r.version), expected)
+  const [tbl] = await pools[0]!<{ n: number }[]>`SELECT count(*)::int AS n FROM information_schema.tables WHERE table_name IN ('calls', 'workers', 'callbacks')`
+  t.equal(tbl!.n, 3)
+  t.same(await migrate(pools[1]!), [], 'and a later run applies nothing')
+})
+
+t.test('readMigrations', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'orchestrator-migrations-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+
+  await writeFile(join(dir, '001_a.sql'), 'SELECT 1;')
+  await writeFile(join(dir, '003_b.sql'), 'SELECT 3;')
+  await t.rejects(readMigrations(dir + '/'), /003_b\.sql.*expected number 002/)
+
+  await writeFile(join(dir, '002_c.sql'), 'SELECT 2;')
+  const ok = await readMigrations(dir + '/')
+  t.same(
+    ok.map((m) => [m.version, m.name, m.text]),
+    [
+      [1, 'a', 'SELECT 1;'],
+      [2, 'c', 'SELECT 2;'],
+      [3, 'b', 'SELECT 3;'],
+    ],
+  )
+
+  await writeFile(join(dir, '004_Bad-Name.sql'), 'SELECT 4;')
+  await t.rejects(readMigrations(dir + '/'), /004_Bad-Name\.sql.*NNN_lowercase_words/)
+})
+
+t.test('a gap stops migrate() before it touches the database', async (t) => {
+  const db = await createTestDatabase(t)
+  const dir = await mkdtemp(join(tmpdir(), 'orchestrator-migrations-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  await writeFile(join(dir, '001_a.sql'), 'CREATE TABLE gap_a (x int);')
+  await writeFile(join(dir, '003_b.sql'), 'CREATE TABLE gap_b (x int);')
+  await t.rejects(migrate(db.sql, dir + '/'), /no gaps/)
+  const [row] = await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM information_schema.tables WHERE table_name LIKE 'gap_%'`
+  t.equal(row!.n, 0)
+})
+
+t.test('a database newer than the build is refused', async (t) => {
+  const db = await createTestDatabase(t)
+  const dir = await mkdtemp(join(tmpdir(), 'orchestrator-migrations-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  await writeFile(join(dir, '001_a.sql'), 'SELECT 1;')
+  await t.rejects(migrate(db.sql, dir + '/'), /newer version/)
+})
+
+t.test('constraints reject rows that contradict themselves', async (t) => {
+  const db = await createTestDatabase(t)
+  const sql = db.sql
+  const code = async (p: Promise<unknown>) => {
+    try {
+      await p
+      return 'ok'
+    } catch (err) {
+      return pgErrorCode(err)
+    }
+  }
+  const constraint = async (p: Promise<unknown>) => {
+    try {
+      await p
+      return 'ok'
+    } catch (err) {
+      return (err as { constraint_name?: string }).constraint_name
+    }
+  }
+
+  // A valid baseline in each state, to show the failures below come from the one broken field.
+  t.equal(await code(sql`INSERT INTO calls (phone, script_id) VALUES ('+15550000001', 's')`), 'ok')
+  t.equal(
+    await code(sql`INSERT INTO calls (phone, script_id, status, attempts, started_at) VALUES ('+15550000002', 's', 'IN_PROGRESS', 1, now())`),
+    'ok',
+  )
+  t.equal(
+    await code(sql`INSERT INTO calls (phone, script_id, status, attempts, started_at, ended_at) VALUES ('+15550000003', 's', 'COMPLETED', 1, now(), now())`),
+    'ok',
+  )
+  t.equal(
+    await code(sql`INSERT INTO calls (phone, script_id, status, attempts, started_at, ended_at, last_error) VALUES ('+15550000003', 's', 'FAILED', 1, now(), now(), 'busy')`),
+    'ok',
+  )
+
+  // One call in flight per phone.
+  t.equal(
+    await code(sql`INSERT INTO calls (phone, script_id, status, attempts, started_at) VALUES ('+15550000002', 's', 'IN_PROGRESS', 1, now())`),
+    '23505',
+    'two IN_PROGRESS calls for one phone',
+  )
+  t.equal(
+    await constraint(sql`INSERT INTO calls (phone, script_id, status, attempts, started_at) VALUES ('+15550000002', 's', 'IN_PROGRESS', 1, now())`),
+    'calls_one_in_flight_per_phone',
+  )
+  // …and the same via UPDATE of a PENDING call for that phone.
+  const [pending] = await sql<{ id: string }[]>`INSERT INTO calls (phone, script_id) VALUES ('+15550000002', 's') RETURNING id`
+  t.equal(
+    await code(sql`UPDATE calls SET status = 'IN_PROGRESS', attempts = 1, started_at = now() WHERE id = ${pending!.id}`),
+    '23505',
+  )
+
+  // Where a row breaks two constraints, Postgres reports either one.
+  const checks: Array<[string, Promise<unknown>, string | string[]]> = [
+    [
+      'IN_PROGRESS without started_at',
+      sql`INSERT INTO calls (phone, script_id, status, attempts) VALUES ('+15550000010', 's', 'IN_PROGRESS', 1)`,
+      ['calls_started_iff_attempted', 'calls_in_progress_claimed'],
+    ],
+    [
+      'IN_PROGRESS with no attempt',
+      sql`INSERT INTO calls (phone, script_id, status, attempts, started_at) VALUES ('+15550000011', 's', 'IN_PROGRESS', 0, now())`,
+      ['calls_started_iff_attempted', 'calls_in_progress_claimed'],
+    ],
+    [
+      'FAILED without last_error',
+      sql`INSERT INTO calls (phone, script_id, status, attempts, started_at, ended_at) VALUES ('+15550000012', 's', 'FAILED', 1, now(), now())`,
+      'calls_failed_has_error',
+    ],
+    [
+      'COMPLETED without ended_at',
+      sql`INSERT INTO calls (phone, script_id, status, attempts, started_at) VALUES ('+15550000013', 's', 'COMPLETED', 1, now())`,
+      'calls_ended_iff_terminal',
+    ],
+    [
+      'PENDING with ended_at',
+      sql`INSERT INTO calls (phone, script_id, ended_at) VALUES ('+15550000014', 's', now())`,
+      'calls_ended_iff_terminal',
+    ],
+    [
+      'PENDING but dialed',
+      sql`INSERT INTO calls (phone, script_id, attempts, started_at, dialed_at) VALUES ('+15550000015', 's', 1, now(), now())`,
+      'calls_dialed_only_in_flight',
+    ],
+    ['phone not E.164', sql`INSERT INTO calls (phone, script_id) VALUES ('0501234567', 's')`, 'calls_phone_e164'],
+    ['empty script_id', sql`INSERT INTO calls (phone, script_id) VALUES ('+15550000016', '')`, 'calls_script_id_length'],
+    [
+      'metadata not an object',
+      sql`INSERT INTO calls (phone, script_id, metadata) VALUES ('+15550000017', 's', '[1]'::jsonb)`,
+      'calls_metadata_object',
+    ],
+    ['negative attempts', sql`INSERT INTO calls (phone, script_id, attempts) VALUES ('+15550000018', 's', -1)`, 'calls_attempts_nonnegative'],
+    [
+      'idempotency key without hash',
+      sql`INSERT INTO calls (phone, script_id, idempotency_key) VALUES ('+15550000019', 's', 'k')`,
+      'calls_idempotency_has_hash',
+    ],
+  ]
+  for (const [what, query, name] of checks) {
+    const err = await query.then(
+      () => undefined,
+      (e: unknown) => e as { code?: string; constraint_name?: string },
+    )
+    t.equal(err?.code, '23514', `${what}: check violation`)
+    const names = typeof name === 'string' ? [name] : name
+    t.ok(names.includes(err?.constraint_name ?? ''), `${what}: ${names.join(' or ')} (got ${err?.constraint_name})`)
+  }
+
+  // Unique idempotency keys and provider call ids.
+  t.equal(await code(sql`INSERT INTO calls (phone, script_id, idempotency_key, request_hash) VALUES ('+15550000020', 's', 'k1', 'h')`), 'ok')
+  t.equal(await code(sql`INSERT INTO calls (phone, script_id, idempotency_key, request_hash) VALUES ('+15550000021', 's', 'k1', 'h')`), '23505')
+  const pid = randomUUID()
+  t.equal(await code(sql`INSERT INTO calls (phone, script_id, provider_call_id) VALUES ('+15550000022', 's', ${pid})`), 'ok')
+  t.equal(await code(sql`INSERT INTO calls (phone, script_id, provider_call_id) VALUES ('+15550000023', 's', ${pid})`), '23505')
+
+  const [count] = await sql<{ n: number }[]>`SELECT count(*)::int AS n FROM calls`
+  t.equal(count!.n, 7, 'only the valid rows were written')
+})
