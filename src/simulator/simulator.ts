@@ -55,6 +55,8 @@ export class ProviderSimulator {
   readonly #random: () => number
   readonly dials: DialRecord[] = []
   readonly #byKey = new Map<string, Promise<Response>>()
+  /** Every dial request per Idempotency-Key, replays included. */
+  readonly requestsPerKey = new Map<string, number>()
   readonly #inFlightByPhone = new Map<string, number>()
   readonly #timers = new Set<NodeJS.Timeout>()
   #inFlight = 0
@@ -91,7 +93,9 @@ export class ProviderSimulator {
     const perKey = new Map<string, number>()
     for (const d of this.dials) if (d.providerCallId) perKey.set(d.idempotencyKey, (perKey.get(d.idempotencyKey) ?? 0) + 1)
     return {
-      requests: this.dials.length,
+      requests: [...this.requestsPerKey.values()].reduce((a, b) => a + b, 0),
+      /** Requests that repeated a key the provider had already answered (answered the same way). */
+      replays: [...this.requestsPerKey.values()].reduce((a, b) => a + b - 1, 0),
       accepted: this.dials.filter((d) => d.providerCallId).length,
       inFlight: this.#inFlight,
       maxInFlight: this.#maxInFlight,
@@ -112,6 +116,7 @@ export class ProviderSimulator {
       }
       const key = c.req.header('idempotency-key')
       if (!key) return c.json({ error: 'Idempotency-Key header required' }, 400)
+      this.requestsPerKey.set(key, (this.requestsPerKey.get(key) ?? 0) + 1)
       const parsed = v.safeParse(DialBody, await c.req.json().catch(() => undefined))
       if (!parsed.success) return c.json({ error: 'invalid body' }, 400)
       // A repeated key gets the first answer again, never a second call.

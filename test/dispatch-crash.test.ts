@@ -1,0 +1,74 @@
+import t from 'tap'
+import { listen } from '../src/http/serve.ts'
+import { silentLogger } from '../src/log.ts'
+import { ProviderSimulator } from '../src/simulator/simulator.ts'
+import { createHarness, WEBHOOK_SECRET } from './support/harness.ts'
+import { runBinary, waitFor } from './support/processes.ts'
+
+// A worker killed with SIGKILL in the middle of provider requests: nothing is lost, nothing
+// is dialed twice, and the phones it held stay blocked until their calls end.
+
+t.test('SIGKILL mid-dial: another worker adopts the calls under the same idempotency keys', async (t) => {
+  const h = await createHarness(t, { maxConcurrentCalls: 10 })
+  const api = await listen(h.app, { host: '127.0.0.1', port: 0 })
+  t.teardown(() => api.close())
+  const sim = new ProviderSimulator(
+    {
+      secret: WEBHOOK_SECRET,
+      // Calls outlast the restart, so the heir finds the victim's calls still unresolved.
+      minDurationMs: 3_000,
+      maxDurationMs: 4_000,
+      answerDelayMs: 400, // a wide window in which the worker can die mid-request
+      statusMix: [{ status: 'COMPLETED', weight: 1 }],
+      rates: { serverError: 0, timeout: 0, rateLimited: 0, duplicateCallback: 0, earlyCallback: 0, lateCallback: 0 },
+    },
+    silentLogger,
+  )
+  await sim.start()
+  t.teardown(() => sim.stop())
+  const env = {
+    DATABASE_URL: h.url,
+    PROVIDER_BASE_URL: sim.url,
+    PUBLIC_BASE_URL: `http://127.0.0.1:${api.port}`,
+    MAX_CONCURRENT_CALLS: '10',
+    WORKER_POLL_MS: '300',
+    PROVIDER_TIMEOUT_MS: '5000',
+  }
+
+  const victim = runBinary(t, 'worker', env)
+  const created = await Promise.all(
+    Array.from({ length: 60 }, (_, i) => h.call('POST', '/calls', { to: `+1555100${String(i % 20).padStart(4, '0')}`, scriptId: 'crash' })),
+  )
+  t.ok(created.every((r) => r.status === 201))
+
+  // Kill it while it holds calls whose provider answer it has not recorded yet.
+  const held = await waitFor('the victim to be mid-request', async () => {
+    const rows = await h.sql<{ id: string }[]>`
+      SELECT c.id FROM calls c JOIN workers w ON w.id = c.claimed_by
+      WHERE w.pid = ${victim.child.pid!} AND c.status = 'IN_PROGRESS' AND c.dialed_at IS NULL`
+    return rows.length >= 3 ? rows.map((r) => r.id) : undefined
+  })
+  victim.child.kill('SIGKILL')
+  await victim.exited
+
+  const heir = runBinary(t, 'worker', env)
+  await waitFor('every call to end', async () => {
+    const [row] = await h.sql<{ open: number }[]>`SELECT count(*)::int AS open FROM calls WHERE status IN ('PENDING', 'IN_PROGRESS')`
+    return row!.open === 0
+  }, 180_000)
+
+  const [lost] = await h.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM calls WHERE status <> 'COMPLETED'`
+  t.equal(lost!.n, 0, 'every call completed')
+  const stats = sim.stats()
+  t.equal(stats.keysAcceptedTwice, 0, 'no attempt became two calls at the provider')
+  t.equal(stats.maxInFlightPerPhone, 1, 'never two calls at once for one phone')
+  t.ok(stats.maxInFlight <= 10, `never more than the limit (saw ${stats.maxInFlight})`)
+  const heldRows = await h.sql<{ id: string; attempts: number; status: string }[]>`
+    SELECT id, attempts, status FROM calls WHERE id = ANY(${held}::uuid[])`
+  t.ok(heldRows.every((r) => r.status === 'COMPLETED' && r.attempts === 1), 'the calls it held completed on their first attempt')
+  const resent = held.filter((id) => (sim.requestsPerKey.get(`${id}:1`) ?? 0) > 1)
+  t.ok(resent.length > 0, `the heir re-sent attempts the provider had already received, under the same key (${resent.length})`)
+
+  heir.child.kill('SIGTERM')
+  t.equal(await heir.exited, 0)
+})
