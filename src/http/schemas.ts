@@ -21,6 +21,8 @@ const scriptId = v.pipe(
 )
 
 const metadata = v.pipe(
+  // v.record accepts an array (and would turn [1] into {"0": 1}): refuse it first.
+  v.custom<unknown>((value) => !Array.isArray(value), 'must be a JSON object'),
   v.record(v.string(), v.unknown(), 'must be a JSON object'),
   v.check(
     (value) => Buffer.byteLength(JSON.stringify(value)) <= MAX_METADATA_BYTES,
