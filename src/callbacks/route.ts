@@ -21,8 +21,10 @@ const PROVIDER_STATUSES = ['COMPLETED', 'FAILED', 'BUSY', 'NO_ANSWER'] as const
 const CallbackBody = v.object({
   callId: v.pipe(v.string('must be a string'), v.minLength(1, 'must not be empty'), v.maxLength(200, 'must be at most 200 characters')),
   status: v.picklist(PROVIDER_STATUSES, `must be one of ${PROVIDER_STATUSES.join(', ')}`),
-  durationSec: v.optional(v.nullable(v.pipe(v.number('must be a number'), v.integer('must be a whole number'), v.minValue(0, 'must not be negative')))),
-  completedAt: v.optional(v.nullable(v.pipe(v.string('must be a string'), v.isoTimestamp('must be an ISO 8601 timestamp')))),
+  // Bounded by what the columns hold (integer, timestamptz from year 1), so an out-of-range
+  // value is a 400 rather than a database error.
+  durationSec: v.optional(v.nullable(v.pipe(v.number('must be a number'), v.integer('must be a whole number'), v.minValue(0, 'must not be negative'), v.maxValue(2_147_483_647, 'must be at most 2147483647')))),
+  completedAt: v.optional(v.nullable(v.pipe(v.string('must be a string'), v.isoTimestamp('must be an ISO 8601 timestamp'), v.check((s) => new Date(s).getUTCFullYear() >= 1, 'must be in year 1 or later')))),
 })
 
 const OurCallId = v.pipe(v.string(), v.uuid())
