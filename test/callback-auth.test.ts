@@ -1,0 +1,239 @@
+import t, { type Test } from 'tap'
+import { Webhook } from 'standardwebhooks'
+import type { Harness } from './support/harness.ts'
+import { createHarness, WEBHOOK_SECRET } from './support/harness.ts'
+import {
+  callRow,
+  deliver,
+  inFlightCall,
+  jobState,
+  newPhone,
+  registerWorker,
+  sendSigned,
+  signHeaders,
+  snapshot,
+  verdicts,
+  type Delivery,
+} from './support/callbacks.ts'
+
+// Who may report a call's outcome: Standard Webhooks signatures (made here by the reference
+// `standardwebhooks` package), rotated secrets, or the static API key. Every refusal is a 401
+// problem, changes neither the call nor its pg-boss job, and is kept in the callbacks table.
+
+const OTHER_SECRET = 'whsec_' + Buffer.from('a different secret of 32 bytes!!').toString('base64')
+const NEW_SECRET = 'whsec_' + Buffer.from('the rotated-in secret, 32 bytes.').toString('base64')
+
+/** A dialed call (provider id recorded) plus the callback body that would complete it. */
+async function dialedCall(h: Harness, workerId: number) {
+  const providerCallId = `prov-${Math.random().toString(36).slice(2)}`
+  const call = await inFlightCall(h, workerId, newPhone(), providerCallId)
+  const body = JSON.stringify({ callId: providerCallId, status: 'COMPLETED', durationSec: 42, completedAt: new Date().toISOString() })
+  return { call, providerCallId, body }
+}
+
+/** Asserts a 401 problem that changed nothing and was kept as one 'rejected' callbacks row. */
+async function assertRefused(t: Test, h: Harness, callId: string, send: () => Promise<Delivery>, code?: string) {
+  const before = await snapshot(h, callId)
+  const counts = await verdicts(h)
+  const res = await send()
+  t.equal(res.status, 401, 'answered 401')
+  t.match(res.contentType, /^application\/problem\+json/, 'as problem+json')
+  t.equal(res.body.status, 401)
+  if (code) t.equal(res.body.code, code)
+  t.same(await snapshot(h, callId), before, 'call row and job state unchanged')
+  t.equal((await callRow(h, callId)).status, 'IN_PROGRESS')
+  const after = await verdicts(h)
+  t.equal(after.rejected ?? 0, (counts.rejected ?? 0) + 1, "one more 'rejected' callbacks row")
+  for (const verdict of ['applied', 'duplicate', 'already_final', 'unknown_call']) {
+    t.equal(after[verdict] ?? 0, counts[verdict] ?? 0, `no new '${verdict}' row`)
+  }
+}
+
+t.test('Standard Webhooks signatures (one secret)', async (t) => {
+  const h = await createHarness(t)
+  const worker = await registerWorker(h)
+
+  t.test('a valid signature is accepted and completes the call', async (t) => {
+    const { call, body } = await dialedCall(h, worker)
+    const res = await deliver(h, body, signHeaders(body), call.id)
+    t.equal(res.status, 200)
+    t.equal(res.body.verdict, 'applied')
+    t.equal(res.body.callId, call.id)
+    t.equal(res.body.status, 'COMPLETED')
+    t.equal((await callRow(h, call.id)).status, 'COMPLETED')
+    t.equal(await jobState(h, call.job_id), 'completed')
+  })
+
+  t.test('a tampered body is refused', async (t) => {
+    const { call, body } = await dialedCall(h, worker)
+    const headers = signHeaders(body)
+    const tampered = body.replace('"COMPLETED"', '"FAILED"')
+    t.not(tampered, body)
+    await assertRefused(t, h, call.id, () => deliver(h, tampered, headers, call.id), 'invalid_signature')
+  })
+
+  t.test('a body signed with another secret is refused', async (t) => {
+    const { call, body } = await dialedCall(h, worker)
+    await assertRefused(t, h, call.id, () => deliver(h, body, signHeaders(body, { secret: OTHER_SECRET }), call.id), 'invalid_signature')
+  })
+
+  t.test('a timestamp more than 5 minutes old is refused', async (t) => {
+    const { call, body } = await dialedCall(h, worker)
+    const at = new Date(Date.now() - 6 * 60_000)
+    await assertRefused(t, h, call.id, () => deliver(h, body, signHeaders(body, { at }), call.id), 'invalid_signature')
+  })
+
+  t.test('a timestamp more than 5 minutes ahead is refused', async (t) => {
+    const { call, body } = await dialedCall(h, worker)
+    const at = new Date(Date.now() + 6 * 60_000)
+    await assertRefused(t, h, call.id, () => deliver(h, body, signHeaders(body, { at }), call.id), 'invalid_signature')
+  })
+
+  t.test('a timestamp a little off (within tolerance) is accepted', async (t) => {
+    const { call, body } = await dialedCall(h, worker)
+    const res = await deliver(h, body, signHeaders(body, { at: new Date(Date.now() - 4 * 60_000) }), call.id)
+    t.equal(res.status, 200)
+    t.equal((await callRow(h, call.id)).status, 'COMPLETED')
+  })
+
+  for (const header of ['webhook-id', 'webhook-timestamp', 'webhook-signature']) {
+    t.test(`a missing ${header} header is refused`, async (t) => {
+      const { call, body } = await dialedCall(h, worker)
+      const headers = signHeaders(body)
+      delete headers[header]
+      await assertRefused(t, h, call.id, () => deliver(h, body, headers, call.id), 'invalid_signature')
+    })
+  }
+
+  t.test('no authentication at all is refused', async (t) => {
+    const { call, body } = await dialedCall(h, worker)
+    await assertRefused(t, h, call.id, () => deliver(h, body, { 'content-type': 'application/json' }, call.id))
+  })
+
+  t.test('garbage signatures are refused', async (t) => {
+    const { call, body } = await dialedCall(h, worker)
+    const valid = signHeaders(body)['webhook-signature']!
+    const garbage = [
+      'v1,not-base64-at-all!!!',
+      'v1,',
+      'garbage',
+      valid.replace(/^v1,/, 'v2,'), // the right bytes under a version we do not accept
+      valid.replace(/^v1,/, ''), // the right bytes without a version
+      `v1,${Buffer.alloc(32).toString('base64')}`, // the right length, the wrong bytes
+    ]
+    for (const signature of garbage) {
+      t.test(JSON.stringify(signature), async (t) => {
+        await assertRefused(t, h, call.id, () => deliver(h, body, { ...signHeaders(body), 'webhook-signature': signature }, call.id), 'invalid_signature')
+      })
+    }
+  })
+
+  t.test('a timestamp that is not unix seconds is refused', async (t) => {
+    const { call, body } = await dialedCall(h, worker)
+    const headers = signHeaders(body)
+    headers['webhook-timestamp'] = new Date().toISOString()
+    await assertRefused(t, h, call.id, () => deliver(h, body, headers, call.id), 'invalid_signature')
+  })
+
+  t.test('a signature made for another webhook-id is refused', async (t) => {
+    const { call, body } = await dialedCall(h, worker)
+    const headers = signHeaders(body, { id: 'msg_original' })
+    headers['webhook-id'] = 'msg_replayed'
+    await assertRefused(t, h, call.id, () => deliver(h, body, headers, call.id), 'invalid_signature')
+  })
+
+  t.test('a signature header with several entries, one of them valid, is accepted', async (t) => {
+    const { call, body } = await dialedCall(h, worker)
+    const headers = signHeaders(body, { id: 'msg_multi' })
+    const at = new Date(Number(headers['webhook-timestamp']) * 1000)
+    const wrong = new Webhook(OTHER_SECRET).sign('msg_multi', at, body)
+    headers['webhook-signature'] = `v2,abc ${wrong} ${headers['webhook-signature']} v1,${Buffer.alloc(32).toString('base64')}`
+    const res = await deliver(h, body, headers, call.id)
+    t.equal(res.status, 200)
+    t.equal(res.body.verdict, 'applied')
+    t.equal((await callRow(h, call.id)).status, 'COMPLETED')
+  })
+
+  t.test('a signed callback is refused when only an API key is presented', async (t) => {
+    // No API key is configured in this harness: a key must not stand in for the signature.
+    const { call, body } = await dialedCall(h, worker)
+    await assertRefused(t, h, call.id, () =>
+      deliver(h, body, { 'content-type': 'application/json', authorization: 'Bearer whatever' }, call.id),
+    )
+  })
+
+  t.test('every refused callback was kept with its reason', async (t) => {
+    const rows = await h.sql<{ verdict: string; reason: string | null; body: string | null }[]>`
+      SELECT verdict, reason, body FROM callbacks WHERE verdict = 'rejected'`
+    t.ok(rows.length >= 15, `${rows.length} rejected rows`)
+    for (const row of rows) {
+      t.ok(row.reason, 'has a reason')
+      t.ok(row.body, 'has the raw body')
+    }
+  })
+})
+
+t.test('rotated secrets: signatures made with either secret are accepted', async (t) => {
+  const h = await createHarness(t, { webhookSecrets: [NEW_SECRET, WEBHOOK_SECRET] })
+  const worker = await registerWorker(h)
+
+  for (const [name, secret] of [['new', NEW_SECRET], ['old', WEBHOOK_SECRET]] as const) {
+    t.test(`signed with the ${name} secret`, async (t) => {
+      const { call, body } = await dialedCall(h, worker)
+      const res = await deliver(h, body, signHeaders(body, { secret }), call.id)
+      t.equal(res.status, 200)
+      t.equal(res.body.verdict, 'applied')
+      t.equal((await callRow(h, call.id)).status, 'COMPLETED')
+    })
+  }
+
+  t.test('a secret that is neither is refused', async (t) => {
+    const { call, body } = await dialedCall(h, worker)
+    await assertRefused(t, h, call.id, () => deliver(h, body, signHeaders(body, { secret: OTHER_SECRET }), call.id), 'invalid_signature')
+  })
+})
+
+t.test('the API-key alternative', async (t) => {
+  const h = await createHarness(t, { webhookSecrets: [], webhookApiKey: 'k' })
+  const worker = await registerWorker(h)
+  const json = { 'content-type': 'application/json' }
+
+  t.test('Authorization: Bearer <key> is accepted', async (t) => {
+    const { call, body } = await dialedCall(h, worker)
+    const res = await deliver(h, body, { ...json, authorization: 'Bearer k' }, call.id)
+    t.equal(res.status, 200)
+    t.equal(res.body.verdict, 'applied')
+    t.equal((await callRow(h, call.id)).status, 'COMPLETED')
+  })
+
+  t.test('X-Api-Key: <key> is accepted', async (t) => {
+    const { call, body } = await dialedCall(h, worker)
+    const res = await deliver(h, body, { ...json, 'x-api-key': 'k' }, call.id)
+    t.equal(res.status, 200)
+    t.equal((await callRow(h, call.id)).status, 'COMPLETED')
+  })
+
+  t.test('a wrong key is refused', async (t) => {
+    const { call, body } = await dialedCall(h, worker)
+    const wrong: Record<string, string>[] = [{ authorization: 'Bearer kk' }, { 'x-api-key': 'K' }, { authorization: 'k' }, { 'x-api-key': '' }, {}]
+    for (const headers of wrong) {
+      t.test(JSON.stringify(headers), async (t) => {
+        await assertRefused(t, h, call.id, () => deliver(h, body, { ...json, ...headers }, call.id), 'invalid_api_key')
+      })
+    }
+  })
+
+  t.test('a Standard Webhooks signature does not replace the key when no secret is configured', async (t) => {
+    const { call, body } = await dialedCall(h, worker)
+    await assertRefused(t, h, call.id, () => deliver(h, body, signHeaders(body), call.id), 'invalid_api_key')
+  })
+})
+
+t.test('neither a secret nor an API key configured: every callback is refused', async (t) => {
+  const h = await createHarness(t, { webhookSecrets: [] })
+  const worker = await registerWorker(h)
+  const { call, body } = await dialedCall(h, worker)
+  await assertRefused(t, h, call.id, () => deliver(h, body, signHeaders(body), call.id), 'callbacks_not_configured')
+  await assertRefused(t, h, call.id, () => deliver(h, body, { 'content-type': 'application/json', authorization: 'Bearer k' }, call.id), 'callbacks_not_configured')
+  await assertRefused(t, h, call.id, () => sendSigned(h, body, { query: call.id }), 'callbacks_not_configured')
+})

@@ -1,0 +1,133 @@
+import { randomUUID } from 'node:crypto'
+import { Webhook } from 'standardwebhooks'
+import type { CallRow } from '../../src/calls/model.ts'
+import { claimCalls, recordDialResult, type DispatchPolicy } from '../../src/dispatch/outcomes.ts'
+import { WEBHOOK_SECRET, type Harness } from './harness.ts'
+
+// Helpers for the provider-callback tests. Signatures come from the independent
+// `standardwebhooks` package, never from src/callbacks/signature.ts, so the tests prove that
+// what a real Standard Webhooks sender produces is what the endpoint accepts.
+
+export const POLICY: DispatchPolicy = {
+  maxConcurrentCalls: 30,
+  maxAttempts: 3,
+  retryBaseSeconds: 1,
+  retryMaxSeconds: 60,
+  callTimeoutSeconds: 600,
+}
+
+/** Standard Webhooks headers for `body`, signed by the reference library. */
+export function signHeaders(
+  body: string,
+  options: { secret?: string; id?: string; at?: Date } = {},
+): Record<string, string> {
+  const id = options.id ?? `msg_${randomUUID()}`
+  const at = options.at ?? new Date()
+  return {
+    'content-type': 'application/json',
+    'webhook-id': id,
+    'webhook-timestamp': String(Math.floor(at.getTime() / 1000)),
+    'webhook-signature': new Webhook(options.secret ?? WEBHOOK_SECRET).sign(id, at, body),
+  }
+}
+
+export interface Delivery {
+  status: number
+  contentType: string | null
+  body: any
+}
+
+/** POSTs exactly `body` (the string that was signed) to the callback endpoint. */
+export async function deliver(
+  h: Harness,
+  body: string,
+  headers: Record<string, string>,
+  query: string | undefined,
+): Promise<Delivery> {
+  const path = query === undefined ? '/callbacks/call-status' : `/callbacks/call-status?callId=${encodeURIComponent(query)}`
+  const res = await h.app.request(path, { method: 'POST', headers, body })
+  const text = await res.text()
+  let parsed: unknown = text
+  try {
+    parsed = JSON.parse(text)
+  } catch {}
+  return { status: res.status, contentType: res.headers.get('content-type'), body: parsed }
+}
+
+/** Signs and delivers a callback; `id` is the webhook-id. */
+export async function sendSigned(
+  h: Harness,
+  payload: unknown,
+  options: { query?: string | undefined; id?: string; secret?: string; at?: Date } = {},
+): Promise<Delivery> {
+  const body = typeof payload === 'string' ? payload : JSON.stringify(payload)
+  return deliver(h, body, signHeaders(body, options), options.query)
+}
+
+export async function registerWorker(h: Harness): Promise<number> {
+  const [row] = await h.sql<{ id: number }[]>`INSERT INTO workers (host, pid) VALUES ('t', 1) RETURNING id`
+  return row!.id
+}
+
+export async function createCall(h: Harness, phone: string): Promise<string> {
+  const res = await h.call('POST', '/calls', { to: phone, scriptId: 'welcomeFlow' })
+  if (res.status !== 201) throw new Error(`POST /calls answered ${res.status}: ${JSON.stringify(res.body)}`)
+  return res.body.id
+}
+
+/**
+ * A call claimed by a worker (IN_PROGRESS) and, unless `providerCallId` is null, accepted by
+ * the provider (its 202 recorded). Returns the call as the claim returned it, for a later
+ * recordDialResult.
+ */
+export async function inFlightCall(
+  h: Harness,
+  workerId: number,
+  phone: string,
+  providerCallId: string | null,
+): Promise<CallRow> {
+  const id = await createCall(h, phone)
+  const { claimed } = await claimCalls(h.sql, h.queue, POLICY, workerId, 30)
+  const call = claimed.find((c) => c.id === id)
+  if (!call) throw new Error(`call ${id} was not claimed`)
+  if (providerCallId !== null) {
+    const { outcome } = await recordDialResult(h.sql, h.queue, POLICY, call, { kind: 'accepted', providerCallId })
+    if (outcome !== 'dialed') throw new Error(`dial result for ${id} was ${outcome}`)
+  }
+  return call
+}
+
+export async function callRow(h: Harness, id: string): Promise<CallRow> {
+  const [row] = await h.sql<CallRow[]>`SELECT * FROM calls WHERE id = ${id}`
+  if (!row) throw new Error(`no call ${id}`)
+  return row
+}
+
+export async function jobState(h: Harness, jobId: string | null): Promise<string | undefined> {
+  if (!jobId) return undefined
+  const [row] = await h.sql<{ state: string }[]>`SELECT state FROM pgboss.job WHERE id = ${jobId}`
+  return row?.state
+}
+
+/** The call row and its job's state, to check that a refused callback changed nothing. */
+export async function snapshot(h: Harness, id: string): Promise<{ call: CallRow; job: string | undefined }> {
+  const call = await callRow(h, id)
+  return { call, job: await jobState(h, call.job_id) }
+}
+
+export async function verdicts(h: Harness): Promise<Record<string, number>> {
+  const rows = await h.sql<{ verdict: string; n: number }[]>`SELECT verdict, count(*)::int AS n FROM callbacks GROUP BY verdict`
+  return Object.fromEntries(rows.map((r) => [r.verdict, r.n]))
+}
+
+export async function inFlightCount(h: Harness): Promise<number> {
+  const [row] = await h.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM calls WHERE status = 'IN_PROGRESS'`
+  return row!.n
+}
+
+let phoneSeq = 0
+/** A fresh E.164 number per call site, so calls in one file never block each other. */
+export function newPhone(): string {
+  phoneSeq += 1
+  return `+9665${String(10_000_000 + phoneSeq).padStart(8, '0')}`
+}
