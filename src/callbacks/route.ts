@@ -59,7 +59,7 @@ export interface CallbackDeps {
 export function createCallbackRoute(deps: CallbackDeps) {
   const { sql, queue, log } = deps
 
-  const reject = async (status: 400 | 401 | 404, code: string, reason: string, r: Partial<Record> & { body: string }) => {
+  const reject = async (status: 400 | 401 | 404 | 409, code: string, reason: string, r: Partial<Record> & { body: string }) => {
     log.warn('callback rejected', { code, reason, webhookId: r.webhookId ?? undefined })
     await keep(sql, {
       webhookId: null,
@@ -148,8 +148,17 @@ export function createCallbackRoute(deps: CallbackDeps) {
       log.info(`callback ${outcome.verdict}`, { callId: outcome.call.id, providerStatus: cb.status, webhookId: webhookId ?? undefined })
       return c.json({ verdict: outcome.verdict, callId: outcome.call.id, status: outcome.call.status })
     } catch (err) {
-      // Two deliveries of one webhook-id raced past the check: the index kept one.
-      if (pgErrorCode(err) === PgError.uniqueViolation) return c.json({ verdict: 'duplicate' })
+      if (pgErrorCode(err) === PgError.uniqueViolation) {
+        const constraint = (err as { constraint_name?: string }).constraint_name
+        // Two deliveries of one webhook-id raced past the check: the index kept one.
+        if (constraint === 'callbacks_applied_webhook_id') return c.json({ verdict: 'duplicate' })
+        if (constraint === 'calls_provider_call_id_key') {
+          throw await reject(409, 'provider_call_id_conflict', `Provider callId ${cb.callId} already belongs to another call; nothing was changed.`, {
+            ...base,
+            callId: ourId ?? null,
+          })
+        }
+      }
       throw err
     }
   }
