@@ -52,6 +52,7 @@ const EnvSchema = v.object({
   DATABASE_URL: v.optional(
     v.pipe(v.string(), v.trim(), v.regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')),
   ),
+  DATABASE_POOL_MAX: int(10, 2, 200),
   EMBEDDED_PG_DIR: v.optional(v.string(), '.data/postgres'),
   EMBEDDED_PG_PORT: int(54329, 1, 65535),
   HOST: v.optional(v.string(), '0.0.0.0'),
@@ -88,6 +89,7 @@ export type LogLevel = (typeof logLevels)[number]
 
 export interface Config {
   databaseUrl: string | undefined
+  databasePoolMax: number
   embeddedPg: { dir: string; port: number }
   http: { host: string; port: number; apiTokens: string[] }
   dispatch: {
@@ -172,6 +174,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   }
   return {
     databaseUrl: e.DATABASE_URL,
+    databasePoolMax: e.DATABASE_POOL_MAX,
     embeddedPg: { dir: e.EMBEDDED_PG_DIR, port: e.EMBEDDED_PG_PORT },
     http: { host: e.HOST, port: e.PORT, apiTokens: e.API_TOKENS },
     dispatch: {

@@ -57,15 +57,15 @@ export async function startOrchestrator(mode: Mode, config: Config, log: Logger)
       const secret = config.webhook.secrets[0]
       if (!secret) throw new Error('the simulator signs callbacks: set WEBHOOK_SECRET (whsec_…) for it and for the orchestrator')
       const sim = simulatorFromConfig(config, secret, log)
-      await sim.start(config.simulator.port)
+      await sim.start(config.simulator.port, config.http.host)
       stops.push(() => sim.stop())
-      log.info('provider simulator listening', { url: sim.url })
+      log.info('provider simulator listening', { host: config.http.host, port: config.simulator.port })
       return { simulatorUrl: sim.url, stop: stopAll }
     }
 
     const db = await database(config, log)
     if (db.embedded) stops.push(() => db.embedded!.stop())
-    const sql: Sql = connect(db.url, { max: mode === 'migrate' ? 2 : 20 })
+    const sql: Sql = connect(db.url, { max: mode === 'migrate' ? 2 : config.databasePoolMax })
     stops.push(() => sql.end({ timeout: 5 }))
     const applied = await migrate(sql)
     if (applied.length) log.info('migrations applied', { versions: applied })

@@ -44,7 +44,7 @@ export class CallQueue {
       connectionString: databaseUrl,
       schema: BOSS_SCHEMA,
       application_name: 'call-orchestrator/pg-boss',
-      max: 4,
+      max: 3,
       supervise: options.supervise,
       schedule: false,
       migrate: true,

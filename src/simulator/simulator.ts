@@ -73,13 +73,14 @@ export class ProviderSimulator {
     this.#random = options.random ?? Math.random
   }
 
+  /** Where this process reaches it (loopback, whatever address it listens on). */
   get url(): string {
     if (!this.#server) throw new Error('simulator not started')
     return `http://127.0.0.1:${this.#server.port}`
   }
 
-  async start(port = 0): Promise<void> {
-    this.#server = await listen(this.app(), { host: '127.0.0.1', port })
+  async start(port = 0, host = '127.0.0.1'): Promise<void> {
+    this.#server = await listen(this.app(), { host, port })
   }
 
   async stop(): Promise<void> {

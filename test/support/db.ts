@@ -33,7 +33,7 @@ export async function createTestDatabase(t: Teardown): Promise<TestDatabase> {
     }
   }
   const url = withDatabase(server, name)
-  const sql = connect(url, { max: 20 })
+  const sql = connect(url, { max: 10 })
   t.teardown(async () => {
     await sql.end({ timeout: 5 })
     await admin.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)

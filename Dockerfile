@@ -1,0 +1,13 @@
+# One image for every mode: docker run IMAGE <api|worker|all|migrate|simulator>
+FROM node:24-slim
+WORKDIR /app
+ENV NODE_ENV=production
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
+COPY bin ./bin
+COPY src ./src
+COPY sql ./sql
+COPY .env.example tsconfig.json ./
+USER node
+ENTRYPOINT ["bin/orchestrator"]
+CMD ["all"]
