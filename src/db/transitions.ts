@@ -118,6 +118,21 @@ export async function expireDue(tx: Tx, limit: number): Promise<CallRow[]> {
     RETURNING *`
 }
 
+/** One PENDING call past its expiry → EXPIRED (met by a claim before the sweep got to it). */
+export async function expirePending(tx: Tx, id: string): Promise<void> {
+  await tx`
+    UPDATE calls SET status = 'EXPIRED', ended_at = now(), updated_at = now(),
+      last_error = COALESCE(last_error, 'expired before it could be dialed')
+    WHERE id = ${id} AND status = 'PENDING'`
+}
+
+/** A PENDING call moves to a new job, due at `dueAt`. */
+export async function requeuePending(tx: Tx, id: string, jobId: string, dueAt: Date): Promise<void> {
+  await tx`
+    UPDATE calls SET job_id = ${jobId}, next_attempt_at = ${dueAt}, updated_at = now()
+    WHERE id = ${id} AND status = 'PENDING'`
+}
+
 /** In-flight calls the provider accepted but never reported on within the timeout. */
 export async function timeOutSilent(tx: Tx, timeoutSeconds: number, limit: number): Promise<CallRow[]> {
   return tx<CallRow[]>`

@@ -2,7 +2,7 @@ import type { CallRow } from '../calls/model.ts'
 import { lockClaims, lockClaimsShared, wakeWorkers } from '../db/locks.ts'
 import type { Sql, Tx } from '../db/sql.ts'
 import * as t from '../db/transitions.ts'
-import { countInFlight } from '../db/calls.ts'
+import { countInFlight, lockCall } from '../db/calls.ts'
 import { retryDelayMs } from './backoff.ts'
 import type { DialResult } from './provider.ts'
 import type { CallQueue } from './queue.ts'
@@ -53,18 +53,15 @@ export async function claimCalls(
 async function settleUnclaimable(tx: Tx, queue: CallQueue, jobs: Array<{ callId: string; jobId: string }>) {
   for (const job of jobs) {
     await queue.settle(tx, job.jobId)
-    const [call] = await tx<CallRow[]>`SELECT * FROM calls WHERE id = ${job.callId} FOR UPDATE`
+    const call = await lockCall(tx, job.callId)
     if (!call || call.status !== 'PENDING' || call.job_id !== job.jobId) continue
     if (call.expires_at && call.expires_at <= new Date()) {
-      await tx`
-        UPDATE calls SET status = 'EXPIRED', ended_at = now(), updated_at = now(),
-          last_error = COALESCE(last_error, 'expired before it could be dialed')
-        WHERE id = ${call.id} AND status = 'PENDING'`
+      await t.expirePending(tx, call.id)
       continue
     }
     const retryAt = new Date(Date.now() + 1000)
     const jobId = await queue.enqueue(tx, { id: call.id, phone: call.phone, startAfter: retryAt })
-    await tx`UPDATE calls SET job_id = ${jobId}, next_attempt_at = ${retryAt} WHERE id = ${call.id}`
+    await t.requeuePending(tx, call.id, jobId, retryAt)
   }
 }
 
