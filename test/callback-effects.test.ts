@@ -308,3 +308,13 @@ t.test('a callback frees the phone for its next PENDING call', async (t) => {
   t.equal(row.status, 'IN_PROGRESS')
   t.equal(await jobState(h, row.job_id), 'active')
 })
+
+t.test('a completedAt that names no real day is refused, not moved to the next month', async (t) => {
+  const h = await createHarness(t)
+  const w = await registerWorker(h)
+  const call = await inFlightCall(h, w, '+15553900001', 'prov-feb30')
+  const res = await sendSigned(h, { callId: 'prov-feb30', status: 'COMPLETED', completedAt: '2024-02-30T10:00:00Z' }, { query: call.id })
+  t.equal(res.status, 400)
+  t.match(res.body.detail, /real date/)
+  t.equal((await callRow(h, call.id)).status, 'IN_PROGRESS')
+})

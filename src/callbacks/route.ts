@@ -7,6 +7,7 @@ import { finish } from '../db/transitions.ts'
 import type { CallQueue } from '../dispatch/queue.ts'
 import { bearerToken, matchesSecret } from '../http/auth.ts'
 import { HttpProblem } from '../http/problem.ts'
+import { timestamp } from '../http/schemas.ts'
 import type { Logger } from '../log.ts'
 import { verifyCallbackSignature } from './signature.ts'
 
@@ -24,7 +25,7 @@ const CallbackBody = v.object({
   // Bounded by what the columns hold (integer, timestamptz from year 1), so an out-of-range
   // value is a 400 rather than a database error.
   durationSec: v.optional(v.nullable(v.pipe(v.number('must be a number'), v.integer('must be a whole number'), v.minValue(0, 'must not be negative'), v.maxValue(2_147_483_647, 'must be at most 2147483647')))),
-  completedAt: v.optional(v.nullable(v.pipe(v.string('must be a string'), v.isoTimestamp('must be an ISO 8601 timestamp'), v.check((s) => new Date(s).getUTCFullYear() >= 1, 'must be in year 1 or later')))),
+  completedAt: v.optional(v.nullable(timestamp)),
 })
 
 const OurCallId = v.pipe(v.string(), v.uuid())

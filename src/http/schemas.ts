@@ -30,9 +30,22 @@ const metadata = v.pipe(
   ),
 )
 
-const futureTimestamp = v.pipe(
+/**
+ * An ISO 8601 timestamp naming a real calendar day: valibot's isoTimestamp accepts
+ * 2024-02-30, which Date would quietly turn into 1 March.
+ */
+export const timestamp = v.pipe(
   v.string('must be a string'),
   v.isoTimestamp('must be an ISO 8601 timestamp with a time zone, e.g. 2030-01-01T12:00:00Z'),
+  v.check((s) => {
+    const [y, m, d] = s.slice(0, 10).split('-').map(Number) as [number, number, number]
+    const day = new Date(Date.UTC(y, m - 1, d))
+    return day.getUTCMonth() === m - 1 && day.getUTCDate() === d && new Date(s).getUTCFullYear() >= 1
+  }, 'must be a real date, in year 1 or later'),
+)
+
+const futureTimestamp = v.pipe(
+  timestamp,
   v.transform((s) => new Date(s)),
   v.check((d) => d.getTime() > Date.now(), 'must be in the future'),
 )
