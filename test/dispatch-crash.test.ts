@@ -1,8 +1,6 @@
 import t from 'tap'
 import { listen } from '../src/http/serve.ts'
-import { silentLogger } from '../src/log.ts'
-import { ProviderSimulator } from '../src/simulator/simulator.ts'
-import { createHarness, WEBHOOK_SECRET } from './support/harness.ts'
+import { createHarness, startSimulator } from './support/harness.ts'
 import { runBinary, waitFor } from './support/processes.ts'
 
 // A worker killed with SIGKILL in the middle of provider requests: nothing is lost, nothing
@@ -12,20 +10,13 @@ t.test('SIGKILL mid-dial: another worker adopts the calls under the same idempot
   const h = await createHarness(t, { maxConcurrentCalls: 10 })
   const api = await listen(h.app, { host: '127.0.0.1', port: 0 })
   t.teardown(() => api.close())
-  const sim = new ProviderSimulator(
-    {
-      secret: WEBHOOK_SECRET,
-      // Calls outlast the restart, so the heir finds the victim's calls still unresolved.
-      minDurationMs: 3_000,
-      maxDurationMs: 4_000,
-      answerDelayMs: 400, // a wide window in which the worker can die mid-request
-      statusMix: [{ status: 'COMPLETED', weight: 1 }],
-      rates: { serverError: 0, timeout: 0, rateLimited: 0, duplicateCallback: 0, earlyCallback: 0, lateCallback: 0 },
-    },
-    silentLogger,
-  )
-  await sim.start()
-  t.teardown(() => sim.stop())
+  const sim = await startSimulator(t, {
+    // Calls outlast the restart, so the heir finds the victim's calls still unresolved.
+    minDurationMs: 3_000,
+    maxDurationMs: 4_000,
+    answerDelayMs: 400, // a wide window in which the worker can die mid-request
+    statusMix: [{ status: 'COMPLETED', weight: 1 }],
+  })
   const env = {
     DATABASE_URL: h.url,
     PROVIDER_BASE_URL: sim.url,

@@ -1,8 +1,6 @@
 import t from 'tap'
 import { listen } from '../src/http/serve.ts'
-import { silentLogger } from '../src/log.ts'
-import { ProviderSimulator } from '../src/simulator/simulator.ts'
-import { createHarness, WEBHOOK_SECRET } from './support/harness.ts'
+import { createHarness, startSimulator } from './support/harness.ts'
 import { runBinary, waitFor } from './support/processes.ts'
 
 // Four worker processes, hundreds of calls over a few dozen phones, a provider that fails
@@ -16,18 +14,12 @@ t.test('4 workers: never over the limit, never two per phone, never an attempt t
   const h = await createHarness(t, { maxConcurrentCalls: LIMIT })
   const api = await listen(h.app, { host: '127.0.0.1', port: 0 })
   t.teardown(() => api.close())
-  const sim = new ProviderSimulator(
-    {
-      secret: WEBHOOK_SECRET,
-      minDurationMs: 20,
-      maxDurationMs: 120,
-      statusMix: [{ status: 'COMPLETED', weight: 9 }, { status: 'NO_ANSWER', weight: 1 }],
-      rates: { serverError: 0.1, timeout: 0.02, rateLimited: 0.05, duplicateCallback: 0.1, earlyCallback: 0.1, lateCallback: 0.05 },
-    },
-    silentLogger,
-  )
-  await sim.start()
-  t.teardown(() => sim.stop())
+  const sim = await startSimulator(t, {
+    minDurationMs: 20,
+    maxDurationMs: 120,
+    statusMix: [{ status: 'COMPLETED', weight: 9 }, { status: 'NO_ANSWER', weight: 1 }],
+    rates: { serverError: 0.1, timeout: 0.02, rateLimited: 0.05, duplicateCallback: 0.1, earlyCallback: 0.1, lateCallback: 0.05 },
+  })
 
   const env = {
     DATABASE_URL: h.url,

@@ -1,18 +1,10 @@
 import t from 'tap'
-import { createServer } from 'node:net'
 import { createTestDatabase } from './support/db.ts'
-import { runBinary, waitFor } from './support/processes.ts'
+import { freePort, runBinary, waitFor } from './support/processes.ts'
 
 // The README's way of running it: bin/orchestrator all, no provider configured, so the
 // built-in simulator takes the calls, here with every fault switched on.
 
-async function freePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  const { port } = server.address() as { port: number }
-  await new Promise<void>((r) => server.close(() => r()))
-  return port
-}
 
 t.test('all mode with the simulator and faults: every call ends, the limits hold', async (t) => {
   const db = await createTestDatabase(t)

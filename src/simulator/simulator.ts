@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { Hono } from 'hono'
 import * as v from 'valibot'
 import { signPayload } from '../callbacks/signature.ts'
+import type { Config } from '../config.ts'
 import { listen, type RunningServer } from '../http/serve.ts'
 import type { Logger } from '../log.ts'
 
@@ -16,15 +17,8 @@ export interface SimulatorOptions {
   apiKey?: string | undefined
   minDurationMs: number
   maxDurationMs: number
-  statusMix: Array<{ status: string; weight: number }>
-  rates: {
-    serverError: number
-    timeout: number
-    rateLimited: number
-    duplicateCallback: number
-    earlyCallback: number
-    lateCallback: number
-  }
+  statusMix: Config['simulator']['statusMix']
+  rates: Config['simulator']['rates']
   /** Delay before answering a dial, to widen the window in which a worker can die mid-request. */
   answerDelayMs?: number | undefined
   /** Overrides the random fault choice (tests script the provider with it). */

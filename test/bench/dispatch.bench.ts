@@ -7,7 +7,6 @@
 // claim that refilled it): median and p99. Uses DATABASE_URL's server, or an embedded one.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -15,6 +14,7 @@ import postgres from 'postgres'
 import { startEmbeddedPostgres } from '../../src/db/embedded.ts'
 import { silentLogger } from '../../src/log.ts'
 import { ProviderSimulator } from '../../src/simulator/simulator.ts'
+import { freePort } from '../support/processes.ts'
 import { withDatabase } from '../support/template.ts'
 
 const { values: args } = parseArgs({
@@ -33,13 +33,6 @@ const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'
 
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN
 
-async function freePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  const { port } = server.address() as { port: number }
-  await new Promise<void>((r) => server.close(() => r()))
-  return port
-}
 
 let serverUrl = process.env.DATABASE_URL
 let stopEmbedded = async () => {}

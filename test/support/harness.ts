@@ -3,6 +3,7 @@ import { createCallService } from '../../src/calls/service.ts'
 import { CallQueue } from '../../src/dispatch/queue.ts'
 import { createApp } from '../../src/http/app.ts'
 import { silentLogger } from '../../src/log.ts'
+import { ProviderSimulator, type SimulatorOptions } from '../../src/simulator/simulator.ts'
 import { createTestDatabase, type TestDatabase } from './db.ts'
 
 export const WEBHOOK_SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'
@@ -67,4 +68,25 @@ export async function createHarness(
       return { status: res.status, headers: res.headers, body: parsed }
     },
   }
+}
+
+/** The provider simulator for tests: no faults and instant calls unless `options` says otherwise. */
+export async function startSimulator(
+  t: T,
+  options: Partial<Omit<SimulatorOptions, 'rates'>> & { rates?: Partial<SimulatorOptions['rates']> } = {},
+): Promise<ProviderSimulator> {
+  const sim = new ProviderSimulator(
+    {
+      secret: WEBHOOK_SECRET,
+      minDurationMs: 0,
+      maxDurationMs: 0,
+      statusMix: [{ status: 'COMPLETED', weight: 1 }],
+      ...options,
+      rates: { serverError: 0, timeout: 0, rateLimited: 0, duplicateCallback: 0, earlyCallback: 0, lateCallback: 0, ...options.rates },
+    },
+    silentLogger,
+  )
+  await sim.start()
+  t.teardown(() => sim.stop())
+  return sim
 }

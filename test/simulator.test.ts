@@ -1,0 +1,70 @@
+import t from 'tap'
+import { Webhook } from 'standardwebhooks'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { startSimulator, WEBHOOK_SECRET } from './support/harness.ts'
+import { waitFor } from './support/processes.ts'
+
+// The provider simulator keeps the provider contract: 202 + callId, Idempotency-Key honoured,
+// faults on request, and callbacks a Standard Webhooks receiver accepts.
+
+async function receiver(t: { teardown(fn: () => void): void }) {
+  const got: Array<{ headers: Record<string, string>; body: string }> = []
+  const server = createServer((req, res) => {
+    let body = ''
+    req.on('data', (c) => (body += c))
+    req.on('end', () => {
+      got.push({ headers: req.headers as Record<string, string>, body })
+      res.writeHead(200).end()
+    })
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  t.teardown(() => server.close())
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`, got }
+}
+
+const dial = (url: string, key: string, webhookUrl: string, headers: Record<string, string> = {}) =>
+  fetch(`${url}/api/v1/calls`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'idempotency-key': key, ...headers },
+    body: JSON.stringify({ to: '+15558000001', scriptId: 's', webhookUrl }),
+  })
+
+t.test('a repeated Idempotency-Key gets the same call, not a second one', async (t) => {
+  const hook = await receiver(t)
+  const sim = await startSimulator(t, { minDurationMs: 50, maxDurationMs: 50 })
+  const first = await dial(sim.url, 'k:1', hook.url)
+  const again = await dial(sim.url, 'k:1', hook.url)
+  t.equal(first.status, 202)
+  t.equal(again.status, 202)
+  t.same(await again.json(), await first.json())
+  const stats = sim.stats()
+  t.equal(stats.accepted, 1)
+  t.equal(stats.replays, 1)
+  t.equal(stats.keysAcceptedTwice, 0)
+  await waitFor('the callback', async () => hook.got.length === 1, 10_000)
+  const { headers, body } = hook.got[0]!
+  t.doesNotThrow(() => new Webhook(WEBHOOK_SECRET).verify(body, headers), 'the callback verifies with the reference library')
+  t.match(JSON.parse(body), { status: 'COMPLETED' })
+})
+
+t.test('faults: 5xx and 429 are not remembered, so a retry with the same key can succeed', async (t) => {
+  const hook = await receiver(t)
+  const answers = ['server_error', 'rate_limited', 'accept'] as const
+  const sim = await startSimulator(t, { decide: ({ n }) => answers[Math.min(n, 2)]! })
+  const a = await dial(sim.url, 'k:1', hook.url)
+  t.equal(a.status, 503)
+  const b = await dial(sim.url, 'k:1', hook.url)
+  t.equal(b.status, 429)
+  t.equal(b.headers.get('retry-after'), '1')
+  const c = await dial(sim.url, 'k:1', hook.url)
+  t.equal(c.status, 202)
+  t.equal(sim.stats().accepted, 1)
+})
+
+t.test('the provider API key is required when configured', async (t) => {
+  const hook = await receiver(t)
+  const sim = await startSimulator(t, { apiKey: 'prov-secret' })
+  t.equal((await dial(sim.url, 'k:1', hook.url)).status, 401)
+  t.equal((await dial(sim.url, 'k:2', hook.url, { authorization: 'Bearer prov-secret' })).status, 202)
+})
