@@ -41,6 +41,7 @@ t.test('a repeated Idempotency-Key gets the same call, not a second one', async 
   const stats = sim.stats()
   t.equal(stats.accepted, 1)
   t.equal(stats.replays, 1)
+  t.same(stats.requestsPerKey, { 2: 1 }, 'one key, sent twice')
   t.equal(stats.keysAcceptedTwice, 0)
   await waitFor('the callback', async () => hook.got.length === 1, 10_000)
   const { headers, body } = hook.got[0]!

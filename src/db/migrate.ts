@@ -61,6 +61,6 @@ export async function migrate(sql: Sql, dir = sqlDir): Promise<number[]> {
 /** True when every migration this build knows is applied (for /readyz). */
 export async function isMigrated(sql: Sql, expected: number): Promise<boolean> {
   const [row] = await sql<{ n: number }[]>`
-    SELECT count(*)::int AS n FROM schema_migrations WHERE version <= ${expected}`.catch(() => [{ n: -1 }])
+    SELECT count(*)::int AS n FROM schema_migrations WHERE version <= ${expected}`
   return row?.n === expected
 }

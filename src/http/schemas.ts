@@ -74,7 +74,6 @@ export const ListQuery = v.strictObject({
     '20',
   ),
   cursor: v.optional(v.string()),
-  format: v.optional(v.string()),
 })
 
 export const IdempotencyKey = v.pipe(

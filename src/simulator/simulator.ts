@@ -95,6 +95,11 @@ export class ProviderSimulator {
       inFlight: this.#inFlight,
       maxInFlight: this.#maxInFlight,
       maxInFlightPerPhone: this.#maxPerPhone,
+      /** How many keys were sent once, twice, …: {"1": 412, "2": 3}. */
+      requestsPerKey: [...this.requestsPerKey.values()].reduce<Record<string, number>>((histogram, n) => {
+        histogram[n] = (histogram[n] ?? 0) + 1
+        return histogram
+      }, {}),
       /** Idempotency keys the provider accepted as a new call more than once: must be 0. */
       keysAcceptedTwice: [...perKey.values()].filter((n) => n > 1).length,
       callbacksSent: this.#callbacksSent,
