@@ -19,6 +19,7 @@ t.test('SIGKILL mid-dial: another worker adopts the calls under the same idempot
   })
   const env = {
     DATABASE_URL: h.url,
+    DATABASE_POOL_MAX: '5', // several processes share the test server's 100 connections
     PROVIDER_BASE_URL: sim.url,
     PUBLIC_BASE_URL: `http://127.0.0.1:${api.port}`,
     MAX_CONCURRENT_CALLS: '10',

@@ -23,6 +23,7 @@ t.test('4 workers: never over the limit, never two per phone, never an attempt t
 
   const env = {
     DATABASE_URL: h.url,
+    DATABASE_POOL_MAX: '5', // several processes share the test server's 100 connections
     PROVIDER_BASE_URL: sim.url,
     PUBLIC_BASE_URL: `http://127.0.0.1:${api.port}`,
     MAX_CONCURRENT_CALLS: String(LIMIT),
