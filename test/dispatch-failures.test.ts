@@ -21,7 +21,7 @@ async function worker(h: Harness): Promise<number> {
 }
 
 /** Creates a call, claims it and dials it once against `url`; returns the call row afterwards. */
-async function attempt(h: Harness, workerId: number, url: string, callId?: string, timeoutMs = 2_000) {
+async function attempt(h: Harness, workerId: number, url: string, callId?: string, timeoutMs = 2_000, signal?: AbortSignal) {
   if (!callId) {
     const created = await h.call('POST', '/calls', { to: '+15550000001', scriptId: 'flow', metadata: { k: 'v' } })
     callId = created.body.id as string
@@ -32,7 +32,7 @@ async function attempt(h: Harness, workerId: number, url: string, callId?: strin
   const call = claimed.find((c) => c.id === callId)
   if (!call) throw new Error('call was not claimed')
   const provider = createProviderClient({ baseUrl: url, apiKey: 'prov-key', timeoutMs, publicBaseUrl: 'http://127.0.0.1:9' })
-  const result = await provider.dial({ callId, attempt: call.attempts, to: call.phone, scriptId: call.script_id, metadata: call.metadata })
+  const result = await provider.dial({ callId, attempt: call.attempts, to: call.phone, scriptId: call.script_id, metadata: call.metadata }, signal)
   const before = Date.now()
   const outcome = await recordDialResult(h.sql, h.queue, policy, call, result)
   const [row] = await h.sql`SELECT c.*, j.state AS job_state, j.start_after AS job_start_after
@@ -118,6 +118,15 @@ t.test('timeout: retryable, with a clear lastError', async (t) => {
   const w = await worker(h)
   const fake = await scripted(t, { status: 202, body: { callId: 'late' }, delayMs: 3_000 })
   const { row } = await attempt(h, w, fake.url, undefined, 300)
+  t.equal(row.status, 'PENDING')
+  t.match(row.last_error, /no answer within 300 ms/)
+})
+
+t.test('timeout with the worker\'s shutdown signal attached: still a timeout', async (t) => {
+  const h = await createHarness(t)
+  const w = await worker(h)
+  const fake = await scripted(t, { status: 504, body: 'too late', delayMs: 5_000 })
+  const { row } = await attempt(h, w, fake.url, undefined, 300, new AbortController().signal)
   t.equal(row.status, 'PENDING')
   t.match(row.last_error, /no answer within 300 ms/)
 })

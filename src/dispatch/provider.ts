@@ -43,6 +43,8 @@ export function createProviderClient(options: {
   return {
     async dial(request, signal) {
       const webhookUrl = `${options.publicBaseUrl}/callbacks/call-status?callId=${encodeURIComponent(request.callId)}`
+      // ofetch ignores its own `timeout` when a signal is passed, so build one signal for both.
+      const deadline = AbortSignal.timeout(options.timeoutMs)
       let response: Response
       try {
         response = await ofetch.raw(endpoint, {
@@ -53,14 +55,13 @@ export function createProviderClient(options: {
             'Idempotency-Key': `${request.callId}:${request.attempt}`,
             ...(options.apiKey ? { Authorization: `Bearer ${options.apiKey}` } : {}),
           },
-          timeout: options.timeoutMs,
+          signal: signal ? AbortSignal.any([signal, deadline]) : deadline,
           retry: 0,
           ignoreResponseError: true,
           responseType: 'text',
-          ...(signal ? { signal } : {}),
         })
       } catch (err) {
-        const timedOut = causes(err).some((e) => e.name === 'TimeoutError' || /timeout|aborted/i.test(e.message ?? ''))
+        const timedOut = deadline.aborted
         // fetch hides the socket error (ECONNREFUSED, ENOTFOUND…) a few causes deep.
         const code = causes(err).find((e) => e.code)?.code
         const reason = timedOut ? `no answer within ${options.timeoutMs} ms` : (code ?? (err as Error).message)
