@@ -6,7 +6,7 @@ import { runBinary, waitFor } from './support/processes.ts'
 // Four worker processes, hundreds of calls over a few dozen phones, a provider that fails
 // now and then: from the provider's side (the ground truth) the limits always hold.
 
-const CALLS = 240
+const CALLS = 400
 const PHONES = 40
 const LIMIT = 12
 
