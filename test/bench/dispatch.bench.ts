@@ -1,7 +1,8 @@
-// npm run bench [-- --calls 2000 --phones 500 --workers 2]
+// npm run bench [-- --calls 2000 --phones 500 --workers 2 --limit 30 --call-ms 0]
 //
-// Throughput and slot refill latency with a zero-latency provider: the simulator answers 202
-// at once and calls back as soon as it has answered. One API process and N worker processes
+// Throughput and slot refill latency. By default the provider has zero latency: the simulator
+// answers 202 at once and calls back as soon as it has answered (--call-ms makes each call last
+// that long, to see refill latency when the machine is not saturated). One API process and N worker processes
 // (bin/orchestrator) share one database. Reports calls per second and, for every slot freed
 // while calls were waiting, how long it stayed empty (from the callback's transaction to the
 // claim that refilled it): median and p99. Uses DATABASE_URL's server, or an embedded one.
@@ -23,12 +24,14 @@ const { values: args } = parseArgs({
     phones: { type: 'string', default: '500' },
     workers: { type: 'string', default: '2' },
     limit: { type: 'string', default: '30' },
+    'call-ms': { type: 'string', default: '0' },
   },
 })
 const CALLS = Number(args.calls)
 const PHONES = Number(args.phones)
 const WORKERS = Number(args.workers)
 const LIMIT = Number(args.limit)
+const CALL_MS = Number(args['call-ms'])
 const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'
 
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN
@@ -54,8 +57,8 @@ const sql = postgres(url, { max: 4, onnotice: () => {} })
 const sim = new ProviderSimulator(
   {
     secret: SECRET,
-    minDurationMs: 0,
-    maxDurationMs: 0,
+    minDurationMs: CALL_MS,
+    maxDurationMs: CALL_MS,
     statusMix: [{ status: 'COMPLETED', weight: 1 }],
     rates: { serverError: 0, timeout: 0, rateLimited: 0, duplicateCallback: 0, earlyCallback: 0, lateCallback: 0 },
   },
@@ -134,6 +137,7 @@ try {
     phones: PHONES,
     workers: WORKERS,
     limit: LIMIT,
+    callMs: CALL_MS,
     completed: span!.completed,
     callsPerSecond: Math.round((span!.completed / seconds) * 10) / 10,
     wallSecondsIncludingLoad: Math.round(wall * 10) / 10,
