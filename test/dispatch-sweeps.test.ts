@@ -108,3 +108,20 @@ t.test('calls of a dead worker are adopted, calls of a live worker are not', asy
   t.equal((await row(h, b)).claimed_by, alive)
   t.equal((await row(h, c)).claimed_by, dead, 'a call the provider accepted just waits for its callback')
 })
+
+t.test('a job pg-boss failed (all workers down past its expiry) stops blocking its phone once its call has ended', async (t) => {
+  const h = await createHarness(t)
+  const w = await worker(h)
+  const first = await create(h, '+15554000009')
+  await claimCalls(h.sql, h.queue, policy, w, 30)
+  const second = await create(h, '+15554000009')
+  // What pg-boss's maintenance does to an active job past expireInSeconds, with retryLimit 0.
+  await h.sql`UPDATE pgboss.job SET state = 'failed', completed_on = now() WHERE id = (SELECT job_id FROM calls WHERE id = ${first})`
+  t.equal((await sweep(h.sql, h.queue, policy, w)).unblocked, 0, 'not while its call is still in flight')
+  await h.sql`UPDATE calls SET dialed_at = now() - interval '2 hours', provider_call_id = 'p-9' WHERE id = ${first}`
+  const swept = await sweep(h.sql, h.queue, policy, w)
+  t.equal(swept.timedOut, 1, 'the call times out')
+  t.equal(swept.unblocked, 1, 'and its failed job is removed')
+  const { claimed } = await claimCalls(h.sql, h.queue, policy, w, 30)
+  t.same(claimed.map((c) => c.id), [second], 'the phone is free for its next call')
+})

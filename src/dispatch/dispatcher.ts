@@ -125,9 +125,9 @@ export class Dispatcher {
             await this.#sleep()
             continue
           }
-          const { expired, timedOut, adopted } = await sweep(this.#sql, this.#queue, this.#options, this.#workerId)
-          if (expired || timedOut || adopted.length) {
-            this.#log.info('sweep', { worker: this.#workerId, expired, timedOut, adopted: adopted.length })
+          const { expired, timedOut, unblocked, adopted } = await sweep(this.#sql, this.#queue, this.#options, this.#workerId)
+          if (expired || timedOut || unblocked || adopted.length) {
+            this.#log.info('sweep', { worker: this.#workerId, expired, timedOut, unblocked, adopted: adopted.length })
           }
           for (const call of adopted) this.#dial(call)
         }

@@ -118,7 +118,7 @@ export async function sweep(
   queue: CallQueue,
   policy: DispatchPolicy,
   workerId: number,
-): Promise<{ expired: number; timedOut: number; adopted: CallRow[] }> {
+): Promise<{ expired: number; timedOut: number; unblocked: number; adopted: CallRow[] }> {
   const batch = 500
   const expired = await sql.begin(async (tx) => {
     await lockClaimsShared(tx)
@@ -132,6 +132,13 @@ export async function sweep(
     if (rows.length) await wakeWorkers(tx)
     return rows.length
   })
+  const unblocked = await sql.begin(async (tx) => {
+    await lockClaimsShared(tx)
+    const jobs = await queue.failedJobsWithoutLiveCall(tx, batch)
+    for (const jobId of jobs) await queue.remove(tx, jobId)
+    if (jobs.length) await wakeWorkers(tx)
+    return jobs.length
+  })
   const adopted = await sql.begin((tx) => t.adoptOrphans(tx, workerId, policy.maxConcurrentCalls))
-  return { expired, timedOut, adopted }
+  return { expired, timedOut, unblocked, adopted }
 }

@@ -89,6 +89,21 @@ export class CallQueue {
     await this.boss.complete(CALLS_QUEUE, jobId, null, { db: onTx(tx), includeQueued: true })
   }
 
+  /**
+   * Failed jobs that no longer carry a live call. A job only fails if pg-boss expired it (every
+   * worker down for longer than JOB_EXPIRE_SECONDS), and under key_strict_fifo a failed job
+   * blocks its phone for good, so the sweep removes these once the call has moved on.
+   * This reads pg-boss's job table directly; pg-boss offers no query for it (pinned to 12.35).
+   */
+  async failedJobsWithoutLiveCall(tx: Tx, limit: number): Promise<string[]> {
+    const rows = await tx<{ id: string }[]>`
+      SELECT j.id FROM ${tx(BOSS_SCHEMA)}.job j
+      LEFT JOIN calls c ON c.job_id = j.id AND c.status IN ('PENDING', 'IN_PROGRESS')
+      WHERE j.name = ${CALLS_QUEUE} AND j.state = 'failed' AND c.id IS NULL
+      LIMIT ${limit}`
+    return rows.map((r) => r.id)
+  }
+
   async remove(tx: Tx, jobId: string): Promise<void> {
     await this.boss.deleteJob(CALLS_QUEUE, jobId, { db: onTx(tx) })
   }
