@@ -9,8 +9,6 @@ export function connect(url: string, options: { max?: number; applicationName?: 
     max: options.max ?? 10,
     onnotice: () => {},
     connection: { application_name: options.applicationName ?? 'call-orchestrator' },
-    // bigint counts come back as JS numbers; no count here comes near 2^53.
-    types: { bigint: postgres.BigInt },
     transform: { undefined: null },
   })
 }
