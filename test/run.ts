@@ -3,7 +3,7 @@
 // runs tap; every test file clones the template into a database of its own (test/support/db.ts)
 // so files run in parallel without seeing each other.
 import { spawn } from 'node:child_process'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { chmod, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startEmbeddedPostgres, type EmbeddedDatabase } from '../src/db/embedded.ts'
@@ -15,6 +15,7 @@ let dataDir: string | undefined
 let serverUrl = process.env.DATABASE_URL
 if (!serverUrl) {
   dataDir = await mkdtemp(join(tmpdir(), 'orchestrator-test-pg-'))
+  await chmod(dataDir, 0o755) // as root, Postgres runs as "postgres" and must reach its data directory
   const port = 55_000 + Math.floor(Math.random() * 5_000)
   process.stdout.write(`DATABASE_URL not set: starting an embedded PostgreSQL on port ${port}\n`)
   embedded = await startEmbeddedPostgres({ dir: join(dataDir, 'data'), port, persistent: false }, silentLogger)

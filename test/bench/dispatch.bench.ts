@@ -7,7 +7,7 @@
 // while calls were waiting, how long it stayed empty (from the callback's transaction to the
 // claim that refilled it): median and p99. Uses DATABASE_URL's server, or an embedded one.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { chmod, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -41,6 +41,7 @@ let serverUrl = process.env.DATABASE_URL
 let stopEmbedded = async () => {}
 if (!serverUrl) {
   const dir = await mkdtemp(join(tmpdir(), 'orchestrator-bench-pg-'))
+  await chmod(dir, 0o755) // as root, Postgres runs as "postgres" and must reach its data directory
   const embedded = await startEmbeddedPostgres({ dir: join(dir, 'data'), port: 56_000 + Math.floor(Math.random() * 2_000), persistent: false }, silentLogger)
   serverUrl = embedded.url
   stopEmbedded = async () => {
