@@ -54,7 +54,7 @@ const EnvSchema = v.object({
   ),
   DATABASE_POOL_MAX: int(10, 2, 200),
   EMBEDDED_PG_DIR: v.optional(v.string(), '.data/postgres'),
-  EMBEDDED_PG_PORT: int(54329, 1, 65535),
+  EMBEDDED_PG_PORT: int(25432, 1, 65535),
   HOST: v.optional(v.string(), '0.0.0.0'),
   PORT: int(3000, 0, 65535),
   API_TOKENS: list,

@@ -7,7 +7,7 @@ import { ConfigError, configVariables, loadConfig } from '../src/config.ts'
 t.test('defaults', async (t) => {
   const c = loadConfig({})
   t.equal(c.databaseUrl, undefined)
-  t.same(c.embeddedPg, { dir: '.data/postgres', port: 54329 })
+  t.same(c.embeddedPg, { dir: '.data/postgres', port: 25432 })
   t.same(c.http, { host: '0.0.0.0', port: 3000, apiTokens: [] })
   t.same(c.dispatch, {
     maxConcurrentCalls: 30,

@@ -4,10 +4,11 @@
 # SIGTERM stops everything with exit code 0. Used by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-port=$((20000 + RANDOM % 20000))
+# Ports below Linux's ephemeral range (32768+), which outgoing connections may hold.
+port=$((20000 + RANDOM % 6000))
 log=$(mktemp)
 PORT=$port HOST=127.0.0.1 SIMULATOR_MIN_DURATION_MS=200 SIMULATOR_MAX_DURATION_MS=500 \
-  EMBEDDED_PG_PORT=$((40000 + RANDOM % 10000)) bin/orchestrator all >"$log" 2>&1 &
+  EMBEDDED_PG_PORT=$((26000 + RANDOM % 6000)) bin/orchestrator all >"$log" 2>&1 &
 pid=$!
 trap 'kill -9 $pid 2>/dev/null || true; rm -f "$log"' EXIT
 fail() { echo "readme-run: $1"; cat "$log"; exit 1; }

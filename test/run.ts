@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startEmbeddedPostgres, type EmbeddedDatabase } from '../src/db/embedded.ts'
 import { silentLogger } from '../src/log.ts'
+import { freePort } from './support/processes.ts'
 import { buildTemplate, dropTemplate, TEMPLATE_DB } from './support/template.ts'
 
 let embedded: EmbeddedDatabase | undefined
@@ -16,7 +17,7 @@ let serverUrl = process.env.DATABASE_URL
 if (!serverUrl) {
   dataDir = await mkdtemp(join(tmpdir(), 'orchestrator-test-pg-'))
   await chmod(dataDir, 0o755) // as root, Postgres runs as "postgres" and must reach its data directory
-  const port = 55_000 + Math.floor(Math.random() * 5_000)
+  const port = await freePort()
   process.stdout.write(`DATABASE_URL not set: starting an embedded PostgreSQL on port ${port}\n`)
   embedded = await startEmbeddedPostgres({ dir: join(dataDir, 'data'), port, persistent: false }, silentLogger)
   serverUrl = embedded.url

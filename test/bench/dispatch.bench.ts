@@ -42,7 +42,7 @@ let stopEmbedded = async () => {}
 if (!serverUrl) {
   const dir = await mkdtemp(join(tmpdir(), 'orchestrator-bench-pg-'))
   await chmod(dir, 0o755) // as root, Postgres runs as "postgres" and must reach its data directory
-  const embedded = await startEmbeddedPostgres({ dir: join(dir, 'data'), port: 56_000 + Math.floor(Math.random() * 2_000), persistent: false }, silentLogger)
+  const embedded = await startEmbeddedPostgres({ dir: join(dir, 'data'), port: await freePort(), persistent: false }, silentLogger)
   serverUrl = embedded.url
   stopEmbedded = async () => {
     await embedded.stop()

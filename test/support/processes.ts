@@ -43,11 +43,22 @@ export async function waitFor<T>(what: string, check: () => Promise<T | undefine
   }
 }
 
-/** A port that was free a moment ago (for a child process that must be told its port). */
+/**
+ * A port that was free a moment ago, for a server in a child process that must be told its
+ * port. Picked below Linux's ephemeral range (32768+): a port there can be taken by any
+ * outgoing connection, of which the tests open many.
+ */
 export async function freePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  const { port } = server.address() as { port: number }
-  await new Promise<void>((r) => server.close(() => r()))
-  return port
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000)
+    const server = createServer()
+    const free = await new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false))
+      server.listen(port, '127.0.0.1', () => resolve(true))
+    })
+    if (free) {
+      await new Promise<void>((r) => server.close(() => r()))
+      return port
+    }
+  }
 }
