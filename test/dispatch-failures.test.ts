@@ -3,7 +3,7 @@ import { createServer } from 'node:net'
 import { claimCalls, recordDialResult, type DispatchPolicy } from '../src/dispatch/outcomes.ts'
 import { createProviderClient } from '../src/dispatch/provider.ts'
 import { startFakeProvider, type Answer } from './support/fake-provider.ts'
-import { createHarness, type Harness } from './support/harness.ts'
+import { createHarness, registerWorker, type Harness } from './support/harness.ts'
 
 // Each provider answer leads to the right status, attempts, backoff and lastError.
 
@@ -13,11 +13,6 @@ const policy: DispatchPolicy = {
   retryBaseSeconds: 10,
   retryMaxSeconds: 60,
   callTimeoutSeconds: 600,
-}
-
-async function worker(h: Harness): Promise<number> {
-  const [row] = await h.sql<{ id: number }[]>`INSERT INTO workers (host, pid) VALUES ('test', 1) RETURNING id`
-  return row!.id
 }
 
 /** Creates a call, claims it and dials it once against `url`; returns the call row afterwards. */
@@ -46,7 +41,7 @@ async function scripted(t: { teardown(fn: () => Promise<void> | void): void }, .
 
 t.test('202 with a callId: the request follows the contract and the call is dialed', async (t) => {
   const h = await createHarness(t)
-  const w = await worker(h)
+  const w = await registerWorker(h)
   const fake = await scripted(t, { status: 202, body: { callId: 'prov-1' } })
   const { callId, outcome, row } = await attempt(h, w, fake.url)
   t.equal(outcome, 'dialed')
@@ -68,7 +63,7 @@ t.test('202 with a callId: the request follows the contract and the call is dial
 
 t.test('5xx: back to PENDING with backoff, the slot freed, a job due at the next attempt', async (t) => {
   const h = await createHarness(t)
-  const w = await worker(h)
+  const w = await registerWorker(h)
   const fake = await scripted(t, { status: 503, body: { error: 'down for maintenance' } })
   const { outcome, row, before } = await attempt(h, w, fake.url)
   t.equal(outcome, 'retry')
@@ -85,7 +80,7 @@ t.test('5xx: back to PENDING with backoff, the slot freed, a job due at the next
 
 t.test('retryable failures until MAX_ATTEMPTS: FAILED, job settled', async (t) => {
   const h = await createHarness(t)
-  const w = await worker(h)
+  const w = await registerWorker(h)
   const fake = await scripted(t, { status: 500, body: 'boom' })
   const first = await attempt(h, w, fake.url)
   const second = await attempt(h, w, fake.url, first.callId)
@@ -105,7 +100,7 @@ t.test('retryable failures until MAX_ATTEMPTS: FAILED, job settled', async (t) =
 
 t.test('429 honours Retry-After when it is longer than the backoff', async (t) => {
   const h = await createHarness(t)
-  const w = await worker(h)
+  const w = await registerWorker(h)
   const fake = await scripted(t, { status: 429, body: 'slow down', headers: { 'retry-after': '120' } })
   const { row, before } = await attempt(h, w, fake.url)
   t.equal(row.status, 'PENDING')
@@ -115,7 +110,7 @@ t.test('429 honours Retry-After when it is longer than the backoff', async (t) =
 
 t.test('timeout: retryable, with a clear lastError', async (t) => {
   const h = await createHarness(t)
-  const w = await worker(h)
+  const w = await registerWorker(h)
   const fake = await scripted(t, { status: 202, body: { callId: 'late' }, delayMs: 3_000 })
   const { row } = await attempt(h, w, fake.url, undefined, 300)
   t.equal(row.status, 'PENDING')
@@ -124,7 +119,7 @@ t.test('timeout: retryable, with a clear lastError', async (t) => {
 
 t.test('timeout with the worker\'s shutdown signal attached: still a timeout', async (t) => {
   const h = await createHarness(t)
-  const w = await worker(h)
+  const w = await registerWorker(h)
   const fake = await scripted(t, { status: 504, body: 'too late', delayMs: 5_000 })
   const { row } = await attempt(h, w, fake.url, undefined, 300, new AbortController().signal)
   t.equal(row.status, 'PENDING')
@@ -133,7 +128,7 @@ t.test('timeout with the worker\'s shutdown signal attached: still a timeout', a
 
 t.test('connection refused: retryable', async (t) => {
   const h = await createHarness(t)
-  const w = await worker(h)
+  const w = await registerWorker(h)
   // A port that was free a moment ago and has nobody listening now.
   const probe = createServer()
   await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r))
@@ -146,7 +141,7 @@ t.test('connection refused: retryable', async (t) => {
 
 t.test('4xx: FAILED at once, lastError names the status and the body', async (t) => {
   const h = await createHarness(t)
-  const w = await worker(h)
+  const w = await registerWorker(h)
   const fake = await scripted(t, { status: 422, body: { error: 'number is on the do-not-call list' } })
   const { outcome, row } = await attempt(h, w, fake.url)
   t.equal(outcome, 'failed')
@@ -158,7 +153,7 @@ t.test('4xx: FAILED at once, lastError names the status and the body', async (t)
 
 t.test('2xx without a callId: FAILED at once', async (t) => {
   const h = await createHarness(t)
-  const w = await worker(h)
+  const w = await registerWorker(h)
   const fake = await scripted(t, { status: 202, body: { id: 'wrong-field' } })
   const { row } = await attempt(h, w, fake.url)
   t.equal(row.status, 'FAILED')

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { claimCalls, recordDialResult, sweep, type DispatchPolicy } from '../src/dispatch/outcomes.ts'
 import { WORKER_LOCK_CLASS } from '../src/db/locks.ts'
-import { createHarness, type Harness } from './support/harness.ts'
+import { createHarness, registerWorker, type Harness } from './support/harness.ts'
 
 // The safety sweeps: expiry, the no-callback timeout, and adoption of a dead worker's calls.
 
@@ -11,11 +11,6 @@ const policy: DispatchPolicy = {
   retryBaseSeconds: 1,
   retryMaxSeconds: 1,
   callTimeoutSeconds: 3600,
-}
-
-async function worker(h: Harness): Promise<number> {
-  const [row] = await h.sql<{ id: number }[]>`INSERT INTO workers (host, pid) VALUES ('test', 1) RETURNING id`
-  return row!.id
 }
 
 async function create(h: Harness, to: string): Promise<string> {
@@ -28,7 +23,7 @@ const row = async (h: Harness, id: string) =>
 
 t.test('a PENDING call past its expiry is EXPIRED by the sweep, its job removed, never dialed', async (t) => {
   const h = await createHarness(t)
-  const w = await worker(h)
+  const w = await registerWorker(h)
   const expired = await create(h, '+15554000001')
   const fresh = await create(h, '+15554000002')
   await h.sql`UPDATE calls SET expires_at = now() - interval '1 second' WHERE id = ${expired}`
@@ -45,7 +40,7 @@ t.test('a PENDING call past its expiry is EXPIRED by the sweep, its job removed,
 
 t.test('an expired call met by a claim before the sweep is expired there, not dialed', async (t) => {
   const h = await createHarness(t)
-  const w = await worker(h)
+  const w = await registerWorker(h)
   const id = await create(h, '+15554000003')
   await h.sql`UPDATE calls SET expires_at = now() - interval '1 second' WHERE id = ${id}`
   const { claimed } = await claimCalls(h.sql, h.queue, policy, w, 30)
@@ -65,7 +60,7 @@ t.test('POST with expiresAt: the call expires at that time', async (t) => {
 
 t.test('a dialed call with no callback within CALL_TIMEOUT_SECONDS is FAILED and frees its slot', async (t) => {
   const h = await createHarness(t)
-  const w = await worker(h)
+  const w = await registerWorker(h)
   const id = await create(h, '+15554000005')
   const { claimed } = await claimCalls(h.sql, h.queue, policy, w, 30)
   await recordDialResult(h.sql, h.queue, policy, claimed[0]!, { kind: 'accepted', providerCallId: 'p-5' })
@@ -83,9 +78,9 @@ t.test('a dialed call with no callback within CALL_TIMEOUT_SECONDS is FAILED and
 
 t.test('calls of a dead worker are adopted, calls of a live worker are not', async (t) => {
   const h = await createHarness(t)
-  const dead = await worker(h)
-  const alive = await worker(h)
-  const heir = await worker(h)
+  const dead = await registerWorker(h)
+  const alive = await registerWorker(h)
+  const heir = await registerWorker(h)
   // A live worker holds its liveness lock on a connection of its own.
   const aliveConn = await h.sql.reserve()
   t.teardown(() => aliveConn.release())
@@ -111,7 +106,7 @@ t.test('calls of a dead worker are adopted, calls of a live worker are not', asy
 
 t.test('a job pg-boss failed (all workers down past its expiry) stops blocking its phone once its call has ended', async (t) => {
   const h = await createHarness(t)
-  const w = await worker(h)
+  const w = await registerWorker(h)
   const first = await create(h, '+15554000009')
   await claimCalls(h.sql, h.queue, policy, w, 30)
   const second = await create(h, '+15554000009')

@@ -4,7 +4,7 @@ import type { CallRow } from '../src/calls/model.ts'
 import { CLAIM_LOCK } from '../src/db/locks.ts'
 import { claimCalls, type DispatchPolicy } from '../src/dispatch/outcomes.ts'
 import { createCall } from './support/fixtures.ts'
-import { createHarness, type Harness } from './support/harness.ts'
+import { createHarness, registerWorker, type Harness } from './support/harness.ts'
 
 // PATCH changes a call's payload only while it is PENDING; a claim dials whatever payload the
 // row holds when it claims it. Run concurrently, exactly one of two things may happen:
@@ -18,11 +18,6 @@ const policy: DispatchPolicy = {
   retryBaseSeconds: 5,
   retryMaxSeconds: 300,
   callTimeoutSeconds: 1800,
-}
-
-async function newWorker(h: Harness): Promise<number> {
-  const [w] = await h.sql<{ id: number }[]>`INSERT INTO workers (host, pid) VALUES ('t', 1) RETURNING id`
-  return w!.id
 }
 
 interface JobRow {
@@ -55,7 +50,7 @@ async function checkConsistent(t: Test, h: Harness, row: CallRow, label: string)
 
 t.test('sequential: PATCH first, then claim, dials the new payload', async (t) => {
   const h = await createHarness(t)
-  const worker = await newWorker(h)
+  const worker = await registerWorker(h)
   const call = await createCall(h, { to: '+15550001000', scriptId: 'old' })
   const patch = await h.call('PATCH', `/calls/${call.id}`, { scriptId: 'new', to: '+15550001001' })
   t.equal(patch.status, 200)
@@ -69,7 +64,7 @@ t.test('sequential: PATCH first, then claim, dials the new payload', async (t) =
 
 t.test('sequential: claim first, then PATCH, is refused', async (t) => {
   const h = await createHarness(t)
-  const worker = await newWorker(h)
+  const worker = await registerWorker(h)
   const call = await createCall(h, { to: '+15550002000', scriptId: 'old' })
   const { claimed } = await claimCalls(h.sql, h.queue, policy, worker, 30)
   t.equal(claimed.length, 1)
@@ -88,7 +83,7 @@ t.test('a claim waits for a PATCH that is under way and then dials its payload',
   // Holds the shared claim lock the way a PATCH does, to show the claim cannot slip in between
   // the PATCH's check and its write.
   const h = await createHarness(t)
-  const worker = await newWorker(h)
+  const worker = await registerWorker(h)
   const call = await createCall(h, { to: '+15550003000', scriptId: 'old' })
   let release!: () => void
   const held = new Promise<void>((resolve) => (release = resolve))
@@ -120,7 +115,7 @@ t.test('a claim waits for a PATCH that is under way and then dials its payload',
 
 t.test('PATCH racing claimCalls, 40 rounds', async (t) => {
   const h = await createHarness(t)
-  const worker = await newWorker(h)
+  const worker = await registerWorker(h)
   const outcomes = { patchWon: 0, claimWon: 0, patchWonNotClaimed: 0 }
 
   for (let round = 0; round < 40; round++) {

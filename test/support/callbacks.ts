@@ -64,10 +64,7 @@ export async function sendSigned(
   return deliver(h, body, signHeaders(body, options), options.query)
 }
 
-export async function registerWorker(h: Harness): Promise<number> {
-  const [row] = await h.sql<{ id: number }[]>`INSERT INTO workers (host, pid) VALUES ('t', 1) RETURNING id`
-  return row!.id
-}
+export { registerWorker } from './harness.ts'
 
 export async function createCall(h: Harness, phone: string): Promise<string> {
   const res = await h.call('POST', '/calls', { to: phone, scriptId: 'welcomeFlow' })

@@ -90,3 +90,9 @@ export async function startSimulator(
   t.teardown(() => sim.stop())
   return sim
 }
+
+/** A row in `workers`, as a worker process registers itself, for tests that claim directly. */
+export async function registerWorker(h: { sql: Harness['sql'] }): Promise<number> {
+  const [row] = await h.sql<{ id: number }[]>`INSERT INTO workers (host, pid) VALUES ('test', 1) RETURNING id`
+  return row!.id
+}
