@@ -76,7 +76,7 @@ const EnvSchema = v.object({
   SIMULATOR_PORT: int(4010, 0, 65535),
   SIMULATOR_MIN_DURATION_MS: int(2_000, 0),
   SIMULATOR_MAX_DURATION_MS: int(8_000, 0),
-  SIMULATOR_STATUS_MIX: v.optional(v.string(), 'COMPLETED:8,FAILED:1,BUSY:0.5,NO_ANSWER:0.5'),
+  SIMULATOR_STATUS_MIX: v.optional(v.string(), 'COMPLETED:1'),
   SIMULATOR_5XX_RATE: ratio(0),
   SIMULATOR_TIMEOUT_RATE: ratio(0),
   SIMULATOR_429_RATE: ratio(0),

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process'
-import { chown, mkdir, stat } from 'node:fs/promises'
+import { chown, mkdir, readFile, stat } from 'node:fs/promises'
 import { userInfo } from 'node:os'
 import { dirname } from 'node:path'
 import postgres from 'postgres'
@@ -56,16 +56,30 @@ function postgresUserIds(): { uid: number; gid: number } | undefined {
   }
 }
 
+/** The port of a server already running on this data directory, if its postmaster.pid names one. */
+async function runningPort(dir: string): Promise<number | undefined> {
+  const pidFile = await readFile(`${dir}/postmaster.pid`, 'utf8').catch(() => undefined)
+  const port = Number(pidFile?.split('\n')[3])
+  return Number.isInteger(port) && port > 0 ? port : undefined
+}
+
 /**
- * Starts (or joins) the embedded server whose data lives in `dir`. A server already
- * answering on `port` (another orchestrator process started it) is reused, not restarted.
+ * Starts (or joins) the embedded server whose data lives in `dir`. A server already running
+ * on that directory is reused, not restarted: another orchestrator process started it, or one
+ * that was killed left it behind (possibly on another port, which its postmaster.pid names).
  */
 export async function startEmbeddedPostgres(
   options: { dir: string; port: number; persistent?: boolean },
   log: Logger,
 ): Promise<EmbeddedDatabase> {
-  const adminUrl = `postgres://${USER}:${PASSWORD}@127.0.0.1:${options.port}/postgres`
-  const url = `postgres://${USER}:${PASSWORD}@127.0.0.1:${options.port}/${DATABASE}`
+  let port = options.port
+  const leftOver = await runningPort(options.dir)
+  if (leftOver && leftOver !== port && (await answers(`postgres://${USER}:${PASSWORD}@127.0.0.1:${leftOver}/postgres`))) {
+    log.warn('reusing the embedded PostgreSQL already running on this data directory', { port: leftOver })
+    port = leftOver
+  }
+  const adminUrl = `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/postgres`
+  const url = `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${DATABASE}`
   const EmbeddedPostgres = await loadEmbeddedPostgres()
   let server: InstanceType<typeof EmbeddedPostgres> | undefined
 
@@ -81,7 +95,7 @@ export async function startEmbeddedPostgres(
     if (ids) await chown(options.dir, ids.uid, ids.gid)
     server = new EmbeddedPostgres({
       databaseDir: options.dir,
-      port: options.port,
+      port,
       user: USER,
       password: PASSWORD,
       authMethod: 'scram-sha-256',
@@ -99,7 +113,7 @@ export async function startEmbeddedPostgres(
     } catch (err) {
       // Lost a start race to another process: use the server it started.
       if (!(await answers(adminUrl))) {
-        throw new Error(`embedded PostgreSQL did not start in ${options.dir} on port ${options.port}: ${String(err ?? 'exited')}`)
+        throw new Error(`embedded PostgreSQL did not start in ${options.dir} on port ${port}: ${String(err ?? 'exited')}`)
       }
       server = undefined
     }
