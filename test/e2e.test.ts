@@ -22,6 +22,7 @@ t.test('all mode with the simulator and faults: every call ends, the limits hold
     WORKER_POLL_MS: '1000',
     SIMULATOR_MIN_DURATION_MS: '50',
     SIMULATOR_MAX_DURATION_MS: '400',
+    SIMULATOR_STATUS_MIX: 'COMPLETED:8,FAILED:1,BUSY:0.5,NO_ANSWER:0.5',
     SIMULATOR_5XX_RATE: '0.1',
     SIMULATOR_TIMEOUT_RATE: '0.02',
     SIMULATOR_429_RATE: '0.05',
@@ -56,6 +57,9 @@ t.test('all mode with the simulator and faults: every call ends, the limits hold
   }, 300_000)
   t.equal(metrics.calls.COMPLETED! + metrics.calls.FAILED! + metrics.calls.EXPIRED!, 300)
   t.ok(metrics.calls.COMPLETED! > 0)
+  const [reported] = await db.sql<{ n: number }[]>`
+    SELECT count(*)::int AS n FROM calls WHERE status = 'FAILED' AND provider_status IN ('FAILED', 'BUSY', 'NO_ANSWER')`
+  t.ok(reported!.n > 0, 'calls the provider reported as failed ended FAILED')
 
   const stats = (await (await fetch(`${simulatorUrl}/stats`)).json()) as Record<string, number>
   t.ok(stats.maxInFlight! <= 30, `simulator saw at most 30 at once (${stats.maxInFlight})`)
