@@ -10,7 +10,6 @@
 
 export const CALL_STATUSES = ['PENDING', 'IN_PROGRESS', 'COMPLETED', 'FAILED', 'EXPIRED'] as const
 export type CallStatus = (typeof CALL_STATUSES)[number]
-export const TERMINAL_STATUSES: readonly CallStatus[] = ['COMPLETED', 'FAILED', 'EXPIRED']
 
 export interface CallRow {
   id: string

@@ -16,8 +16,6 @@ export function connect(url: string, options: { max?: number; applicationName?: 
 /** Postgres error codes this service reacts to. */
 export const PgError = {
   uniqueViolation: '23505',
-  checkViolation: '23514',
-  invalidText: '22P02',
 } as const
 
 export function pgErrorCode(err: unknown): string | undefined {

@@ -43,10 +43,6 @@ export class Dispatcher {
     this.#log = deps.log
   }
 
-  get workerId(): number {
-    return this.#workerId
-  }
-
   async start(): Promise<void> {
     if (this.#state !== 'new') return
     this.#state = 'running'
@@ -89,11 +85,6 @@ export class Dispatcher {
   wake(): void {
     this.#wakeRequested = true
     this.#wakeUp?.()
-  }
-
-  /** Number of dials this worker has under way (for tests and logs). */
-  get dialsInFlight(): number {
-    return this.#inFlight.size
   }
 
   async #holdLivenessLock(): Promise<void> {
