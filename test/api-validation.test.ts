@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { MAX_BODY_BYTES, MAX_METADATA_BYTES } from '../src/http/schemas.ts'
 import { createCall, snapshot } from './support/fixtures.ts'
-import { createHarness, type Harness } from './support/harness.ts'
+import { createHarness, readResponse, type Harness } from './support/harness.ts'
 
 // Every bad input is answered with a 4xx problem+json and leaves the database as it was.
 
@@ -20,13 +20,7 @@ function isProblem(t: Test, res: Res, status: number, code: string, what: string
 
 /** Sends raw bytes with exactly the headers given (no Content-Type added). */
 async function raw(h: Harness, method: string, path: string, body: string | Uint8Array | undefined, headers: Record<string, string>): Promise<Res> {
-  const res = await h.app.request(path, { method, headers, ...(body === undefined ? {} : { body: body as NonNullable<RequestInit['body']> }) })
-  const text = await res.text()
-  let parsed: unknown = text
-  try {
-    parsed = JSON.parse(text)
-  } catch {}
-  return { status: res.status, headers: res.headers, body: parsed }
+  return readResponse(await h.app.request(path, { method, headers, ...(body === undefined ? {} : { body: body as NonNullable<RequestInit['body']> }) }))
 }
 
 const good = { to: '+966501234567', scriptId: 'welcomeFlow' }

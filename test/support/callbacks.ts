@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { Webhook } from 'standardwebhooks'
 import type { CallRow } from '../../src/calls/model.ts'
 import { claimCalls, recordDialResult, type DispatchPolicy } from '../../src/dispatch/outcomes.ts'
-import { WEBHOOK_SECRET, type Harness } from './harness.ts'
+import { readResponse, WEBHOOK_SECRET, type Harness } from './harness.ts'
 
 // Helpers for the provider-callback tests. Signatures come from the independent
 // `standardwebhooks` package, never from src/callbacks/signature.ts, so the tests prove that
@@ -45,13 +45,8 @@ export async function deliver(
   query: string | undefined,
 ): Promise<Delivery> {
   const path = query === undefined ? '/callbacks/call-status' : `/callbacks/call-status?callId=${encodeURIComponent(query)}`
-  const res = await h.app.request(path, { method: 'POST', headers, body })
-  const text = await res.text()
-  let parsed: unknown = text
-  try {
-    parsed = JSON.parse(text)
-  } catch {}
-  return { status: res.status, contentType: res.headers.get('content-type'), body: parsed }
+  const res = await readResponse(await h.app.request(path, { method: 'POST', headers, body }))
+  return { status: res.status, contentType: res.headers.get('content-type'), body: res.body }
 }
 
 /** Signs and delivers a callback; `id` is the webhook-id. */

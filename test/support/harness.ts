@@ -59,13 +59,7 @@ export async function createHarness(
         init.body = typeof body === 'string' ? body : JSON.stringify(body)
         ;(init.headers as Record<string, string>)['content-type'] ??= 'application/json'
       }
-      const res = await app.request(path, init)
-      const text = await res.text()
-      let parsed: unknown = text
-      try {
-        parsed = JSON.parse(text)
-      } catch {}
-      return { status: res.status, headers: res.headers, body: parsed }
+      return readResponse(await app.request(path, init))
     },
   }
 }
@@ -95,4 +89,14 @@ export async function startSimulator(
 export async function registerWorker(h: { sql: Harness['sql'] }): Promise<number> {
   const [row] = await h.sql<{ id: number }[]>`INSERT INTO workers (host, pid) VALUES ('test', 1) RETURNING id`
   return row!.id
+}
+
+/** Status, headers and body of a response, the body parsed when it is JSON. */
+export async function readResponse(res: Response): Promise<{ status: number; headers: Headers; body: any }> {
+  const text = await res.text()
+  let body: unknown = text
+  try {
+    body = JSON.parse(text)
+  } catch {}
+  return { status: res.status, headers: res.headers, body }
 }
