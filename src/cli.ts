@@ -56,38 +56,49 @@ async function main(argv: string[]): Promise<number> {
     return 78
   }
   const log = createLogger(config.logLevel, { mode })
-  let running
+  // Signals are handled from here on, so a process still waiting for its database stops
+  // cleanly too. The first one stops gracefully; a second one exits at once.
+  const starting = new AbortController()
+  let running: Awaited<ReturnType<typeof startOrchestrator>> | undefined
+  let stopRequested: ((code: number) => void) | undefined
+  const stopped = new Promise<number>((resolve) => (stopRequested = resolve))
+  let stopping = false
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      log.warn('second signal: exiting now', { signal })
+      process.exit(130)
+    }
+    stopping = true
+    log.info('stopping', { signal })
+    if (!running) return starting.abort()
+    running.stop().then(
+      () => stopRequested!(0),
+      (err) => {
+        log.error('error while stopping', { err })
+        stopRequested!(1)
+      },
+    )
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+
   try {
-    running = await startOrchestrator(mode as Mode, config, log)
+    running = await startOrchestrator(mode as Mode, config, log, starting.signal)
   } catch (err) {
+    if (starting.signal.aborted) return 0
     log.error('start-up failed', { err })
     return 1
+  }
+  if (stopping) {
+    await running.stop()
+    return 0
   }
   if (mode === 'migrate') {
     await running.stop()
     log.info('migrations up to date')
     return 0
   }
-  return new Promise<number>((resolve) => {
-    let stopping = false
-    const onSignal = (signal: NodeJS.Signals) => {
-      if (stopping) {
-        log.warn('second signal: exiting now', { signal })
-        process.exit(130)
-      }
-      stopping = true
-      log.info('stopping', { signal })
-      running.stop().then(
-        () => resolve(0),
-        (err) => {
-          log.error('error while stopping', { err })
-          resolve(1)
-        },
-      )
-    }
-    process.on('SIGINT', onSignal)
-    process.on('SIGTERM', onSignal)
-  })
+  return stopped
 }
 
 main(process.argv.slice(2)).then(

@@ -1,4 +1,5 @@
 import * as v from 'valibot'
+import { MAX_WAIT_SECONDS } from './calls/model.ts'
 
 // Every setting the process reads, its default and its bounds live here and nowhere else.
 // `.env.example` and `bin/orchestrator --help` describe the same list; test/config.test.ts
@@ -63,7 +64,10 @@ const EnvSchema = v.object({
   RETRY_BASE_SECONDS: int(5, 1, 86_400),
   RETRY_MAX_SECONDS: int(300, 1, 86_400),
   CALL_TIMEOUT_SECONDS: int(1800, 5, 20 * 3600),
-  CALL_TTL_SECONDS: int(86_400, 0),
+  // A call cannot wait longer than pg-boss keeps its queued job (MAX_WAIT_SECONDS, 365 days).
+  CALL_TTL_SECONDS: int(86_400, 1, MAX_WAIT_SECONDS),
+  RECONCILE_AFTER_SECONDS: int(120, 0, 86_400),
+  RECONCILE_RATE_PER_SECOND: int(5, 1, 1_000),
   PROVIDER_BASE_URL: v.optional(httpUrl),
   PROVIDER_API_KEY: optionalString,
   PROVIDER_TIMEOUT_MS: int(10_000, 100, 600_000),
@@ -83,6 +87,12 @@ const EnvSchema = v.object({
   SIMULATOR_DUPLICATE_CALLBACK_RATE: ratio(0),
   SIMULATOR_EARLY_CALLBACK_RATE: ratio(0),
   SIMULATOR_LATE_CALLBACK_RATE: ratio(0),
+  SIMULATOR_SLOW_202_RATE: ratio(0),
+  SIMULATOR_SLOW_202_MS: int(15_000, 0, 600_000),
+  SIMULATOR_5XX_AFTER_PLACING_RATE: ratio(0),
+  SIMULATOR_DROP_AFTER_PLACING_RATE: ratio(0),
+  SIMULATOR_LOST_CALLBACK_RATE: ratio(0),
+  SIMULATOR_STATUS_LOOKUP: v.optional(v.picklist(['on', 'off'], 'must be on or off'), 'on'),
 })
 
 export type LogLevel = (typeof logLevels)[number]
@@ -99,6 +109,9 @@ export interface Config {
     retryMaxSeconds: number
     callTimeoutSeconds: number
     callTtlSeconds: number
+    /** null: never ask the provider about a call (RECONCILE_AFTER_SECONDS=0). */
+    reconcileAfterSeconds: number | null
+    reconcileRatePerSecond: number
     pollMs: number
     shutdownTimeoutMs: number
   }
@@ -111,6 +124,8 @@ export interface Config {
     minDurationMs: number
     maxDurationMs: number
     statusMix: Array<{ status: string; weight: number }>
+    slowAcceptMs: number
+    statusLookup: boolean
     rates: {
       serverError: number
       timeout: number
@@ -118,6 +133,10 @@ export interface Config {
       duplicateCallback: number
       earlyCallback: number
       lateCallback: number
+      slowAccept: number
+      serverErrorAfterPlacing: number
+      dropAfterPlacing: number
+      lostCallback: number
     }
   }
 }
@@ -164,6 +183,14 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   if (e.SIMULATOR_MAX_DURATION_MS < e.SIMULATOR_MIN_DURATION_MS) {
     throw new ConfigError('SIMULATOR_MAX_DURATION_MS: must be at least SIMULATOR_MIN_DURATION_MS')
   }
+  const dialFaults =
+    e.SIMULATOR_5XX_RATE + e.SIMULATOR_TIMEOUT_RATE + e.SIMULATOR_429_RATE + e.SIMULATOR_SLOW_202_RATE +
+    e.SIMULATOR_5XX_AFTER_PLACING_RATE + e.SIMULATOR_DROP_AFTER_PLACING_RATE
+  if (dialFaults > 1) {
+    throw new ConfigError(
+      'SIMULATOR_*_RATE: the dial faults (5XX, TIMEOUT, 429, SLOW_202, 5XX_AFTER_PLACING, DROP_AFTER_PLACING) share one draw and must add up to at most 1',
+    )
+  }
   for (const secret of e.WEBHOOK_SECRET) {
     if (!/^whsec_[A-Za-z0-9+/]+={0,2}$/.test(secret)) {
       throw new ConfigError('WEBHOOK_SECRET: each secret must look like whsec_<base64>')
@@ -184,6 +211,8 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       retryMaxSeconds: e.RETRY_MAX_SECONDS,
       callTimeoutSeconds: e.CALL_TIMEOUT_SECONDS,
       callTtlSeconds: e.CALL_TTL_SECONDS,
+      reconcileAfterSeconds: e.RECONCILE_AFTER_SECONDS === 0 ? null : e.RECONCILE_AFTER_SECONDS,
+      reconcileRatePerSecond: e.RECONCILE_RATE_PER_SECOND,
       pollMs: e.WORKER_POLL_MS,
       shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     },
@@ -200,6 +229,8 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       minDurationMs: e.SIMULATOR_MIN_DURATION_MS,
       maxDurationMs: e.SIMULATOR_MAX_DURATION_MS,
       statusMix: parseStatusMix(e.SIMULATOR_STATUS_MIX),
+      slowAcceptMs: e.SIMULATOR_SLOW_202_MS,
+      statusLookup: e.SIMULATOR_STATUS_LOOKUP === 'on',
       rates: {
         serverError: e.SIMULATOR_5XX_RATE,
         timeout: e.SIMULATOR_TIMEOUT_RATE,
@@ -207,6 +238,10 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
         duplicateCallback: e.SIMULATOR_DUPLICATE_CALLBACK_RATE,
         earlyCallback: e.SIMULATOR_EARLY_CALLBACK_RATE,
         lateCallback: e.SIMULATOR_LATE_CALLBACK_RATE,
+        slowAccept: e.SIMULATOR_SLOW_202_RATE,
+        serverErrorAfterPlacing: e.SIMULATOR_5XX_AFTER_PLACING_RATE,
+        dropAfterPlacing: e.SIMULATOR_DROP_AFTER_PLACING_RATE,
+        lostCallback: e.SIMULATOR_LOST_CALLBACK_RATE,
       },
     },
   }

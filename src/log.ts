@@ -39,3 +39,23 @@ export function createLogger(
 }
 
 export const silentLogger: Logger = createLogger('error', {}, () => {})
+
+/**
+ * A logger for events that can come in floods (every request during a database outage, every
+ * forged callback): at most one line per `intervalMs` per message, saying how many were left
+ * out since the last line.
+ */
+export function throttled(log: Logger, intervalMs: number): Pick<Logger, 'warn' | 'error'> {
+  const last = new Map<string, { at: number; skipped: number }>()
+  const emit = (level: 'warn' | 'error') => (msg: string, fields?: Fields) => {
+    const now = Date.now()
+    const seen = last.get(msg)
+    if (seen && now - seen.at < intervalMs) {
+      seen.skipped++
+      return
+    }
+    log[level](msg, { ...fields, ...(seen?.skipped ? { suppressed: seen.skipped } : {}) })
+    last.set(msg, { at: now, skipped: 0 })
+  }
+  return { warn: emit('warn'), error: emit('error') }
+}

@@ -6,7 +6,9 @@ import { createCallService } from './calls/service.ts'
 import type { Config } from './config.ts'
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.ts'
 import { isMigrated, migrate, readMigrations } from './db/migrate.ts'
-import { connect, type Sql } from './db/sql.ts'
+import { connect, isDatabaseUnavailable, type Sql } from './db/sql.ts'
+import { reconcileAllNow } from './db/transitions.ts'
+import { LEASE_MARGIN_MS } from './dispatch/claim.ts'
 import { Dispatcher } from './dispatch/dispatcher.ts'
 import { createProviderClient } from './dispatch/provider.ts'
 import { CallQueue } from './dispatch/queue.ts'
@@ -30,9 +32,40 @@ const projectRoot = fileURLToPath(new URL('..', import.meta.url))
 export function simulatorFromConfig(config: Config, secret: string, log: Logger): ProviderSimulator {
   const s = config.simulator
   return new ProviderSimulator(
-    { secret, apiKey: config.provider.apiKey, minDurationMs: s.minDurationMs, maxDurationMs: s.maxDurationMs, statusMix: s.statusMix, rates: s.rates },
+    {
+      secret,
+      apiKey: config.provider.apiKey,
+      minDurationMs: s.minDurationMs,
+      maxDurationMs: s.maxDurationMs,
+      statusMix: s.statusMix,
+      rates: s.rates,
+      slowAcceptMs: s.slowAcceptMs,
+      statusLookup: s.statusLookup,
+    },
     log.child({ part: 'simulator' }),
   )
+}
+
+/**
+ * Runs `step` until it gets through, for as long as the only trouble is a database that is not
+ * there (not started yet, restarting, failing over): a process started during an outage waits
+ * for it instead of exiting. Any other error, or `signal`, ends the wait.
+ */
+async function untilDatabaseAnswers<T>(what: string, step: () => Promise<T>, log: Logger, signal: AbortSignal): Promise<T> {
+  for (let failures = 0; ; failures++) {
+    signal.throwIfAborted()
+    try {
+      return await step()
+    } catch (err) {
+      if (!isDatabaseUnavailable(err) || signal.aborted) throw err
+      const delay = Math.min(5_000, 250 * 2 ** Math.min(failures, 5))
+      if (failures === 0 || failures % 12 === 0) log.warn(`database unavailable during ${what}; retrying`, { err, retryInMs: delay })
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, delay)
+        signal.addEventListener('abort', () => (clearTimeout(timer), resolve(undefined)), { once: true })
+      })
+    }
+  }
 }
 
 /** The database URL to use: DATABASE_URL, or an embedded server whose data lives under .data/. */
@@ -44,7 +77,12 @@ async function database(config: Config, log: Logger): Promise<{ url: string; emb
   return { url: embedded.url, embedded }
 }
 
-export async function startOrchestrator(mode: Mode, config: Config, log: Logger): Promise<Running> {
+export async function startOrchestrator(
+  mode: Mode,
+  config: Config,
+  log: Logger,
+  signal: AbortSignal = new AbortController().signal,
+): Promise<Running> {
   const stops: Array<() => Promise<void>> = []
   const stopAll = async () => {
     for (const stop of stops.reverse()) {
@@ -67,15 +105,20 @@ export async function startOrchestrator(mode: Mode, config: Config, log: Logger)
     if (db.embedded) stops.push(() => db.embedded!.stop())
     const sql: Sql = connect(db.url, { max: mode === 'migrate' ? 2 : config.databasePoolMax })
     stops.push(() => sql.end({ timeout: 5 }))
-    const applied = await migrate(sql)
+    const applied = await untilDatabaseAnswers('migrations', () => migrate(sql), log, signal)
     if (applied.length) log.info('migrations applied', { versions: applied })
     const migrationCount = (await readMigrations()).length
 
     const runsWorker = mode === 'worker' || mode === 'all'
     const queue = new CallQueue(db.url, log.child({ part: 'pg-boss' }), { supervise: runsWorker })
-    await queue.start()
+    await untilDatabaseAnswers('queue start-up', () => queue.start(), log, signal)
     stops.push(() => queue.stop())
     if (mode === 'migrate') return { stop: stopAll }
+
+    // A process that starts may follow an outage during which callbacks were lost: ask the
+    // provider about every dialed call in flight (workers do the asking).
+    const reconciling = await untilDatabaseAnswers('start-up', () => reconcileAllNow(sql), log, signal)
+    if (reconciling) log.info('asking the provider about every dialed call in flight', { calls: reconciling })
 
     let webhook = config.webhook
     let providerUrl = config.provider.baseUrl
@@ -132,6 +175,7 @@ export async function startOrchestrator(mode: Mode, config: Config, log: Logger)
       if (!providerUrl) throw new Error('worker mode needs PROVIDER_BASE_URL (only "all" mode falls back to the simulator)')
       const dispatcher = new Dispatcher({
         sql,
+        databaseUrl: db.url,
         queue,
         provider: createProviderClient({
           baseUrl: providerUrl,
@@ -139,10 +183,10 @@ export async function startOrchestrator(mode: Mode, config: Config, log: Logger)
           timeoutMs: config.provider.timeoutMs,
           publicBaseUrl: config.publicBaseUrl,
         }),
-        options: { ...config.dispatch },
+        options: { ...config.dispatch, leaseMs: config.provider.timeoutMs + LEASE_MARGIN_MS },
         log,
       })
-      await dispatcher.start()
+      await untilDatabaseAnswers('worker start-up', () => dispatcher.start(), log, signal)
       stops.push(() => dispatcher.stop())
     }
     return { apiPort, simulatorUrl, stop: stopAll }

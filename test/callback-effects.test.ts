@@ -1,5 +1,6 @@
 import t from 'tap'
-import { claimCalls, recordDialResult } from '../src/dispatch/outcomes.ts'
+import { claimCalls } from '../src/dispatch/claim.ts'
+import { recordDialResult } from '../src/dispatch/record.ts'
 import type { Harness } from './support/harness.ts'
 import { createHarness } from './support/harness.ts'
 import {

@@ -16,6 +16,8 @@ t.test('defaults', async (t) => {
     retryMaxSeconds: 300,
     callTimeoutSeconds: 1800,
     callTtlSeconds: 86_400,
+    reconcileAfterSeconds: 120,
+    reconcileRatePerSecond: 5,
     pollMs: 5000,
     shutdownTimeoutMs: 15_000,
   })
@@ -34,7 +36,17 @@ t.test('defaults', async (t) => {
     duplicateCallback: 0,
     earlyCallback: 0,
     lateCallback: 0,
+    slowAccept: 0,
+    serverErrorAfterPlacing: 0,
+    dropAfterPlacing: 0,
+    lostCallback: 0,
   })
+  t.equal(c.simulator.statusLookup, true)
+  t.equal(c.simulator.slowAcceptMs, 15_000)
+})
+
+t.test('RECONCILE_AFTER_SECONDS=0 turns status look-ups off', async (t) => {
+  t.equal(loadConfig({ RECONCILE_AFTER_SECONDS: '0' }).dispatch.reconcileAfterSeconds, null)
 })
 
 t.test('values are parsed', async (t) => {
@@ -98,6 +110,11 @@ t.test('bad values throw a ConfigError naming the variable', async (t) => {
     [{ SIMULATOR_STATUS_MIX: 'COMPLETED:0' }, 'SIMULATOR_STATUS_MIX'],
     [{ SIMULATOR_5XX_RATE: '1.5' }, 'SIMULATOR_5XX_RATE'],
     [{ SIMULATOR_LATE_CALLBACK_RATE: '-0.1' }, 'SIMULATOR_LATE_CALLBACK_RATE'],
+    // A call cannot wait longer than pg-boss keeps its job: 0 ("never expire") is no longer possible.
+    [{ CALL_TTL_SECONDS: '0' }, 'CALL_TTL_SECONDS'],
+    [{ CALL_TTL_SECONDS: String(365 * 86_400 + 1) }, 'CALL_TTL_SECONDS'],
+    [{ SIMULATOR_5XX_RATE: '0.6', SIMULATOR_SLOW_202_RATE: '0.5' }, 'SIMULATOR_\\*_RATE'],
+    [{ SIMULATOR_STATUS_LOOKUP: 'yes' }, 'SIMULATOR_STATUS_LOOKUP'],
   ]
   for (const [env, variable] of cases) {
     let error: unknown

@@ -4,9 +4,10 @@ import { createHarness, startSimulator } from './support/harness.ts'
 import { runBinary, waitFor } from './support/processes.ts'
 
 // A worker killed with SIGKILL in the middle of provider requests: nothing is lost, nothing
-// is dialed twice, and the phones it held stay blocked until their calls end.
+// is dialed twice, and the phones it held stay blocked until their calls end. Its requests'
+// leases lapse (PROVIDER_TIMEOUT_MS + the margin) and a live worker sends them again.
 
-t.test('SIGKILL mid-dial: another worker adopts the calls under the same idempotency keys', async (t) => {
+t.test('SIGKILL mid-dial: once their leases lapse, another worker re-sends the calls under the same idempotency keys', async (t) => {
   const h = await createHarness(t, { maxConcurrentCalls: 10 })
   const api = await listen(h.app, { host: '127.0.0.1', port: 0 })
   t.teardown(() => api.close())
@@ -57,9 +58,10 @@ t.test('SIGKILL mid-dial: another worker adopts the calls under the same idempot
   t.equal(stats.keysAcceptedTwice, 0, 'no attempt became two calls at the provider')
   t.equal(stats.maxInFlightPerPhone, 1, 'never two calls at once for one phone')
   t.ok(stats.maxInFlight <= 10, `never more than the limit (saw ${stats.maxInFlight})`)
-  const heldRows = await h.sql<{ id: string; attempts: number; status: string }[]>`
-    SELECT id, attempts, status FROM calls WHERE id = ANY(${held}::uuid[])`
-  t.ok(heldRows.every((r) => r.status === 'COMPLETED' && r.attempts === 1), 'the calls it held completed on their first attempt')
+  const heldRows = await h.sql<{ id: string; dial: number; status: string }[]>`
+    SELECT id, dial, status FROM calls WHERE id = ANY(${held}::uuid[])`
+  t.ok(heldRows.every((r) => r.status === 'COMPLETED' && r.dial === 1), 'the calls it held completed as the provider call it had placed')
+  t.equal(stats.callsPlacedTwice, 0, 'no call request was placed twice')
   t.same(
     held.map((id) => sim.requestsPerKey.get(`${id}:1`)),
     held.map(() => 2),

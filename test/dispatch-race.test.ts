@@ -10,7 +10,7 @@ const CALLS = 400
 const PHONES = 40
 const LIMIT = 12
 
-t.test('4 workers: never over the limit, never two per phone, never an attempt twice', async (t) => {
+t.test('4 workers: never over the limit, never two per phone, never a call placed twice', async (t) => {
   const h = await createHarness(t, { maxConcurrentCalls: LIMIT })
   const api = await listen(h.app, { host: '127.0.0.1', port: 0 })
   t.teardown(() => api.close())
@@ -32,6 +32,8 @@ t.test('4 workers: never over the limit, never two per phone, never an attempt t
     RETRY_MAX_SECONDS: '2',
     PROVIDER_TIMEOUT_MS: '1000',
     WORKER_POLL_MS: '1000',
+    // A request the simulator hangs on has an unknown outcome: its call is held this long.
+    CALL_TIMEOUT_SECONDS: '5',
   }
   const workers = [1, 2, 3, 4].map(() => runBinary(t, 'worker', env))
 
@@ -52,10 +54,9 @@ t.test('4 workers: never over the limit, never two per phone, never an attempt t
   t.ok(stats.maxInFlight <= LIMIT, `provider saw at most ${LIMIT} calls at once (saw ${stats.maxInFlight})`)
   t.ok(stats.maxInFlight > 1, 'calls did run in parallel')
   t.equal(stats.maxInFlightPerPhone, 1, 'provider never saw two calls at once for one phone')
+  t.equal(stats.phoneOverlaps, 0, 'no call placed while its phone had one live')
   t.equal(stats.keysAcceptedTwice, 0, 'no idempotency key became two calls')
-  const perKey = new Map<string, number>()
-  for (const d of sim.dials) perKey.set(d.idempotencyKey, (perKey.get(d.idempotencyKey) ?? 0) + 1)
-  t.equal([...perKey.values()].filter((n) => n > 1).length, 0, 'no (call, attempt) was sent twice')
+  t.equal(stats.callsPlacedTwice, 0, 'no call request became two provider calls')
 
   const rows = await h.sql<{ status: string; attempts: number; provider_call_id: string | null; n: number }[]>`
     SELECT status, count(*)::int AS n, max(attempts) AS attempts, min(provider_call_id) AS provider_call_id

@@ -16,6 +16,7 @@ t.test('a freed slot and a new call wake a waiting worker without polling', asyn
   const fake = await startFakeProvider(t, () => ({ status: 202, body: { callId: `prov-${++n}` } }))
   const dispatcher = new Dispatcher({
     sql: h.sql,
+    databaseUrl: h.url,
     queue: h.queue,
     provider: createProviderClient({ baseUrl: fake.url, timeoutMs: 2_000, publicBaseUrl: 'http://127.0.0.1:9' }),
     options: {
@@ -26,6 +27,9 @@ t.test('a freed slot and a new call wake a waiting worker without polling', asyn
       callTimeoutSeconds: 600,
       pollMs: 600_000,
       shutdownTimeoutMs: 2_000,
+      leaseMs: 10_000,
+      reconcileAfterSeconds: 120,
+      reconcileRatePerSecond: 5,
     },
     log: silentLogger,
   })

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import t, { type Test } from 'tap'
 import type { CallRow } from '../src/calls/model.ts'
 import { CLAIM_LOCK } from '../src/db/locks.ts'
-import { claimCalls, type DispatchPolicy } from '../src/dispatch/outcomes.ts'
+import { claimCalls, type DispatchPolicy } from '../src/dispatch/claim.ts'
 import { createCall } from './support/fixtures.ts'
 import { createHarness, registerWorker, type Harness } from './support/harness.ts'
 
@@ -18,6 +18,8 @@ const policy: DispatchPolicy = {
   retryBaseSeconds: 5,
   retryMaxSeconds: 300,
   callTimeoutSeconds: 1800,
+  leaseMs: 15_000,
+  reconcileAfterSeconds: 120,
 }
 
 interface JobRow {

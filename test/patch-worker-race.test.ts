@@ -19,6 +19,7 @@ t.test('PATCH racing a running worker: the provider dials what the API answered'
   const fake = await startFakeProvider(t, () => ({ status: 202, body: { callId: `p-${++n}` } }))
   const dispatcher = new Dispatcher({
     sql: h.sql,
+    databaseUrl: h.url,
     queue: h.queue,
     provider: createProviderClient({ baseUrl: fake.url, timeoutMs: 5_000, publicBaseUrl: 'http://127.0.0.1:9' }),
     options: {
@@ -29,6 +30,9 @@ t.test('PATCH racing a running worker: the provider dials what the API answered'
       callTimeoutSeconds: 600,
       pollMs: 60_000,
       shutdownTimeoutMs: 5_000,
+      leaseMs: 10_000,
+      reconcileAfterSeconds: 120,
+      reconcileRatePerSecond: 5,
     },
     log: silentLogger,
   })

@@ -1,27 +1,28 @@
 import type { Context } from 'hono'
 import * as v from 'valibot'
 import type { CallRow } from '../calls/model.ts'
-import { lockClaimsShared, wakeWorkers } from '../db/locks.ts'
-import { PgError, pgErrorCode, type Sql, type Tx } from '../db/sql.ts'
-import { finish } from '../db/transitions.ts'
+import { recordCallback, type CallbackEntry } from '../db/callbacks.ts'
+import { lockClaimsShared } from '../db/locks.ts'
+import { PgError, pgErrorCode, type Sql } from '../db/sql.ts'
+import { FINAL_PROVIDER_STATUSES } from '../dispatch/provider.ts'
 import type { CallQueue } from '../dispatch/queue.ts'
 import { bearerToken, matchesSecret } from '../http/auth.ts'
 import { HttpProblem } from '../http/problem.ts'
 import { timestamp } from '../http/schemas.ts'
 import type { Logger } from '../log.ts'
+import { applyProviderWord } from './apply.ts'
 import { verifyCallbackSignature } from './signature.ts'
 
-// POST /callbacks/call-status: the provider's final word on a call. Authenticated (Standard
-// Webhooks signature, or a static API key), idempotent per webhook-id, order-proof (a callback
-// may arrive before we processed the dial's 202, twice, or after the call ended), and kept in
-// the callbacks table with its verdict.
-
-const PROVIDER_STATUSES = ['COMPLETED', 'FAILED', 'BUSY', 'NO_ANSWER'] as const
+// POST /callbacks/call-status?callId=…&dial=…: the provider's final word on a call.
+// Authenticated (Standard Webhooks signature, or a static API key), idempotent per webhook-id,
+// bound to the dial the URL names (src/callbacks/apply.ts), order-proof (a callback may arrive
+// before we processed the dial's 202, twice, or after the call ended), and kept in the
+// callbacks table with its verdict.
 
 // Lenient about extra fields (providers add them over time), strict about the ones we use.
 const CallbackBody = v.object({
   callId: v.pipe(v.string('must be a string'), v.minLength(1, 'must not be empty'), v.maxLength(200, 'must be at most 200 characters')),
-  status: v.picklist(PROVIDER_STATUSES, `must be one of ${PROVIDER_STATUSES.join(', ')}`),
+  status: v.picklist(FINAL_PROVIDER_STATUSES, `must be one of ${FINAL_PROVIDER_STATUSES.join(', ')}`),
   // Bounded by what the columns hold (integer, timestamptz from year 1), so an out-of-range
   // value is a 400 rather than a database error.
   durationSec: v.optional(v.nullable(v.pipe(v.number('must be a number'), v.integer('must be a whole number'), v.minValue(0, 'must not be negative'), v.maxValue(2_147_483_647, 'must be at most 2147483647')))),
@@ -29,25 +30,7 @@ const CallbackBody = v.object({
 })
 
 const OurCallId = v.pipe(v.string(), v.uuid())
-
-export type Verdict = 'applied' | 'duplicate' | 'already_final' | 'unknown_call' | 'rejected'
-
-interface Record {
-  webhookId: string | null
-  callId: string | null
-  providerCallId: string | null
-  providerStatus: string | null
-  verdict: Verdict
-  reason: string | null
-  body: string
-}
-
-async function keep(db: Sql | Tx, r: Record): Promise<void> {
-  await db`
-    INSERT INTO callbacks (webhook_id, call_id, provider_call_id, provider_status, verdict, reason, body)
-    VALUES (${r.webhookId}, ${r.callId}, ${r.providerCallId}, ${r.providerStatus}, ${r.verdict}, ${r.reason},
-            ${r.body.slice(0, 4096)})`
-}
+const DialNumber = v.pipe(v.string(), v.regex(/^[1-9]\d{0,8}$/), v.transform(Number))
 
 export interface CallbackDeps {
   sql: Sql
@@ -60,11 +43,13 @@ export interface CallbackDeps {
 export function createCallbackRoute(deps: CallbackDeps) {
   const { sql, queue, log } = deps
 
-  const reject = async (status: 400 | 401 | 404 | 409, code: string, reason: string, r: Partial<Record> & { body: string }) => {
+  const reject = async (status: 400 | 401 | 404 | 409, code: string, reason: string, r: Partial<CallbackEntry> & { body: string }) => {
     log.warn('callback rejected', { code, reason, webhookId: r.webhookId ?? undefined })
-    await keep(sql, {
+    await recordCallback(sql, {
+      source: 'webhook',
       webhookId: null,
       callId: null,
+      dial: null,
       providerCallId: null,
       providerStatus: null,
       verdict: status === 404 ? 'unknown_call' : 'rejected',
@@ -111,42 +96,43 @@ export function createCallbackRoute(deps: CallbackDeps) {
     if (ourId !== undefined && !v.is(OurCallId, ourId)) {
       throw await reject(400, 'validation_failed', 'query.callId must be a UUID.', { body, webhookId })
     }
+    const dialParam = c.req.query('dial')
+    const dial = dialParam === undefined ? null : v.safeParse(DialNumber, dialParam)
+    if (dial && !dial.success) throw await reject(400, 'validation_failed', 'query.dial must be a dial number (1 or more).', { body, webhookId })
+    if (dial && ourId === undefined) throw await reject(400, 'validation_failed', 'query.dial needs query.callId.', { body, webhookId })
+    const dialNumber = dial ? dial.output : null
 
-    const base = { webhookId, providerCallId: cb.callId, providerStatus: cb.status, body, reason: null }
+    const base = { source: 'webhook' as const, webhookId, dial: dialNumber, providerCallId: cb.callId, providerStatus: cb.status, body, reason: null }
     try {
       const outcome = await sql.begin(async (tx) => {
         await lockClaimsShared(tx)
         const [call] = ourId
           ? await tx<CallRow[]>`SELECT * FROM calls WHERE id = ${ourId} FOR UPDATE`
           : await tx<CallRow[]>`SELECT * FROM calls WHERE provider_call_id = ${cb.callId} FOR UPDATE`
-        if (!call) return { verdict: 'unknown_call' as const }
-        if (webhookId) {
-          const [seen] = await tx`SELECT 1 FROM callbacks WHERE webhook_id = ${webhookId} AND verdict = 'applied'`
-          if (seen) {
-            await keep(tx, { ...base, callId: call.id, verdict: 'duplicate' })
-            return { verdict: 'duplicate' as const, call }
-          }
-        }
-        const row = await finish(tx, call.id, {
-          status: cb.status === 'COMPLETED' ? 'COMPLETED' : 'FAILED',
-          providerStatus: cb.status,
+        if (!call) return undefined
+        return applyProviderWord(tx, queue, call, {
+          source: 'webhook',
+          webhookId,
+          dial: dialNumber,
           providerCallId: cb.callId,
+          providerStatus: cb.status,
           durationSec: cb.durationSec ?? null,
-          endedAt: cb.completedAt ? new Date(cb.completedAt) : null,
+          completedAt: cb.completedAt ? new Date(cb.completedAt) : null,
+          body,
         })
-        if (!row) {
-          await keep(tx, { ...base, callId: call.id, verdict: 'already_final', reason: `call was already ${call.status}` })
-          return { verdict: 'already_final' as const, call }
-        }
-        if (call.job_id) await queue.settle(tx, call.job_id)
-        await keep(tx, { ...base, callId: call.id, verdict: 'applied' })
-        await wakeWorkers(tx)
-        return { verdict: 'applied' as const, call: row }
       })
-      if (outcome.verdict === 'unknown_call') {
+      if (!outcome) {
         throw await reject(404, 'call_not_found', `No call matches this callback (callId ${cb.callId}${ourId ? `, our id ${ourId}` : ''}).`, base)
       }
-      log.info(`callback ${outcome.verdict}`, { callId: outcome.call.id, providerStatus: cb.status, webhookId: webhookId ?? undefined })
+      const fields = { callId: outcome.call.id, dial: dialNumber ?? undefined, providerStatus: cb.status, webhookId: webhookId ?? undefined }
+      if (outcome.verdict === 'rejected') {
+        log.warn('callback rejected', { ...fields, reason: outcome.reason })
+        throw new HttpProblem(409, 'callback_not_bound', `This callback does not belong to the call's current dial: it ${outcome.reason}; nothing was changed.`, {
+          callId: outcome.call.id,
+        })
+      }
+      if (outcome.verdict === 'corrected') log.warn('callback corrected a call we had declared FAILED', { ...fields, reason: outcome.reason })
+      else log.info(`callback ${outcome.verdict}`, fields)
       return c.json({ verdict: outcome.verdict, callId: outcome.call.id, status: outcome.call.status })
     } catch (err) {
       if (pgErrorCode(err) === PgError.uniqueViolation) {

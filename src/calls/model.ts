@@ -1,12 +1,22 @@
 // The call as stored and as shown to clients, and the errors the domain can raise.
 //
-//   PENDING ──claim──▶ IN_PROGRESS ──final callback COMPLETED──▶ COMPLETED
-//      ▲  │                 │  │ └──final callback FAILED/BUSY/NO_ANSWER, 4xx, timeout──▶ FAILED
-//      │  │                 │  └──retryable failure, attempts left──┐
-//      │  └─TTL passed──▶ EXPIRED                                   │
-//      └────────────────────────────────────────────────────────────┘
+//   PENDING ──claim──▶ IN_PROGRESS ──provider's final word COMPLETED──▶ COMPLETED
+//      │                  │ ▲  └──its final word FAILED/BUSY/NO_ANSWER, a refusal (4xx),
+//      │                  │ │     no word by timeout_at──▶ FAILED
+//      │                  └─┘ no answer (timeout, dropped connection, 5xx), 408/409/425/429:
+//      │                      re-sent under the same Idempotency-Key, slot and phone kept
+//      └─TTL passed──▶ EXPIRED
 //
-// Every transition is a guarded UPDATE (… WHERE status = <from>) in src/db/calls.ts.
+// The provider's later word on a call we declared FAILED without it corrects the record.
+// Client operations live in src/db/calls.ts, dispatch transitions in src/db/transitions.ts;
+// each is an UPDATE guarded by the state it leaves.
+
+/**
+ * The longest a call may wait to be dialed (CALL_TTL_SECONDS, `expiresAt`): pg-boss deletes a
+ * queued job a while after it was due (the queue's retention, set above this in
+ * src/dispatch/queue.ts), and a call without its job would never be dialed.
+ */
+export const MAX_WAIT_SECONDS = 365 * 24 * 3600
 
 export const CALL_STATUSES = ['PENDING', 'IN_PROGRESS', 'COMPLETED', 'FAILED', 'EXPIRED'] as const
 export type CallStatus = (typeof CALL_STATUSES)[number]
@@ -26,6 +36,10 @@ export interface CallRow {
   duration_sec: number | null
   job_id: string | null
   claimed_by: number | null
+  dial: number
+  outcome_unknown_at: Date | null
+  timeout_at: Date | null
+  reconcile_at: Date | null
   idempotency_key: string | null
   request_hash: string | null
   created_at: Date
@@ -67,7 +81,8 @@ export function toResource(row: CallRow): CallResource {
     status: row.status,
     attempts: row.attempts,
     lastError: row.last_error,
-    nextAttemptAt: row.status === 'PENDING' ? iso(row.next_attempt_at) : null,
+    // While IN_PROGRESS and not yet accepted, the next request under the same key goes out then.
+    nextAttemptAt: row.status === 'PENDING' || (row.status === 'IN_PROGRESS' && !row.dialed_at) ? iso(row.next_attempt_at) : null,
     expiresAt: iso(row.expires_at),
     providerCallId: row.provider_call_id,
     providerStatus: row.provider_status,

@@ -65,8 +65,6 @@ export function createCallService(deps: {
         const existing = await calls.findByIdempotencyKey(sql, idempotencyKey)
         if (existing) return replay(existing, hash!, idempotencyKey)
       }
-      const expiresAt =
-        input.expiresAt ?? (deps.callTtlSeconds > 0 ? new Date(Date.now() + deps.callTtlSeconds * 1000) : null)
       try {
         const call = await sql.begin(async (tx) => {
           const id = randomUUID()
@@ -77,7 +75,8 @@ export function createCallService(deps: {
             phone: input.to,
             scriptId: input.scriptId,
             metadata: input.metadata ?? {},
-            expiresAt,
+            expiresAt: input.expiresAt ?? null,
+            ttlSeconds: deps.callTtlSeconds,
             idempotencyKey: idempotencyKey ?? null,
             requestHash: hash,
           })

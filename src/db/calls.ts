@@ -13,7 +13,9 @@ export interface NewCall {
   phone: string
   scriptId: string
   metadata: Record<string, unknown>
+  /** The client's deadline; without one, `ttlSeconds` from now on the database's clock. */
   expiresAt: Date | null
+  ttlSeconds: number
   idempotencyKey: string | null
   requestHash: string | null
 }
@@ -21,7 +23,8 @@ export interface NewCall {
 export async function insertCall(tx: Db, call: NewCall): Promise<CallRow> {
   const [row] = await tx<CallRow[]>`
     INSERT INTO calls (id, job_id, phone, script_id, metadata, expires_at, idempotency_key, request_hash)
-    VALUES (${call.id}, ${call.jobId}, ${call.phone}, ${call.scriptId}, ${tx.json(call.metadata as never)}, ${call.expiresAt},
+    VALUES (${call.id}, ${call.jobId}, ${call.phone}, ${call.scriptId}, ${tx.json(call.metadata as never)},
+            COALESCE(${call.expiresAt}::timestamptz, now() + make_interval(secs => ${call.ttlSeconds})),
             ${call.idempotencyKey}, ${call.requestHash})
     RETURNING *`
   return row!
@@ -37,6 +40,7 @@ export async function getCall(db: Db, id: string): Promise<CallRow | undefined> 
   return row
 }
 
+/** The call row, locked until the transaction ends (FOR UPDATE). */
 export async function lockCall(tx: Tx, id: string): Promise<CallRow | undefined> {
   const [row] = await tx<CallRow[]>`SELECT * FROM calls WHERE id = ${id} FOR UPDATE`
   return row

@@ -21,3 +21,36 @@ export const PgError = {
 export function pgErrorCode(err: unknown): string | undefined {
   return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : undefined
 }
+
+// Errors that mean "the database is not there right now", not "this request is wrong": a
+// refused or dropped connection (postgres.js's own codes and socket errors), a terminated
+// backend (57P01-57P03), a server starting or shutting down, no connection slots left (53300),
+// and SQLSTATE class 08 (connection exception). Clients get 503 with Retry-After for these.
+const UNAVAILABLE_CODES = new Set([
+  'CONNECTION_CLOSED',
+  'CONNECTION_ENDED',
+  'CONNECTION_DESTROYED',
+  'CONNECT_TIMEOUT',
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  '57P01',
+  '57P02',
+  '57P03',
+  '53300',
+])
+
+export function isDatabaseUnavailable(err: unknown): boolean {
+  for (let e = err, depth = 0; e && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = pgErrorCode(e)
+    if (code && (UNAVAILABLE_CODES.has(code) || code.startsWith('08'))) return true
+    // pg (pg-boss's driver) says so in words when a connection ends under a query.
+    if (e instanceof Error && /Connection terminated|connection timeout|Client has encountered a connection error/i.test(e.message)) return true
+  }
+  return false
+}

@@ -1,29 +1,44 @@
 import type { CallRow } from '../calls/model.ts'
-import { WORKER_LOCK_CLASS } from './locks.ts'
-import type { Tx } from './sql.ts'
+import type { Sql, Tx } from './sql.ts'
 
-// The dispatch side's state changes on calls. Each one is guarded by the state it leaves and,
-// for an attempt's outcome, by the attempt number, so a late or repeated outcome is a no-op.
+// The dispatch side's state changes on calls. Each one is an UPDATE guarded by the state it
+// leaves; zero rows back means it was not legal at that moment and the caller decides what that
+// means. Every time is computed here, on the database's clock (now()), never on a process's.
+//
+// A request's outcome is fenced by `attempts` (each request increments it, so a late answer to
+// a request that another worker has since replaced changes nothing); the provider's acceptance
+// and its final word are fenced by `dial` (every request of one dial is the same provider call).
+
+type Db = Sql | Tx
+
+const seconds = (ms: number) => ms / 1000
 
 /**
- * PENDING → IN_PROGRESS for the calls whose jobs a claim fetched. A call is skipped when its
- * job is stale, when it has aged out, or when its phone already has a call in flight (the
- * partial unique index would refuse it; checking first keeps the rest of the batch).
+ * PENDING → IN_PROGRESS for the calls whose jobs a claim fetched, starting their next dial with
+ * its first request: the claiming worker holds it for `leaseMs`. A call is skipped when its job
+ * is stale, when it has aged out, or when its phone already has a call in flight (the partial
+ * unique index would refuse it; checking first keeps the rest of the batch).
  */
 export async function claimPending(
   tx: Tx,
   jobs: Array<{ callId: string; jobId: string }>,
   workerId: number,
+  leaseMs: number,
 ): Promise<CallRow[]> {
   if (jobs.length === 0) return []
   return tx<CallRow[]>`
     UPDATE calls c SET
-      status     = 'IN_PROGRESS',
-      attempts   = c.attempts + 1,
-      started_at = now(),
-      updated_at = now(),
-      claimed_by = ${workerId},
-      next_attempt_at = NULL
+      status             = 'IN_PROGRESS',
+      attempts           = c.attempts + 1,
+      dial               = c.dial + 1,
+      started_at         = now(),
+      updated_at         = now(),
+      claimed_by         = ${workerId},
+      next_attempt_at    = now() + make_interval(secs => ${seconds(leaseMs)}),
+      dialed_at          = NULL,
+      outcome_unknown_at = NULL,
+      timeout_at         = NULL,
+      reconcile_at       = NULL
     FROM unnest(${jobs.map((j) => j.callId)}::uuid[], ${jobs.map((j) => j.jobId)}::uuid[]) AS j(call_id, job_id)
     WHERE c.id = j.call_id
       AND c.job_id = j.job_id
@@ -33,43 +48,143 @@ export async function claimPending(
     RETURNING c.*`
 }
 
-/** The provider accepted this attempt. */
-export async function markDialed(tx: Tx, id: string, attempt: number, providerCallId: string): Promise<CallRow | undefined> {
-  const [row] = await tx<CallRow[]>`
-    UPDATE calls SET provider_call_id = ${providerCallId}, dialed_at = now(), updated_at = now()
-    WHERE id = ${id} AND status = 'IN_PROGRESS' AND attempts = ${attempt}
+export interface DueResend extends CallRow {
+  /** The previous request's lease ran out with no answer recorded (its worker died or went silent). */
+  lapsed: boolean
+}
+
+/**
+ * In-flight calls whose next request under the same key is due: their backoff is over, or the
+ * request under way outlived its lease (its worker died, lost the database, or hung). This
+ * worker takes the next request and holds it for `leaseMs`. A lapsed request may have reached
+ * the provider, so it counts as an unanswered one.
+ */
+export async function takeDueResends(tx: Tx, workerId: number, leaseMs: number, maxAttempts: number, limit: number): Promise<DueResend[]> {
+  return tx<DueResend[]>`
+    WITH due AS (
+      SELECT id, claimed_by IS NOT NULL AS lapsed FROM calls
+      WHERE status = 'IN_PROGRESS' AND dialed_at IS NULL AND next_attempt_at <= now() AND attempts < ${maxAttempts}
+      ORDER BY next_attempt_at
+      LIMIT ${limit}
+      FOR UPDATE SKIP LOCKED)
+    UPDATE calls c SET
+      attempts           = c.attempts + 1,
+      claimed_by         = ${workerId},
+      next_attempt_at    = now() + make_interval(secs => ${seconds(leaseMs)}),
+      outcome_unknown_at = CASE WHEN due.lapsed THEN now() ELSE c.outcome_unknown_at END,
+      updated_at         = now()
+    FROM due WHERE c.id = due.id
+    RETURNING c.*, due.lapsed`
+}
+
+/**
+ * In-flight calls with no requests left (MAX_ATTEMPTS reached) whose last one lapsed or whose
+ * backoff ended: if any request may have been placed, hold the call until its callback or
+ * `timeout_at`; if every request was refused, it was never placed and is FAILED now.
+ */
+export async function settleExhausted(
+  tx: Tx,
+  maxAttempts: number,
+  timeoutSeconds: number,
+  limit: number,
+): Promise<{ held: CallRow[]; failed: CallRow[] }> {
+  const failed = await tx<CallRow[]>`
+    UPDATE calls SET status = 'FAILED', claimed_by = NULL, next_attempt_at = NULL, ended_at = now(), updated_at = now(),
+      last_error = COALESCE(last_error, 'dial requests refused') || ${` (${maxAttempts} attempts; none left)`}
+    WHERE id IN (
+      SELECT id FROM calls
+      WHERE status = 'IN_PROGRESS' AND dialed_at IS NULL AND attempts >= ${maxAttempts} AND next_attempt_at <= now()
+        AND claimed_by IS NULL AND outcome_unknown_at IS NULL
+      LIMIT ${limit}
+      FOR UPDATE SKIP LOCKED)
     RETURNING *`
-  return row
+  const held = await tx<CallRow[]>`
+    UPDATE calls SET
+      outcome_unknown_at = CASE WHEN claimed_by IS NOT NULL THEN now() ELSE outcome_unknown_at END,
+      claimed_by = NULL, next_attempt_at = NULL,
+      timeout_at = now() + make_interval(secs => ${timeoutSeconds}), updated_at = now()
+    WHERE id IN (
+      SELECT id FROM calls
+      WHERE status = 'IN_PROGRESS' AND dialed_at IS NULL AND attempts >= ${maxAttempts} AND next_attempt_at <= now()
+      LIMIT ${limit}
+      FOR UPDATE SKIP LOCKED)
+    RETURNING *`
+  return { held, failed }
 }
 
-/** Records the provider's id on a call that its final callback already ended. */
-export async function recordLateProviderId(tx: Tx, id: string, providerCallId: string): Promise<void> {
-  await tx`
-    UPDATE calls SET provider_call_id = ${providerCallId}, updated_at = now()
-    WHERE id = ${id} AND provider_call_id IS NULL`
-}
-
-/** IN_PROGRESS → PENDING after a retryable failure; the slot frees with this commit. */
-export async function scheduleRetry(
+/** The provider accepted this dial (any of its requests): wait for its final word. */
+export async function markDialed(
   tx: Tx,
   id: string,
-  attempt: number,
-  change: { error: string; nextAttemptAt: Date; jobId: string },
+  dial: number,
+  providerCallId: string,
+  timing: { timeoutSeconds: number; reconcileAfterSeconds: number | null },
 ): Promise<CallRow | undefined> {
   const [row] = await tx<CallRow[]>`
     UPDATE calls SET
-      status = 'PENDING', last_error = ${change.error}, next_attempt_at = ${change.nextAttemptAt},
-      job_id = ${change.jobId}, claimed_by = NULL, dialed_at = NULL, updated_at = now()
-    WHERE id = ${id} AND status = 'IN_PROGRESS' AND attempts = ${attempt}
+      provider_call_id = ${providerCallId}, dialed_at = now(), claimed_by = NULL, next_attempt_at = NULL,
+      timeout_at = now() + make_interval(secs => ${timing.timeoutSeconds}),
+      -- NULL seconds (no status look-up configured) leave reconcile_at NULL.
+      reconcile_at = now() + make_interval(secs => ${timing.reconcileAfterSeconds}),
+      updated_at = now()
+    WHERE id = ${id} AND status = 'IN_PROGRESS' AND dial = ${dial} AND dialed_at IS NULL
     RETURNING *`
   return row
 }
 
-/** IN_PROGRESS → FAILED for this attempt (not retryable, attempts exhausted, or timed out). */
+/** Records the provider's id for a dial whose call has already ended (its final word came first). */
+export async function recordLateProviderId(tx: Tx, id: string, dial: number, providerCallId: string): Promise<void> {
+  await tx`
+    UPDATE calls SET provider_call_id = ${providerCallId}, updated_at = now()
+    WHERE id = ${id} AND dial = ${dial} AND provider_call_id IS NULL`
+}
+
+/** This request went unanswered or was refused for now: the next one, same key, after `delayMs`. */
+export async function scheduleResend(
+  tx: Tx,
+  id: string,
+  attempt: number,
+  change: { error: string; delayMs: number; unknown: boolean },
+): Promise<CallRow | undefined> {
+  const [row] = await tx<CallRow[]>`
+    UPDATE calls SET
+      last_error = ${change.error}, claimed_by = NULL,
+      next_attempt_at = now() + make_interval(secs => ${seconds(change.delayMs)}),
+      outcome_unknown_at = CASE WHEN ${change.unknown} THEN now() ELSE outcome_unknown_at END,
+      updated_at = now()
+    WHERE id = ${id} AND status = 'IN_PROGRESS' AND attempts = ${attempt} AND dialed_at IS NULL
+    RETURNING *`
+  return row
+}
+
+/**
+ * No requests left, and this one or an earlier one of the dial may have been placed: keep the
+ * slot and the phone until the provider's final word or `timeoutSeconds` from now.
+ */
+export async function holdUnknown(
+  tx: Tx,
+  id: string,
+  attempt: number,
+  change: { error: string; unknown: boolean; timeoutSeconds: number },
+): Promise<CallRow | undefined> {
+  const [row] = await tx<CallRow[]>`
+    UPDATE calls SET
+      last_error = ${change.error}, claimed_by = NULL, next_attempt_at = NULL,
+      outcome_unknown_at = CASE WHEN ${change.unknown} THEN now() ELSE outcome_unknown_at END,
+      timeout_at = now() + make_interval(secs => ${change.timeoutSeconds}),
+      updated_at = now()
+    WHERE id = ${id} AND status = 'IN_PROGRESS' AND attempts = ${attempt} AND dialed_at IS NULL
+      AND (${change.unknown} OR outcome_unknown_at IS NOT NULL)
+    RETURNING *`
+  return row
+}
+
+/** IN_PROGRESS → FAILED: the provider refused this request for good, or it was never placed at all. */
 export async function failAttempt(tx: Tx, id: string, attempt: number, error: string): Promise<CallRow | undefined> {
   const [row] = await tx<CallRow[]>`
-    UPDATE calls SET status = 'FAILED', last_error = ${error}, ended_at = now(), updated_at = now()
-    WHERE id = ${id} AND status = 'IN_PROGRESS' AND attempts = ${attempt}
+    UPDATE calls SET status = 'FAILED', last_error = ${error}, claimed_by = NULL, next_attempt_at = NULL,
+      ended_at = now(), updated_at = now()
+    WHERE id = ${id} AND status = 'IN_PROGRESS' AND attempts = ${attempt} AND dialed_at IS NULL
     RETURNING *`
   return row
 }
@@ -82,8 +197,12 @@ export interface FinalStatus {
   endedAt: Date | null
 }
 
-/** PENDING or IN_PROGRESS → COMPLETED/FAILED, as the provider's final callback says. */
-export async function finish(tx: Tx, id: string, final: FinalStatus): Promise<CallRow | undefined> {
+/**
+ * The provider's final word on dial `dial`: ends the call if it is still in flight on that dial,
+ * or corrects it if we had declared it FAILED without the provider's word (a timeout, an
+ * unknown outcome). Returns the row as it was before and after.
+ */
+export async function applyProviderFinal(tx: Tx, id: string, dial: number, final: FinalStatus): Promise<CallRow | undefined> {
   const [row] = await tx<CallRow[]>`
     UPDATE calls SET
       status           = ${final.status},
@@ -93,13 +212,11 @@ export async function finish(tx: Tx, id: string, final: FinalStatus): Promise<Ca
       last_error       = CASE WHEN ${final.status} = 'FAILED'
                               THEN 'provider reported ' || ${final.providerStatus} ELSE last_error END,
       ended_at         = COALESCE(${final.endedAt}, now()),
-      -- A callback can beat the claim's bookkeeping (or follow a crash-recovered attempt):
-      -- a call that ends must still say that it was started.
-      started_at       = COALESCE(started_at, now()),
-      attempts         = GREATEST(attempts, 1),
+      claimed_by       = NULL,
       next_attempt_at  = NULL,
       updated_at       = now()
-    WHERE id = ${id} AND status IN ('PENDING', 'IN_PROGRESS')
+    WHERE id = ${id} AND dial = ${dial}
+      AND (status = 'IN_PROGRESS' OR (status = 'FAILED' AND provider_status IS NULL))
     RETURNING *`
   return row
 }
@@ -119,69 +236,89 @@ export async function expireDue(tx: Tx, limit: number): Promise<CallRow[]> {
 }
 
 /** One PENDING call past its expiry → EXPIRED (met by a claim before the sweep got to it). */
-export async function expirePending(tx: Tx, id: string): Promise<void> {
-  await tx`
+export async function expirePending(tx: Tx, id: string): Promise<boolean> {
+  const rows = await tx`
     UPDATE calls SET status = 'EXPIRED', ended_at = now(), updated_at = now(),
       last_error = COALESCE(last_error, 'expired before it could be dialed')
-    WHERE id = ${id} AND status = 'PENDING'`
+    WHERE id = ${id} AND status = 'PENDING' AND expires_at <= now()
+    RETURNING id`
+  return rows.length > 0
 }
 
-/** A PENDING call moves to a new job, due at `dueAt`. */
-export async function requeuePending(tx: Tx, id: string, jobId: string, dueAt: Date): Promise<void> {
+/** A PENDING call moves to a new job, due at `dueAt` (a time read from the database; null: now). */
+export async function requeuePending(tx: Tx, id: string, jobId: string, dueAt: Date | null): Promise<void> {
   await tx`
     UPDATE calls SET job_id = ${jobId}, next_attempt_at = ${dueAt}, updated_at = now()
     WHERE id = ${id} AND status = 'PENDING'`
 }
 
-/** In-flight calls the provider accepted but never reported on within the timeout. */
+/** In-flight calls with no final word by their timeout_at → FAILED, freeing their slots. */
 export async function timeOutSilent(tx: Tx, timeoutSeconds: number, limit: number): Promise<CallRow[]> {
   return tx<CallRow[]>`
-    UPDATE calls SET status = 'FAILED', ended_at = now(), updated_at = now(),
-      last_error = ${`no final callback from the provider within ${timeoutSeconds} seconds`}
+    UPDATE calls SET status = 'FAILED', ended_at = now(), updated_at = now(), claimed_by = NULL, next_attempt_at = NULL,
+      last_error = CASE WHEN dialed_at IS NOT NULL
+        THEN ${`no final word from the provider within ${timeoutSeconds} seconds`}
+        ELSE ${`outcome unknown: no answer for the dial and no final word within ${timeoutSeconds} seconds`} || ' (last error: ' || COALESCE(last_error, 'none') || ')'
+      END
     WHERE id IN (
       SELECT id FROM calls
-      WHERE status = 'IN_PROGRESS' AND dialed_at IS NOT NULL
-        AND dialed_at < now() - make_interval(secs => ${timeoutSeconds})
+      WHERE status = 'IN_PROGRESS' AND timeout_at <= now()
       LIMIT ${limit}
       FOR UPDATE SKIP LOCKED)
     RETURNING *`
 }
 
-/**
- * In-flight calls whose worker died before the provider's answer was recorded: this worker
- * adopts them and dials them again under the same attempt number, so the same Idempotency-Key
- * makes a request the provider did receive come back as the same call, not a second one. They
- * stay IN_PROGRESS throughout: the slot stays held and the phone stays blocked, so no other call
- * to that person can start while the provider may still be ringing them.
- */
-export async function adoptOrphans(tx: Tx, workerId: number, limit: number): Promise<CallRow[]> {
-  return tx<CallRow[]>`
-    UPDATE calls SET claimed_by = ${workerId}, updated_at = now()
-    WHERE id IN (
-      SELECT id FROM calls
-      WHERE status = 'IN_PROGRESS' AND dialed_at IS NULL
-        AND (claimed_by IS NULL OR claimed_by NOT IN (${liveWorkerIds(tx)}))
-      LIMIT ${limit}
-      FOR UPDATE SKIP LOCKED)
-    RETURNING *`
-}
-
-/**
- * Workers alive right now: each holds a session advisory lock (WORKER_LOCK_CLASS, its id) for as
- * long as its connection lives, so a killed worker drops out of this the moment it dies. Read in
- * the same statement as the calls it judges, so a worker that claims after this is evaluated
- * cannot have its calls mistaken for orphans.
- */
-export function liveWorkerIds(tx: Tx) {
-  return tx`
-    SELECT objid::int FROM pg_locks
-    WHERE locktype = 'advisory' AND classid = ${WORKER_LOCK_CLASS} AND objsubid = 2 AND granted
-      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`
-}
-
-/** The soonest time a backed-off call becomes due, so a worker can set one timer for it. */
-export async function nextDueAt(tx: Tx): Promise<Date | null> {
-  const [row] = await tx<{ at: Date | null }[]>`
-    SELECT min(next_attempt_at) AS at FROM calls WHERE status = 'PENDING' AND next_attempt_at > now()`
+/** The soonest time a waiting call (a backoff, a lease) becomes due, so a worker can set one timer for it. */
+export async function nextDueAt(db: Db): Promise<Date | null> {
+  const [row] = await db<{ at: Date | null }[]>`
+    SELECT LEAST(
+      (SELECT min(next_attempt_at) FROM calls WHERE status = 'PENDING' AND next_attempt_at > now()),
+      (SELECT min(next_attempt_at) FROM calls WHERE status = 'IN_PROGRESS' AND next_attempt_at > now())) AS at`
   return row?.at ?? null
+}
+
+/** Dialed calls due for a status look-up; each is pushed `afterSeconds` ahead, so only one worker asks. */
+export async function takeDueLookups(tx: Tx, afterSeconds: number, limit: number): Promise<CallRow[]> {
+  return tx<CallRow[]>`
+    UPDATE calls SET reconcile_at = now() + make_interval(secs => ${afterSeconds})
+    WHERE id IN (
+      SELECT id FROM calls
+      WHERE status = 'IN_PROGRESS' AND reconcile_at <= now() AND provider_call_id IS NOT NULL
+      ORDER BY reconcile_at
+      LIMIT ${limit}
+      FOR UPDATE SKIP LOCKED)
+    RETURNING *`
+}
+
+/** The provider says the call is still live: it is not timed out while the provider says so. */
+export async function extendLive(db: Db, id: string, dial: number, timeoutSeconds: number): Promise<void> {
+  await db`
+    UPDATE calls SET timeout_at = GREATEST(timeout_at, now() + make_interval(secs => ${timeoutSeconds})), updated_at = now()
+    WHERE id = ${id} AND dial = ${dial} AND status = 'IN_PROGRESS'`
+}
+
+/** The provider cannot be asked about this call: CALL_TIMEOUT_SECONDS decides. */
+export async function stopLookups(db: Db, id: string): Promise<void> {
+  await db`UPDATE calls SET reconcile_at = NULL WHERE id = ${id}`
+}
+
+/**
+ * Every dialed call in flight is asked about at once: a process calls this when it starts and
+ * when it gets the database back, because callbacks may have been lost while it was away.
+ */
+export async function reconcileAllNow(db: Db): Promise<number> {
+  const rows = await db`
+    UPDATE calls SET reconcile_at = now()
+    WHERE status = 'IN_PROGRESS' AND reconcile_at > now()
+    RETURNING id`
+  return rows.length
+}
+
+export async function registerWorker(db: Db, host: string, pid: number): Promise<number> {
+  const [row] = await db<{ id: number }[]>`INSERT INTO workers (host, pid) VALUES (${host}, ${pid}) RETURNING id`
+  return row!.id
+}
+
+export async function touchWorker(db: Db, id: number, stopped = false): Promise<void> {
+  await db`UPDATE workers SET last_seen_at = now(), stopped_at = CASE WHEN ${stopped} THEN now() ELSE stopped_at END WHERE id = ${id}`
 }

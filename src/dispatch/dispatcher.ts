@@ -1,21 +1,32 @@
 import { hostname } from 'node:os'
+import { performance } from 'node:perf_hooks'
 import type { CallRow } from '../calls/model.ts'
-import { WAKE_CHANNEL, WORKER_LOCK_CLASS } from '../db/locks.ts'
-import type { Sql } from '../db/sql.ts'
-import { nextDueAt } from '../db/transitions.ts'
+import { isDatabaseUnavailable, type Sql } from '../db/sql.ts'
+import { nextDueAt, reconcileAllNow, registerWorker, touchWorker } from '../db/transitions.ts'
 import type { Logger } from '../log.ts'
-import { claimCalls, recordDialResult, sweep, type DispatchPolicy } from './outcomes.ts'
+import { claimCalls, LEASE_MARGIN_MS, takeResends, type DispatchPolicy } from './claim.ts'
 import type { DialResult, ProviderClient } from './provider.ts'
 import type { CallQueue } from './queue.ts'
+import { Reconciler } from './reconcile.ts'
+import { recordDialResult } from './record.ts'
+import { sweep } from './sweeps.ts'
+import { WakeListener } from './wake-listener.ts'
 
-// One worker process's loop: wait for a wake-up (NOTIFY, the next backoff deadline, or the
-// safety poll), claim as many calls as there are free slots, dial each without waiting for
-// the others, record each outcome. Any number of these run against one database.
+// One worker process's loop: wait for a wake-up (NOTIFY, the next due time, or the safety
+// poll), send the requests that are due again, claim as many new calls as there are free
+// slots, send each without waiting for the others, record each answer. Any number of these run
+// against one database. Losing the database is routine: the loop backs off and resumes, and
+// whatever it held when it lost the database is re-sent by whoever finds its lease lapsed.
 
 export interface DispatcherOptions extends DispatchPolicy {
   pollMs: number
   shutdownTimeoutMs: number
+  /** Status look-ups per second, at most, from this worker. */
+  reconcileRatePerSecond: number
 }
+
+/** How long a worker keeps trying to record one answer while the database is away. */
+const RECORD_PATIENCE_MS = 60_000
 
 export class Dispatcher {
   readonly #sql: Sql
@@ -23,61 +34,75 @@ export class Dispatcher {
   readonly #provider: ProviderClient
   readonly #options: DispatcherOptions
   readonly #log: Logger
+  readonly #listener: WakeListener
+  readonly #reconciler: Reconciler
   #state: 'new' | 'running' | 'stopping' | 'stopped' = 'new'
   #workerId = 0
-  #lockConnection: Awaited<ReturnType<Sql['reserve']>> | undefined
-  #unlisten: (() => Promise<void>) | undefined
   #wakeRequested = false
   #wakeUp: (() => void) | undefined
   #loop: Promise<void> | undefined
   #dueTimer: NodeJS.Timeout | undefined
   #lastSweep = 0
+  #failures = 0
+  readonly #sweepCursor: { pending?: string | undefined } = {}
   readonly #inFlight = new Set<Promise<void>>()
   readonly #abort = new AbortController()
 
-  constructor(deps: { sql: Sql; queue: CallQueue; provider: ProviderClient; options: DispatcherOptions; log: Logger }) {
+  constructor(deps: { sql: Sql; databaseUrl: string; queue: CallQueue; provider: ProviderClient; options: DispatcherOptions; log: Logger }) {
     this.#sql = deps.sql
     this.#queue = deps.queue
     this.#provider = deps.provider
     this.#options = deps.options
     this.#log = deps.log
+    this.#listener = new WakeListener(deps.databaseUrl, () => this.wake(), deps.log)
+    this.#reconciler = new Reconciler({
+      sql: deps.sql,
+      queue: deps.queue,
+      provider: deps.provider,
+      policy: deps.options,
+      log: deps.log,
+      ratePerSecond: deps.options.reconcileRatePerSecond,
+    })
   }
 
+  get workerId(): number {
+    return this.#workerId
+  }
+
+  /** Safe to call again after it failed (the database went away during start-up). */
   async start(): Promise<void> {
     if (this.#state !== 'new') return
+    this.#workerId ||= await registerWorker(this.#sql, hostname(), process.pid)
+    await this.#listener.start()
+    if (this.#state !== 'new') return // stopped while starting
     this.#state = 'running'
-    const [row] = await this.#sql<{ id: number }[]>`
-      INSERT INTO workers (host, pid) VALUES (${hostname()}, ${process.pid}) RETURNING id`
-    this.#workerId = row!.id
     this.#log.info('worker started', { worker: this.#workerId })
-    await this.#holdLivenessLock()
-    const listener = await this.#sql.listen(WAKE_CHANNEL, () => this.wake(), () => this.wake())
-    this.#unlisten = () => listener.unlisten()
     this.#loop = this.#run()
   }
 
-  /** Stops claiming, lets dials under way finish (bounded), then lets go of the database. */
+  /** Stops claiming, lets requests under way finish and be recorded (bounded), then lets go. */
   async stop(): Promise<void> {
-    if (this.#state === 'new') this.#state = 'stopped'
+    if (this.#state === 'new') {
+      this.#state = 'stopped'
+      await this.#listener.stop()
+    }
     if (this.#state !== 'running') return
     this.#state = 'stopping'
     this.wake()
     clearTimeout(this.#dueTimer)
     await this.#loop
-    await this.#unlisten?.().catch(() => {})
+    await this.#listener.stop()
     const drained = await Promise.race([
-      Promise.allSettled([...this.#inFlight]).then(() => true),
+      Promise.allSettled([...this.#inFlight, this.#reconciler.settled()]).then(() => true),
       new Promise<false>((resolve) => setTimeout(resolve, this.#options.shutdownTimeoutMs, false).unref()),
     ])
     if (!drained) {
-      // Abandoned dials stay IN_PROGRESS without a provider id; once our lock is gone another
-      // worker adopts them and re-dials them under the same Idempotency-Key.
-      this.#log.warn('shutdown timeout: leaving dials under way to other workers', { worker: this.#workerId, dials: this.#inFlight.size })
+      // What is left keeps its lease until it lapses; then another worker re-sends it under
+      // the same Idempotency-Key.
+      this.#log.warn('shutdown timeout: leaving requests under way to other workers', { worker: this.#workerId, requests: this.#inFlight.size })
       this.#abort.abort()
     }
-    await this.#sql`UPDATE workers SET stopped_at = now() WHERE id = ${this.#workerId}`.catch(() => {})
-    this.#lockConnection?.release()
-    this.#lockConnection = undefined
+    await touchWorker(this.#sql, this.#workerId, true).catch(() => {})
     this.#state = 'stopped'
     this.#log.info('worker stopped', { worker: this.#workerId })
   }
@@ -87,72 +112,66 @@ export class Dispatcher {
     this.#wakeUp?.()
   }
 
-  async #holdLivenessLock(): Promise<void> {
-    const connection = await this.#sql.reserve()
-    await connection`SELECT pg_advisory_lock(${WORKER_LOCK_CLASS}, ${this.#workerId})`
-    this.#lockConnection = connection
-  }
-
-  /** The liveness lock's connection still answers; if it was lost, take the lock again. */
-  async #checkLivenessLock(): Promise<boolean> {
-    try {
-      if (!this.#lockConnection) await this.#holdLivenessLock()
-      await this.#lockConnection!`SELECT 1`
-      return true
-    } catch (err) {
-      this.#log.error('worker liveness connection lost; not claiming until it is back', { worker: this.#workerId, err })
-      this.#lockConnection?.release()
-      this.#lockConnection = undefined
-      return false
-    }
-  }
-
   async #run(): Promise<void> {
     while (this.#state === 'running') {
       try {
-        if (Date.now() - this.#lastSweep >= this.#options.pollMs) {
-          this.#lastSweep = Date.now()
-          if (!(await this.#checkLivenessLock())) {
-            await this.#sleep()
-            continue
-          }
-          const { expired, timedOut, unblocked, adopted } = await sweep(this.#sql, this.#queue, this.#options, this.#workerId)
-          if (expired || timedOut || unblocked || adopted.length) {
-            this.#log.info('sweep', { worker: this.#workerId, expired, timedOut, unblocked, adopted: adopted.length })
-          }
-          for (const call of adopted) this.#dial(call)
-        }
+        if (Date.now() - this.#lastSweep >= this.#options.pollMs) await this.#sweep()
         this.#wakeRequested = false
-        const { claimed, exhausted } = await claimCalls(
-          this.#sql,
-          this.#queue,
-          this.#options,
-          this.#workerId,
-          this.#options.maxConcurrentCalls,
-        )
-        for (const call of claimed) this.#dial(call)
+        for (const call of await takeResends(this.#sql, this.#options, this.#workerId, this.#options.maxConcurrentCalls)) {
+          this.#send(call, performance.now(), call.lapsed)
+        }
+        const { claimed, exhausted } = await claimCalls(this.#sql, this.#queue, this.#options, this.#workerId, this.#options.maxConcurrentCalls)
+        const takenAt = performance.now()
+        for (const call of claimed) this.#send(call, takenAt, false)
+        if (this.#failures > 0) await this.#recovered()
         if (!exhausted) continue
         await this.#armDueTimer()
       } catch (err) {
         if (this.#state !== 'running') break
-        this.#log.error('claim loop error', { worker: this.#workerId, err })
+        this.#failures++
+        if (this.#failures === 1 || this.#failures % 50 === 0) {
+          const unavailable = isDatabaseUnavailable(err)
+          this.#log[unavailable ? 'warn' : 'error'](unavailable ? 'database unavailable; retrying' : 'claim loop error', {
+            worker: this.#workerId,
+            failures: this.#failures,
+            err,
+          })
+        }
+        await this.#sleep(Math.min(this.#options.pollMs, 100 * 2 ** Math.min(this.#failures, 6)))
+        continue
       }
-      await this.#sleep()
+      await this.#sleep(this.#options.pollMs)
     }
   }
 
+  async #sweep(): Promise<void> {
+    this.#lastSweep = Date.now()
+    await touchWorker(this.#sql, this.#workerId)
+    const result = await sweep(this.#sql, this.#queue, this.#options, this.#sweepCursor)
+    if (Object.values(result).some((n) => n > 0)) this.#log.info('sweep', { worker: this.#workerId, ...result })
+    this.#reconciler.kick(this.#abort.signal)
+  }
+
+  /** The database is back after an outage: callbacks may have been lost meanwhile, so ask about every dialed call. */
+  async #recovered(): Promise<void> {
+    const asked = await reconcileAllNow(this.#sql)
+    this.#log.info('database reachable again', { worker: this.#workerId, failures: this.#failures, reconciling: asked })
+    this.#failures = 0
+    this.#reconciler.kick(this.#abort.signal)
+  }
+
   async #armDueTimer(): Promise<void> {
-    const due = await this.#sql.begin((tx) => nextDueAt(tx))
+    const due = await nextDueAt(this.#sql)
     clearTimeout(this.#dueTimer)
     if (!due) return
     const delay = Math.max(0, due.getTime() - Date.now()) + 5
     if (delay < this.#options.pollMs) this.#dueTimer = setTimeout(() => this.wake(), delay).unref()
   }
 
-  #sleep(): Promise<void> {
+  #sleep(ms: number): Promise<void> {
     if (this.#wakeRequested || this.#state !== 'running') return Promise.resolve()
     return new Promise((resolve) => {
-      const timer = setTimeout(done, this.#options.pollMs)
+      const timer = setTimeout(done, ms)
       const self = this
       function done() {
         clearTimeout(timer)
@@ -163,40 +182,60 @@ export class Dispatcher {
     })
   }
 
-  #dial(call: CallRow): void {
-    const log = this.#log.child({ worker: this.#workerId, callId: call.id, attempt: call.attempts })
+  /**
+   * Sends one request for `call` and records the answer. The lease taken for it runs for
+   * PROVIDER_TIMEOUT_MS plus LEASE_MARGIN_MS from the database's commit; the request is sent only
+   * if little of the margin is gone, and ends by its own deadline, so it is over before the
+   * lease lapses and another worker may send the next one.
+   */
+  #send(call: CallRow, takenAt: number, lapsed: boolean): void {
+    const log = this.#log.child({ worker: this.#workerId, callId: call.id, dial: call.dial, attempt: call.attempts })
+    if (lapsed) log.warn('previous request never recorded; re-sending under the same key')
     const task = (async () => {
+      if (performance.now() - takenAt > LEASE_MARGIN_MS / 2) {
+        log.warn('lease too old to send on; leaving it to lapse')
+        return
+      }
       let result: DialResult
       try {
         result = await this.#provider.dial(
-          { callId: call.id, attempt: call.attempts, to: call.phone, scriptId: call.script_id, metadata: call.metadata },
+          { callId: call.id, dial: call.dial, to: call.phone, scriptId: call.script_id, metadata: call.metadata },
           this.#abort.signal,
         )
       } catch (err) {
-        result = { kind: 'retryable', error: `dial failed: ${(err as Error).message}` }
+        result = { kind: 'unknown', error: `dial failed: ${(err as Error).message}` }
       }
       if (this.#abort.signal.aborted) return
-      for (let tries = 1; ; tries++) {
-        try {
-          const { outcome, call: after } = await recordDialResult(this.#sql, this.#queue, this.#options, call, result)
-          log.info(`dial ${outcome}`, {
-            result: result.kind,
-            ...(result.kind === 'accepted' ? { providerCallId: result.providerCallId } : { error: result.error }),
-            ...(after?.next_attempt_at ? { nextAttemptAt: after.next_attempt_at.toISOString() } : {}),
-          })
-          return
-        } catch (err) {
-          // The database hiccupped: the call is still IN_PROGRESS and ours, so try again a few
-          // times; if we give up, the orphan sweep (once we are gone) or the timeout resolves it.
-          if (tries >= 5 || this.#abort.signal.aborted) {
-            log.error('could not record dial result', { err })
-            return
-          }
-          await new Promise((r) => setTimeout(r, 200 * tries))
-        }
-      }
+      await this.#record(call, result, log)
     })()
     this.#inFlight.add(task)
     void task.finally(() => this.#inFlight.delete(task))
+  }
+
+  /**
+   * Records an answer, retrying while the database is away. If it never can, nothing is stuck:
+   * the lease lapses and the next request under the same key brings the same answer back.
+   */
+  async #record(call: CallRow, result: DialResult, log: Logger): Promise<void> {
+    const giveUpAt = Date.now() + Math.max(RECORD_PATIENCE_MS, this.#options.leaseMs)
+    for (let tries = 1; ; tries++) {
+      try {
+        const { outcome, call: after } = await recordDialResult(this.#sql, this.#queue, this.#options, call, result)
+        log.info(`dial ${outcome}`, {
+          result: result.kind,
+          ...(result.kind === 'accepted' ? { providerCallId: result.providerCallId } : { error: result.error }),
+          ...(after?.next_attempt_at ? { nextAttemptAt: after.next_attempt_at.toISOString() } : {}),
+        })
+        if (outcome === 'resend') this.wake() // so the loop arms its timer for the re-send
+        return
+      } catch (err) {
+        if (Date.now() >= giveUpAt || this.#abort.signal.aborted) {
+          log.error('could not record the dial answer; its lease will lapse and the request be re-sent', { err, result: result.kind })
+          return
+        }
+        if (tries === 1) log.warn('recording the dial answer failed; retrying', { err })
+        await new Promise((r) => setTimeout(r, Math.min(5_000, 100 * 2 ** tries)))
+      }
+    }
   }
 }

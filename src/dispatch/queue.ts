@@ -1,5 +1,6 @@
 import { PgBoss } from 'pg-boss'
 import type { Db as IDatabase } from 'pg-boss'
+import { MAX_WAIT_SECONDS } from '../calls/model.ts'
 import type { Logger } from '../log.ts'
 import type { Tx } from '../db/sql.ts'
 
@@ -18,6 +19,10 @@ export const BOSS_SCHEMA = 'pgboss'
 // pg-boss's maximum and our own call timeout (CALL_TIMEOUT_SECONDS, at most 20 h) always
 // settles the job first; retryLimit 0 means pg-boss never re-runs a job by itself.
 const JOB_EXPIRE_SECONDS = 24 * 3600
+
+// pg-boss deletes a queued job once `start_after + retention` passes, and a call without its
+// job is never dialed; so calls wait at most MAX_WAIT_SECONDS and queued jobs are kept a day more.
+const JOB_RETENTION_SECONDS = MAX_WAIT_SECONDS + 24 * 3600
 
 export interface CallJob {
   jobId: string
@@ -55,13 +60,16 @@ export class CallQueue {
   /** Installs or upgrades pg-boss's schema and creates the queue (both idempotent). */
   async start(): Promise<void> {
     await this.boss.start()
-    await this.boss.createQueue(CALLS_QUEUE, {
-      policy: 'key_strict_fifo',
+    const options = {
       retryLimit: 0,
       expireInSeconds: JOB_EXPIRE_SECONDS,
-      retentionSeconds: 14 * 24 * 3600,
+      retentionSeconds: JOB_RETENTION_SECONDS,
       deleteAfterSeconds: 7 * 24 * 3600,
-    })
+    }
+    await this.boss.createQueue(CALLS_QUEUE, { policy: 'key_strict_fifo', ...options })
+    // createQueue leaves an existing queue as it is; a queue made by an older version had a
+    // shorter retention. Jobs already queued keep the keep_until they were given.
+    await this.boss.updateQueue(CALLS_QUEUE, options)
   }
 
   async stop(): Promise<void> {
@@ -102,6 +110,33 @@ export class CallQueue {
       WHERE j.name = ${CALLS_QUEUE} AND j.state = 'failed' AND c.id IS NULL
       LIMIT ${limit}`
     return rows.map((r) => r.id)
+  }
+
+  /**
+   * PENDING calls whose job is gone or no longer waiting (deleted by hand, or by pg-boss's
+   * retention before waits were bounded): without a job a call is never dialed. Walks the
+   * PENDING calls in keyset order from `after`, `limit` at a time, so each sweep stays small.
+   */
+  async pendingWithoutLiveJob(
+    tx: Tx,
+    after: string | undefined,
+    limit: number,
+  ): Promise<{ orphans: Array<{ id: string; phone: string; job_id: string | null; job_state: string | null }>; last?: string }> {
+    const rows = await tx<Array<{ id: string; phone: string; created_at: Date; job_id: string | null; job_state: string | null }>>`
+      SELECT c.id, c.phone, c.created_at, c.job_id, j.state AS job_state
+      FROM (SELECT id, phone, created_at, job_id FROM calls
+            WHERE status = 'PENDING'
+              -- Compared in SQL: created_at has microseconds, a JS Date only milliseconds.
+              ${after ? tx`AND (created_at, id) < (SELECT created_at, id FROM calls WHERE id = ${after})` : tx``}
+            ORDER BY created_at DESC, id DESC
+            LIMIT ${limit}) c
+      LEFT JOIN ${tx(BOSS_SCHEMA)}.job j ON j.name = ${CALLS_QUEUE} AND j.id = c.job_id
+      ORDER BY c.created_at DESC, c.id DESC`
+    const end = rows.at(-1)
+    return {
+      orphans: rows.filter((r) => r.job_state !== 'created' && r.job_state !== 'retry'),
+      ...(rows.length === limit && end ? { last: end.id } : {}),
+    }
   }
 
   async remove(tx: Tx, jobId: string): Promise<void> {

@@ -2,7 +2,8 @@ import { Hono, type Context } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import { CALL_STATUSES, toResource } from '../calls/model.ts'
 import type { CallService } from '../calls/service.ts'
-import type { Logger } from '../log.ts'
+import { isDatabaseUnavailable } from '../db/sql.ts'
+import { throttled, type Logger } from '../log.ts'
 import { bearerToken, matchesSecret } from './auth.ts'
 import { HttpProblem, problemResponse, toProblem } from './problem.ts'
 import * as s from './schemas.ts'
@@ -37,13 +38,28 @@ const limitBody = bodyLimit({
   },
 })
 
+/** What a 503 asks clients to wait before trying again while the database is away. */
+const RETRY_AFTER_SECONDS = 2
+
 /** The Hono app; it never listens (see serve.ts), so tests drive it with app.request(). */
 export function createApp(deps: AppDeps): Hono {
   const app = new Hono()
+  const floods = throttled(deps.log, 10_000)
 
   app.onError((err, c) => {
     const problem = toProblem(err)
     if (problem) return problemResponse(c, problem)
+    if (isDatabaseUnavailable(err)) {
+      // Nothing was done (or it was rolled back): the client, or the provider's webhook
+      // sender, should simply try again.
+      floods.warn('database unavailable; answering 503', { method: c.req.method, path: c.req.path, err })
+      return problemResponse(
+        c,
+        new HttpProblem(503, 'database_unavailable', 'The database is unavailable for a moment; nothing was changed. Try again shortly.', {}, {
+          'Retry-After': String(RETRY_AFTER_SECONDS),
+        }),
+      )
+    }
     deps.log.error('unhandled error', { method: c.req.method, path: c.req.path, err })
     return problemResponse(c, new HttpProblem(500, 'internal_error', 'Something went wrong on our side; it has been logged.'))
   })

@@ -1,5 +1,5 @@
 import * as v from 'valibot'
-import { CALL_STATUSES } from '../calls/model.ts'
+import { CALL_STATUSES, MAX_WAIT_SECONDS } from '../calls/model.ts'
 import { HttpProblem } from './problem.ts'
 
 // Every shape the API accepts, in one place. Objects are strict: an unknown field is an error,
@@ -48,6 +48,10 @@ const futureTimestamp = v.pipe(
   timestamp,
   v.transform((s) => new Date(s)),
   v.check((d) => d.getTime() > Date.now(), 'must be in the future'),
+  v.check(
+    (d) => d.getTime() <= Date.now() + MAX_WAIT_SECONDS * 1000,
+    `must be at most ${MAX_WAIT_SECONDS / 86_400} days from now (a call cannot wait longer to be dialed)`,
+  ),
 )
 
 export const CreateCallBody = v.strictObject({

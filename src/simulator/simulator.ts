@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
 import { Hono } from 'hono'
 import * as v from 'valibot'
 import { signPayload } from '../callbacks/signature.ts'
@@ -6,11 +7,38 @@ import type { Config } from '../config.ts'
 import { listen, type RunningServer } from '../http/serve.ts'
 import type { Logger } from '../log.ts'
 
-// A fake AI-call provider implementing the dispatch issue's contract: 202 + callId, then a
-// signed callback to the webhookUrl when the "call" ends. Faults can be switched on, and it
-// records what it saw, so tests and benchmarks check our invariants from the provider's side.
+// A fake AI-call provider implementing the README's provider contract: 202 + callId, Idempotency-Key
+// honoured (a repeat gets the first answer; a repeat while the first is still being processed
+// gets 409), a signed callback to the webhookUrl when the call ends, and GET /api/v1/calls/{id}
+// for its status. It misbehaves on request the way real providers do on a bad day, and records
+// what it did, so tests check our guarantees from the provider's side: how many calls it placed
+// per call request, how many were live at once, and for which phone.
 
-export type DialDecision = 'accept' | 'server_error' | 'timeout' | 'rate_limited' | 'bad_request'
+export type DialDecision =
+  | 'accept'
+  | 'server_error' // 503, not placed
+  | 'timeout' // hangs, not placed, then 504
+  | 'rate_limited' // 429 with Retry-After, not placed
+  | 'bad_request' // 400, not placed
+  | 'slow_accept' // placed, the 202 comes after `slowAcceptMs`
+  | 'server_error_after_placing' // placed, then a proxy's 502
+  | 'drop_after_placing' // placed, then the connection drops without an answer
+
+/** Every fault off. */
+export const NO_FAULTS: Config['simulator']['rates'] = {
+  serverError: 0,
+  timeout: 0,
+  rateLimited: 0,
+  duplicateCallback: 0,
+  earlyCallback: 0,
+  lateCallback: 0,
+  slowAccept: 0,
+  serverErrorAfterPlacing: 0,
+  dropAfterPlacing: 0,
+  lostCallback: 0,
+}
+
+const PLACING: ReadonlySet<DialDecision> = new Set(['accept', 'slow_accept', 'server_error_after_placing', 'drop_after_placing'])
 
 export interface SimulatorOptions {
   secret: string
@@ -19,6 +47,10 @@ export interface SimulatorOptions {
   maxDurationMs: number
   statusMix: Config['simulator']['statusMix']
   rates: Config['simulator']['rates']
+  /** How late a `slow_accept` 202 comes. */
+  slowAcceptMs?: number | undefined
+  /** Serve GET /api/v1/calls/{id}; off, it answers 404 like a provider without the endpoint. */
+  statusLookup?: boolean | undefined
   /** Delay before answering a dial, to widen the window in which a worker can die mid-request. */
   answerDelayMs?: number | undefined
   /** Overrides the random fault choice (tests script the provider with it). */
@@ -26,6 +58,7 @@ export interface SimulatorOptions {
   random?: () => number
 }
 
+/** One call the provider placed, or one dial request it refused. */
 export interface DialRecord {
   idempotencyKey: string
   to: string
@@ -33,7 +66,10 @@ export interface DialRecord {
   decision: DialDecision
   at: number
   providerCallId?: string | undefined
+  /** The call's final status, decided when it is placed and told when it ends. */
+  status?: string | undefined
   endedAt?: number | undefined
+  callbackLost?: boolean | undefined
 }
 
 const DialBody = v.object({
@@ -43,21 +79,33 @@ const DialBody = v.object({
   webhookUrl: v.pipe(v.string(), v.url()),
 })
 
+type KeyState = { state: 'processing' } | { state: 'done'; status: number; body: unknown }
+
+/** The call request an Idempotency-Key belongs to: the orchestrator sends "{callId}:{dial}". */
+export const callOfKey = (key: string) => key.replace(/:[^:]*$/, '')
+
 export class ProviderSimulator {
   readonly #o: SimulatorOptions
   readonly #log: Logger
   readonly #random: () => number
   readonly dials: DialRecord[] = []
-  readonly #byKey = new Map<string, Promise<Response>>()
+  readonly #byKey = new Map<string, KeyState>()
+  readonly #byProviderId = new Map<string, DialRecord>()
   /** Every dial request per Idempotency-Key, replays included. */
   readonly requestsPerKey = new Map<string, number>()
+  /** Webhook-ids the receiver acknowledged with a 2xx: each must be on record there. */
+  readonly deliveredWebhookIds = new Set<string>()
   readonly #inFlightByPhone = new Map<string, number>()
   readonly #timers = new Set<NodeJS.Timeout>()
   #inFlight = 0
   #maxInFlight = 0
   #maxPerPhone = 0
+  #phoneOverlaps = 0
+  #conflicts = 0
+  #lookups = 0
   #callbacksSent = 0
   #callbacksFailed = 0
+  #callbacksLost = 0
   #server: RunningServer | undefined
   #stopped = false
 
@@ -84,32 +132,71 @@ export class ProviderSimulator {
     await this.#server?.close(true)
   }
 
+  /** Calls placed, per call request (the Idempotency-Key without its dial). */
+  placedPerCall(): Map<string, DialRecord[]> {
+    const perCall = new Map<string, DialRecord[]>()
+    for (const d of this.dials) {
+      if (!d.providerCallId) continue
+      const call = callOfKey(d.idempotencyKey)
+      perCall.set(call, [...(perCall.get(call) ?? []), d])
+    }
+    return perCall
+  }
+
   stats() {
     const perKey = new Map<string, number>()
     for (const d of this.dials) if (d.providerCallId) perKey.set(d.idempotencyKey, (perKey.get(d.idempotencyKey) ?? 0) + 1)
+    const histogram = (counts: Iterable<number>) =>
+      [...counts].reduce<Record<string, number>>((h, n) => {
+        h[n] = (h[n] ?? 0) + 1
+        return h
+      }, {})
+    const perCall = this.placedPerCall()
     return {
       requests: [...this.requestsPerKey.values()].reduce((a, b) => a + b, 0),
-      /** Requests that repeated a key the provider had already answered (answered the same way). */
+      /** Requests that repeated a key the provider had already seen. */
       replays: [...this.requestsPerKey.values()].reduce((a, b) => a + b - 1, 0),
+      /** Repeats that came while the key's first request was still being processed (answered 409). */
+      conflicts: this.#conflicts,
+      /** Calls placed (whatever the dial request was answered). */
       accepted: this.dials.filter((d) => d.providerCallId).length,
       inFlight: this.#inFlight,
       maxInFlight: this.#maxInFlight,
       maxInFlightPerPhone: this.#maxPerPhone,
+      /** Calls placed while their phone already had one live: must be 0. */
+      phoneOverlaps: this.#phoneOverlaps,
       /** How many keys were sent once, twice, …: {"1": 412, "2": 3}. */
-      requestsPerKey: [...this.requestsPerKey.values()].reduce<Record<string, number>>((histogram, n) => {
-        histogram[n] = (histogram[n] ?? 0) + 1
-        return histogram
-      }, {}),
-      /** Idempotency keys the provider accepted as a new call more than once: must be 0. */
+      requestsPerKey: histogram(this.requestsPerKey.values()),
+      /** Idempotency keys the provider placed as a new call more than once: must be 0. */
       keysAcceptedTwice: [...perKey.values()].filter((n) => n > 1).length,
+      /** How many call requests got 1, 2, … placed calls: {"1": 300}. */
+      placedPerCall: histogram([...perCall.values()].map((calls) => calls.length)),
+      /** Call requests the provider placed more than once: must be 0 unless retries start new dials. */
+      callsPlacedTwice: [...perCall.values()].filter((calls) => calls.length > 1).length,
+      lookups: this.#lookups,
       callbacksSent: this.#callbacksSent,
       callbacksFailed: this.#callbacksFailed,
+      /** Callbacks deliberately never sent (the lost-callback fault). */
+      callbacksLost: this.#callbacksLost,
     }
   }
 
   app(): Hono {
     const app = new Hono()
     app.get('/stats', (c) => c.json(this.stats()))
+    app.get('/api/v1/calls/:id', (c) => {
+      if (this.#o.apiKey && c.req.header('authorization') !== `Bearer ${this.#o.apiKey}`) return c.json({ error: 'unauthorized' }, 401)
+      const record = this.#o.statusLookup === false ? undefined : this.#byProviderId.get(c.req.param('id'))
+      if (!record) return c.json({ error: 'no such call' }, 404)
+      this.#lookups++
+      if (!record.endedAt) return c.json({ callId: record.providerCallId, status: 'IN_PROGRESS' })
+      return c.json({
+        callId: record.providerCallId,
+        status: record.status,
+        durationSec: Math.round((record.endedAt - record.at) / 1000),
+        completedAt: new Date(record.endedAt).toISOString(),
+      })
+    })
     app.post('/api/v1/calls', async (c) => {
       if (this.#o.apiKey && c.req.header('authorization') !== `Bearer ${this.#o.apiKey}`) {
         return c.json({ error: 'unauthorized' }, 401)
@@ -119,67 +206,112 @@ export class ProviderSimulator {
       this.requestsPerKey.set(key, (this.requestsPerKey.get(key) ?? 0) + 1)
       const parsed = v.safeParse(DialBody, await c.req.json().catch(() => undefined))
       if (!parsed.success) return c.json({ error: 'invalid body' }, 400)
-      // A repeated key gets the first answer again, never a second call.
       const earlier = this.#byKey.get(key)
-      if (earlier) return (await earlier).clone()
-      const answer = this.#handleDial(key, parsed.output)
-      this.#byKey.set(key, answer)
-      const response = await answer
-      if (response.status >= 500 || response.status === 429) this.#byKey.delete(key) // retryable: not remembered
-      return response.clone()
+      if (earlier?.state === 'processing') {
+        this.#conflicts++
+        return c.json({ error: 'a request with this Idempotency-Key is still being processed' }, 409)
+      }
+      // A repeated key gets the first answer again, never a second call.
+      if (earlier) return c.json(earlier.body as object, earlier.status as 202)
+      this.#byKey.set(key, { state: 'processing' })
+      const socket = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming?.socket
+      return this.#handleDial(key, parsed.output, socket)
     })
     return app
   }
 
   #pick(): DialDecision {
     const r = this.#random()
-    const { serverError, timeout, rateLimited } = this.#o.rates
-    if (r < serverError) return 'server_error'
-    if (r < serverError + timeout) return 'timeout'
-    if (r < serverError + timeout + rateLimited) return 'rate_limited'
+    const rates = this.#o.rates
+    let edge = 0
+    for (const [decision, rate] of [
+      ['server_error', rates.serverError],
+      ['timeout', rates.timeout],
+      ['rate_limited', rates.rateLimited],
+      ['slow_accept', rates.slowAccept],
+      ['server_error_after_placing', rates.serverErrorAfterPlacing],
+      ['drop_after_placing', rates.dropAfterPlacing],
+    ] as const) {
+      edge += rate
+      if (r < edge) return decision
+    }
     return 'accept'
   }
 
-  async #handleDial(key: string, body: v.InferOutput<typeof DialBody>): Promise<Response> {
+  async #handleDial(key: string, body: v.InferOutput<typeof DialBody>, socket: IncomingMessage['socket'] | undefined): Promise<Response> {
     const decision = this.#o.decide?.({ to: body.to, idempotencyKey: key, n: this.dials.length }) ?? this.#pick()
     const record: DialRecord = { idempotencyKey: key, to: body.to, scriptId: body.scriptId, decision, at: Date.now() }
     this.dials.push(record)
     if (this.#o.answerDelayMs) await this.#sleep(this.#o.answerDelayMs)
+    // Refusals are not remembered: the same key may be sent again and succeed.
+    const refuse = (status: number, error: string, headers: Record<string, string> = {}) => {
+      this.#byKey.delete(key)
+      return Response.json({ error }, { status, headers })
+    }
     switch (decision) {
       case 'server_error':
-        return Response.json({ error: 'simulated outage' }, { status: 503 })
+        return refuse(503, 'simulated outage')
       case 'rate_limited':
-        return Response.json({ error: 'slow down' }, { status: 429, headers: { 'Retry-After': '1' } })
+        return refuse(429, 'slow down', { 'Retry-After': '1' })
       case 'bad_request':
-        return Response.json({ error: 'simulated rejection: unsupported number' }, { status: 400 })
+        return refuse(400, 'simulated rejection: unsupported number')
       case 'timeout':
         // Hang past any sane client timeout without starting a call.
         await this.#sleep(60_000)
-        return Response.json({ error: 'too late' }, { status: 504 })
-      case 'accept':
+        return refuse(504, 'too late')
+      default:
         break
     }
+    if (!PLACING.has(decision)) throw new Error(`unhandled decision ${decision}`)
+    const { providerCallId, early } = this.#place(record, body)
+    // An early callback goes out, and is answered, before our answer does.
+    await early
+    const answer = { callId: providerCallId }
+    this.#byKey.set(key, { state: 'done', status: 202, body: answer })
+    switch (decision) {
+      case 'slow_accept':
+        await this.#sleep(this.#o.slowAcceptMs ?? 15_000)
+        break
+      case 'server_error_after_placing':
+        return Response.json({ error: 'bad gateway' }, { status: 502 })
+      case 'drop_after_placing':
+        if (socket) {
+          socket.destroy()
+          return new Response(null, { status: 499 })
+        }
+        return Response.json({ error: 'bad gateway' }, { status: 502 })
+    }
+    return Response.json(answer, { status: 202 })
+  }
+
+  /** Places the call: it is live until its duration passes, then its callback goes out. */
+  #place(record: DialRecord, body: v.InferOutput<typeof DialBody>): { providerCallId: string; early?: Promise<void> } {
     const providerCallId = randomUUID()
     record.providerCallId = providerCallId
+    record.status = this.#statusFor()
+    this.#byProviderId.set(providerCallId, record)
     this.#begin(body.to)
     const duration = this.#o.minDurationMs + this.#random() * (this.#o.maxDurationMs - this.#o.minDurationMs)
-    const finish = async () => {
+    const lost = this.#random() < this.#o.rates.lostCallback
+    const end = async () => {
       this.#end(body.to, record)
-      await this.#sendCallback(body.webhookUrl, providerCallId, duration)
+      if (lost) {
+        record.callbackLost = true
+        this.#callbacksLost++
+        return
+      }
+      await this.#sendCallback(body.webhookUrl, record)
     }
-    if (this.#random() < this.#o.rates.earlyCallback) {
-      // The call "ends" and the callback goes out before our 202 does.
-      await finish()
-    } else {
-      this.#later(duration, finish)
-    }
-    return Response.json({ callId: providerCallId }, { status: 202 })
+    if (this.#random() < this.#o.rates.earlyCallback) return { providerCallId, early: end() }
+    this.#later(duration, end)
+    return { providerCallId }
   }
 
   #begin(phone: string) {
     this.#inFlight++
     this.#maxInFlight = Math.max(this.#maxInFlight, this.#inFlight)
     const n = (this.#inFlightByPhone.get(phone) ?? 0) + 1
+    if (n > 1) this.#phoneOverlaps++
     this.#inFlightByPhone.set(phone, n)
     this.#maxPerPhone = Math.max(this.#maxPerPhone, n)
   }
@@ -198,12 +330,12 @@ export class ProviderSimulator {
     return this.#o.statusMix[0]!.status
   }
 
-  async #sendCallback(webhookUrl: string, providerCallId: string, durationMs: number) {
+  async #sendCallback(webhookUrl: string, record: DialRecord) {
     const body = JSON.stringify({
-      callId: providerCallId,
-      status: this.#statusFor(),
-      durationSec: Math.round(durationMs / 1000),
-      completedAt: new Date().toISOString(),
+      callId: record.providerCallId,
+      status: record.status,
+      durationSec: Math.round(((record.endedAt ?? Date.now()) - record.at) / 1000),
+      completedAt: new Date(record.endedAt ?? Date.now()).toISOString(),
     })
     const webhookId = `msg_${randomUUID()}`
     await this.#deliver(webhookUrl, webhookId, body)
@@ -232,6 +364,7 @@ export class ProviderSimulator {
         await response.body?.cancel()
         if (response.ok) {
           this.#callbacksSent++
+          this.deliveredWebhookIds.add(webhookId)
           return
         }
         this.#log.warn('simulator: callback refused', { status: response.status, webhookId })

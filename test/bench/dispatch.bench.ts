@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util'
 import postgres from 'postgres'
 import { startEmbeddedPostgres } from '../../src/db/embedded.ts'
 import { silentLogger } from '../../src/log.ts'
-import { ProviderSimulator } from '../../src/simulator/simulator.ts'
+import { NO_FAULTS, ProviderSimulator } from '../../src/simulator/simulator.ts'
 import { freePort } from '../support/processes.ts'
 import { withDatabase } from '../support/template.ts'
 
@@ -61,7 +61,7 @@ const sim = new ProviderSimulator(
     minDurationMs: CALL_MS,
     maxDurationMs: CALL_MS,
     statusMix: [{ status: 'COMPLETED', weight: 1 }],
-    rates: { serverError: 0, timeout: 0, rateLimited: 0, duplicateCallback: 0, earlyCallback: 0, lateCallback: 0 },
+    rates: NO_FAULTS,
   },
   silentLogger,
 )

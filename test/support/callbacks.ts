@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import { Webhook } from 'standardwebhooks'
 import type { CallRow } from '../../src/calls/model.ts'
-import { claimCalls, recordDialResult, type DispatchPolicy } from '../../src/dispatch/outcomes.ts'
+import { claimCalls, type DispatchPolicy } from '../../src/dispatch/claim.ts'
+import { recordDialResult } from '../../src/dispatch/record.ts'
 import { readResponse, WEBHOOK_SECRET, type Harness } from './harness.ts'
 
 // Helpers for the provider-callback tests. Signatures come from the independent
@@ -14,6 +15,8 @@ export const POLICY: DispatchPolicy = {
   retryBaseSeconds: 1,
   retryMaxSeconds: 60,
   callTimeoutSeconds: 600,
+  leaseMs: 10_000,
+  reconcileAfterSeconds: 120,
 }
 
 /** Standard Webhooks headers for `body`, signed by the reference library. */
@@ -43,20 +46,28 @@ export async function deliver(
   body: string,
   headers: Record<string, string>,
   query: string | undefined,
+  dial?: number | undefined,
 ): Promise<Delivery> {
-  const path = query === undefined ? '/callbacks/call-status' : `/callbacks/call-status?callId=${encodeURIComponent(query)}`
+  const path =
+    query === undefined
+      ? '/callbacks/call-status'
+      : `/callbacks/call-status?callId=${encodeURIComponent(query)}${dial === undefined ? '' : `&dial=${dial}`}`
   const res = await readResponse(await h.app.request(path, { method: 'POST', headers, body }))
   return { status: res.status, contentType: res.headers.get('content-type'), body: res.body }
 }
 
-/** Signs and delivers a callback; `id` is the webhook-id. */
+/**
+ * Signs and delivers a callback; `id` is the webhook-id. With `query` (our call id) the URL also
+ * names `dial`, 1 unless given, as the webhook URL we hand the provider does; `dial: null` leaves it out.
+ */
 export async function sendSigned(
   h: Harness,
   payload: unknown,
-  options: { query?: string | undefined; id?: string; secret?: string; at?: Date } = {},
+  options: { query?: string | undefined; dial?: number | null; id?: string; secret?: string; at?: Date } = {},
 ): Promise<Delivery> {
   const body = typeof payload === 'string' ? payload : JSON.stringify(payload)
-  return deliver(h, body, signHeaders(body, options), options.query)
+  const dial = options.query === undefined || options.dial === null ? undefined : (options.dial ?? 1)
+  return deliver(h, body, signHeaders(body, options), options.query, dial)
 }
 
 export { registerWorker } from './harness.ts'

@@ -5,27 +5,28 @@ import type { Harness } from './harness.ts'
 // Small helpers shared by the API tests: putting a call into a state by hand (satisfying the
 // CHECK constraints of sql/001_calls.sql), and counting what the database holds.
 
-/** Moves a call to `status` with a direct UPDATE that satisfies every CHECK constraint. */
+/** Moves a call to `status` with a direct UPDATE that satisfies every CHECK constraint (IN_PROGRESS: dialed). */
 export async function forceStatus(sql: Sql, id: string, status: CallStatus): Promise<void> {
   switch (status) {
     case 'PENDING':
-      await sql`UPDATE calls SET status = 'PENDING', ended_at = NULL, dialed_at = NULL WHERE id = ${id}`
+      await sql`UPDATE calls SET status = 'PENDING', ended_at = NULL, dialed_at = NULL, claimed_by = NULL WHERE id = ${id}`
       return
     case 'IN_PROGRESS':
       await sql`
-        UPDATE calls SET status = 'IN_PROGRESS', attempts = GREATEST(attempts, 1), started_at = COALESCE(started_at, now()),
+        UPDATE calls SET status = 'IN_PROGRESS', attempts = GREATEST(attempts, 1), dial = GREATEST(dial, 1),
+          started_at = COALESCE(started_at, now()), dialed_at = now(), timeout_at = now() + interval '1 hour',
           ended_at = NULL, updated_at = now()
         WHERE id = ${id}`
       return
     case 'COMPLETED':
       await sql`
-        UPDATE calls SET status = 'COMPLETED', attempts = GREATEST(attempts, 1), started_at = COALESCE(started_at, now()),
+        UPDATE calls SET status = 'COMPLETED', attempts = GREATEST(attempts, 1), dial = GREATEST(dial, 1), started_at = COALESCE(started_at, now()),
           ended_at = now(), provider_status = 'COMPLETED', updated_at = now()
         WHERE id = ${id}`
       return
     case 'FAILED':
       await sql`
-        UPDATE calls SET status = 'FAILED', attempts = GREATEST(attempts, 1), started_at = COALESCE(started_at, now()),
+        UPDATE calls SET status = 'FAILED', attempts = GREATEST(attempts, 1), dial = GREATEST(dial, 1), started_at = COALESCE(started_at, now()),
           ended_at = now(), last_error = 'busy', updated_at = now()
         WHERE id = ${id}`
       return

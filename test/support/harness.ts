@@ -3,7 +3,7 @@ import { createCallService } from '../../src/calls/service.ts'
 import { CallQueue } from '../../src/dispatch/queue.ts'
 import { createApp } from '../../src/http/app.ts'
 import { silentLogger } from '../../src/log.ts'
-import { ProviderSimulator, type SimulatorOptions } from '../../src/simulator/simulator.ts'
+import { NO_FAULTS, ProviderSimulator, type SimulatorOptions } from '../../src/simulator/simulator.ts'
 import { createTestDatabase, type TestDatabase } from './db.ts'
 
 export const WEBHOOK_SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'
@@ -76,7 +76,7 @@ export async function startSimulator(
       maxDurationMs: 0,
       statusMix: [{ status: 'COMPLETED', weight: 1 }],
       ...options,
-      rates: { serverError: 0, timeout: 0, rateLimited: 0, duplicateCallback: 0, earlyCallback: 0, lateCallback: 0, ...options.rates },
+      rates: { ...NO_FAULTS, ...options.rates },
     },
     silentLogger,
   )

@@ -1,0 +1,75 @@
+import { lockClaimsShared, wakeWorkers } from '../db/locks.ts'
+import type { Sql } from '../db/sql.ts'
+import * as t from '../db/transitions.ts'
+import type { DispatchPolicy } from './claim.ts'
+import type { CallQueue } from './queue.ts'
+
+// The periodic safety sweeps: nothing waits on a process staying alive or on a message
+// arriving. Each is its own short transaction that changes a call and its job together.
+
+const BATCH = 500
+
+export interface SweepResult {
+  expired: number
+  timedOut: number
+  /** Calls out of requests whose last one lapsed: held until their final word or timeout. */
+  held: number
+  /** Calls out of requests, every one refused: never placed, FAILED. */
+  exhaustedFailed: number
+  unblocked: number
+  requeued: number
+}
+
+/** `cursor` carries the PENDING-call walk from one sweep to the next (see requeueJobless). */
+export async function sweep(sql: Sql, queue: CallQueue, policy: DispatchPolicy, cursor: { pending?: string | undefined }): Promise<SweepResult> {
+  const expired = await sql.begin(async (tx) => {
+    await lockClaimsShared(tx)
+    const rows = await t.expireDue(tx, BATCH)
+    for (const row of rows) if (row.job_id) await queue.remove(tx, row.job_id)
+    return rows.length
+  })
+  const timedOut = await sql.begin(async (tx) => {
+    const rows = await t.timeOutSilent(tx, policy.callTimeoutSeconds, BATCH)
+    for (const row of rows) if (row.job_id) await queue.settle(tx, row.job_id)
+    if (rows.length) await wakeWorkers(tx)
+    return rows.length
+  })
+  const exhausted = await sql.begin(async (tx) => {
+    const { held, failed } = await t.settleExhausted(tx, policy.maxAttempts, policy.callTimeoutSeconds, BATCH)
+    for (const row of failed) if (row.job_id) await queue.settle(tx, row.job_id)
+    if (failed.length) await wakeWorkers(tx)
+    return { held: held.length, failed: failed.length }
+  })
+  const unblocked = await sql.begin(async (tx) => {
+    await lockClaimsShared(tx)
+    const jobs = await queue.failedJobsWithoutLiveCall(tx, BATCH)
+    for (const jobId of jobs) await queue.remove(tx, jobId)
+    if (jobs.length) await wakeWorkers(tx)
+    return jobs.length
+  })
+  const requeued = await requeueJobless(sql, queue, cursor)
+  return { expired, timedOut, held: exhausted.held, exhaustedFailed: exhausted.failed, unblocked, requeued }
+}
+
+/**
+ * A PENDING call must always have a waiting job, or no worker will ever fetch it. Each sweep
+ * checks the next BATCH of PENDING calls (newest first, wrapping around) and gives any without
+ * one a new job, due when the call is. Under the shared claim lock, so no claim is halfway
+ * through moving one of them.
+ */
+async function requeueJobless(sql: Sql, queue: CallQueue, cursor: { pending?: string | undefined }): Promise<number> {
+  return sql.begin(async (tx) => {
+    await lockClaimsShared(tx)
+    const { orphans, last } = await queue.pendingWithoutLiveJob(tx, cursor.pending, BATCH)
+    cursor.pending = last
+    for (const orphan of orphans) {
+      if (orphan.job_id && orphan.job_state) await queue.remove(tx, orphan.job_id)
+      const [due] = await tx<{ at: Date; next: Date | null }[]>`
+        SELECT GREATEST(now(), next_attempt_at) AS at, next_attempt_at AS next FROM calls WHERE id = ${orphan.id}`
+      const jobId = await queue.enqueue(tx, { id: orphan.id, phone: orphan.phone, startAfter: due!.at })
+      await t.requeuePending(tx, orphan.id, jobId, due!.next)
+    }
+    if (orphans.length) await wakeWorkers(tx)
+    return orphans.length
+  })
+}
