@@ -5,6 +5,8 @@ import type { AddressInfo } from 'node:net'
 // request it receives.
 
 export interface Received {
+  method: string
+  url: string
   headers: IncomingHttpHeaders
   body: any
   at: number
@@ -30,7 +32,7 @@ export async function startFakeProvider(
       try {
         body = JSON.parse(raw)
       } catch {}
-      const r: Received = { headers: req.headers, body, at: Date.now() }
+      const r: Received = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, body, at: Date.now() }
       received.push(r)
       const a = answer(r, received.length)
       setTimeout(() => {
