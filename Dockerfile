@@ -3,6 +3,8 @@ FROM node:24-slim
 WORKDIR /app
 ENV NODE_ENV=production
 COPY package.json package-lock.json ./
+# npm ci applies patches/ (a fix for postgres.js 3.4.9; see the README's "Dependencies").
+COPY patches ./patches
 RUN npm ci --omit=dev --no-audit --no-fund
 COPY bin ./bin
 COPY src ./src

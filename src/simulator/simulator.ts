@@ -69,7 +69,10 @@ export interface DialRecord {
   /** The call's final status, decided when it is placed and told when it ends. */
   status?: string | undefined
   endedAt?: number | undefined
+  /** The fault dropped it: no callback was ever sent. */
   callbackLost?: boolean | undefined
+  /** The receiver acknowledged the callback (2xx) at least once. */
+  callbackDelivered?: boolean | undefined
 }
 
 const DialBody = v.object({
@@ -93,6 +96,8 @@ export class ProviderSimulator {
   readonly #byProviderId = new Map<string, DialRecord>()
   /** Every dial request per Idempotency-Key, replays included. */
   readonly requestsPerKey = new Map<string, number>()
+  /** What each request for a key was answered, in order: "202", "202 late", "502", "dropped", "409", … */
+  readonly answersPerKey = new Map<string, string[]>()
   /** Webhook-ids the receiver acknowledged with a 2xx: each must be on record there. */
   readonly deliveredWebhookIds = new Set<string>()
   readonly #inFlightByPhone = new Map<string, number>()
@@ -209,15 +214,32 @@ export class ProviderSimulator {
       const earlier = this.#byKey.get(key)
       if (earlier?.state === 'processing') {
         this.#conflicts++
+        this.#answered(key, '409')
         return c.json({ error: 'a request with this Idempotency-Key is still being processed' }, 409)
       }
       // A repeated key gets the first answer again, never a second call.
-      if (earlier) return c.json(earlier.body as object, earlier.status as 202)
+      if (earlier) {
+        this.#answered(key, `${earlier.status} replay`)
+        return c.json(earlier.body as object, earlier.status as 202)
+      }
       this.#byKey.set(key, { state: 'processing' })
       const socket = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming?.socket
-      return this.#handleDial(key, parsed.output, socket)
+      const response = await this.#handleDial(key, parsed.output, socket)
+      this.#answered(key, this.#labels.get(response) ?? String(response.status))
+      return response
     })
     return app
+  }
+
+  readonly #labels = new WeakMap<Response, string>()
+
+  #label(response: Response, label: string): Response {
+    this.#labels.set(response, label)
+    return response
+  }
+
+  #answered(key: string, answer: string) {
+    this.answersPerKey.set(key, [...(this.answersPerKey.get(key) ?? []), answer])
   }
 
   #pick(): DialDecision {
@@ -271,13 +293,13 @@ export class ProviderSimulator {
     switch (decision) {
       case 'slow_accept':
         await this.#sleep(this.#o.slowAcceptMs ?? 15_000)
-        break
+        return this.#label(Response.json(answer, { status: 202 }), '202 late')
       case 'server_error_after_placing':
         return Response.json({ error: 'bad gateway' }, { status: 502 })
       case 'drop_after_placing':
         if (socket) {
           socket.destroy()
-          return new Response(null, { status: 499 })
+          return this.#label(new Response(null, { status: 499 }), 'dropped')
         }
         return Response.json({ error: 'bad gateway' }, { status: 502 })
     }
@@ -338,15 +360,19 @@ export class ProviderSimulator {
       completedAt: new Date(record.endedAt ?? Date.now()).toISOString(),
     })
     const webhookId = `msg_${randomUUID()}`
-    await this.#deliver(webhookUrl, webhookId, body)
-    if (this.#random() < this.#o.rates.duplicateCallback) await this.#deliver(webhookUrl, webhookId, body)
+    const delivered = (ok: boolean) => {
+      if (ok) record.callbackDelivered = true
+    }
+    delivered(await this.#deliver(webhookUrl, webhookId, body))
+    if (this.#random() < this.#o.rates.duplicateCallback) delivered(await this.#deliver(webhookUrl, webhookId, body))
     if (this.#random() < this.#o.rates.lateCallback) {
       // The same event delivered again long after, as a retrying webhook sender does.
-      this.#later(2_000 + this.#random() * 3_000, () => this.#deliver(webhookUrl, webhookId, body))
+      this.#later(2_000 + this.#random() * 3_000, async () => delivered(await this.#deliver(webhookUrl, webhookId, body)))
     }
   }
 
-  async #deliver(url: string, webhookId: string, body: string) {
+  /** True once the receiver acknowledged it; false after five tries (or a refusal) without. */
+  async #deliver(url: string, webhookId: string, body: string): Promise<boolean> {
     for (let attempt = 1; attempt <= 5 && !this.#stopped; attempt++) {
       const timestamp = Math.floor(Date.now() / 1000)
       try {
@@ -365,7 +391,7 @@ export class ProviderSimulator {
         if (response.ok) {
           this.#callbacksSent++
           this.deliveredWebhookIds.add(webhookId)
-          return
+          return true
         }
         this.#log.warn('simulator: callback refused', { status: response.status, webhookId })
         if (response.status < 500 && response.status !== 404) break
@@ -375,6 +401,7 @@ export class ProviderSimulator {
       await this.#sleep(200 * 2 ** attempt)
     }
     this.#callbacksFailed++
+    return false
   }
 
   #later(ms: number, fn: () => Promise<void>) {
