@@ -70,6 +70,8 @@ const badCreateBodies: Array<[string, unknown, string?]> = [
   ['expiresAt impossible date', { ...good, expiresAt: '2999-13-01T00:00:00Z' }, 'body.expiresAt'],
   ['expiresAt a number', { ...good, expiresAt: 32503680000 }, 'body.expiresAt'],
   ['expiresAt null', { ...good, expiresAt: null }, 'body.expiresAt'],
+  // pg-boss would delete the call's waiting job before then, and the call would never be dialed.
+  ['expiresAt beyond 365 days', { ...good, expiresAt: new Date(Date.now() + 366 * 86_400_000).toISOString() }, 'body.expiresAt'],
 ]
 
 t.test('POST /calls: bad input is a 4xx problem and writes nothing', async (t) => {

@@ -324,7 +324,9 @@ export class ProviderSimulator {
       }
       await this.#sendCallback(body.webhookUrl, record)
     }
-    if (this.#random() < this.#o.rates.earlyCallback) return { providerCallId, early: end() }
+    // An early callback goes out before the 202; the 202 waits for its first delivery, but not
+    // for the retries of a receiver that is down.
+    if (this.#random() < this.#o.rates.earlyCallback) return { providerCallId, early: Promise.race([end(), this.#sleep(500)]) }
     this.#later(duration, end)
     return { providerCallId }
   }

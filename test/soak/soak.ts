@@ -1,4 +1,4 @@
-// npm run soak [-- --calls 3000 --phones 40 --workers 3 --limit 30 --max-minutes 15] [-- --quick]
+// npm run soak [-- --calls 3000 --phones 40 --workers 3 --limit 30 --rate 20 --max-minutes 15] [-- --quick]
 //
 // Every fault at once, then the guarantees checked from the provider's side. One API process,
 // N worker processes and the provider simulator (every fault on) run against a private
@@ -31,6 +31,8 @@ const { values: args } = parseArgs({
     phones: { type: 'string' },
     workers: { type: 'string', default: '3' },
     limit: { type: 'string', default: '30' },
+    /** Calls created per second: paced, so the faults land while calls are still coming in. */
+    rate: { type: 'string', default: '20' },
     'max-minutes': { type: 'string' },
     keep: { type: 'boolean', default: false },
   },
@@ -40,6 +42,7 @@ const CALLS = Number(args.calls ?? (QUICK ? 1000 : 3000))
 const PHONES = Number(args.phones ?? (QUICK ? 30 : 40))
 const WORKERS = Number(args.workers)
 const LIMIT = Number(args.limit)
+const RATE = Number(args.rate)
 const MAX_MS = Number(args['max-minutes'] ?? (QUICK ? 6 : 15)) * 60_000
 const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'
 const binary = join(import.meta.dirname, '..', '..', 'bin', 'orchestrator')
@@ -161,8 +164,11 @@ let created = 0
 let createRetries = 0
 async function createAll() {
   let next = 0
+  const begun = Date.now()
   const one = async () => {
     for (let i = next++; i < CALLS; i = next++) {
+      const due = begun + (i / RATE) * 1000
+      if (due > Date.now()) await sleep(due - Date.now())
       const body = JSON.stringify({ to: `+4420700${String(i % PHONES).padStart(5, '0')}`, scriptId: 'soak', metadata: { i } })
       for (let tries = 0; ; tries++) {
         // The same Idempotency-Key on every try: a request that reached the database is not repeated.
@@ -309,7 +315,7 @@ await pg?.stop()
 
 const seconds = (drainedAt - started) / 1000
 const figures: Array<[string, string | number]> = [
-  ['calls', `${CALLS} over ${PHONES} phones, limit ${LIMIT}, ${WORKERS} workers`],
+  ['calls', `${CALLS} over ${PHONES} phones, created at ${RATE}/s, limit ${LIMIT}, ${WORKERS} workers`],
   ['time to drain', `${seconds.toFixed(1)} s (${(CALLS / seconds).toFixed(1)} calls/s)`],
   ['final statuses', JSON.stringify(byStatus)],
   ['chaos', `${chaos.kills} workers SIGKILLed and restarted, ${chaos.terminated} backends terminated, ${chaos.restarts} PostgreSQL restart`],
