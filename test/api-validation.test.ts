@@ -1,5 +1,6 @@
 import t, { type Test } from 'tap'
-import { MAX_BODY_BYTES, MAX_METADATA_BYTES } from '../src/http/schemas.ts'
+import { MAX_BODY_BYTES } from '../src/http/body.ts'
+import { MAX_METADATA_BYTES } from '../src/http/input.ts'
 import { createCall, snapshot } from './support/fixtures.ts'
 import { createHarness, readResponse, type Harness } from './support/harness.ts'
 

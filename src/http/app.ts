@@ -1,10 +1,11 @@
 import { Hono, type Context } from 'hono'
-import { bodyLimit } from 'hono/body-limit'
 import { CALL_STATUSES, toResource } from '../calls/model.ts'
 import type { CallService } from '../calls/service.ts'
 import { isDatabaseUnavailable } from '../db/sql.ts'
 import { throttled, type Logger } from '../log.ts'
 import { bearerToken, matchesSecret } from './auth.ts'
+import { readBody } from './body.ts'
+import { MAX_METADATA_DEPTH, parseJson, TooDeep } from './input.ts'
 import { HttpProblem, problemResponse, toProblem } from './problem.ts'
 import * as s from './schemas.ts'
 
@@ -20,23 +21,32 @@ export interface AppDeps {
 
 async function readJson(c: Context): Promise<unknown> {
   const type = c.req.header('content-type') ?? ''
+  const text = await readBody(c)
   if (!/^application\/(.+\+)?json\s*(;|$)/i.test(type)) {
     throw new HttpProblem(415, 'unsupported_media_type', 'Send the body as JSON with "Content-Type: application/json".')
   }
-  const text = await c.req.text()
   try {
-    return JSON.parse(text)
+    // The body object is level 1, so metadata may reach level MAX_METADATA_DEPTH + 1.
+    return parseJson(text, MAX_METADATA_DEPTH + 1)
   } catch (err) {
+    if (err instanceof TooDeep) {
+      const field = `body.${err.path.slice(0, 1).join('.')}`
+      const message = field === 'body.metadata' ? `must be at most ${MAX_METADATA_DEPTH} levels deep` : 'is nested too deeply'
+      throw new HttpProblem(400, 'validation_failed', `The request is not valid: ${field} ${message}.`, { errors: [{ path: field, message }] })
+    }
     throw new HttpProblem(400, 'malformed_json', `The body is not valid JSON: ${(err as Error).message}.`)
   }
 }
 
-const limitBody = bodyLimit({
-  maxSize: s.MAX_BODY_BYTES,
-  onError: () => {
-    throw new HttpProblem(413, 'body_too_large', `The body is larger than ${s.MAX_BODY_BYTES} bytes.`)
-  },
-})
+/** The methods each path has, for 405 answers (RFC 9110 §15.5.6: with Allow). */
+const ALLOWED: Record<string, string[]> = {
+  '/healthz': ['GET'],
+  '/readyz': ['GET'],
+  '/calls': ['GET', 'POST'],
+  '/calls/:id': ['GET', 'PATCH'],
+  '/metrics': ['GET'],
+  '/callbacks/call-status': ['POST'],
+}
 
 /** What a 503 asks clients to wait before trying again while the database is away. */
 const RETRY_AFTER_SECONDS = 2
@@ -71,7 +81,7 @@ export function createApp(deps: AppDeps): Hono {
     return ok ? c.json({ status: 'ready' }) : problemResponse(c, new HttpProblem(503, 'not_ready', detail))
   })
 
-  if (deps.callbacks) app.post('/callbacks/call-status', limitBody, deps.callbacks)
+  if (deps.callbacks) app.post('/callbacks/call-status', deps.callbacks)
 
   const authenticate = async (c: Context, next: () => Promise<void>) => {
     if (deps.apiTokens.length > 0 && !matchesSecret(bearerToken(c.req.header('authorization')), deps.apiTokens)) {
@@ -85,10 +95,10 @@ export function createApp(deps: AppDeps): Hono {
   app.use('/calls/*', authenticate)
   app.use('/metrics', authenticate)
 
-  app.post('/calls', limitBody, async (c) => {
+  app.post('/calls', async (c) => {
     const key = c.req.header('idempotency-key')
     const idempotencyKey = key === undefined ? undefined : s.parse(s.IdempotencyKey, key, 'header.Idempotency-Key')
-    const body = s.parse(s.CreateCallBody, await readJson(c), 'body')
+    const body = s.parseBody(s.CreateCallBody, await readJson(c))
     const { call, replayed } = await deps.calls.create(body, idempotencyKey)
     c.header('Location', `/calls/${call.id}`)
     if (replayed) c.header('Idempotent-Replayed', 'true')
@@ -96,7 +106,7 @@ export function createApp(deps: AppDeps): Hono {
   })
 
   app.get('/calls', async (c) => {
-    const q = s.parse(s.ListQuery, c.req.query(), 'query')
+    const q = s.parse(s.ListQuery, s.singleQuery(c.req.queries()), 'query')
     const after = q.cursor === undefined ? undefined : s.decodeCursor(q.cursor)
     const rows = await deps.calls.list({ status: q.status, limit: q.limit + 1, after })
     const page = rows.slice(0, q.limit)
@@ -109,14 +119,14 @@ export function createApp(deps: AppDeps): Hono {
     return c.json(toResource(await deps.calls.get(id)))
   })
 
-  app.patch('/calls/:id', limitBody, async (c) => {
+  app.patch('/calls/:id', async (c) => {
     const id = s.parse(s.CallId, c.req.param('id'), 'path.id')
-    const body = s.parse(s.UpdateCallBody, await readJson(c), 'body')
+    const body = s.parseBody(s.UpdateCallBody, await readJson(c))
     return c.json(toResource(await deps.calls.update(id, body)))
   })
 
   app.get('/metrics', async (c) => {
-    const format = c.req.query('format')
+    const format = s.singleQuery(c.req.queries()).format
     if (format !== undefined && format !== 'json' && format !== 'prometheus') {
       throw new HttpProblem(400, 'validation_failed', 'query.format must be "json" or "prometheus".')
     }
@@ -137,6 +147,19 @@ export function createApp(deps: AppDeps): Hono {
     ]
     return c.body(lines.join('\n') + '\n', 200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' })
   })
+
+  // Registered last, so they only see methods no route above answered.
+  for (const [path, methods] of Object.entries(ALLOWED)) {
+    if (path === '/callbacks/call-status' && !deps.callbacks) continue
+    const allow = methods.join(', ')
+    app.all(path, (c) => {
+      if (c.req.method === 'OPTIONS') return c.body(null, 204, { Allow: allow })
+      return problemResponse(
+        c,
+        new HttpProblem(405, 'method_not_allowed', `${c.req.method} is not allowed on ${c.req.path}; use ${allow}.`, {}, { Allow: allow }),
+      )
+    })
+  }
 
   return app
 }

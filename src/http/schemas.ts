@@ -1,33 +1,55 @@
 import * as v from 'valibot'
 import { CALL_STATUSES, MAX_WAIT_SECONDS } from '../calls/model.ts'
+import { isJsonObject, metadataProblems, textFault } from './input.ts'
 import { HttpProblem } from './problem.ts'
 
 // Every shape the API accepts, in one place. Objects are strict: an unknown field is an error,
 // not something silently dropped, so a client's typo never goes unnoticed.
 
-export const MAX_METADATA_BYTES = 16 * 1024
-export const MAX_BODY_BYTES = 64 * 1024
+export { MAX_METADATA_BYTES, MAX_METADATA_DEPTH, MAX_METADATA_ENTRIES } from './input.ts'
+
+/** A string Postgres stores exactly as given: no NUL, no unpaired surrogate. */
+const storable = v.rawCheck<string>(({ dataset, addIssue }) => {
+  const fault = dataset.typed ? textFault(dataset.value) : undefined
+  if (fault) addIssue({ message: `must not contain ${fault}` })
+})
 
 const e164 = v.pipe(
   v.string('must be a string'),
   v.regex(/^\+[1-9]\d{6,14}$/, 'must be an E.164 phone number: "+", country code and number, 7 to 15 digits, e.g. +966501234567'),
 )
 
+// Characters are counted as Postgres's length() counts them: code points, not UTF-16 units.
 const scriptId = v.pipe(
   v.string('must be a string'),
-  v.minLength(1, 'must not be empty'),
-  v.maxLength(200, 'must be at most 200 characters'),
-  v.regex(/^\S(.*\S)?$/, 'must not start or end with white space'),
+  v.check((s) => s !== '', 'must not be empty'),
+  v.check((s) => [...s].length <= 200, 'must be at most 200 characters'),
+  v.check((s) => s === '' || /^\S(.*\S)?$/su.test(s), 'must not start or end with white space'),
+  storable,
 )
 
+/**
+ * Kept as the very object the client sent (see parseJson), never rebuilt: rebuilding an object
+ * key by key drops "__proto__". Its bounds and contents are checked in one walk.
+ */
 const metadata = v.pipe(
-  // v.record accepts an array (and would turn [1] into {"0": 1}): refuse it first.
-  v.custom<unknown>((value) => !Array.isArray(value), 'must be a JSON object'),
-  v.record(v.string(), v.unknown(), 'must be a JSON object'),
-  v.check(
-    (value) => Buffer.byteLength(JSON.stringify(value)) <= MAX_METADATA_BYTES,
-    `must be at most ${MAX_METADATA_BYTES} bytes as JSON`,
-  ),
+  v.unknown(),
+  v.rawCheck(({ dataset, addIssue }) => {
+    for (const problem of metadataProblems(dataset.value)) {
+      addIssue({
+        message: problem.message,
+        ...(problem.path.length
+          ? {
+              path: problem.path.map((key) => ({ type: 'unknown', origin: 'value', input: dataset.value, key, value: undefined })) as [
+                v.IssuePathItem,
+                ...v.IssuePathItem[],
+              ],
+            }
+          : {}),
+      })
+    }
+  }),
+  v.transform((value) => value as Record<string, unknown>),
 )
 
 /**
@@ -74,7 +96,11 @@ export const CallId = v.pipe(v.string(), v.uuid('must be a UUID'))
 export const ListQuery = v.strictObject({
   status: v.optional(v.picklist(CALL_STATUSES, `must be one of ${CALL_STATUSES.join(', ')}`)),
   limit: v.optional(
-    v.pipe(v.string(), v.regex(/^\d+$/, 'must be a whole number'), v.transform(Number), v.minValue(1, 'must be at least 1'), v.maxValue(100, 'must be at most 100')),
+    v.pipe(
+      v.string(),
+      v.check((s) => /^\d{1,3}$/.test(s) && Number(s) >= 1 && Number(s) <= 100, 'must be a whole number from 1 to 100'),
+      v.transform(Number),
+    ),
     '20',
   ),
   cursor: v.optional(v.string()),
@@ -91,16 +117,38 @@ export const IdempotencyKey = v.pipe(
 export function parse<S extends v.GenericSchema>(schema: S, input: unknown, where: string): v.InferOutput<S> {
   const result = v.safeParse(schema, input)
   if (result.success) return result.output
-  const errors = result.issues.map((issue) => {
-    const path = v.getDotPath(issue)
-    const unknownKey = issue.kind === 'schema' && issue.type === 'strict_object' && path
-    return {
-      path: path ? `${where}.${path}` : where,
-      message: unknownKey ? 'is not a known field' : issue.message,
-    }
-  })
+  throw invalid(
+    result.issues.map((issue) => {
+      const path = v.getDotPath(issue)
+      let message = issue.message
+      // valibot words a missing key and an unknown key alike ("Invalid key: …"); say which.
+      if (issue.kind === 'schema' && issue.type === 'strict_object' && path) {
+        message = issue.expected === 'never' ? 'is not a known field' : 'is required'
+      }
+      return { path: path ? `${where}.${path}` : where, message }
+    }),
+  )
+}
+
+/** A request body: a JSON object first of all, then whatever `schema` says. */
+export function parseBody<S extends v.GenericSchema>(schema: S, input: unknown): v.InferOutput<S> {
+  if (!isJsonObject(input)) throw invalid([{ path: 'body', message: 'must be a JSON object' }])
+  return parse(schema, input, 'body')
+}
+
+/**
+ * The query string as one value per name. A name given twice (limit=1&limit=2) is refused
+ * rather than half-read.
+ */
+export function singleQuery(queries: Record<string, string[]>): Record<string, string> {
+  const repeated = Object.entries(queries).filter(([, values]) => values.length > 1)
+  if (repeated.length) throw invalid(repeated.map(([name]) => ({ path: `query.${name}`, message: 'is given more than once' })))
+  return Object.fromEntries(Object.entries(queries).map(([name, values]) => [name, values[0]!]))
+}
+
+function invalid(errors: Array<{ path: string; message: string }>): HttpProblem {
   const summary = errors.map((e) => `${e.path} ${e.message}`).join('; ')
-  throw new HttpProblem(400, 'validation_failed', `The request is not valid: ${summary}.`, { errors })
+  return new HttpProblem(400, 'validation_failed', `The request is not valid: ${summary}.`, { errors })
 }
 
 /** Cursors are opaque to clients: the id of the last call of a page, base64url-encoded. */
