@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { parseEnv } from 'node:util'
-import { ConfigError, configVariables, loadConfig } from './config.ts'
+import { checkModeConfig, ConfigError, configVariables, loadConfig } from './config.ts'
 import { createLogger } from './log.ts'
 import { startOrchestrator, type Mode } from './runtime.ts'
 
@@ -50,6 +50,7 @@ async function main(argv: string[]): Promise<number> {
   let config
   try {
     config = loadConfig(environment())
+    checkModeConfig(mode as Mode, config)
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err
     process.stderr.write(`bin/orchestrator: ${err.message}\nSee bin/orchestrator --help for every variable (${configVariables.length} in all).\n`)

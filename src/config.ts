@@ -247,5 +247,26 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   }
 }
 
+export type Mode = 'api' | 'worker' | 'all' | 'migrate' | 'simulator'
+
+/**
+ * What a mode needs beyond each variable's own rules; throws ConfigError naming the variable,
+ * so a process that cannot do its job stops at start-up with exit code 78, not later.
+ */
+export function checkModeConfig(mode: Mode, config: Config): void {
+  const dials = mode === 'worker' || (mode === 'all' && config.provider.baseUrl)
+  if (mode === 'worker' && !config.provider.baseUrl) {
+    throw new ConfigError('PROVIDER_BASE_URL: worker mode dials the provider; set it (only "all" mode falls back to the built-in simulator)')
+  }
+  if (dials && config.webhook.secrets.length === 0 && !config.webhook.apiKey) {
+    throw new ConfigError(
+      'WEBHOOK_SECRET: the webhook URLs a worker hands the provider carry a token made with WEBHOOK_SECRET (or WEBHOOK_API_KEY); set the same one as the API',
+    )
+  }
+  if (mode === 'simulator' && config.webhook.secrets.length === 0) {
+    throw new ConfigError('WEBHOOK_SECRET: the simulator signs its callbacks; set it (whsec_…), the same as the orchestrator')
+  }
+}
+
 /** The variable names, for `--help` and for the test that keeps `.env.example` complete. */
 export const configVariables = Object.keys(EnvSchema.entries)

@@ -3,7 +3,7 @@ import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createCallbackRoute } from './callbacks/route.ts'
 import { createCallService } from './calls/service.ts'
-import type { Config } from './config.ts'
+import type { Config, Mode } from './config.ts'
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.ts'
 import { isMigrated, migrate, readMigrations } from './db/migrate.ts'
 import { connect, isDatabaseUnavailable, type Sql } from './db/sql.ts'
@@ -19,7 +19,7 @@ import { ProviderSimulator } from './simulator/simulator.ts'
 
 // Builds the parts a mode asks for, starts them in order, and stops them in reverse.
 
-export type Mode = 'api' | 'worker' | 'all' | 'migrate' | 'simulator'
+export type { Mode } from './config.ts'
 
 export interface Running {
   apiPort?: number | undefined
@@ -44,6 +44,13 @@ export function simulatorFromConfig(config: Config, secret: string, log: Logger)
     },
     log.child({ part: 'simulator' }),
   )
+}
+
+/** The secret callback URL tokens are made with: the first webhook secret, or else the API key. */
+function callbackSecret(webhook: Config['webhook']): string {
+  const secret = webhook.secrets[0] ?? webhook.apiKey
+  if (!secret) throw new Error('callback URLs need WEBHOOK_SECRET or WEBHOOK_API_KEY') // checkModeConfig refuses this first
+  return secret
 }
 
 /**
@@ -182,6 +189,7 @@ export async function startOrchestrator(
           apiKey: config.provider.apiKey,
           timeoutMs: config.provider.timeoutMs,
           publicBaseUrl: config.publicBaseUrl,
+          callbackSecret: callbackSecret(webhook),
         }),
         options: { ...config.dispatch, leaseMs: config.provider.timeoutMs + LEASE_MARGIN_MS },
         log,

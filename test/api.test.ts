@@ -312,6 +312,7 @@ t.test('GET /metrics', async (t) => {
     calls: { PENDING: 0, IN_PROGRESS: 0, COMPLETED: 0, FAILED: 0, EXPIRED: 0 },
     inFlight: 0,
     maxConcurrentCalls: 12,
+    callbacksRefused: {},
   })
 
   const wanted: Record<CallStatus, number> = { PENDING: 3, IN_PROGRESS: 2, COMPLETED: 1, FAILED: 1, EXPIRED: 0 }
@@ -323,7 +324,7 @@ t.test('GET /metrics', async (t) => {
     }
   }
   const json = await h.call('GET', '/metrics')
-  t.strictSame(json.body, { calls: wanted, inFlight: 2, maxConcurrentCalls: 12 })
+  t.strictSame(json.body, { calls: wanted, inFlight: 2, maxConcurrentCalls: 12, callbacksRefused: {} })
   t.strictSame((await h.call('GET', '/metrics?format=json', undefined, { accept: 'text/plain' })).body, json.body)
   t.strictSame((await h.call('GET', '/metrics', undefined, { accept: 'application/json, text/plain' })).body, json.body)
 

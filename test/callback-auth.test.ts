@@ -3,6 +3,7 @@ import { Webhook } from 'standardwebhooks'
 import type { Harness } from './support/harness.ts'
 import { createHarness, WEBHOOK_SECRET } from './support/harness.ts'
 import {
+  callbackPath,
   callRow,
   deliver,
   inFlightCall,
@@ -17,8 +18,9 @@ import {
 } from './support/callbacks.ts'
 
 // Who may report a call's outcome: Standard Webhooks signatures (made here by the reference
-// `standardwebhooks` package), rotated secrets, or the static API key. Every refusal is a 401
-// problem, changes neither the call nor its pg-boss job, and is kept in the callbacks table.
+// `standardwebhooks` package), rotated secrets, or the static API key, at a webhook URL we issued
+// (its token binds it to one call and dial). Every refusal is a 401 problem that changes neither
+// the call nor its pg-boss job and writes nothing at all: it is only counted (/metrics).
 
 const OTHER_SECRET = 'whsec_' + Buffer.from('a different secret of 32 bytes!!').toString('base64')
 const NEW_SECRET = 'whsec_' + Buffer.from('the rotated-in secret, 32 bytes.').toString('base64')
@@ -31,10 +33,11 @@ async function dialedCall(h: Harness, workerId: number) {
   return { call, providerCallId, body }
 }
 
-/** Asserts a 401 problem that changed nothing and was kept as one 'rejected' callbacks row. */
+/** Asserts a 401 problem that changed nothing, wrote nothing, and was counted under its code. */
 async function assertRefused(t: Test, h: Harness, callId: string, send: () => Promise<Delivery>, code?: string) {
   const before = await snapshot(h, callId)
-  const counts = await verdicts(h)
+  const [rows] = await h.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM callbacks`
+  const counted = (await h.call('GET', '/metrics')).body.callbacksRefused as Record<string, number>
   const res = await send()
   t.equal(res.status, 401, 'answered 401')
   t.match(res.contentType, /^application\/problem\+json/, 'as problem+json')
@@ -42,11 +45,10 @@ async function assertRefused(t: Test, h: Harness, callId: string, send: () => Pr
   if (code) t.equal(res.body.code, code)
   t.same(await snapshot(h, callId), before, 'call row and job state unchanged')
   t.equal((await callRow(h, callId)).status, 'IN_PROGRESS')
-  const after = await verdicts(h)
-  t.equal(after.rejected ?? 0, (counts.rejected ?? 0) + 1, "one more 'rejected' callbacks row")
-  for (const verdict of ['applied', 'duplicate', 'already_final', 'unknown_call']) {
-    t.equal(after[verdict] ?? 0, counts[verdict] ?? 0, `no new '${verdict}' row`)
-  }
+  const [after] = await h.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM callbacks`
+  t.equal(after!.n, rows!.n, 'nothing written to the callbacks table')
+  const now = (await h.call('GET', '/metrics')).body.callbacksRefused as Record<string, number>
+  t.equal(now[res.body.code] ?? 0, (counted[res.body.code] ?? 0) + 1, `counted as ${res.body.code}`)
 }
 
 t.test('Standard Webhooks signatures (one secret)', async (t) => {
@@ -55,7 +57,7 @@ t.test('Standard Webhooks signatures (one secret)', async (t) => {
 
   t.test('a valid signature is accepted and completes the call', async (t) => {
     const { call, body } = await dialedCall(h, worker)
-    const res = await deliver(h, body, signHeaders(body), call.id)
+    const res = await deliver(h, body, signHeaders(body), callbackPath(call.id))
     t.equal(res.status, 200)
     t.equal(res.body.verdict, 'applied')
     t.equal(res.body.callId, call.id)
@@ -69,29 +71,29 @@ t.test('Standard Webhooks signatures (one secret)', async (t) => {
     const headers = signHeaders(body)
     const tampered = body.replace('"COMPLETED"', '"FAILED"')
     t.not(tampered, body)
-    await assertRefused(t, h, call.id, () => deliver(h, tampered, headers, call.id), 'invalid_signature')
+    await assertRefused(t, h, call.id, () => deliver(h, tampered, headers, callbackPath(call.id)), 'invalid_signature')
   })
 
   t.test('a body signed with another secret is refused', async (t) => {
     const { call, body } = await dialedCall(h, worker)
-    await assertRefused(t, h, call.id, () => deliver(h, body, signHeaders(body, { secret: OTHER_SECRET }), call.id), 'invalid_signature')
+    await assertRefused(t, h, call.id, () => deliver(h, body, signHeaders(body, { secret: OTHER_SECRET }), callbackPath(call.id)), 'invalid_signature')
   })
 
   t.test('a timestamp more than 5 minutes old is refused', async (t) => {
     const { call, body } = await dialedCall(h, worker)
     const at = new Date(Date.now() - 6 * 60_000)
-    await assertRefused(t, h, call.id, () => deliver(h, body, signHeaders(body, { at }), call.id), 'invalid_signature')
+    await assertRefused(t, h, call.id, () => deliver(h, body, signHeaders(body, { at }), callbackPath(call.id)), 'invalid_signature')
   })
 
   t.test('a timestamp more than 5 minutes ahead is refused', async (t) => {
     const { call, body } = await dialedCall(h, worker)
     const at = new Date(Date.now() + 6 * 60_000)
-    await assertRefused(t, h, call.id, () => deliver(h, body, signHeaders(body, { at }), call.id), 'invalid_signature')
+    await assertRefused(t, h, call.id, () => deliver(h, body, signHeaders(body, { at }), callbackPath(call.id)), 'invalid_signature')
   })
 
   t.test('a timestamp a little off (within tolerance) is accepted', async (t) => {
     const { call, body } = await dialedCall(h, worker)
-    const res = await deliver(h, body, signHeaders(body, { at: new Date(Date.now() - 4 * 60_000) }), call.id)
+    const res = await deliver(h, body, signHeaders(body, { at: new Date(Date.now() - 4 * 60_000) }), callbackPath(call.id))
     t.equal(res.status, 200)
     t.equal((await callRow(h, call.id)).status, 'COMPLETED')
   })
@@ -101,13 +103,13 @@ t.test('Standard Webhooks signatures (one secret)', async (t) => {
       const { call, body } = await dialedCall(h, worker)
       const headers = signHeaders(body)
       delete headers[header]
-      await assertRefused(t, h, call.id, () => deliver(h, body, headers, call.id), 'invalid_signature')
+      await assertRefused(t, h, call.id, () => deliver(h, body, headers, callbackPath(call.id)), 'invalid_signature')
     })
   }
 
   t.test('no authentication at all is refused', async (t) => {
     const { call, body } = await dialedCall(h, worker)
-    await assertRefused(t, h, call.id, () => deliver(h, body, { 'content-type': 'application/json' }, call.id))
+    await assertRefused(t, h, call.id, () => deliver(h, body, { 'content-type': 'application/json' }, callbackPath(call.id)))
   })
 
   t.test('garbage signatures are refused', async (t) => {
@@ -123,7 +125,7 @@ t.test('Standard Webhooks signatures (one secret)', async (t) => {
     ]
     for (const signature of garbage) {
       t.test(JSON.stringify(signature), async (t) => {
-        await assertRefused(t, h, call.id, () => deliver(h, body, { ...signHeaders(body), 'webhook-signature': signature }, call.id), 'invalid_signature')
+        await assertRefused(t, h, call.id, () => deliver(h, body, { ...signHeaders(body), 'webhook-signature': signature }, callbackPath(call.id)), 'invalid_signature')
       })
     }
   })
@@ -132,14 +134,14 @@ t.test('Standard Webhooks signatures (one secret)', async (t) => {
     const { call, body } = await dialedCall(h, worker)
     const headers = signHeaders(body)
     headers['webhook-timestamp'] = new Date().toISOString()
-    await assertRefused(t, h, call.id, () => deliver(h, body, headers, call.id), 'invalid_signature')
+    await assertRefused(t, h, call.id, () => deliver(h, body, headers, callbackPath(call.id)), 'invalid_signature')
   })
 
   t.test('a signature made for another webhook-id is refused', async (t) => {
     const { call, body } = await dialedCall(h, worker)
     const headers = signHeaders(body, { id: 'msg_original' })
     headers['webhook-id'] = 'msg_replayed'
-    await assertRefused(t, h, call.id, () => deliver(h, body, headers, call.id), 'invalid_signature')
+    await assertRefused(t, h, call.id, () => deliver(h, body, headers, callbackPath(call.id)), 'invalid_signature')
   })
 
   t.test('a signature header with several entries, one of them valid, is accepted', async (t) => {
@@ -148,7 +150,7 @@ t.test('Standard Webhooks signatures (one secret)', async (t) => {
     const at = new Date(Number(headers['webhook-timestamp']) * 1000)
     const wrong = new Webhook(OTHER_SECRET).sign('msg_multi', at, body)
     headers['webhook-signature'] = `v2,abc ${wrong} ${headers['webhook-signature']} v1,${Buffer.alloc(32).toString('base64')}`
-    const res = await deliver(h, body, headers, call.id)
+    const res = await deliver(h, body, headers, callbackPath(call.id))
     t.equal(res.status, 200)
     t.equal(res.body.verdict, 'applied')
     t.equal((await callRow(h, call.id)).status, 'COMPLETED')
@@ -158,18 +160,51 @@ t.test('Standard Webhooks signatures (one secret)', async (t) => {
     // No API key is configured in this harness: a key must not stand in for the signature.
     const { call, body } = await dialedCall(h, worker)
     await assertRefused(t, h, call.id, () =>
-      deliver(h, body, { 'content-type': 'application/json', authorization: 'Bearer whatever' }, call.id),
+      deliver(h, body, { 'content-type': 'application/json', authorization: 'Bearer whatever' }, callbackPath(call.id)),
     )
   })
 
-  t.test('every refused callback was kept with its reason', async (t) => {
-    const rows = await h.sql<{ verdict: string; reason: string | null; body: string | null }[]>`
-      SELECT verdict, reason, body FROM callbacks WHERE verdict = 'rejected'`
-    t.ok(rows.length >= 15, `${rows.length} rejected rows`)
-    for (const row of rows) {
-      t.ok(row.reason, 'has a reason')
-      t.ok(row.body, 'has the raw body')
+  t.test('no refused callback left a row; each was counted, also in Prometheus form', async (t) => {
+    const [rows] = await h.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM callbacks WHERE verdict = 'rejected'`
+    t.equal(rows!.n, 0)
+    const text = (await h.call('GET', '/metrics?format=prometheus')).body as string
+    t.match(text, /orchestrator_callbacks_refused_total\{reason="invalid_signature"\} \d+/)
+  })
+})
+
+t.test('the webhook URL binds a callback to its call and dial', async (t) => {
+  const h = await createHarness(t)
+  const worker = await registerWorker(h)
+
+  t.test("a captured callback re-sent to another call's URL is refused: its token is the first call's", async (t) => {
+    const c = await dialedCall(h, worker)
+    const d = await dialedCall(h, worker)
+    const body = JSON.stringify({ callId: d.providerCallId, status: 'FAILED' })
+    const cPath = callbackPath(c.call.id)
+    const replayed = cPath.replace(c.call.id, d.call.id)
+    await assertRefused(t, h, d.call.id, () => deliver(h, body, signHeaders(body), replayed), 'invalid_callback_url')
+    const otherDial = callbackPath(d.call.id, 1).replace('dial=1', 'dial=2')
+    await assertRefused(t, h, d.call.id, () => deliver(h, body, signHeaders(body), otherDial), 'invalid_callback_url')
+  })
+
+  t.test('a URL without its token, or with a made-up one, is refused', async (t) => {
+    const { call, body } = await dialedCall(h, worker)
+    const paths = [
+      `/callbacks/call-status?callId=${call.id}&dial=1`,
+      `/callbacks/call-status?callId=${call.id}&dial=1&token=${'A'.repeat(43)}`,
+      `/callbacks/call-status?callId=${call.id}&dial=1&token=short`,
+      `/callbacks/call-status?dial=1&token=${callbackPath(call.id).split('token=')[1]}`,
+      `${callbackPath(call.id)}&dial=1`,
+      '/callbacks/call-status',
+    ]
+    for (const path of paths) {
+      await assertRefused(t, h, call.id, () => deliver(h, body, signHeaders(body), path), 'invalid_callback_url')
     }
+  })
+
+  t.test("a token made with another secret is refused", async (t) => {
+    const { call, body } = await dialedCall(h, worker)
+    await assertRefused(t, h, call.id, () => deliver(h, body, signHeaders(body), callbackPath(call.id, 1, OTHER_SECRET)), 'invalid_callback_url')
   })
 })
 
@@ -180,7 +215,7 @@ t.test('rotated secrets: signatures made with either secret are accepted', async
   for (const [name, secret] of [['new', NEW_SECRET], ['old', WEBHOOK_SECRET]] as const) {
     t.test(`signed with the ${name} secret`, async (t) => {
       const { call, body } = await dialedCall(h, worker)
-      const res = await deliver(h, body, signHeaders(body, { secret }), call.id)
+      const res = await deliver(h, body, signHeaders(body, { secret }), callbackPath(call.id))
       t.equal(res.status, 200)
       t.equal(res.body.verdict, 'applied')
       t.equal((await callRow(h, call.id)).status, 'COMPLETED')
@@ -189,7 +224,7 @@ t.test('rotated secrets: signatures made with either secret are accepted', async
 
   t.test('a secret that is neither is refused', async (t) => {
     const { call, body } = await dialedCall(h, worker)
-    await assertRefused(t, h, call.id, () => deliver(h, body, signHeaders(body, { secret: OTHER_SECRET }), call.id), 'invalid_signature')
+    await assertRefused(t, h, call.id, () => deliver(h, body, signHeaders(body, { secret: OTHER_SECRET }), callbackPath(call.id)), 'invalid_signature')
   })
 })
 
@@ -200,7 +235,7 @@ t.test('the API-key alternative', async (t) => {
 
   t.test('Authorization: Bearer <key> is accepted', async (t) => {
     const { call, body } = await dialedCall(h, worker)
-    const res = await deliver(h, body, { ...json, authorization: 'Bearer k' }, call.id)
+    const res = await deliver(h, body, { ...json, authorization: 'Bearer k' }, callbackPath(call.id, 1, 'k'))
     t.equal(res.status, 200)
     t.equal(res.body.verdict, 'applied')
     t.equal((await callRow(h, call.id)).status, 'COMPLETED')
@@ -208,7 +243,7 @@ t.test('the API-key alternative', async (t) => {
 
   t.test('X-Api-Key: <key> is accepted', async (t) => {
     const { call, body } = await dialedCall(h, worker)
-    const res = await deliver(h, body, { ...json, 'x-api-key': 'k' }, call.id)
+    const res = await deliver(h, body, { ...json, 'x-api-key': 'k' }, callbackPath(call.id, 1, 'k'))
     t.equal(res.status, 200)
     t.equal((await callRow(h, call.id)).status, 'COMPLETED')
   })
@@ -218,14 +253,14 @@ t.test('the API-key alternative', async (t) => {
     const wrong: Record<string, string>[] = [{ authorization: 'Bearer kk' }, { 'x-api-key': 'K' }, { authorization: 'k' }, { 'x-api-key': '' }, {}]
     for (const headers of wrong) {
       t.test(JSON.stringify(headers), async (t) => {
-        await assertRefused(t, h, call.id, () => deliver(h, body, { ...json, ...headers }, call.id), 'invalid_api_key')
+        await assertRefused(t, h, call.id, () => deliver(h, body, { ...json, ...headers }, callbackPath(call.id, 1, 'k')), 'invalid_api_key')
       })
     }
   })
 
   t.test('a Standard Webhooks signature does not replace the key when no secret is configured', async (t) => {
     const { call, body } = await dialedCall(h, worker)
-    await assertRefused(t, h, call.id, () => deliver(h, body, signHeaders(body), call.id), 'invalid_api_key')
+    await assertRefused(t, h, call.id, () => deliver(h, body, signHeaders(body), callbackPath(call.id, 1, 'k')), 'invalid_api_key')
   })
 })
 
@@ -233,7 +268,7 @@ t.test('neither a secret nor an API key configured: every callback is refused', 
   const h = await createHarness(t, { webhookSecrets: [] })
   const worker = await registerWorker(h)
   const { call, body } = await dialedCall(h, worker)
-  await assertRefused(t, h, call.id, () => deliver(h, body, signHeaders(body), call.id), 'callbacks_not_configured')
-  await assertRefused(t, h, call.id, () => deliver(h, body, { 'content-type': 'application/json', authorization: 'Bearer k' }, call.id), 'callbacks_not_configured')
-  await assertRefused(t, h, call.id, () => sendSigned(h, body, { query: call.id }), 'callbacks_not_configured')
+  await assertRefused(t, h, call.id, () => deliver(h, body, signHeaders(body), callbackPath(call.id)), 'callbacks_not_configured')
+  await assertRefused(t, h, call.id, () => deliver(h, body, { 'content-type': 'application/json', authorization: 'Bearer k' }, callbackPath(call.id)), 'callbacks_not_configured')
+  await assertRefused(t, h, call.id, () => sendSigned(h, call.id, body), 'callbacks_not_configured')
 })

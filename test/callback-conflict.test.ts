@@ -11,7 +11,7 @@ t.test('a provider callId owned by another call: 409, nothing changes, kept as r
   await inFlightCall(h, w, '+15553000001', 'prov-A')
   const b = await inFlightCall(h, w, '+15553000002', null)
   const before = await snapshot(h, b.id)
-  const res = await sendSigned(h, { callId: 'prov-A', status: 'COMPLETED' }, { query: b.id })
+  const res = await sendSigned(h, b.id, { callId: 'prov-A', status: 'COMPLETED' })
   t.equal(res.status, 409)
   t.equal(res.body.code, 'provider_call_id_conflict')
   t.same(await snapshot(h, b.id), before, 'call B and its job are untouched')

@@ -4,6 +4,7 @@ import { recordDialResult } from '../src/dispatch/record.ts'
 import type { Harness } from './support/harness.ts'
 import { createHarness } from './support/harness.ts'
 import {
+  callbackPath,
   callRow,
   createCall,
   deliver,
@@ -40,7 +41,7 @@ t.test('final statuses', async (t) => {
     t.equal(await jobState(h, call.job_id), 'active', 'job active while in flight')
     const inFlightBefore = await inFlightCount(h)
     const completedAt = '2025-03-04T05:06:07.891Z'
-    const res = await sendSigned(h, { callId: pid, status: 'COMPLETED', durationSec: 93, completedAt }, { query: call.id })
+    const res = await sendSigned(h, call.id, { callId: pid, status: 'COMPLETED', durationSec: 93, completedAt })
     t.equal(res.status, 200)
     t.same(res.body, { verdict: 'applied', callId: call.id, status: 'COMPLETED' })
 
@@ -69,7 +70,7 @@ t.test('final statuses', async (t) => {
     const pid = providerId()
     const call = await inFlightCall(h, worker, newPhone(), pid)
     const before = Date.now()
-    const res = await sendSigned(h, { callId: pid, status: 'COMPLETED' }, { query: call.id })
+    const res = await sendSigned(h, call.id, { callId: pid, status: 'COMPLETED' })
     t.equal(res.status, 200)
     const row = await callRow(h, call.id)
     t.equal(row.status, 'COMPLETED')
@@ -82,7 +83,7 @@ t.test('final statuses', async (t) => {
       const pid = providerId()
       const call = await inFlightCall(h, worker, newPhone(), pid)
       const inFlightBefore = await inFlightCount(h)
-      const res = await sendSigned(h, { callId: pid, status, durationSec: 0, completedAt: new Date().toISOString() }, { query: call.id })
+      const res = await sendSigned(h, call.id, { callId: pid, status, durationSec: 0, completedAt: new Date().toISOString() })
       t.equal(res.status, 200)
       t.same(res.body, { verdict: 'applied', callId: call.id, status: 'FAILED' })
       const row = await callRow(h, call.id)
@@ -104,12 +105,12 @@ t.test('idempotency per webhook-id', async (t) => {
     const pid = providerId()
     const call = await inFlightCall(h, worker, newPhone(), pid)
     const body = JSON.stringify({ callId: pid, status: 'COMPLETED', durationSec: 10, completedAt: '2025-01-01T00:00:10Z' })
-    const first = await deliver(h, body, signHeaders(body, { id: 'msg_twice' }), call.id)
+    const first = await deliver(h, body, signHeaders(body, { id: 'msg_twice' }), callbackPath(call.id))
     t.equal(first.status, 200)
     t.equal(first.body.verdict, 'applied')
     const afterFirst = await snapshot(h, call.id)
     // A redelivery is signed afresh (new timestamp), with the same id.
-    const second = await deliver(h, body, signHeaders(body, { id: 'msg_twice', at: new Date(Date.now() + 1000) }), call.id)
+    const second = await deliver(h, body, signHeaders(body, { id: 'msg_twice', at: new Date(Date.now() + 1000) }), callbackPath(call.id))
     t.equal(second.status, 200)
     t.equal(second.body.verdict, 'duplicate')
     t.equal(second.body.callId, call.id)
@@ -123,9 +124,9 @@ t.test('idempotency per webhook-id', async (t) => {
   t.test('a redelivery with a different status is still a duplicate', async (t) => {
     const pid = providerId()
     const call = await inFlightCall(h, worker, newPhone(), pid)
-    await sendSigned(h, { callId: pid, status: 'BUSY' }, { query: call.id, id: 'msg_changed' })
+    await sendSigned(h, call.id, { callId: pid, status: 'BUSY' }, { id: 'msg_changed' })
     const afterFirst = await snapshot(h, call.id)
-    const second = await sendSigned(h, { callId: pid, status: 'COMPLETED', durationSec: 5 }, { query: call.id, id: 'msg_changed' })
+    const second = await sendSigned(h, call.id, { callId: pid, status: 'COMPLETED', durationSec: 5 }, { id: 'msg_changed' })
     t.equal(second.status, 200)
     t.equal(second.body.verdict, 'duplicate')
     t.same(await snapshot(h, call.id), afterFirst)
@@ -137,10 +138,7 @@ t.test('idempotency per webhook-id', async (t) => {
     const call = await inFlightCall(h, worker, newPhone(), pid)
     const body = JSON.stringify({ callId: pid, status: 'COMPLETED', durationSec: 61 })
     const deliveries = await Promise.all(
-      Array.from({ length: 10 }, (_, i) =>
-        // Half matched by our id, half by the provider's id alone.
-        deliver(h, body, signHeaders(body, { id: 'msg_storm' }), i % 2 === 0 ? call.id : undefined),
-      ),
+      Array.from({ length: 10 }, () => deliver(h, body, signHeaders(body, { id: 'msg_storm' }), callbackPath(call.id))),
     )
     t.same(deliveries.map((d) => d.status), Array(10).fill(200), 'all answered 200')
     const answered = deliveries.map((d) => d.body.verdict).sort()
@@ -157,10 +155,10 @@ t.test('idempotency per webhook-id', async (t) => {
   t.test('a different callback for a call that already ended is already_final', async (t) => {
     const pid = providerId()
     const call = await inFlightCall(h, worker, newPhone(), pid)
-    await sendSigned(h, { callId: pid, status: 'COMPLETED', durationSec: 30, completedAt: '2025-02-02T02:02:02Z' }, { query: call.id })
+    await sendSigned(h, call.id, { callId: pid, status: 'COMPLETED', durationSec: 30, completedAt: '2025-02-02T02:02:02Z' })
     const afterFirst = await snapshot(h, call.id)
-    for (const [status, query] of [['FAILED', call.id], ['NO_ANSWER', undefined]] as const) {
-      const res = await sendSigned(h, { callId: pid, status, durationSec: 1 }, { query })
+    for (const status of ['FAILED', 'NO_ANSWER']) {
+      const res = await sendSigned(h, call.id, { callId: pid, status, durationSec: 1 })
       t.equal(res.status, 200)
       t.same(res.body, { verdict: 'already_final', callId: call.id, status: 'COMPLETED' })
     }
@@ -179,7 +177,7 @@ t.test('ordering against the dial', async (t) => {
     t.equal(before.status, 'IN_PROGRESS')
     t.equal(before.provider_call_id, null)
     const pid = providerId()
-    const res = await sendSigned(h, { callId: pid, status: 'COMPLETED', durationSec: 7, completedAt: '2025-05-05T05:05:05Z' }, { query: call.id })
+    const res = await sendSigned(h, call.id, { callId: pid, status: 'COMPLETED', durationSec: 7, completedAt: '2025-05-05T05:05:05Z' })
     t.equal(res.status, 200)
     t.equal(res.body.verdict, 'applied')
     let row = await callRow(h, call.id)
@@ -197,42 +195,21 @@ t.test('ordering against the dial', async (t) => {
     t.equal(row.ended_at?.toISOString(), '2025-05-05T05:05:05.000Z')
   })
 
-  t.test('after the 202, a callback is matched by the provider callId alone', async (t) => {
-    const pid = providerId()
-    const call = await inFlightCall(h, worker, newPhone(), pid)
-    t.equal((await callRow(h, call.id)).provider_call_id, pid)
-    const res = await sendSigned(h, { callId: pid, status: 'NO_ANSWER' })
-    t.equal(res.status, 200)
-    t.same(res.body, { verdict: 'applied', callId: call.id, status: 'FAILED' })
-    const row = await callRow(h, call.id)
-    t.equal(row.status, 'FAILED')
-    t.equal(row.provider_status, 'NO_ANSWER')
-    t.equal(await jobState(h, call.job_id), 'completed')
-  })
-
-  t.test('a callback for an unknown call is 404 and kept as unknown_call', async (t) => {
+  t.test('a callback for a call that does not exist, at a URL we issued for it, is 404 and kept as unknown_call', async (t) => {
     const counts = await verdicts(h)
     const pid = providerId()
-    // Before the 202, a callback without our id cannot be matched.
-    const undialed = await inFlightCall(h, worker, newPhone(), null)
-    const undialedBefore = await snapshot(h, undialed.id)
-    for (const query of [undefined, '00000000-0000-4000-8000-000000000000']) {
-      const res = await sendSigned(h, { callId: pid, status: 'COMPLETED' }, { query })
-      t.equal(res.status, 404)
-      t.match(res.contentType, /^application\/problem\+json/)
-      t.equal(res.body.code, 'call_not_found')
-    }
-    t.same(await snapshot(h, undialed.id), undialedBefore, 'the undialed call is untouched')
+    const missing = '00000000-0000-4000-8000-000000000000'
+    const res = await sendSigned(h, missing, { callId: pid, status: 'COMPLETED' })
+    t.equal(res.status, 404)
+    t.match(res.contentType, /^application\/problem\+json/)
+    t.equal(res.body.code, 'call_not_found')
     const after = await verdicts(h)
-    t.equal(after.unknown_call ?? 0, (counts.unknown_call ?? 0) + 2)
+    t.equal(after.unknown_call ?? 0, (counts.unknown_call ?? 0) + 1)
     t.equal(after.applied ?? 0, counts.applied ?? 0)
-    const rows = await h.sql`SELECT call_id, provider_call_id, webhook_id FROM callbacks WHERE verdict = 'unknown_call'`
-    t.equal(rows.length, 2)
-    for (const r of rows) {
-      t.equal(r.call_id, null)
-      t.equal(r.provider_call_id, pid)
-      t.ok(r.webhook_id)
-    }
+    const rows = await h.sql`SELECT call_id, dial, provider_call_id, webhook_id FROM callbacks WHERE verdict = 'unknown_call'`
+    t.equal(rows.length, 1)
+    t.same(rows[0], { call_id: null, dial: 1, provider_call_id: pid, webhook_id: rows[0]!.webhook_id })
+    t.ok(rows[0]!.webhook_id)
   })
 })
 
@@ -242,7 +219,7 @@ t.test('invalid callbacks are 400 and change nothing', async (t) => {
   const pid = providerId()
   const call = await inFlightCall(h, worker, newPhone(), pid)
   const good = { callId: pid, status: 'COMPLETED', durationSec: 3, completedAt: '2025-01-01T00:00:00Z' }
-  const cases: Array<[string, string, string | undefined]> = [
+  const cases: Array<[string, string, string]> = [
     ['malformed JSON', '{"callId": "x", "status": ', call.id],
     ['an empty body', '', call.id],
     ['a JSON array', '[]', call.id],
@@ -259,29 +236,34 @@ t.test('invalid callbacks are 400 and change nothing', async (t) => {
     ['completedAt in year 0', JSON.stringify({ ...good, completedAt: '0000-06-01T00:00:00Z' }), call.id],
     ['completedAt before year 1 in UTC', JSON.stringify({ ...good, completedAt: '0001-01-01T00:00:00+01:00' }), call.id],
     ['numeric completedAt', JSON.stringify({ ...good, completedAt: 1735689600 }), call.id],
-    ['malformed ?callId', JSON.stringify(good), 'not-a-uuid'],
+    ['a NUL in the provider callId', JSON.stringify({ ...good, callId: 'p\u0000' }), call.id],
+    ['a lone surrogate in the provider callId', JSON.stringify({ ...good, callId: 'p\ud800' }), call.id],
   ]
   for (const [name, body, query] of cases) {
     t.test(name, async (t) => {
       const before = await snapshot(h, call.id)
       const counts = await verdicts(h)
-      const res = await deliver(h, body, signHeaders(body), query)
+      const res = await deliver(h, body, signHeaders(body), callbackPath(query))
       t.equal(res.status, 400)
       t.match(res.contentType, /^application\/problem\+json/)
       t.equal(res.body.status, 400)
       t.match(res.body.code, /^(malformed_json|validation_failed)$/)
       t.same(await snapshot(h, call.id), before, 'nothing changed')
       const after = await verdicts(h)
-      t.equal(after.rejected ?? 0, (counts.rejected ?? 0) + 1, "kept as 'rejected'")
+      t.equal(after.rejected ?? 0, (counts.rejected ?? 0) + 1, "kept as 'rejected': it was authenticated, at the call's own URL")
       t.equal(after.applied ?? 0, counts.applied ?? 0)
+      const [last] = await h.sql`SELECT call_id, body, reason FROM callbacks ORDER BY id DESC LIMIT 1`
+      t.equal(last!.call_id, call.id)
+      t.equal(last!.body, null, 'without its body')
+      t.ok(last!.reason)
     })
   }
 
   t.test('a rejected body does not burn its webhook-id', async (t) => {
     const body = JSON.stringify({ ...good, status: 'RINGING' })
-    await deliver(h, body, signHeaders(body, { id: 'msg_fixed_later' }), call.id)
+    await deliver(h, body, signHeaders(body, { id: 'msg_fixed_later' }), callbackPath(call.id))
     const fixed = JSON.stringify(good)
-    const res = await deliver(h, fixed, signHeaders(fixed, { id: 'msg_fixed_later' }), call.id)
+    const res = await deliver(h, fixed, signHeaders(fixed, { id: 'msg_fixed_later' }), callbackPath(call.id))
     t.equal(res.status, 200)
     t.equal(res.body.verdict, 'applied')
     t.equal((await callRow(h, call.id)).status, 'COMPLETED')
@@ -300,7 +282,7 @@ t.test('a callback frees the phone for its next PENDING call', async (t) => {
   t.same(blocked.claimed.map((c) => c.id), [], 'the second call is blocked while the first is in flight')
   t.equal((await callRow(h, second)).status, 'PENDING')
 
-  const res = await sendSigned(h, { callId: pid, status: 'COMPLETED', durationSec: 12 }, { query: first.id })
+  const res = await sendSigned(h, first.id, { callId: pid, status: 'COMPLETED', durationSec: 12 })
   t.equal(res.body.verdict, 'applied')
 
   const freed = await claimCalls(h.sql, h.queue, POLICY, worker, 30)
@@ -314,7 +296,7 @@ t.test('a completedAt that names no real day is refused, not moved to the next m
   const h = await createHarness(t)
   const w = await registerWorker(h)
   const call = await inFlightCall(h, w, '+15553900001', 'prov-feb30')
-  const res = await sendSigned(h, { callId: 'prov-feb30', status: 'COMPLETED', completedAt: '2024-02-30T10:00:00Z' }, { query: call.id })
+  const res = await sendSigned(h, call.id, { callId: 'prov-feb30', status: 'COMPLETED', completedAt: '2024-02-30T10:00:00Z' })
   t.equal(res.status, 400)
   t.match(res.body.detail, /real date/)
   t.equal((await callRow(h, call.id)).status, 'IN_PROGRESS')

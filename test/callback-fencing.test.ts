@@ -27,11 +27,11 @@ t.test('a callback for an earlier dial is recorded as stale and ends nothing', a
   const worker = await registerWorker(h)
   const call = await onSecondDial(h, worker)
   const before = await snapshot(h, call.id)
-  const res = await sendSigned(h, { callId: 'prov-dial-1', status: 'COMPLETED' }, { query: call.id, dial: 1 })
+  const res = await sendSigned(h, call.id, { callId: 'prov-dial-1', status: 'COMPLETED' }, { dial: 1 })
   t.equal(res.status, 200, 'answered 200: the sender has nothing to retry')
   t.same(res.body, { verdict: 'stale', callId: call.id, status: 'IN_PROGRESS' })
   t.same(await snapshot(h, call.id), before, 'the current dial is untouched')
-  const current = await sendSigned(h, { callId: 'prov-dial-2', status: 'BUSY' }, { query: call.id, dial: 2 })
+  const current = await sendSigned(h, call.id, { callId: 'prov-dial-2', status: 'BUSY' }, { dial: 2 })
   t.same(current.body, { verdict: 'applied', callId: call.id, status: 'FAILED' })
   t.same(await verdictsOf(h, call.id), [['stale', 1], ['applied', 2]])
 })
@@ -43,7 +43,7 @@ t.test("a callback re-sent to another call's URL is refused: it names another ca
   const d = await inFlightCall(h, worker, newPhone(), 'prov-D')
   const beforeC = await snapshot(h, c.id)
   // D's callback, captured and replayed at C's URL with a fresh signature.
-  const res = await sendSigned(h, { callId: 'prov-D', status: 'FAILED' }, { query: c.id, dial: 1 })
+  const res = await sendSigned(h, c.id, { callId: 'prov-D', status: 'FAILED' }, { dial: 1 })
   t.equal(res.status, 409)
   t.equal(res.body.code, 'callback_not_bound')
   t.match(res.body.detail, /prov-D.*prov-C/)
@@ -57,33 +57,18 @@ t.test('a callback naming a dial the call never started is refused', async (t) =
   const worker = await registerWorker(h)
   const call = await inFlightCall(h, worker, newPhone(), null)
   const before = await snapshot(h, call.id)
-  const res = await sendSigned(h, { callId: 'prov-x', status: 'COMPLETED' }, { query: call.id, dial: 7 })
+  const res = await sendSigned(h, call.id, { callId: 'prov-x', status: 'COMPLETED' }, { dial: 7 })
   t.equal(res.status, 409)
   t.same(await snapshot(h, call.id), before)
 })
 
-t.test('before the 202, a callback must name the dial: one with only our id cannot be bound', async (t) => {
+t.test('before the 202, a callback at the dial’s URL is applied and names the provider call', async (t) => {
   const h = await createHarness(t)
   const worker = await registerWorker(h)
   const call = await inFlightCall(h, worker, newPhone(), null)
-  const before = await snapshot(h, call.id)
-  const res = await sendSigned(h, { callId: 'prov-guess', status: 'FAILED' }, { query: call.id, dial: null })
-  t.equal(res.status, 409)
-  t.same(await snapshot(h, call.id), before)
-  const bound = await sendSigned(h, { callId: 'prov-real', status: 'COMPLETED' }, { query: call.id, dial: 1 })
-  t.equal(bound.body.verdict, 'applied', 'the same callback with its dial is applied')
+  const bound = await sendSigned(h, call.id, { callId: 'prov-real', status: 'COMPLETED' }, { dial: 1 })
+  t.equal(bound.body.verdict, 'applied')
   t.equal((await callRow(h, call.id)).provider_call_id, 'prov-real')
-})
-
-t.test('a malformed dial is a 400', async (t) => {
-  const h = await createHarness(t)
-  const worker = await registerWorker(h)
-  const call = await inFlightCall(h, worker, newPhone(), 'prov-m')
-  for (const dial of [0, -1]) {
-    const res = await sendSigned(h, { callId: 'prov-m', status: 'COMPLETED' }, { query: call.id, dial })
-    t.equal(res.status, 400, `dial=${dial}`)
-  }
-  t.equal((await callRow(h, call.id)).status, 'IN_PROGRESS')
 })
 
 t.test('the provider’s word corrects a call we declared FAILED without it', async (t) => {
@@ -96,7 +81,7 @@ t.test('the provider’s word corrects a call we declared FAILED without it', as
     await sweep(h.sql, h.queue, POLICY, {})
     t.equal((await callRow(h, call.id)).status, 'FAILED')
     const inFlight = await inFlightCount(h)
-    const res = await sendSigned(h, { callId: 'prov-late-word', status: 'COMPLETED', durationSec: 95 }, { query: call.id, dial: 1 })
+    const res = await sendSigned(h, call.id, { callId: 'prov-late-word', status: 'COMPLETED', durationSec: 95 }, { dial: 1 })
     t.same(res.body, { verdict: 'corrected', callId: call.id, status: 'COMPLETED' })
     const row = await callRow(h, call.id)
     t.equal(row.status, 'COMPLETED')
@@ -104,7 +89,7 @@ t.test('the provider’s word corrects a call we declared FAILED without it', as
     t.equal(row.duration_sec, 95)
     t.equal(await inFlightCount(h), inFlight, 'a correction frees no slot: the timeout already did')
     t.equal(await jobState(h, row.job_id), 'completed')
-    const again = await sendSigned(h, { callId: 'prov-late-word', status: 'FAILED' }, { query: call.id, dial: 1 })
+    const again = await sendSigned(h, call.id, { callId: 'prov-late-word', status: 'FAILED' }, { dial: 1 })
     t.equal(again.body.verdict, 'already_final', 'once the provider has spoken, its word stands')
   })
 
@@ -118,7 +103,7 @@ t.test('the provider’s word corrects a call we declared FAILED without it', as
     await sweep(h.sql, h.queue, one, {})
     t.match((await callRow(h, call!.id)).last_error, /outcome unknown/)
     // The request had been placed after all: its call ran and the provider reports it.
-    const res = await sendSigned(h, { callId: 'prov-was-placed', status: 'NO_ANSWER' }, { query: call!.id, dial: 1 })
+    const res = await sendSigned(h, call!.id, { callId: 'prov-was-placed', status: 'NO_ANSWER' }, { dial: 1 })
     t.equal(res.body.verdict, 'corrected')
     const row = await callRow(h, call!.id)
     t.equal(row.status, 'FAILED')
@@ -128,8 +113,8 @@ t.test('the provider’s word corrects a call we declared FAILED without it', as
 
   t.test('a FAILED call the provider itself reported is not corrected', async (t) => {
     const call = await inFlightCall(h, worker, newPhone(), 'prov-busy')
-    await sendSigned(h, { callId: 'prov-busy', status: 'BUSY' }, { query: call.id, dial: 1 })
-    const res = await sendSigned(h, { callId: 'prov-busy', status: 'COMPLETED' }, { query: call.id, dial: 1 })
+    await sendSigned(h, call.id, { callId: 'prov-busy', status: 'BUSY' }, { dial: 1 })
+    const res = await sendSigned(h, call.id, { callId: 'prov-busy', status: 'COMPLETED' }, { dial: 1 })
     t.equal(res.body.verdict, 'already_final')
     t.equal((await callRow(h, call.id)).provider_status, 'BUSY')
   })

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { listen } from '../src/http/serve.ts'
-import { createHarness, startSimulator } from './support/harness.ts'
+import { createHarness, startSimulator, WEBHOOK_SECRET } from './support/harness.ts'
 import { runBinary, waitFor } from './support/processes.ts'
 
 // A worker killed with SIGKILL in the middle of provider requests: nothing is lost, nothing
@@ -23,6 +23,7 @@ t.test('SIGKILL mid-dial: once their leases lapse, another worker re-sends the c
     DATABASE_URL: h.url,
     DATABASE_POOL_MAX: '5', // several processes share the test server's 100 connections
     PROVIDER_BASE_URL: sim.url,
+    WEBHOOK_SECRET,
     PUBLIC_BASE_URL: `http://127.0.0.1:${api.port}`,
     MAX_CONCURRENT_CALLS: '10',
     WORKER_POLL_MS: '300',

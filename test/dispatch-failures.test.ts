@@ -3,8 +3,9 @@ import { createServer } from 'node:net'
 import { claimCalls, takeResends, type DispatchPolicy } from '../src/dispatch/claim.ts'
 import { createProviderClient } from '../src/dispatch/provider.ts'
 import { recordDialResult } from '../src/dispatch/record.ts'
+import { callbackPath } from './support/callbacks.ts'
 import { startFakeProvider, type Answer } from './support/fake-provider.ts'
-import { createHarness, registerWorker, type Harness } from './support/harness.ts'
+import { createHarness, registerWorker, WEBHOOK_SECRET, type Harness } from './support/harness.ts'
 
 // What each provider answer does to a call: its status, its slot, the key of its next request,
 // its backoff and lastError. The rule: only a 2xx with a call id or a refusal (4xx, or a
@@ -36,7 +37,7 @@ async function send(h: Harness, workerId: number, url: string, callId?: string, 
   const { claimed } = await claimCalls(h.sql, h.queue, policy, workerId, 30)
   const call = claimed.find((c) => c.id === callId) ?? (await takeResends(h.sql, policy, workerId, 30)).find((c) => c.id === callId)
   if (!call) throw new Error('no request was due for the call')
-  const provider = createProviderClient({ baseUrl: url, apiKey: 'prov-key', timeoutMs, publicBaseUrl: 'http://127.0.0.1:9' })
+  const provider = createProviderClient({ baseUrl: url, apiKey: 'prov-key', timeoutMs, publicBaseUrl: 'http://127.0.0.1:9', callbackSecret: WEBHOOK_SECRET })
   const result = await provider.dial({ callId, dial: call.dial, to: call.phone, scriptId: call.script_id, metadata: call.metadata }, signal)
   const outcome = await recordDialResult(h.sql, h.queue, policy, call, result)
   const [row] = await h.sql`
@@ -79,7 +80,7 @@ t.test('202 with a callId: the request follows the contract and the call is dial
     to: '+15550000001',
     scriptId: 'flow',
     metadata: { k: 'v' },
-    webhookUrl: `http://127.0.0.1:9/callbacks/call-status?callId=${callId}&dial=1`,
+    webhookUrl: `http://127.0.0.1:9${callbackPath(callId)}`,
   })
 })
 

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { listen } from '../src/http/serve.ts'
-import { createHarness, startSimulator } from './support/harness.ts'
+import { createHarness, startSimulator, WEBHOOK_SECRET } from './support/harness.ts'
 import { runBinary, waitFor } from './support/processes.ts'
 
 // Four worker processes, hundreds of calls over a few dozen phones, a provider that fails
@@ -25,6 +25,7 @@ t.test('4 workers: never over the limit, never two per phone, never a call place
     DATABASE_URL: h.url,
     DATABASE_POOL_MAX: '5', // several processes share the test server's 100 connections
     PROVIDER_BASE_URL: sim.url,
+    WEBHOOK_SECRET,
     PUBLIC_BASE_URL: `http://127.0.0.1:${api.port}`,
     MAX_CONCURRENT_CALLS: String(LIMIT),
     MAX_ATTEMPTS: '3',

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { startFakeProvider } from './support/fake-provider.ts'
-import { createHarness } from './support/harness.ts'
+import { createHarness, WEBHOOK_SECRET } from './support/harness.ts'
 import { runBinary, waitFor } from './support/processes.ts'
 
 // SIGTERM while a provider request is under way: the worker stops claiming, waits for the
@@ -13,6 +13,7 @@ t.test('SIGTERM lets a dial under way finish and be recorded', async (t) => {
     DATABASE_URL: h.url,
     DATABASE_POOL_MAX: '5', // several processes share the test server's 100 connections
     PROVIDER_BASE_URL: fake.url,
+    WEBHOOK_SECRET,
     PUBLIC_BASE_URL: 'http://127.0.0.1:9',
     PROVIDER_TIMEOUT_MS: '10000',
     LOG_LEVEL: 'info',

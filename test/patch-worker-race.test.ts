@@ -3,7 +3,7 @@ import { Dispatcher } from '../src/dispatch/dispatcher.ts'
 import { createProviderClient } from '../src/dispatch/provider.ts'
 import { silentLogger } from '../src/log.ts'
 import { startFakeProvider } from './support/fake-provider.ts'
-import { createHarness } from './support/harness.ts'
+import { createHarness, WEBHOOK_SECRET } from './support/harness.ts'
 import { waitFor } from './support/processes.ts'
 
 // The PATCH-versus-claim race with the real worker loop: a client changes a call's script the
@@ -21,7 +21,7 @@ t.test('PATCH racing a running worker: the provider dials what the API answered'
     sql: h.sql,
     databaseUrl: h.url,
     queue: h.queue,
-    provider: createProviderClient({ baseUrl: fake.url, timeoutMs: 5_000, publicBaseUrl: 'http://127.0.0.1:9' }),
+    provider: createProviderClient({ baseUrl: fake.url, timeoutMs: 5_000, publicBaseUrl: 'http://127.0.0.1:9', callbackSecret: WEBHOOK_SECRET }),
     options: {
       maxConcurrentCalls: 30,
       maxAttempts: 3,

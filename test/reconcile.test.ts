@@ -8,7 +8,7 @@ import { listen } from '../src/http/serve.ts'
 import { silentLogger } from '../src/log.ts'
 import { callRow, inFlightCall, inFlightCount, newPhone, registerWorker } from './support/callbacks.ts'
 import { startFakeProvider, type Answer } from './support/fake-provider.ts'
-import { createHarness, startSimulator, type Harness } from './support/harness.ts'
+import { createHarness, startSimulator, WEBHOOK_SECRET, type Harness } from './support/harness.ts'
 import { waitFor } from './support/processes.ts'
 
 // A dialed call whose final callback never comes is looked up at the provider instead of
@@ -28,7 +28,7 @@ const policy: DispatchPolicy = {
 
 async function reconcilerAgainst(t: { teardown(fn: () => Promise<void> | void): void }, h: Harness, answer: (path: string) => Answer) {
   const fake = await startFakeProvider(t, (req) => answer(String(req.url)))
-  const provider = createProviderClient({ baseUrl: fake.url, timeoutMs: 2_000, publicBaseUrl: 'http://127.0.0.1:9' })
+  const provider = createProviderClient({ baseUrl: fake.url, timeoutMs: 2_000, publicBaseUrl: 'http://127.0.0.1:9', callbackSecret: WEBHOOK_SECRET })
   return { fake, reconciler: new Reconciler({ sql: h.sql, queue: h.queue, provider, policy, log: silentLogger, ratePerSecond: 50 }) }
 }
 
@@ -129,7 +129,7 @@ t.test('every final callback lost: the worker finds out from the provider, not f
     sql: h.sql,
     databaseUrl: h.url,
     queue: h.queue,
-    provider: createProviderClient({ baseUrl: sim.url, timeoutMs: 2_000, publicBaseUrl: `http://127.0.0.1:${api.port}` }),
+    provider: createProviderClient({ baseUrl: sim.url, timeoutMs: 2_000, publicBaseUrl: `http://127.0.0.1:${api.port}`, callbackSecret: WEBHOOK_SECRET }),
     options: { ...policy, maxConcurrentCalls: 5, callTimeoutSeconds: 1800, reconcileAfterSeconds: 1, pollMs: 300, shutdownTimeoutMs: 2_000, reconcileRatePerSecond: 20 },
     log: silentLogger,
   })

@@ -7,15 +7,16 @@ import type { FinalProviderStatus } from '../dispatch/provider.ts'
 import type { CallQueue } from '../dispatch/queue.ts'
 
 // The provider's final word on a call, from its webhook or from a status look-up, and what it
-// may change. A word is bound to one dial of one call: the webhook URL names the dial, and once
-// we know the provider's id for that dial the word must name the same id. A word for an earlier
-// dial is kept and changes nothing; a word that contradicts the binding is refused.
+// may change. A word is bound to one dial of one call: the webhook URL names them (with a token
+// only we can make, checked before this), and once we know the provider's id for that dial the
+// word must name the same id. A word for an earlier dial is kept and changes nothing; a word
+// that contradicts the binding is refused.
 
 export interface ProviderWord {
   source: 'webhook' | 'reconcile'
   webhookId: string | null
-  /** The dial the webhook URL named; null when it named none (then the provider id must match). */
-  dial: number | null
+  /** The dial the word is about: the one its webhook URL named, or the one a look-up asked about. */
+  dial: number
   providerCallId: string
   providerStatus: FinalProviderStatus
   durationSec: number | null
@@ -49,17 +50,14 @@ export async function applyProviderWord(tx: Tx, queue: CallQueue, call: CallRow,
   }
 
   if (word.webhookId && (await webhookIdUsed(tx, word.webhookId))) return refuse('duplicate', 'webhook-id already applied')
-  if (word.dial !== null && word.dial < call.dial) {
+  if (word.dial < call.dial) {
     return refuse('stale', `for dial ${word.dial}; the call is on dial ${call.dial}`)
   }
-  if (word.dial !== null && word.dial > call.dial) {
+  if (word.dial > call.dial) {
     return refuse('rejected', `names dial ${word.dial}, which the call never started (it is on dial ${call.dial})`)
   }
   if (call.provider_call_id !== null && call.provider_call_id !== word.providerCallId) {
     return refuse('rejected', `names provider call ${word.providerCallId}; dial ${call.dial} is provider call ${call.provider_call_id}`)
-  }
-  if (word.dial === null && call.provider_call_id === null) {
-    return refuse('rejected', 'names no dial, and no provider call id is known yet to bind it to')
   }
 
   const row = await applyProviderFinal(tx, call.id, call.dial, {

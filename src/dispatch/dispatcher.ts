@@ -40,6 +40,8 @@ export class Dispatcher {
   #workerId = 0
   #wakeRequested = false
   #wakeUp: (() => void) | undefined
+  #wakeups = 0
+  #idleWaiters: Array<() => void> = []
   #loop: Promise<void> | undefined
   #dueTimer: NodeJS.Timeout | undefined
   #lastSweep = 0
@@ -108,8 +110,20 @@ export class Dispatcher {
   }
 
   wake(): void {
+    this.#wakeups++
     this.#wakeRequested = true
     this.#wakeUp?.()
+  }
+
+  /** Wake-ups asked for so far (NOTIFY, timers, the loop itself). */
+  get wakeups(): number {
+    return this.#wakeups
+  }
+
+  /** Resolves once the loop has nothing to do and waits for a wake-up (now, if it already does). */
+  idle(): Promise<void> {
+    if (this.#wakeUp && !this.#wakeRequested) return Promise.resolve()
+    return new Promise((resolve) => this.#idleWaiters.push(resolve))
   }
 
   async #run(): Promise<void> {
@@ -179,6 +193,7 @@ export class Dispatcher {
         resolve()
       }
       this.#wakeUp = done
+      for (const resolveIdle of this.#idleWaiters.splice(0)) resolveIdle()
     })
   }
 

@@ -1,4 +1,5 @@
 import { ofetch } from 'ofetch'
+import { callbackToken } from '../callbacks/token.ts'
 import { parseRetryAfterMs } from './backoff.ts'
 
 // The AI-call provider's API, as the README's "Provider contract" describes it: POST a dial
@@ -44,9 +45,9 @@ export interface ProviderClient {
 /** The key every request for one provider call carries; the provider answers a repeat with its first answer. */
 export const idempotencyKey = (callId: string, dial: number) => `${callId}:${dial}`
 
-/** Where the provider sends the call's final status: it names the call and the dial. */
-export const webhookUrl = (publicBaseUrl: string, callId: string, dial: number) =>
-  `${publicBaseUrl}/callbacks/call-status?callId=${encodeURIComponent(callId)}&dial=${dial}`
+/** Where the provider sends the call's final status: it names the call and the dial, with a token only we can make. */
+export const webhookUrl = (publicBaseUrl: string, callId: string, dial: number, tokenSecret: string) =>
+  `${publicBaseUrl}/callbacks/call-status?callId=${encodeURIComponent(callId)}&dial=${dial}&token=${callbackToken(tokenSecret, callId, dial)}`
 
 // Socket errors that happen before a request is written: the provider cannot have seen it.
 const NOT_SENT_CODES = new Set([
@@ -90,6 +91,8 @@ export function createProviderClient(options: {
   apiKey?: string | undefined
   timeoutMs: number
   publicBaseUrl: string
+  /** The secret callback URL tokens are made with (src/callbacks/token.ts). */
+  callbackSecret: string
 }): ProviderClient {
   const endpoint = `${options.baseUrl}/api/v1/calls`
   const auth: Record<string, string> = options.apiKey ? { Authorization: `Bearer ${options.apiKey}` } : {}
@@ -133,7 +136,7 @@ export function createProviderClient(options: {
               to: request.to,
               scriptId: request.scriptId,
               metadata: request.metadata,
-              webhookUrl: webhookUrl(options.publicBaseUrl, request.callId, request.dial),
+              webhookUrl: webhookUrl(options.publicBaseUrl, request.callId, request.dial, options.callbackSecret),
             },
             headers: { 'Content-Type': 'application/json', 'Idempotency-Key': idempotencyKey(request.callId, request.dial) },
           },

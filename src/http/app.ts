@@ -1,5 +1,6 @@
 import { Hono, type Context } from 'hono'
 import { CALL_STATUSES, toResource } from '../calls/model.ts'
+import type { CallbackRoute } from '../callbacks/route.ts'
 import type { CallService } from '../calls/service.ts'
 import { isDatabaseUnavailable } from '../db/sql.ts'
 import { throttled, type Logger } from '../log.ts'
@@ -16,7 +17,7 @@ export interface AppDeps {
   apiTokens: readonly string[]
   log: Logger
   /** Mounted at POST /callbacks/call-status when given (src/callbacks/route.ts). */
-  callbacks?: ((c: Context) => Promise<Response>) | undefined
+  callbacks?: CallbackRoute | undefined
 }
 
 async function readJson(c: Context): Promise<unknown> {
@@ -81,7 +82,7 @@ export function createApp(deps: AppDeps): Hono {
     return ok ? c.json({ status: 'ready' }) : problemResponse(c, new HttpProblem(503, 'not_ready', detail))
   })
 
-  if (deps.callbacks) app.post('/callbacks/call-status', deps.callbacks)
+  if (deps.callbacks) app.post('/callbacks/call-status', (c) => deps.callbacks!.handle(c))
 
   const authenticate = async (c: Context, next: () => Promise<void>) => {
     if (deps.apiTokens.length > 0 && !matchesSecret(bearerToken(c.req.header('authorization')), deps.apiTokens)) {
@@ -133,7 +134,8 @@ export function createApp(deps: AppDeps): Hono {
     const m = await deps.calls.metrics()
     const accept = c.req.header('accept') ?? ''
     const prometheus = format === 'prometheus' || (format === undefined && /text\/plain/.test(accept) && !/json/.test(accept))
-    if (!prometheus) return c.json({ calls: m.counts, inFlight: m.inFlight, maxConcurrentCalls: m.limit })
+    const refused = Object.fromEntries(deps.callbacks?.refused ?? [])
+    if (!prometheus) return c.json({ calls: m.counts, inFlight: m.inFlight, maxConcurrentCalls: m.limit, callbacksRefused: refused })
     const lines = [
       '# HELP orchestrator_calls Calls by status.',
       '# TYPE orchestrator_calls gauge',
@@ -144,6 +146,9 @@ export function createApp(deps: AppDeps): Hono {
       '# HELP orchestrator_max_concurrent_calls The concurrency limit.',
       '# TYPE orchestrator_max_concurrent_calls gauge',
       `orchestrator_max_concurrent_calls ${m.limit}`,
+      '# HELP orchestrator_callbacks_refused_total Callbacks refused unauthenticated or at a URL we did not issue (not stored), by reason, in this process.',
+      '# TYPE orchestrator_callbacks_refused_total counter',
+      ...Object.entries(refused).map(([reason, n]) => `orchestrator_callbacks_refused_total{reason="${reason}"} ${n}`),
     ]
     return c.body(lines.join('\n') + '\n', 200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' })
   })

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto'
+import { createHmac, randomUUID } from 'node:crypto'
 import { Webhook } from 'standardwebhooks'
 import type { CallRow } from '../../src/calls/model.ts'
 import { claimCalls, type DispatchPolicy } from '../../src/dispatch/claim.ts'
@@ -40,34 +40,35 @@ export interface Delivery {
   body: any
 }
 
-/** POSTs exactly `body` (the string that was signed) to the callback endpoint. */
-export async function deliver(
-  h: Harness,
-  body: string,
-  headers: Record<string, string>,
-  query: string | undefined,
-  dial?: number | undefined,
-): Promise<Delivery> {
-  const path =
-    query === undefined
-      ? '/callbacks/call-status'
-      : `/callbacks/call-status?callId=${encodeURIComponent(query)}${dial === undefined ? '' : `&dial=${dial}`}`
+/**
+ * The token of a webhook URL, made as the README defines it (here with node:crypto, not with
+ * src/callbacks/token.ts, so a drift between the two fails the tests).
+ */
+export function urlToken(callId: string, dial: number, secret = WEBHOOK_SECRET): string {
+  const raw = secret.startsWith('whsec_') ? Buffer.from(secret.slice(6), 'base64') : Buffer.from(secret)
+  const key = createHmac('sha256', raw).update('call-orchestrator callback URL').digest()
+  return createHmac('sha256', key).update(`${callId}:${dial}`).digest('base64url')
+}
+
+/** The webhook URL we hand the provider for a call's dial. */
+export const callbackPath = (callId: string, dial = 1, secret = WEBHOOK_SECRET) =>
+  `/callbacks/call-status?callId=${callId}&dial=${dial}&token=${urlToken(callId, dial, secret)}`
+
+/** POSTs exactly `body` (the string that was signed) to `path`, by default a call's own webhook URL. */
+export async function deliver(h: Harness, body: string, headers: Record<string, string>, path: string): Promise<Delivery> {
   const res = await readResponse(await h.app.request(path, { method: 'POST', headers, body }))
   return { status: res.status, contentType: res.headers.get('content-type'), body: res.body }
 }
 
-/**
- * Signs and delivers a callback; `id` is the webhook-id. With `query` (our call id) the URL also
- * names `dial`, 1 unless given, as the webhook URL we hand the provider does; `dial: null` leaves it out.
- */
+/** Signs and delivers a callback to `callId`'s webhook URL for `dial` (1 unless given); `id` is the webhook-id. */
 export async function sendSigned(
   h: Harness,
+  callId: string,
   payload: unknown,
-  options: { query?: string | undefined; dial?: number | null; id?: string; secret?: string; at?: Date } = {},
+  options: { dial?: number; id?: string; secret?: string; at?: Date } = {},
 ): Promise<Delivery> {
   const body = typeof payload === 'string' ? payload : JSON.stringify(payload)
-  const dial = options.query === undefined || options.dial === null ? undefined : (options.dial ?? 1)
-  return deliver(h, body, signHeaders(body, options), options.query, dial)
+  return deliver(h, body, signHeaders(body, options), callbackPath(callId, options.dial ?? 1))
 }
 
 export { registerWorker } from './harness.ts'
