@@ -63,8 +63,8 @@ CREATE INDEX calls_pending_expiry_idx ON calls (expires_at) WHERE status = 'PEND
 CREATE INDEX calls_pending_next_attempt_idx ON calls (next_attempt_at) WHERE status = 'PENDING';
 
 -- Worker processes, for operators: which are running and which calls they hold.
--- Liveness itself is a session advisory lock each worker holds (see src/dispatch/workers.ts),
--- so a killed worker is known dead the moment its connection closes.
+-- (003_unknown_outcomes.sql replaced the liveness lock this first version used with a lease
+-- per dial request; see src/dispatch/claim.ts.)
 CREATE TABLE workers (
   id          integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   host        text NOT NULL,

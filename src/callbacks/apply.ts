@@ -1,10 +1,11 @@
 import type { CallRow } from '../calls/model.ts'
 import { recordCallback, webhookIdUsed, type Verdict } from '../db/callbacks.ts'
+import { completeJob } from '../calls/jobs.ts'
 import { wakeWorkers } from '../db/locks.ts'
 import type { Tx } from '../db/sql.ts'
 import { applyProviderFinal } from '../db/transitions.ts'
 import type { FinalProviderStatus } from '../dispatch/provider.ts'
-import type { CallQueue } from '../dispatch/queue.ts'
+import type { CallQueue } from '../db/queue.ts'
 
 // The provider's final word on a call, from its webhook or from a status look-up, and what it
 // may change. A word is bound to one dial of one call: the webhook URL names them (with a token
@@ -70,7 +71,7 @@ export async function applyProviderWord(tx: Tx, queue: CallQueue, call: CallRow,
   if (!row) return refuse('already_final', `call was already ${call.status}`)
   const corrected = call.status === 'FAILED'
   if (!corrected) {
-    if (call.job_id) await queue.settle(tx, call.job_id)
+    await completeJob(tx, queue, call)
     await wakeWorkers(tx)
   }
   const reason = corrected ? `we had declared it FAILED (${call.last_error ?? 'no reason'}); the provider says ${word.providerStatus}` : null

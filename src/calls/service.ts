@@ -1,8 +1,9 @@
 import { createHash, randomUUID } from 'node:crypto'
 import * as calls from '../db/calls.ts'
-import { lockClaimsShared, wakeWorkers } from '../db/locks.ts'
+import { lockClaimsShared } from '../db/locks.ts'
+import type { CallQueue } from '../db/queue.ts'
 import { PgError, pgErrorCode, type Sql } from '../db/sql.ts'
-import type { CallQueue } from '../dispatch/queue.ts'
+import { insertCallWithJob, requeueCall } from './jobs.ts'
 import { DomainError, callNotFound, callNotPending, type CallRow, type CallStatus } from './model.ts'
 
 // What clients can do to calls. Each function is one transaction; the HTTP layer only
@@ -66,12 +67,9 @@ export function createCallService(deps: {
         if (existing) return replay(existing, hash!, idempotencyKey)
       }
       try {
-        const call = await sql.begin(async (tx) => {
-          const id = randomUUID()
-          const jobId = await queue.enqueue(tx, { id, phone: input.to })
-          const row = await calls.insertCall(tx, {
-            id,
-            jobId,
+        const call = await sql.begin((tx) =>
+          insertCallWithJob(tx, queue, {
+            id: randomUUID(),
             phone: input.to,
             scriptId: input.scriptId,
             metadata: input.metadata ?? {},
@@ -79,10 +77,8 @@ export function createCallService(deps: {
             ttlSeconds: deps.callTtlSeconds,
             idempotencyKey: idempotencyKey ?? null,
             requestHash: hash,
-          })
-          await wakeWorkers(tx)
-          return row
-        })
+          }),
+        )
         return { call, replayed: false }
       } catch (err) {
         // Two requests with the same new key raced; the loser answers like a replay.
@@ -114,14 +110,8 @@ export function createCallService(deps: {
           metadata: change.metadata,
         })
         if (!row) throw callNotPending(id, current.status)
-        if (row.phone !== current.phone) {
-          // The job is keyed by phone: replace it with one keyed by the new number.
-          if (current.job_id) await queue.remove(tx, current.job_id)
-          const jobId = await queue.enqueue(tx, { id, phone: row.phone, startAfter: row.next_attempt_at })
-          await calls.setJob(tx, id, jobId)
-          row.job_id = jobId
-          await wakeWorkers(tx)
-        }
+        // The job is keyed by phone: a new number needs a new job.
+        if (row.phone !== current.phone) row.job_id = await requeueCall(tx, queue, row)
         return row
       })
     },

@@ -46,10 +46,6 @@ export async function lockCall(tx: Tx, id: string): Promise<CallRow | undefined>
   return row
 }
 
-export async function setJob(tx: Tx, id: string, jobId: string): Promise<void> {
-  await tx`UPDATE calls SET job_id = ${jobId} WHERE id = ${id}`
-}
-
 export interface ListQuery {
   status?: CallStatus | undefined
   limit: number

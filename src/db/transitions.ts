@@ -245,10 +245,18 @@ export async function expirePending(tx: Tx, id: string): Promise<boolean> {
   return rows.length > 0
 }
 
-/** A PENDING call moves to a new job, due at `dueAt` (a time read from the database; null: now). */
-export async function requeuePending(tx: Tx, id: string, jobId: string, dueAt: Date | null): Promise<void> {
+/** When a PENDING call may go next: `delaySeconds` from now, or its own next_attempt_at if later. */
+export async function dueAfter(tx: Tx, id: string, delaySeconds: number): Promise<Date> {
+  const [row] = await tx<{ due: Date }[]>`
+    SELECT GREATEST(now() + make_interval(secs => ${delaySeconds}), next_attempt_at) AS due FROM calls WHERE id = ${id}`
+  return row!.due
+}
+
+/** A PENDING call moves to a new job, due at `dueAt` (read from the database's clock). */
+export async function requeuePending(tx: Tx, id: string, jobId: string, dueAt: Date): Promise<void> {
   await tx`
-    UPDATE calls SET job_id = ${jobId}, next_attempt_at = ${dueAt}, updated_at = now()
+    UPDATE calls SET job_id = ${jobId}, updated_at = now(),
+      next_attempt_at = CASE WHEN ${dueAt}::timestamptz > now() THEN ${dueAt}::timestamptz ELSE next_attempt_at END
     WHERE id = ${id} AND status = 'PENDING'`
 }
 

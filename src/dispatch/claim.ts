@@ -1,9 +1,10 @@
+import { requeueCall } from '../calls/jobs.ts'
 import type { CallRow } from '../calls/model.ts'
 import { countInFlight, lockCall } from '../db/calls.ts'
 import { lockClaims } from '../db/locks.ts'
 import type { Sql, Tx } from '../db/sql.ts'
 import * as t from '../db/transitions.ts'
-import type { CallQueue } from './queue.ts'
+import type { CallQueue } from '../db/queue.ts'
 
 // Taking work: new calls under the semaphore, and the next request of calls already in flight.
 // Whatever is taken here is held by the taking worker for `leaseMs`, long enough for one
@@ -57,19 +58,23 @@ export async function claimCalls(
 
 /**
  * Jobs fetched whose call could not be claimed. A job that no longer carries its call, or
- * whose call has ended, is settled. A call that has aged out is expired here, never dialed.
- * A call that is PENDING but blocked (its phone is in flight: only possible if the two drifted
- * apart) gets a fresh job a second from now, so it is neither lost nor dialed now.
+ * whose call has ended, is completed (fetching made it active, which blocks its phone). A call
+ * that has aged out is expired here, never dialed. A call that is PENDING but blocked (its
+ * phone is in flight: only possible if the two drifted apart) gets a fresh job a second from
+ * now, so it is neither lost nor dialed now.
  */
 async function settleUnclaimable(tx: Tx, queue: CallQueue, jobs: Array<{ callId: string; jobId: string }>) {
   for (const job of jobs) {
-    await queue.settle(tx, job.jobId)
     const call = await lockCall(tx, job.callId)
-    if (!call || call.status !== 'PENDING' || call.job_id !== job.jobId) continue
-    if (await t.expirePending(tx, call.id)) continue
-    const [due] = await tx<{ at: Date }[]>`SELECT now() + interval '1 second' AS at`
-    const jobId = await queue.enqueue(tx, { id: call.id, phone: call.phone, startAfter: due!.at })
-    await t.requeuePending(tx, call.id, jobId, due!.at)
+    if (!call || call.status !== 'PENDING' || call.job_id !== job.jobId) {
+      await queue.complete(tx, job.jobId)
+      continue
+    }
+    if (await t.expirePending(tx, call.id)) {
+      await queue.delete(tx, job.jobId)
+      continue
+    }
+    await requeueCall(tx, queue, call, 1)
   }
 }
 

@@ -6,7 +6,7 @@ import { nextDueAt, reconcileAllNow, registerWorker, touchWorker } from '../db/t
 import type { Logger } from '../log.ts'
 import { claimCalls, LEASE_MARGIN_MS, takeResends, type DispatchPolicy } from './claim.ts'
 import type { DialResult, ProviderClient } from './provider.ts'
-import type { CallQueue } from './queue.ts'
+import type { CallQueue } from '../db/queue.ts'
 import { Reconciler } from './reconcile.ts'
 import { recordDialResult } from './record.ts'
 import { sweep } from './sweeps.ts'

@@ -7,7 +7,7 @@ import * as t from '../db/transitions.ts'
 import type { Logger } from '../log.ts'
 import type { DispatchPolicy } from './claim.ts'
 import type { LookupResult, ProviderClient } from './provider.ts'
-import type { CallQueue } from './queue.ts'
+import type { CallQueue } from '../db/queue.ts'
 
 // Reconciliation: a dialed call whose final callback has not come within
 // RECONCILE_AFTER_SECONDS (and every dialed call in flight when a process starts or gets the

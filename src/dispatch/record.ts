@@ -1,4 +1,5 @@
 import type { CallRow } from '../calls/model.ts'
+import { completeJob } from '../calls/jobs.ts'
 import { lockCall } from '../db/calls.ts'
 import { wakeWorkers } from '../db/locks.ts'
 import type { Sql } from '../db/sql.ts'
@@ -6,7 +7,7 @@ import * as t from '../db/transitions.ts'
 import { retryDelayMs } from './backoff.ts'
 import type { DispatchPolicy } from './claim.ts'
 import type { DialResult } from './provider.ts'
-import type { CallQueue } from './queue.ts'
+import type { CallQueue } from '../db/queue.ts'
 
 // What one dial request's answer does to its call. The rule (README "Unknown is not failed"):
 // only the provider's acceptance or a refusal moves a call on; a request that may have placed
@@ -44,7 +45,7 @@ export async function recordDialResult(
     }
     const fail = async (error: string) => {
       const row = await t.failAttempt(tx, call.id, call.attempts, error)
-      if (call.job_id) await queue.settle(tx, call.job_id)
+      await completeJob(tx, queue, call)
       await wakeWorkers(tx)
       return { outcome: 'failed' as const, call: row }
     }

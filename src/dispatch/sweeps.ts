@@ -1,8 +1,9 @@
+import { completeJob, deleteJob, requeueCall } from '../calls/jobs.ts'
 import { lockClaimsShared, wakeWorkers } from '../db/locks.ts'
 import type { Sql } from '../db/sql.ts'
 import * as t from '../db/transitions.ts'
 import type { DispatchPolicy } from './claim.ts'
-import type { CallQueue } from './queue.ts'
+import type { CallQueue } from '../db/queue.ts'
 
 // The periodic safety sweeps: nothing waits on a process staying alive or on a message
 // arriving. Each is its own short transaction that changes a call and its job together.
@@ -25,25 +26,25 @@ export async function sweep(sql: Sql, queue: CallQueue, policy: DispatchPolicy, 
   const expired = await sql.begin(async (tx) => {
     await lockClaimsShared(tx)
     const rows = await t.expireDue(tx, BATCH)
-    for (const row of rows) if (row.job_id) await queue.remove(tx, row.job_id)
+    for (const row of rows) await deleteJob(tx, queue, row)
     return rows.length
   })
   const timedOut = await sql.begin(async (tx) => {
     const rows = await t.timeOutSilent(tx, policy.callTimeoutSeconds, BATCH)
-    for (const row of rows) if (row.job_id) await queue.settle(tx, row.job_id)
+    for (const row of rows) await completeJob(tx, queue, row)
     if (rows.length) await wakeWorkers(tx)
     return rows.length
   })
   const exhausted = await sql.begin(async (tx) => {
     const { held, failed } = await t.settleExhausted(tx, policy.maxAttempts, policy.callTimeoutSeconds, BATCH)
-    for (const row of failed) if (row.job_id) await queue.settle(tx, row.job_id)
+    for (const row of failed) await completeJob(tx, queue, row)
     if (failed.length) await wakeWorkers(tx)
     return { held: held.length, failed: failed.length }
   })
   const unblocked = await sql.begin(async (tx) => {
     await lockClaimsShared(tx)
     const jobs = await queue.failedJobsWithoutLiveCall(tx, BATCH)
-    for (const jobId of jobs) await queue.remove(tx, jobId)
+    for (const jobId of jobs) await queue.delete(tx, jobId)
     if (jobs.length) await wakeWorkers(tx)
     return jobs.length
   })
@@ -62,14 +63,7 @@ async function requeueJobless(sql: Sql, queue: CallQueue, cursor: { pending?: st
     await lockClaimsShared(tx)
     const { orphans, last } = await queue.pendingWithoutLiveJob(tx, cursor.pending, BATCH)
     cursor.pending = last
-    for (const orphan of orphans) {
-      if (orphan.job_id && orphan.job_state) await queue.remove(tx, orphan.job_id)
-      const [due] = await tx<{ at: Date; next: Date | null }[]>`
-        SELECT GREATEST(now(), next_attempt_at) AS at, next_attempt_at AS next FROM calls WHERE id = ${orphan.id}`
-      const jobId = await queue.enqueue(tx, { id: orphan.id, phone: orphan.phone, startAfter: due!.at })
-      await t.requeuePending(tx, orphan.id, jobId, due!.next)
-    }
-    if (orphans.length) await wakeWorkers(tx)
+    for (const orphan of orphans) await requeueCall(tx, queue, { ...orphan, job_id: orphan.job_state ? orphan.job_id : null })
     return orphans.length
   })
 }

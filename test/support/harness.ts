@@ -1,6 +1,6 @@
 import { createCallbackRoute } from '../../src/callbacks/route.ts'
 import { createCallService } from '../../src/calls/service.ts'
-import { CallQueue } from '../../src/dispatch/queue.ts'
+import { CallQueue } from '../../src/db/queue.ts'
 import { createApp } from '../../src/http/app.ts'
 import { silentLogger } from '../../src/log.ts'
 import { NO_FAULTS, ProviderSimulator, type SimulatorOptions } from '../../src/simulator/simulator.ts'

@@ -1,6 +1,6 @@
 import postgres from 'postgres'
 import { migrate } from '../../src/db/migrate.ts'
-import { CallQueue } from '../../src/dispatch/queue.ts'
+import { CallQueue } from '../../src/db/queue.ts'
 import { silentLogger } from '../../src/log.ts'
 
 export const TEMPLATE_DB = `orchestrator_test_template_${process.pid}`

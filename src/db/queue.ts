@@ -2,22 +2,23 @@ import { PgBoss } from 'pg-boss'
 import type { Db as IDatabase } from 'pg-boss'
 import { MAX_WAIT_SECONDS } from '../calls/model.ts'
 import type { Logger } from '../log.ts'
-import type { Tx } from '../db/sql.ts'
+import type { Tx } from './sql.ts'
 
 // The pg-boss side of a call. Each waiting or in-flight call has exactly one job on the
 // "calls" queue, keyed by its phone number. The queue's key_strict_fifo policy makes fetch()
 // return at most one job per phone and skip every phone that already has an active job, checked
-// live in the fetch query (the "singleton" policy relies on a cache that can be stale; see the
-// dispatch issue's spike notes). Every pg-boss call here runs inside the caller's transaction,
-// so a call row and its job change together or not at all.
+// live in the fetch query (the "singleton" policy relies on a cache that can be stale, so it
+// could let two jobs of one phone go active at once). Every pg-boss call here runs inside the
+// caller's transaction; src/calls/jobs.ts pairs them with the change to the call row.
 
 export const CALLS_QUEUE = 'calls'
 export const BOSS_SCHEMA = 'pgboss'
 
 // A job stays active for as long as its call is in flight, waiting for the provider's final
 // callback. pg-boss would retry (re-dial!) a job that outlives expireInSeconds, so the expiry is
-// pg-boss's maximum and our own call timeout (CALL_TIMEOUT_SECONDS, at most 20 h) always
-// settles the job first; retryLimit 0 means pg-boss never re-runs a job by itself.
+// pg-boss's maximum and our own call timeout (CALL_TIMEOUT_SECONDS, at most 20 h) normally
+// completes the job first; retryLimit 0 means pg-boss never re-runs a job by itself. A job
+// that does expire is failed, and the sweep deletes it once its call has ended.
 const JOB_EXPIRE_SECONDS = 24 * 3600
 
 // pg-boss deletes a queued job once `start_after + retention` passes, and a call without its
@@ -92,8 +93,8 @@ export class CallQueue {
     return jobs.map((job) => ({ jobId: job.id, callId: job.data.callId }))
   }
 
-  /** Marks the job done: the call it carried is final, or has moved to a new job. */
-  async settle(tx: Tx, jobId: string): Promise<void> {
+  /** Marks the job done: the call it carried is final (or was never this job's any more). */
+  async complete(tx: Tx, jobId: string): Promise<void> {
     await this.boss.complete(CALLS_QUEUE, jobId, null, { db: onTx(tx), includeQueued: true })
   }
 
@@ -139,7 +140,7 @@ export class CallQueue {
     }
   }
 
-  async remove(tx: Tx, jobId: string): Promise<void> {
+  async delete(tx: Tx, jobId: string): Promise<void> {
     await this.boss.deleteJob(CALLS_QUEUE, jobId, { db: onTx(tx) })
   }
 }

@@ -1,0 +1,46 @@
+import { insertCall, type NewCall } from '../db/calls.ts'
+import { wakeWorkers } from '../db/locks.ts'
+import type { CallQueue } from '../db/queue.ts'
+import type { Tx } from '../db/sql.ts'
+import { dueAfter, requeuePending } from '../db/transitions.ts'
+import type { CallRow } from './model.ts'
+
+// The one rule every part keeps through this module, whether the API or dispatch: a waiting or
+// in-flight call has exactly one pg-boss job, keyed by its phone, and a call row and its job
+// change in the same transaction (the caller's `tx`), never one without the other.
+
+/** A new call and its job, due now; the workers are woken when the transaction commits. */
+export async function insertCallWithJob(tx: Tx, queue: CallQueue, call: Omit<NewCall, 'jobId'>): Promise<CallRow> {
+  const jobId = await queue.enqueue(tx, { id: call.id, phone: call.phone })
+  const row = await insertCall(tx, { ...call, jobId })
+  await wakeWorkers(tx)
+  return row
+}
+
+/**
+ * A PENDING call moves to a fresh job, due no sooner than `delaySeconds` from now nor than the
+ * call's own next_attempt_at: its phone changed (the job is keyed by phone), its job was lost,
+ * or a claim met it while its phone was busy. Whatever job it had is deleted.
+ */
+export async function requeueCall(tx: Tx, queue: CallQueue, call: Pick<CallRow, 'id' | 'phone' | 'job_id'>, delaySeconds = 0): Promise<string> {
+  if (call.job_id) await queue.delete(tx, call.job_id)
+  const due = await dueAfter(tx, call.id, delaySeconds)
+  const jobId = await queue.enqueue(tx, { id: call.id, phone: call.phone, startAfter: due })
+  await requeuePending(tx, call.id, jobId, due)
+  await wakeWorkers(tx)
+  return jobId
+}
+
+/**
+ * The call ended (or was refused a dial): its job has done its work. Under key_strict_fifo an
+ * active job blocks its phone until then, so every end goes through here; a caller that frees
+ * a slot also wakes the workers.
+ */
+export async function completeJob(tx: Tx, queue: CallQueue, call: Pick<CallRow, 'job_id'>): Promise<void> {
+  if (call.job_id) await queue.complete(tx, call.job_id)
+}
+
+/** The call ended without being dialed (it expired): its waiting job goes. */
+export async function deleteJob(tx: Tx, queue: CallQueue, call: Pick<CallRow, 'job_id'>): Promise<void> {
+  if (call.job_id) await queue.delete(tx, call.job_id)
+}
