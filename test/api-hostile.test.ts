@@ -1,5 +1,6 @@
 import t from 'tap'
-import { forceStatus, snapshot } from './support/fixtures.ts'
+import { moveToStatus } from './support/factory.ts'
+import { tableSnapshot } from './support/inspect.ts'
 import { createHarness } from './support/harness.ts'
 
 // Input a careless client or an attacker sends: what Postgres cannot store (NUL, lone
@@ -23,7 +24,7 @@ t.test('what Postgres cannot store is a 400 naming the field, on POST and PATCH 
     ['a lone surrogate in a metadata key', { metadata: { ['\ud83d']: 1 } }, 'body.metadata'],
   ]
   for (const [what, change, path] of cases) {
-    const before = await snapshot(h.sql)
+    const before = await tableSnapshot(h.sql)
     for (const [method, url, body] of [
       ['POST', '/calls', { ...good, ...change }],
       ['PATCH', `/calls/${existing.body.id}`, change],
@@ -36,7 +37,7 @@ t.test('what Postgres cannot store is a 400 naming the field, on POST and PATCH 
         `${what} (${method}): names ${path} (${JSON.stringify(res.body.errors)})`,
       )
     }
-    t.same(await snapshot(h.sql), before, `${what}: nothing written`)
+    t.same(await tableSnapshot(h.sql), before, `${what}: nothing written`)
   }
 })
 
@@ -150,6 +151,6 @@ t.test('a method a path does not have is 405 with Allow', async (t) => {
     t.equal(res.body.code, 'method_not_allowed')
   }
   t.equal((await h.call('GET', '/nowhere')).status, 404, 'an unknown path is still 404')
-  await forceStatus(h.sql, call.body.id, 'COMPLETED')
+  await moveToStatus(h.sql, call.body.id, 'COMPLETED')
   t.equal((await h.call('GET', `/calls/${call.body.id}`)).status, 200)
 })

@@ -1,7 +1,8 @@
 import t, { type Test } from 'tap'
 import { MAX_BODY_BYTES } from '../src/http/body.ts'
 import { MAX_METADATA_BYTES } from '../src/http/input.ts'
-import { createCall, snapshot } from './support/fixtures.ts'
+import { postCall } from './support/factory.ts'
+import { tableSnapshot } from './support/inspect.ts'
 import { createHarness, readResponse, type Harness } from './support/harness.ts'
 
 // Every bad input is answered with a 4xx problem+json and leaves the database as it was.
@@ -78,8 +79,8 @@ const badCreateBodies: Array<[string, unknown, string?]> = [
 t.test('POST /calls: bad input is a 4xx problem and writes nothing', async (t) => {
   const h = await createHarness(t)
   // One existing call, so "nothing written" also covers changes to existing rows.
-  await createCall(h)
-  const before = await snapshot(h.sql)
+  await postCall(h)
+  const before = await tableSnapshot(h.sql)
   t.equal(before.calls, 1)
   t.equal(before.jobs, 1)
 
@@ -120,7 +121,7 @@ t.test('POST /calls: bad input is a 4xx problem and writes nothing', async (t) =
   }
   isProblem(t, await h.call('POST', '/calls', good, { 'Idempotency-Key': '' }), 400, 'validation_failed', 'empty Idempotency-Key')
 
-  t.same(await snapshot(h.sql), before, 'nothing written')
+  t.same(await tableSnapshot(h.sql), before, 'nothing written')
 
   // The limits themselves are inclusive: the largest valid values are accepted.
   const meta = { b: 'x'.repeat(MAX_METADATA_BYTES - JSON.stringify({ b: '' }).length) }
@@ -129,14 +130,14 @@ t.test('POST /calls: bad input is a 4xx problem and writes nothing', async (t) =
   t.equal(edge.status, 201, 'largest valid request accepted')
   const shortest = await h.call('POST', '/calls', { to: '+1234567', scriptId: 'a b', metadata: {} })
   t.equal(shortest.status, 201, 'shortest valid number accepted')
-  t.equal((await snapshot(h.sql)).calls, 3)
+  t.equal((await tableSnapshot(h.sql)).calls, 3)
 })
 
 t.test('PATCH /calls/:id: bad input is a 4xx problem and writes nothing', async (t) => {
   const h = await createHarness(t)
-  const call = await createCall(h, { metadata: { a: 1 } })
+  const call = await postCall(h, { metadata: { a: 1 } })
   const path = `/calls/${call.id}`
-  const before = await snapshot(h.sql)
+  const before = await tableSnapshot(h.sql)
 
   const bad: Array<[string, unknown, string?]> = [
     ['empty object', {}],
@@ -179,15 +180,15 @@ t.test('PATCH /calls/:id: bad input is a 4xx problem and writes nothing', async 
   // A bad id is refused before the body is looked at.
   isProblem(t, await h.call('PATCH', '/calls/not-a-uuid', { scriptId: 'a' }), 400, 'validation_failed', 'malformed id')
 
-  t.same(await snapshot(h.sql), before, 'nothing written')
+  t.same(await tableSnapshot(h.sql), before, 'nothing written')
   const read = await h.call('GET', path)
   t.strictSame(read.body.payload, call.payload)
 })
 
 t.test('query and path validation', async (t) => {
   const h = await createHarness(t)
-  await createCall(h)
-  const before = await snapshot(h.sql)
+  await postCall(h)
+  const before = await tableSnapshot(h.sql)
   const cases: Array<[string, string]> = [
     ['/calls?limit=0', 'validation_failed'],
     ['/calls?limit=101', 'validation_failed'],
@@ -200,5 +201,5 @@ t.test('query and path validation', async (t) => {
     ['/metrics?format=csv', 'validation_failed'],
   ]
   for (const [path, code] of cases) isProblem(t, await h.call('GET', path), 400, code, `GET ${path}`)
-  t.same(await snapshot(h.sql), before)
+  t.same(await tableSnapshot(h.sql), before)
 })

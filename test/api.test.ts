@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto'
 import t, { type Test } from 'tap'
-import { CALL_STATUSES, type CallStatus } from '../src/calls/model.ts'
+import type { CallStatus } from '../src/calls/model.ts'
 import { createCallService } from '../src/calls/service.ts'
 import { createApp } from '../src/http/app.ts'
 import { silentLogger } from '../src/log.ts'
-import { createCall, forceStatus, jobOf, snapshot } from './support/fixtures.ts'
+import { insertCall, moveToStatus, postCall } from './support/factory.ts'
+import { jobOf, tableSnapshot } from './support/inspect.ts'
 import { createHarness } from './support/harness.ts'
 
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
@@ -77,8 +78,8 @@ t.test('POST /calls honours expiresAt and defaults metadata', async (t) => {
 
 t.test('two calls for one phone are both accepted, each with its own job', async (t) => {
   const h = await createHarness(t)
-  const a = await createCall(h)
-  const b = await createCall(h)
+  const a = await postCall(h)
+  const b = await postCall(h)
   t.not(a.id, b.id)
   const ja = await jobOf(h.sql, a.id)
   const jb = await jobOf(h.sql, b.id)
@@ -110,7 +111,7 @@ t.test('Idempotency-Key', async (t) => {
   t.equal(n, 1)
 
   // Same key, another body: 422 and nothing written.
-  const before = await snapshot(h.sql)
+  const before = await tableSnapshot(h.sql)
   for (const other of [
     { ...body, scriptId: 'otherFlow' },
     { ...body, to: '+966501234568' },
@@ -122,7 +123,7 @@ t.test('Idempotency-Key', async (t) => {
     isProblem(t, res, 422, 'idempotency_key_reused')
     t.equal(res.body.callId, first.body.id)
   }
-  t.same(await snapshot(h.sql), before, 'nothing written')
+  t.same(await tableSnapshot(h.sql), before, 'nothing written')
 
   // Another key, same body: a new call.
   const other = await h.call('POST', '/calls', body, { 'Idempotency-Key': 'order-2' })
@@ -150,13 +151,13 @@ t.test('20 concurrent POSTs with one new Idempotency-Key create one call', async
 
 t.test('GET /calls/:id', async (t) => {
   const h = await createHarness(t)
-  const created = await createCall(h, { metadata: { x: [1, 2] } })
+  const created = await postCall(h, { metadata: { x: [1, 2] } })
   const res = await h.call('GET', `/calls/${created.id}`)
   t.equal(res.status, 200)
   t.same(res.body, created)
 
   // State shows through.
-  await forceStatus(h.sql, created.id, 'FAILED')
+  await moveToStatus(h.sql, created.id, 'FAILED')
   const failed = await h.call('GET', `/calls/${created.id}`)
   t.equal(failed.body.status, 'FAILED')
   t.equal(failed.body.lastError, 'busy')
@@ -177,7 +178,7 @@ t.test('GET /calls/:id', async (t) => {
 
 t.test('PATCH /calls/:id while PENDING', async (t) => {
   const h = await createHarness(t)
-  const created = await createCall(h, { metadata: { keep: true } })
+  const created = await postCall(h, { metadata: { keep: true } })
   const jobBefore = await jobOf(h.sql, created.id)
 
   // scriptId only: the payload changes, the job stays.
@@ -222,10 +223,16 @@ t.test('PATCH /calls/:id while PENDING', async (t) => {
 
 t.test('PATCH /calls/:id refuses calls that are no longer PENDING', async (t) => {
   const h = await createHarness(t)
-  for (const status of ['IN_PROGRESS', 'COMPLETED', 'FAILED', 'EXPIRED'] as const) {
-    const created = await createCall(h, { to: `+1415555${String(CALL_STATUSES.indexOf(status)).padStart(4, '0')}` })
-    await forceStatus(h.sql, created.id, status)
-    const before = await snapshot(h.sql)
+  const seeds = [
+    ['IN_PROGRESS', { status: 'IN_PROGRESS' }],
+    ['IN_PROGRESS', { status: 'IN_PROGRESS', dialed: false }],
+    ['COMPLETED', { status: 'COMPLETED' }],
+    ['FAILED', { status: 'FAILED' }],
+    ['EXPIRED', { status: 'EXPIRED' }],
+  ] as const
+  for (const [status, seed] of seeds) {
+    const created = await insertCall(h, seed)
+    const before = await tableSnapshot(h.sql)
     for (const change of [{ scriptId: 'late' }, { to: '+966509999999' }, { metadata: { a: 1 } }]) {
       const res = await h.call('PATCH', `/calls/${created.id}`, change)
       isProblem(t, res, 409, 'call_not_pending')
@@ -233,7 +240,7 @@ t.test('PATCH /calls/:id refuses calls that are no longer PENDING', async (t) =>
       t.equal(res.body.callId, created.id)
       t.equal(res.body.callStatus, status, `${status}: callStatus carries the current status`)
     }
-    t.same(await snapshot(h.sql), before, `${status}: nothing written`)
+    t.same(await tableSnapshot(h.sql), before, `${status}: nothing written`)
     const read = await h.call('GET', `/calls/${created.id}`)
     t.equal(read.body.payload.scriptId, 'welcomeFlow')
   }
@@ -246,7 +253,7 @@ t.test('GET /calls lists newest first with keyset pagination', async (t) => {
   t.same(empty.body, { data: [], nextCursor: null })
 
   const ids: string[] = []
-  for (let i = 0; i < 7; i++) ids.push((await createCall(h, { to: `+1415555${String(i).padStart(4, '0')}` })).id)
+  for (let i = 0; i < 7; i++) ids.push((await postCall(h, { to: `+1415555${String(i).padStart(4, '0')}` })).id)
   const newestFirst = ids.slice().reverse()
 
   const all = await h.call('GET', '/calls')
@@ -275,10 +282,10 @@ t.test('GET /calls lists newest first with keyset pagination', async (t) => {
   t.equal(three.body.nextCursor, null)
 
   // Status filter, with pagination.
-  await forceStatus(h.sql, ids[1]!, 'COMPLETED')
-  await forceStatus(h.sql, ids[3]!, 'COMPLETED')
-  await forceStatus(h.sql, ids[5]!, 'COMPLETED')
-  await forceStatus(h.sql, ids[2]!, 'IN_PROGRESS')
+  await moveToStatus(h.sql, ids[1]!, 'COMPLETED')
+  await moveToStatus(h.sql, ids[3]!, 'COMPLETED')
+  await moveToStatus(h.sql, ids[5]!, 'COMPLETED')
+  await moveToStatus(h.sql, ids[2]!, 'IN_PROGRESS')
   const completed = await h.call('GET', '/calls?status=COMPLETED&limit=2')
   t.same(completed.body.data.map((c: any) => c.id), [ids[5], ids[3]])
   t.ok(completed.body.nextCursor)
@@ -316,12 +323,8 @@ t.test('GET /metrics', async (t) => {
   })
 
   const wanted: Record<CallStatus, number> = { PENDING: 3, IN_PROGRESS: 2, COMPLETED: 1, FAILED: 1, EXPIRED: 0 }
-  let n = 0
   for (const [status, count] of Object.entries(wanted) as Array<[CallStatus, number]>) {
-    for (let i = 0; i < count; i++) {
-      const call = await createCall(h, { to: `+1415555${String(n++).padStart(4, '0')}` })
-      await forceStatus(h.sql, call.id, status)
-    }
+    for (let i = 0; i < count; i++) await insertCall(h, { status })
   }
   const json = await h.call('GET', '/metrics')
   t.strictSame(json.body, { calls: wanted, inFlight: 2, maxConcurrentCalls: 12, callbacksRefused: {} })
@@ -393,7 +396,7 @@ t.test('API_TOKENS', async (t) => {
       t.match(res.headers.get('www-authenticate'), /^Bearer/)
     }
   }
-  t.same(await snapshot(h.sql), { calls: 0, jobs: 0, rows: '' }, 'nothing written without a token')
+  t.same(await tableSnapshot(h.sql), { calls: 0, jobs: 0, rows: '' }, 'nothing written without a token')
 
   const a = await h.call('POST', '/calls', { to: '+966501234567', scriptId: 'x' }, { authorization: 'Bearer a' })
   t.equal(a.status, 201)

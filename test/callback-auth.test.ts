@@ -1,21 +1,10 @@
 import t, { type Test } from 'tap'
 import { Webhook } from 'standardwebhooks'
 import type { Harness } from './support/harness.ts'
-import { createHarness, WEBHOOK_SECRET } from './support/harness.ts'
-import {
-  callbackPath,
-  callRow,
-  deliver,
-  inFlightCall,
-  jobState,
-  newPhone,
-  registerWorker,
-  sendSigned,
-  signHeaders,
-  snapshot,
-  verdicts,
-  type Delivery,
-} from './support/callbacks.ts'
+import { createHarness, WEBHOOK_SECRET, registerWorker } from './support/harness.ts'
+import { callbackPath, deliver, inFlightCall, sendSigned, signHeaders, type Delivery } from './support/callbacks.ts'
+import { newPhone } from './support/factory.ts'
+import { callRow, callSnapshot, jobState, verdicts } from './support/inspect.ts'
 
 // Who may report a call's outcome: Standard Webhooks signatures (made here by the reference
 // `standardwebhooks` package), rotated secrets, or the static API key, at a webhook URL we issued
@@ -35,7 +24,7 @@ async function dialedCall(h: Harness, workerId: number) {
 
 /** Asserts a 401 problem that changed nothing, wrote nothing, and was counted under its code. */
 async function assertRefused(t: Test, h: Harness, callId: string, send: () => Promise<Delivery>, code?: string) {
-  const before = await snapshot(h, callId)
+  const before = await callSnapshot(h, callId)
   const [rows] = await h.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM callbacks`
   const counted = (await h.call('GET', '/metrics')).body.callbacksRefused as Record<string, number>
   const res = await send()
@@ -43,7 +32,7 @@ async function assertRefused(t: Test, h: Harness, callId: string, send: () => Pr
   t.match(res.contentType, /^application\/problem\+json/, 'as problem+json')
   t.equal(res.body.status, 401)
   if (code) t.equal(res.body.code, code)
-  t.same(await snapshot(h, callId), before, 'call row and job state unchanged')
+  t.same(await callSnapshot(h, callId), before, 'call row and job state unchanged')
   t.equal((await callRow(h, callId)).status, 'IN_PROGRESS')
   const [after] = await h.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM callbacks`
   t.equal(after!.n, rows!.n, 'nothing written to the callbacks table')

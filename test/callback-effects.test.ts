@@ -2,23 +2,10 @@ import t from 'tap'
 import { claimCalls } from '../src/dispatch/claim.ts'
 import { recordDialResult } from '../src/dispatch/record.ts'
 import type { Harness } from './support/harness.ts'
-import { createHarness } from './support/harness.ts'
-import {
-  callbackPath,
-  callRow,
-  createCall,
-  deliver,
-  inFlightCall,
-  inFlightCount,
-  jobState,
-  newPhone,
-  POLICY,
-  registerWorker,
-  sendSigned,
-  signHeaders,
-  snapshot,
-  verdicts,
-} from './support/callbacks.ts'
+import { createHarness, registerWorker } from './support/harness.ts'
+import { callbackPath, deliver, inFlightCall, POLICY, sendSigned, signHeaders } from './support/callbacks.ts'
+import { newPhone, postCall } from './support/factory.ts'
+import { callRow, callSnapshot, inFlightCount, jobState, verdicts } from './support/inspect.ts'
 
 // What a provider callback does to a call and its pg-boss job: final statuses, idempotency
 // per webhook-id (also under concurrency), callbacks for ended calls, callbacks that beat the
@@ -108,13 +95,13 @@ t.test('idempotency per webhook-id', async (t) => {
     const first = await deliver(h, body, signHeaders(body, { id: 'msg_twice' }), callbackPath(call.id))
     t.equal(first.status, 200)
     t.equal(first.body.verdict, 'applied')
-    const afterFirst = await snapshot(h, call.id)
+    const afterFirst = await callSnapshot(h, call.id)
     // A redelivery is signed afresh (new timestamp), with the same id.
     const second = await deliver(h, body, signHeaders(body, { id: 'msg_twice', at: new Date(Date.now() + 1000) }), callbackPath(call.id))
     t.equal(second.status, 200)
     t.equal(second.body.verdict, 'duplicate')
     t.equal(second.body.callId, call.id)
-    t.same(await snapshot(h, call.id), afterFirst, 'the call changed once')
+    t.same(await callSnapshot(h, call.id), afterFirst, 'the call changed once')
     t.same((await callbackRows(h, call.id)).map((r) => [r.verdict, r.webhook_id]), [
       ['applied', 'msg_twice'],
       ['duplicate', 'msg_twice'],
@@ -125,11 +112,11 @@ t.test('idempotency per webhook-id', async (t) => {
     const pid = providerId()
     const call = await inFlightCall(h, worker, newPhone(), pid)
     await sendSigned(h, call.id, { callId: pid, status: 'BUSY' }, { id: 'msg_changed' })
-    const afterFirst = await snapshot(h, call.id)
+    const afterFirst = await callSnapshot(h, call.id)
     const second = await sendSigned(h, call.id, { callId: pid, status: 'COMPLETED', durationSec: 5 }, { id: 'msg_changed' })
     t.equal(second.status, 200)
     t.equal(second.body.verdict, 'duplicate')
-    t.same(await snapshot(h, call.id), afterFirst)
+    t.same(await callSnapshot(h, call.id), afterFirst)
     t.equal(afterFirst.call.status, 'FAILED')
   })
 
@@ -156,13 +143,13 @@ t.test('idempotency per webhook-id', async (t) => {
     const pid = providerId()
     const call = await inFlightCall(h, worker, newPhone(), pid)
     await sendSigned(h, call.id, { callId: pid, status: 'COMPLETED', durationSec: 30, completedAt: '2025-02-02T02:02:02Z' })
-    const afterFirst = await snapshot(h, call.id)
+    const afterFirst = await callSnapshot(h, call.id)
     for (const status of ['FAILED', 'NO_ANSWER']) {
       const res = await sendSigned(h, call.id, { callId: pid, status, durationSec: 1 })
       t.equal(res.status, 200)
       t.same(res.body, { verdict: 'already_final', callId: call.id, status: 'COMPLETED' })
     }
-    t.same(await snapshot(h, call.id), afterFirst, 'no change')
+    t.same(await callSnapshot(h, call.id), afterFirst, 'no change')
     t.same((await callbackRows(h, call.id)).map((r) => r.verdict), ['applied', 'already_final', 'already_final'])
   })
 })
@@ -241,14 +228,14 @@ t.test('invalid callbacks are 400 and change nothing', async (t) => {
   ]
   for (const [name, body, query] of cases) {
     t.test(name, async (t) => {
-      const before = await snapshot(h, call.id)
+      const before = await callSnapshot(h, call.id)
       const counts = await verdicts(h)
       const res = await deliver(h, body, signHeaders(body), callbackPath(query))
       t.equal(res.status, 400)
       t.match(res.contentType, /^application\/problem\+json/)
       t.equal(res.body.status, 400)
       t.match(res.body.code, /^(malformed_json|validation_failed)$/)
-      t.same(await snapshot(h, call.id), before, 'nothing changed')
+      t.same(await callSnapshot(h, call.id), before, 'nothing changed')
       const after = await verdicts(h)
       t.equal(after.rejected ?? 0, (counts.rejected ?? 0) + 1, "kept as 'rejected': it was authenticated, at the call's own URL")
       t.equal(after.applied ?? 0, counts.applied ?? 0)
@@ -276,7 +263,7 @@ t.test('a callback frees the phone for its next PENDING call', async (t) => {
   const phone = newPhone()
   const pid = providerId()
   const first = await inFlightCall(h, worker, phone, pid)
-  const second = await createCall(h, phone)
+  const second = (await postCall(h, { to: phone })).id
 
   const blocked = await claimCalls(h.sql, h.queue, POLICY, worker, 30)
   t.same(blocked.claimed.map((c) => c.id), [], 'the second call is blocked while the first is in flight')

@@ -2,8 +2,10 @@ import t from 'tap'
 import { claimCalls } from '../src/dispatch/claim.ts'
 import { recordDialResult } from '../src/dispatch/record.ts'
 import { sweep } from '../src/dispatch/sweeps.ts'
-import { callRow, inFlightCall, inFlightCount, jobState, newPhone, POLICY, registerWorker, sendSigned, snapshot } from './support/callbacks.ts'
-import { createHarness, type Harness } from './support/harness.ts'
+import { inFlightCall, POLICY, sendSigned } from './support/callbacks.ts'
+import { newPhone } from './support/factory.ts'
+import { callRow, callSnapshot, inFlightCount, jobState } from './support/inspect.ts'
+import { createHarness, type Harness, registerWorker } from './support/harness.ts'
 
 // A callback is bound to one dial of one call: the webhook URL names the dial, and once the
 // provider's id for that dial is known the body must name it. A callback for an earlier dial
@@ -26,11 +28,11 @@ t.test('a callback for an earlier dial is recorded as stale and ends nothing', a
   const h = await createHarness(t)
   const worker = await registerWorker(h)
   const call = await onSecondDial(h, worker)
-  const before = await snapshot(h, call.id)
+  const before = await callSnapshot(h, call.id)
   const res = await sendSigned(h, call.id, { callId: 'prov-dial-1', status: 'COMPLETED' }, { dial: 1 })
   t.equal(res.status, 200, 'answered 200: the sender has nothing to retry')
   t.same(res.body, { verdict: 'stale', callId: call.id, status: 'IN_PROGRESS' })
-  t.same(await snapshot(h, call.id), before, 'the current dial is untouched')
+  t.same(await callSnapshot(h, call.id), before, 'the current dial is untouched')
   const current = await sendSigned(h, call.id, { callId: 'prov-dial-2', status: 'BUSY' }, { dial: 2 })
   t.same(current.body, { verdict: 'applied', callId: call.id, status: 'FAILED' })
   t.same(await verdictsOf(h, call.id), [['stale', 1], ['applied', 2]])
@@ -41,13 +43,13 @@ t.test("a callback re-sent to another call's URL is refused: it names another ca
   const worker = await registerWorker(h)
   const c = await inFlightCall(h, worker, newPhone(), 'prov-C')
   const d = await inFlightCall(h, worker, newPhone(), 'prov-D')
-  const beforeC = await snapshot(h, c.id)
+  const beforeC = await callSnapshot(h, c.id)
   // D's callback, captured and replayed at C's URL with a fresh signature.
   const res = await sendSigned(h, c.id, { callId: 'prov-D', status: 'FAILED' }, { dial: 1 })
   t.equal(res.status, 409)
   t.equal(res.body.code, 'callback_not_bound')
   t.match(res.body.detail, /prov-D.*prov-C/)
-  t.same(await snapshot(h, c.id), beforeC, 'C is untouched')
+  t.same(await callSnapshot(h, c.id), beforeC, 'C is untouched')
   t.equal((await callRow(h, d.id)).status, 'IN_PROGRESS', 'and so is D')
   t.same(await verdictsOf(h, c.id), [['rejected', 1]])
 })
@@ -56,10 +58,10 @@ t.test('a callback naming a dial the call never started is refused', async (t) =
   const h = await createHarness(t)
   const worker = await registerWorker(h)
   const call = await inFlightCall(h, worker, newPhone(), null)
-  const before = await snapshot(h, call.id)
+  const before = await callSnapshot(h, call.id)
   const res = await sendSigned(h, call.id, { callId: 'prov-x', status: 'COMPLETED' }, { dial: 7 })
   t.equal(res.status, 409)
-  t.same(await snapshot(h, call.id), before)
+  t.same(await callSnapshot(h, call.id), before)
 })
 
 t.test('before the 202, a callback at the dial’s URL is applied and names the provider call', async (t) => {

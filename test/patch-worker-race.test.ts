@@ -63,4 +63,7 @@ t.test('PATCH racing a running worker: the provider dials what the API answered'
   t.equal(fake.received.length, ROUNDS, 'each call dialed once')
   for (const [id, script] of expected) t.equal(dialed.get(id), script, `call ${id} dialed with ${script}`)
   t.comment(`PATCH accepted ${accepted} times, refused ${refused} times`)
+  // Otherwise the rounds never raced, and the checks above proved only one side.
+  t.ok(accepted > 0, `some PATCHes landed before the claim (${accepted})`)
+  t.ok(refused > 0, `some came after it and were refused (${refused})`)
 })

@@ -6,9 +6,11 @@ import { Reconciler } from '../src/dispatch/reconcile.ts'
 import { reconcileAllNow } from '../src/db/transitions.ts'
 import { listen } from '../src/http/serve.ts'
 import { silentLogger } from '../src/log.ts'
-import { callRow, inFlightCall, inFlightCount, newPhone, registerWorker } from './support/callbacks.ts'
+import { inFlightCall } from './support/callbacks.ts'
+import { newPhone } from './support/factory.ts'
+import { callRow, inFlightCount } from './support/inspect.ts'
 import { startFakeProvider, type Answer } from './support/fake-provider.ts'
-import { createHarness, startSimulator, WEBHOOK_SECRET, type Harness } from './support/harness.ts'
+import { createHarness, startSimulator, WEBHOOK_SECRET, type Harness, registerWorker } from './support/harness.ts'
 import { waitFor } from './support/processes.ts'
 
 // A dialed call whose final callback never comes is looked up at the provider instead of

@@ -3,6 +3,7 @@ import { Webhook } from 'standardwebhooks'
 import type { CallRow } from '../../src/calls/model.ts'
 import { claimCalls, type DispatchPolicy } from '../../src/dispatch/claim.ts'
 import { recordDialResult } from '../../src/dispatch/record.ts'
+import { postCall } from './factory.ts'
 import { readResponse, WEBHOOK_SECRET, type Harness } from './harness.ts'
 
 // Helpers for the provider-callback tests. Signatures come from the independent
@@ -71,14 +72,6 @@ export async function sendSigned(
   return deliver(h, body, signHeaders(body, options), callbackPath(callId, options.dial ?? 1))
 }
 
-export { registerWorker } from './harness.ts'
-
-export async function createCall(h: Harness, phone: string): Promise<string> {
-  const res = await h.call('POST', '/calls', { to: phone, scriptId: 'welcomeFlow' })
-  if (res.status !== 201) throw new Error(`POST /calls answered ${res.status}: ${JSON.stringify(res.body)}`)
-  return res.body.id
-}
-
 /**
  * A call claimed by a worker (IN_PROGRESS) and, unless `providerCallId` is null, accepted by
  * the provider (its 202 recorded). Returns the call as the claim returned it, for a later
@@ -90,7 +83,7 @@ export async function inFlightCall(
   phone: string,
   providerCallId: string | null,
 ): Promise<CallRow> {
-  const id = await createCall(h, phone)
+  const { id } = await postCall(h, { to: phone })
   const { claimed } = await claimCalls(h.sql, h.queue, POLICY, workerId, 30)
   const call = claimed.find((c) => c.id === id)
   if (!call) throw new Error(`call ${id} was not claimed`)
@@ -101,37 +94,3 @@ export async function inFlightCall(
   return call
 }
 
-export async function callRow(h: Harness, id: string): Promise<CallRow> {
-  const [row] = await h.sql<CallRow[]>`SELECT * FROM calls WHERE id = ${id}`
-  if (!row) throw new Error(`no call ${id}`)
-  return row
-}
-
-export async function jobState(h: Harness, jobId: string | null): Promise<string | undefined> {
-  if (!jobId) return undefined
-  const [row] = await h.sql<{ state: string }[]>`SELECT state FROM pgboss.job WHERE id = ${jobId}`
-  return row?.state
-}
-
-/** The call row and its job's state, to check that a refused callback changed nothing. */
-export async function snapshot(h: Harness, id: string): Promise<{ call: CallRow; job: string | undefined }> {
-  const call = await callRow(h, id)
-  return { call, job: await jobState(h, call.job_id) }
-}
-
-export async function verdicts(h: Harness): Promise<Record<string, number>> {
-  const rows = await h.sql<{ verdict: string; n: number }[]>`SELECT verdict, count(*)::int AS n FROM callbacks GROUP BY verdict`
-  return Object.fromEntries(rows.map((r) => [r.verdict, r.n]))
-}
-
-export async function inFlightCount(h: Harness): Promise<number> {
-  const [row] = await h.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM calls WHERE status = 'IN_PROGRESS'`
-  return row!.n
-}
-
-let phoneSeq = 0
-/** A fresh E.164 number per call site, so calls in one file never block each other. */
-export function newPhone(): string {
-  phoneSeq += 1
-  return `+9665${String(10_000_000 + phoneSeq).padStart(8, '0')}`
-}
