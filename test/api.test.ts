@@ -160,7 +160,7 @@ t.test('GET /calls/:id', async (t) => {
   await moveToStatus(h.sql, created.id, 'FAILED')
   const failed = await h.call('GET', `/calls/${created.id}`)
   t.equal(failed.body.status, 'FAILED')
-  t.equal(failed.body.lastError, 'busy')
+  t.equal(failed.body.lastError, 'provider reported BUSY')
   t.equal(failed.body.attempts, 1)
   t.match(failed.body.endedAt, ISO)
   t.match(failed.body.startedAt, ISO)
@@ -242,7 +242,7 @@ t.test('PATCH /calls/:id refuses calls that are no longer PENDING', async (t) =>
     }
     t.same(await tableSnapshot(h.sql), before, `${status}: nothing written`)
     const read = await h.call('GET', `/calls/${created.id}`)
-    t.equal(read.body.payload.scriptId, 'welcomeFlow')
+    t.equal(read.body.payload.scriptId, created.script_id)
   }
 })
 
