@@ -276,13 +276,16 @@ export async function timeOutSilent(tx: Tx, timeoutSeconds: number, limit: numbe
     RETURNING *`
 }
 
-/** The soonest time a waiting call (a backoff, a lease) becomes due, so a worker can set one timer for it. */
-export async function nextDueAt(db: Db): Promise<Date | null> {
-  const [row] = await db<{ at: Date | null }[]>`
-    SELECT LEAST(
+/**
+ * How long until the soonest waiting call (a backoff, a lease) becomes due, in milliseconds of
+ * the database's clock, so a worker can set one timer without trusting its own clock to agree.
+ */
+export async function msUntilNextDue(db: Db): Promise<number | null> {
+  const [row] = await db<{ ms: number | null }[]>`
+    SELECT (extract(epoch FROM LEAST(
       (SELECT min(next_attempt_at) FROM calls WHERE status = 'PENDING' AND next_attempt_at > now()),
-      (SELECT min(next_attempt_at) FROM calls WHERE status = 'IN_PROGRESS' AND next_attempt_at > now())) AS at`
-  return row?.at ?? null
+      (SELECT min(next_attempt_at) FROM calls WHERE status = 'IN_PROGRESS' AND next_attempt_at > now())) - now()) * 1000)::float8 AS ms`
+  return row?.ms ?? null
 }
 
 /** Dialed calls due for a status look-up; each is pushed `afterSeconds` ahead, so only one worker asks. */

@@ -2,7 +2,7 @@ import { hostname } from 'node:os'
 import { performance } from 'node:perf_hooks'
 import type { CallRow } from '../calls/model.ts'
 import { isDatabaseUnavailable, type Sql } from '../db/sql.ts'
-import { nextDueAt, reconcileAllNow, registerWorker, touchWorker } from '../db/transitions.ts'
+import { msUntilNextDue, reconcileAllNow, registerWorker, touchWorker } from '../db/transitions.ts'
 import type { Logger } from '../log.ts'
 import { claimCalls, LEASE_MARGIN_MS, takeResends, type DispatchPolicy } from './claim.ts'
 import type { DialResult, ProviderClient } from './provider.ts'
@@ -175,10 +175,10 @@ export class Dispatcher {
   }
 
   async #armDueTimer(): Promise<void> {
-    const due = await nextDueAt(this.#sql)
+    const untilDue = await msUntilNextDue(this.#sql)
     clearTimeout(this.#dueTimer)
-    if (!due) return
-    const delay = Math.max(0, due.getTime() - Date.now()) + 5
+    if (untilDue === null) return
+    const delay = Math.max(0, untilDue) + 5
     if (delay < this.#options.pollMs) this.#dueTimer = setTimeout(() => this.wake(), delay).unref()
   }
 
