@@ -1,5 +1,7 @@
 import * as v from 'valibot'
 import { MAX_WAIT_SECONDS } from './calls/model.ts'
+import { NO_POLICY, type CallingPolicy, type RetriedOutcome } from './calls/policy.ts'
+import { parseWindowSpec } from './calls/window.ts'
 
 // Every setting the process reads, its default and its bounds live here and nowhere else.
 // `.env.example` and `bin/orchestrator --help` describe the same list; test/config.test.ts
@@ -66,6 +68,12 @@ const EnvSchema = v.object({
   CALL_TIMEOUT_SECONDS: int(1800, 5, 20 * 3600),
   // A call cannot wait longer than pg-boss keeps its queued job (MAX_WAIT_SECONDS, 365 days).
   CALL_TTL_SECONDS: int(86_400, 1, MAX_WAIT_SECONDS),
+  CALLING_WINDOW: optionalString,
+  CAP_PER_PHONE_24H: int(0, 0, 1_000),
+  CAP_PER_PHONE_7D: int(0, 0, 10_000),
+  RETRY_BUSY: optionalString,
+  RETRY_NO_ANSWER: optionalString,
+  RETRY_FAILED: optionalString,
   RECONCILE_AFTER_SECONDS: int(120, 0, 86_400),
   RECONCILE_RATE_PER_SECOND: int(5, 1, 1_000),
   PROVIDER_BASE_URL: v.optional(httpUrl),
@@ -117,6 +125,7 @@ export interface Config {
   }
   provider: { baseUrl: string | undefined; apiKey: string | undefined; timeoutMs: number }
   publicBaseUrl: string
+  policy: CallingPolicy
   webhook: { secrets: string[]; apiKey: string | undefined }
   logLevel: LogLevel
   simulator: {
@@ -161,6 +170,37 @@ function parseStatusMix(text: string): Config['simulator']['statusMix'] {
     throw new ConfigError('SIMULATOR_STATUS_MIX: at least one weight must be above 0')
   }
   return mix
+}
+
+const DURATION_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400 }
+
+/** "2@10m": at most 2 retries, 10 minutes after the previous dial ended; "" or "0": none. */
+function parseRetry(variable: string, text: string | undefined): { limit: number; delaySeconds: number } | undefined {
+  if (text === undefined || text === '0') return undefined
+  const m = /^(\d{1,3})@(\d{1,6})([smhd])$/.exec(text)
+  const limit = Number(m?.[1])
+  const delaySeconds = Number(m?.[2]) * (DURATION_UNITS[m?.[3] ?? ''] ?? NaN)
+  if (!m || limit < 1 || delaySeconds < 1 || delaySeconds > MAX_WAIT_SECONDS) {
+    throw new ConfigError(`${variable}: must be COUNT@DELAY, e.g. 2@10m (at most 2 retries, 10 minutes apart; s, m, h or d), or 0 for none`)
+  }
+  return { limit, delaySeconds }
+}
+
+function parsePolicy(e: v.InferOutput<typeof EnvSchema>): CallingPolicy {
+  let window = NO_POLICY.window
+  if (e.CALLING_WINDOW) {
+    try {
+      window = parseWindowSpec(e.CALLING_WINDOW)
+    } catch (err) {
+      throw new ConfigError(`CALLING_WINDOW: ${(err as Error).message} (got ${JSON.stringify(e.CALLING_WINDOW)})`)
+    }
+  }
+  const retries: CallingPolicy['retries'] = {}
+  for (const [outcome, variable] of [['BUSY', 'RETRY_BUSY'], ['NO_ANSWER', 'RETRY_NO_ANSWER'], ['FAILED', 'RETRY_FAILED']] as const) {
+    const retry = parseRetry(variable, e[variable])
+    if (retry) retries[outcome as RetriedOutcome] = retry
+  }
+  return { window, caps: { perDay: e.CAP_PER_PHONE_24H, perWeek: e.CAP_PER_PHONE_7D }, retries }
 }
 
 /** Parses the environment once; throws ConfigError naming every bad variable. */
@@ -222,6 +262,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       timeoutMs: e.PROVIDER_TIMEOUT_MS,
     },
     publicBaseUrl: e.PUBLIC_BASE_URL ?? `http://127.0.0.1:${e.PORT}`,
+    policy: parsePolicy(e),
     webhook: { secrets: e.WEBHOOK_SECRET, apiKey: e.WEBHOOK_API_KEY },
     logLevel: e.LOG_LEVEL,
     simulator: {

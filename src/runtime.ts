@@ -3,6 +3,8 @@ import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createCallbackRoute } from './callbacks/route.ts'
 import { createCallService } from './calls/service.ts'
+import { createSuppressionService } from './calls/suppressions.ts'
+import { createDispatchControl } from './dispatch/control.ts'
 import type { Config, Mode } from './config.ts'
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.ts'
 import { isMigrated, migrate, readMigrations } from './db/migrate.ts'
@@ -156,6 +158,7 @@ export async function startOrchestrator(
         queue,
         callTtlSeconds: config.dispatch.callTtlSeconds,
         maxConcurrentCalls: config.dispatch.maxConcurrentCalls,
+        calling: config.policy,
       })
       const app = createApp({
         calls: callService,
@@ -170,7 +173,9 @@ export async function startOrchestrator(
             return { ok: false, detail: `database unreachable: ${(err as Error).message}` }
           }
         },
-        callbacks: createCallbackRoute({ sql, queue, secrets: webhook.secrets, apiKey: webhook.apiKey, log }),
+        callbacks: createCallbackRoute({ sql, queue, secrets: webhook.secrets, apiKey: webhook.apiKey, log, calling: config.policy }),
+        suppressions: createSuppressionService({ sql, queue }),
+        dispatch: createDispatchControl({ sql, maxConcurrentCalls: config.dispatch.maxConcurrentCalls }),
       })
       const server: RunningServer = await listen(app, config.http)
       stops.push(() => server.close())
@@ -191,7 +196,7 @@ export async function startOrchestrator(
           publicBaseUrl: config.publicBaseUrl,
           callbackSecret: callbackSecret(webhook),
         }),
-        options: { ...config.dispatch, leaseMs: config.provider.timeoutMs + LEASE_MARGIN_MS },
+        options: { ...config.dispatch, leaseMs: config.provider.timeoutMs + LEASE_MARGIN_MS, calling: config.policy },
         log,
       })
       await untilDatabaseAnswers('worker start-up', () => dispatcher.start(), log, signal)

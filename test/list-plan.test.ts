@@ -10,9 +10,10 @@ import { createTestDatabase } from './support/db.ts'
 t.test('list queries walk an index in order: no sequential scan, no sort', async (t) => {
   const db = await createTestDatabase(t)
   await db.sql`
-    INSERT INTO calls (phone, script_id, status, attempts, dial, started_at, ended_at, last_error, created_at)
+    INSERT INTO calls (phone, script_id, status, attempts, dial, dial_requests, started_at, ended_at, last_error, created_at)
     SELECT '+1555' || lpad((g % 100000)::text, 7, '0'), 'bulk',
            s.status, CASE WHEN s.status = 'PENDING' THEN 0 ELSE 1 END, CASE WHEN s.status = 'PENDING' THEN 0 ELSE 1 END,
+           CASE WHEN s.status = 'PENDING' THEN 0 ELSE 1 END,
            CASE WHEN s.status = 'PENDING' THEN NULL ELSE now() END,
            CASE WHEN s.status IN ('PENDING', 'IN_PROGRESS') THEN NULL ELSE now() END,
            CASE WHEN s.status = 'FAILED' THEN 'x' END,

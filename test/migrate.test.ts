@@ -113,32 +113,32 @@ t.test('constraints reject rows that contradict themselves', async (t) => {
   // A valid baseline in each state, to show the failures below come from the one broken field.
   t.equal(await code(sql`INSERT INTO calls (phone, script_id) VALUES ('+15550000001', 's')`), 'ok')
   t.equal(
-    await code(sql`INSERT INTO calls (phone, script_id, status, attempts, dial, started_at, next_attempt_at) VALUES ('+15550000002', 's', 'IN_PROGRESS', 1, 1, now(), now())`),
+    await code(sql`INSERT INTO calls (phone, script_id, status, attempts, dial, dial_requests, started_at, next_attempt_at) VALUES ('+15550000002', 's', 'IN_PROGRESS', 1, 1, 1, now(), now())`),
     'ok',
   )
   t.equal(
-    await code(sql`INSERT INTO calls (phone, script_id, status, attempts, dial, started_at, ended_at) VALUES ('+15550000003', 's', 'COMPLETED', 1, 1, now(), now())`),
+    await code(sql`INSERT INTO calls (phone, script_id, status, attempts, dial, dial_requests, started_at, ended_at) VALUES ('+15550000003', 's', 'COMPLETED', 1, 1, 1, now(), now())`),
     'ok',
   )
   t.equal(
-    await code(sql`INSERT INTO calls (phone, script_id, status, attempts, dial, started_at, ended_at, last_error) VALUES ('+15550000003', 's', 'FAILED', 1, 1, now(), now(), 'busy')`),
+    await code(sql`INSERT INTO calls (phone, script_id, status, attempts, dial, dial_requests, started_at, ended_at, last_error) VALUES ('+15550000003', 's', 'FAILED', 1, 1, 1, now(), now(), 'busy')`),
     'ok',
   )
 
   // One call in flight per phone.
   t.equal(
-    await code(sql`INSERT INTO calls (phone, script_id, status, attempts, dial, started_at, next_attempt_at) VALUES ('+15550000002', 's', 'IN_PROGRESS', 1, 1, now(), now())`),
+    await code(sql`INSERT INTO calls (phone, script_id, status, attempts, dial, dial_requests, started_at, next_attempt_at) VALUES ('+15550000002', 's', 'IN_PROGRESS', 1, 1, 1, now(), now())`),
     '23505',
     'two IN_PROGRESS calls for one phone',
   )
   t.equal(
-    await constraint(sql`INSERT INTO calls (phone, script_id, status, attempts, dial, started_at, next_attempt_at) VALUES ('+15550000002', 's', 'IN_PROGRESS', 1, 1, now(), now())`),
+    await constraint(sql`INSERT INTO calls (phone, script_id, status, attempts, dial, dial_requests, started_at, next_attempt_at) VALUES ('+15550000002', 's', 'IN_PROGRESS', 1, 1, 1, now(), now())`),
     'calls_one_in_flight_per_phone',
   )
   // …and the same via UPDATE of a PENDING call for that phone.
   const [pending] = await sql<{ id: string }[]>`INSERT INTO calls (phone, script_id) VALUES ('+15550000002', 's') RETURNING id`
   t.equal(
-    await code(sql`UPDATE calls SET status = 'IN_PROGRESS', attempts = 1, dial = 1, started_at = now(), next_attempt_at = now() WHERE id = ${pending!.id}`),
+    await code(sql`UPDATE calls SET status = 'IN_PROGRESS', attempts = 1, dial = 1, dial_requests = 1, started_at = now(), next_attempt_at = now() WHERE id = ${pending!.id}`),
     '23505',
   )
 
@@ -146,7 +146,7 @@ t.test('constraints reject rows that contradict themselves', async (t) => {
   const checks: Array<[string, Promise<unknown>, string | string[]]> = [
     [
       'IN_PROGRESS without started_at',
-      sql`INSERT INTO calls (phone, script_id, status, attempts, dial, next_attempt_at) VALUES ('+15550000010', 's', 'IN_PROGRESS', 1, 1, now())`,
+      sql`INSERT INTO calls (phone, script_id, status, attempts, dial, dial_requests, next_attempt_at) VALUES ('+15550000010', 's', 'IN_PROGRESS', 1, 1, 1, now())`,
       ['calls_started_iff_attempted', 'calls_in_progress_claimed'],
     ],
     [
@@ -156,12 +156,12 @@ t.test('constraints reject rows that contradict themselves', async (t) => {
     ],
     [
       'FAILED without last_error',
-      sql`INSERT INTO calls (phone, script_id, status, attempts, dial, started_at, ended_at) VALUES ('+15550000012', 's', 'FAILED', 1, 1, now(), now())`,
+      sql`INSERT INTO calls (phone, script_id, status, attempts, dial, dial_requests, started_at, ended_at) VALUES ('+15550000012', 's', 'FAILED', 1, 1, 1, now(), now())`,
       'calls_failed_has_error',
     ],
     [
       'COMPLETED without ended_at',
-      sql`INSERT INTO calls (phone, script_id, status, attempts, dial, started_at) VALUES ('+15550000013', 's', 'COMPLETED', 1, 1, now())`,
+      sql`INSERT INTO calls (phone, script_id, status, attempts, dial, dial_requests, started_at) VALUES ('+15550000013', 's', 'COMPLETED', 1, 1, 1, now())`,
       'calls_ended_iff_terminal',
     ],
     [
@@ -171,7 +171,7 @@ t.test('constraints reject rows that contradict themselves', async (t) => {
     ],
     [
       'PENDING but dialed',
-      sql`INSERT INTO calls (phone, script_id, attempts, dial, started_at, dialed_at) VALUES ('+15550000015', 's', 1, 1, now(), now())`,
+      sql`INSERT INTO calls (phone, script_id, attempts, dial, dial_requests, started_at, dialed_at) VALUES ('+15550000015', 's', 1, 1, 1, now(), now())`,
       'calls_dialed_only_in_flight',
     ],
     ['phone not E.164', sql`INSERT INTO calls (phone, script_id) VALUES ('0501234567', 's')`, 'calls_phone_e164'],
@@ -185,30 +185,30 @@ t.test('constraints reject rows that contradict themselves', async (t) => {
     [
       'a dial without an attempt',
       sql`INSERT INTO calls (phone, script_id, dial) VALUES ('+15550000024', 's', 1)`,
-      'calls_dial_iff_attempted',
+      ['calls_dial_iff_attempted', 'calls_dial_requests_in_dial'],
     ],
     [
       'a request under way for a call the provider already accepted',
-      sql`INSERT INTO calls (phone, script_id, status, attempts, dial, started_at, dialed_at, timeout_at, next_attempt_at, claimed_by)
-          VALUES ('+15550000025', 's', 'IN_PROGRESS', 1, 1, now(), now(), now(), now(), 1)`,
+      sql`INSERT INTO calls (phone, script_id, status, attempts, dial, dial_requests, started_at, dialed_at, timeout_at, next_attempt_at, claimed_by)
+          VALUES ('+15550000025', 's', 'IN_PROGRESS', 1, 1, 1, now(), now(), now(), now(), 1)`,
       'calls_sending_has_lease',
     ],
     [
       'a request under way without a lease',
-      sql`INSERT INTO calls (phone, script_id, status, attempts, dial, started_at, claimed_by, outcome_unknown_at, timeout_at)
-          VALUES ('+15550000026', 's', 'IN_PROGRESS', 1, 1, now(), 1, now(), now())`,
+      sql`INSERT INTO calls (phone, script_id, status, attempts, dial, dial_requests, started_at, claimed_by, outcome_unknown_at, timeout_at)
+          VALUES ('+15550000026', 's', 'IN_PROGRESS', 1, 1, 1, now(), 1, now(), now())`,
       'calls_sending_has_lease',
     ],
     [
       'dialed and in flight without a timeout',
-      sql`INSERT INTO calls (phone, script_id, status, attempts, dial, started_at, dialed_at)
-          VALUES ('+15550000027', 's', 'IN_PROGRESS', 1, 1, now(), now())`,
+      sql`INSERT INTO calls (phone, script_id, status, attempts, dial, dial_requests, started_at, dialed_at)
+          VALUES ('+15550000027', 's', 'IN_PROGRESS', 1, 1, 1, now(), now())`,
       'calls_dialed_has_timeout',
     ],
     [
       'in flight with nothing to send, not dialed, and no unknown outcome to wait out',
-      sql`INSERT INTO calls (phone, script_id, status, attempts, dial, started_at, timeout_at)
-          VALUES ('+15550000028', 's', 'IN_PROGRESS', 1, 1, now(), now())`,
+      sql`INSERT INTO calls (phone, script_id, status, attempts, dial, dial_requests, started_at, timeout_at)
+          VALUES ('+15550000028', 's', 'IN_PROGRESS', 1, 1, 1, now(), now())`,
       'calls_held_has_timeout',
     ],
     [

@@ -1,9 +1,11 @@
 import type { CallRow } from '../calls/model.ts'
 import { recordCallback, webhookIdUsed, type Verdict } from '../db/callbacks.ts'
 import { completeJob } from '../calls/jobs.ts'
+import { dueTime, NO_POLICY, type CallingPolicy } from '../calls/policy.ts'
+import { dialsEndedWith, endDials } from '../db/dials.ts'
 import { wakeWorkers } from '../db/locks.ts'
 import type { Tx } from '../db/sql.ts'
-import { applyProviderFinal } from '../db/transitions.ts'
+import { applyProviderFinal, databaseNow, retryAfterOutcome, type FinalStatus } from '../db/transitions.ts'
 import type { FinalProviderStatus } from '../dispatch/provider.ts'
 import type { CallQueue } from '../db/queue.ts'
 
@@ -31,8 +33,18 @@ export interface WordOutcome {
   reason?: string | undefined
 }
 
-/** Applies `word` to `call`, which the caller's transaction has locked (FOR UPDATE). */
-export async function applyProviderWord(tx: Tx, queue: CallQueue, call: CallRow, word: ProviderWord): Promise<WordOutcome> {
+/**
+ * Applies `word` to `call`, which the caller's transaction has locked (FOR UPDATE). With an
+ * outcome retry policy (`calling.retries`), a BUSY, NO_ANSWER or FAILED word on an in-flight
+ * call sends it back to PENDING for a new dial instead of ending it.
+ */
+export async function applyProviderWord(
+  tx: Tx,
+  queue: CallQueue,
+  call: CallRow,
+  word: ProviderWord,
+  calling: CallingPolicy = NO_POLICY,
+): Promise<WordOutcome> {
   const record = (verdict: Verdict, reason: string | null) =>
     recordCallback(tx, {
       source: word.source,
@@ -61,14 +73,29 @@ export async function applyProviderWord(tx: Tx, queue: CallQueue, call: CallRow,
     return refuse('rejected', `names provider call ${word.providerCallId}; dial ${call.dial} is provider call ${call.provider_call_id}`)
   }
 
-  const row = await applyProviderFinal(tx, call.id, call.dial, {
+  const final: FinalStatus = {
     status: word.providerStatus === 'COMPLETED' ? 'COMPLETED' : 'FAILED',
     providerStatus: word.providerStatus,
     providerCallId: word.providerCallId,
     durationSec: word.durationSec,
     endedAt: word.completedAt,
-  })
+  }
+  const retried = call.status === 'IN_PROGRESS' ? await retryAfter(tx, queue, call, final, calling) : undefined
+  if (retried) {
+    await record('applied', retried.last_error)
+    return { verdict: 'applied', call: retried, reason: retried.last_error ?? undefined }
+  }
+  const row = await applyProviderFinal(tx, call.id, call.dial, final)
   if (!row) return refuse('already_final', `call was already ${call.status}`)
+  await endDials(tx, [
+    {
+      callId: call.id,
+      dial: call.dial,
+      outcome: word.providerStatus,
+      error: final.status === 'FAILED' ? `provider reported ${word.providerStatus}` : null,
+      providerCallId: word.providerCallId,
+    },
+  ])
   const corrected = call.status === 'FAILED'
   if (!corrected) {
     await completeJob(tx, queue, call)
@@ -77,4 +104,28 @@ export async function applyProviderWord(tx: Tx, queue: CallQueue, call: CallRow,
   const reason = corrected ? `we had declared it FAILED (${call.last_error ?? 'no reason'}); the provider says ${word.providerStatus}` : null
   await record(corrected ? 'corrected' : 'applied', reason)
   return { verdict: corrected ? 'corrected' : 'applied', call: row, reason: reason ?? undefined }
+}
+
+/**
+ * A new dial after BUSY, NO_ANSWER or FAILED, when the policy allows one more for that outcome:
+ * that provider call has definitively ended, so the slot and the phone go free, and the call
+ * waits PENDING for the retry's delay (and its window and caps). Undefined when no retry is due.
+ */
+async function retryAfter(tx: Tx, queue: CallQueue, call: CallRow, final: FinalStatus, calling: CallingPolicy): Promise<CallRow | undefined> {
+  const outcome = final.providerStatus as 'BUSY' | 'NO_ANSWER' | 'FAILED' | 'COMPLETED'
+  if (outcome === 'COMPLETED') return undefined
+  const retry = calling.retries[outcome]
+  if (!retry) return undefined
+  const before = await dialsEndedWith(tx, call.id, outcome)
+  if (before >= retry.limit) return undefined
+  const now = await databaseNow(tx)
+  const due = await dueTime(tx, calling, call, now, { at: new Date(now.getTime() + retry.delaySeconds * 1000), reason: 'retry' })
+  if (!due) return undefined // its window never opens again: the outcome stands
+  const error = `provider reported ${outcome}; retry ${before + 1} of ${retry.limit} after ${outcome}`
+  await endDials(tx, [{ callId: call.id, dial: call.dial, outcome, error: `provider reported ${outcome}`, providerCallId: final.providerCallId }])
+  await completeJob(tx, queue, call)
+  const jobId = await queue.enqueue(tx, { id: call.id, phone: call.phone, startAfter: due.at })
+  const row = await retryAfterOutcome(tx, call.id, call.dial, { final, jobId, dueAt: due.at, waitingFor: due.waitingFor, error })
+  await wakeWorkers(tx)
+  return row
 }

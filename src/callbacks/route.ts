@@ -12,6 +12,7 @@ import { isJsonObject, textFault } from '../http/input.ts'
 import { HttpProblem } from '../http/problem.ts'
 import { singleQuery, timestamp } from '../http/schemas.ts'
 import { throttled, type Logger } from '../log.ts'
+import type { CallingPolicy } from '../calls/policy.ts'
 import { applyProviderWord } from './apply.ts'
 import { verifyCallbackSignature } from './signature.ts'
 import { verifyCallbackToken } from './token.ts'
@@ -48,6 +49,8 @@ const CallbackUrl = v.object({
 export interface CallbackDeps {
   sql: Sql
   queue: CallQueue
+  /** For outcome retries (a BUSY callback may start a new dial rather than end the call). */
+  calling?: CallingPolicy | undefined
   secrets: readonly string[]
   apiKey: string | undefined
   log: Logger
@@ -155,7 +158,7 @@ export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
           durationSec: cb.durationSec ?? null,
           completedAt: cb.completedAt ? new Date(cb.completedAt) : null,
           body,
-        })
+        }, deps.calling)
       })
       if (!outcome) {
         await keep('unknown_call', `no call ${callId}`, word)

@@ -1,4 +1,5 @@
 import { insertCall, type NewCall } from '../db/calls.ts'
+import type { WaitingFor } from './policy.ts'
 import { wakeWorkers } from '../db/locks.ts'
 import type { CallQueue } from '../db/queue.ts'
 import type { Tx } from '../db/sql.ts'
@@ -9,9 +10,9 @@ import type { CallRow } from './model.ts'
 // in-flight call has exactly one pg-boss job, keyed by its phone, and a call row and its job
 // change in the same transaction (the caller's `tx`), never one without the other.
 
-/** A new call and its job, due now; the workers are woken when the transaction commits. */
+/** A new call and its job, due when `call.dueAt` says (now when absent); the workers are woken when the transaction commits. */
 export async function insertCallWithJob(tx: Tx, queue: CallQueue, call: Omit<NewCall, 'jobId'>): Promise<CallRow> {
-  const jobId = await queue.enqueue(tx, { id: call.id, phone: call.phone })
+  const jobId = await queue.enqueue(tx, { id: call.id, phone: call.phone, startAfter: call.dueAt ?? null })
   const row = await insertCall(tx, { ...call, jobId })
   await wakeWorkers(tx)
   return row
@@ -27,6 +28,21 @@ export async function requeueCall(tx: Tx, queue: CallQueue, call: Pick<CallRow, 
   const due = await dueAfter(tx, call.id, delaySeconds)
   const jobId = await queue.enqueue(tx, { id: call.id, phone: call.phone, startAfter: due })
   await requeuePending(tx, call.id, jobId, due)
+  await wakeWorkers(tx)
+  return jobId
+}
+
+/** A PENDING call's job is replaced by one due at `due` (a time from the database's clock), waiting for `waitingFor`. */
+export async function rescheduleCall(
+  tx: Tx,
+  queue: CallQueue,
+  call: Pick<CallRow, 'id' | 'phone' | 'job_id'>,
+  due: Date,
+  waitingFor: WaitingFor | null,
+): Promise<string> {
+  if (call.job_id) await queue.delete(tx, call.job_id)
+  const jobId = await queue.enqueue(tx, { id: call.id, phone: call.phone, startAfter: due })
+  await requeuePending(tx, call.id, jobId, due, waitingFor)
   await wakeWorkers(tx)
   return jobId
 }

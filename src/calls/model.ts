@@ -18,7 +18,7 @@
  */
 export const MAX_WAIT_SECONDS = 365 * 24 * 3600
 
-export const CALL_STATUSES = ['PENDING', 'IN_PROGRESS', 'COMPLETED', 'FAILED', 'EXPIRED'] as const
+export const CALL_STATUSES = ['PENDING', 'IN_PROGRESS', 'COMPLETED', 'FAILED', 'EXPIRED', 'SUPPRESSED'] as const
 export type CallStatus = (typeof CALL_STATUSES)[number]
 
 export interface CallRow {
@@ -37,6 +37,11 @@ export interface CallRow {
   job_id: string | null
   claimed_by: number | null
   dial: number
+  dial_requests: number
+  not_before: Date | null
+  calling_window: CallingWindow | null
+  time_zones: string[]
+  waiting_for: WaitingFor | null
   outcome_unknown_at: Date | null
   timeout_at: Date | null
   reconcile_at: Date | null
@@ -48,6 +53,10 @@ export interface CallRow {
   dialed_at: Date | null
   ended_at: Date | null
 }
+
+import type { DialRow } from '../db/dials.ts'
+import type { WaitingFor } from './policy.ts'
+import type { CallingWindow } from './window.ts'
 
 export interface CallPayload {
   to: string
@@ -62,7 +71,12 @@ export interface CallResource {
   attempts: number
   lastError: string | null
   nextAttemptAt: string | null
+  /** Why a PENDING call is not dialed yet: notBefore, callingWindow, cap or retry. */
+  waitingFor: string | null
+  notBefore: string | null
   expiresAt: string | null
+  callingWindow: CallingWindow | null
+  timeZones: string[]
   providerCallId: string | null
   providerStatus: string | null
   durationSec: number | null
@@ -70,11 +84,26 @@ export interface CallResource {
   updatedAt: string
   startedAt: string | null
   endedAt: string | null
+  /** Every dial (provider call) the call has made, oldest first. */
+  dials: DialResource[]
 }
+
+export interface DialResource {
+  dial: number
+  startedAt: string
+  requests: number
+  dialedAt: string | null
+  providerCallId: string | null
+  outcome: string | null
+  error: string | null
+  endedAt: string | null
+}
+
+const WAITING_FOR_NAMES: Record<WaitingFor, string> = { not_before: 'notBefore', calling_window: 'callingWindow', cap: 'cap', retry: 'retry' }
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null)
 
-export function toResource(row: CallRow): CallResource {
+export function toResource(row: CallRow, dials: DialRow[] = []): CallResource {
   return {
     id: row.id,
     payload: { to: row.phone, scriptId: row.script_id, metadata: row.metadata },
@@ -83,7 +112,11 @@ export function toResource(row: CallRow): CallResource {
     lastError: row.last_error,
     // While IN_PROGRESS and not yet accepted, the next request under the same key goes out then.
     nextAttemptAt: row.status === 'PENDING' || (row.status === 'IN_PROGRESS' && !row.dialed_at) ? iso(row.next_attempt_at) : null,
+    waitingFor: row.status === 'PENDING' && row.waiting_for ? WAITING_FOR_NAMES[row.waiting_for] : null,
+    notBefore: iso(row.not_before),
     expiresAt: iso(row.expires_at),
+    callingWindow: row.calling_window,
+    timeZones: row.time_zones,
     providerCallId: row.provider_call_id,
     providerStatus: row.provider_status,
     durationSec: row.duration_sec,
@@ -91,6 +124,18 @@ export function toResource(row: CallRow): CallResource {
     updatedAt: row.updated_at.toISOString(),
     startedAt: iso(row.started_at),
     endedAt: iso(row.ended_at),
+    dials: dials
+      .filter((d) => d.call_id === row.id)
+      .map((d) => ({
+        dial: d.dial,
+        startedAt: d.started_at.toISOString(),
+        requests: d.requests,
+        dialedAt: iso(d.dialed_at),
+        providerCallId: d.provider_call_id,
+        outcome: d.outcome,
+        error: d.error,
+        endedAt: iso(d.ended_at),
+      })),
   }
 }
 

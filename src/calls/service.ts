@@ -1,10 +1,17 @@
 import { createHash, randomUUID } from 'node:crypto'
 import * as calls from '../db/calls.ts'
+import { dialsOf, type DialRow } from '../db/dials.ts'
 import { lockClaimsShared } from '../db/locks.ts'
 import type { CallQueue } from '../db/queue.ts'
-import { PgError, pgErrorCode, type Sql } from '../db/sql.ts'
-import { insertCallWithJob, requeueCall } from './jobs.ts'
+import { readSettings } from '../db/settings.ts'
+import { PgError, pgErrorCode, type Sql, type Tx } from '../db/sql.ts'
+import { isSuppressed } from '../db/suppressions.ts'
+import { databaseNow } from '../db/transitions.ts'
+import { insertCallWithJob, rescheduleCall } from './jobs.ts'
 import { DomainError, callNotFound, callNotPending, type CallRow, type CallStatus } from './model.ts'
+import { dueTime, NO_POLICY, windowOf, type CallingPolicy, type CallTiming } from './policy.ts'
+import { timeZonesOf } from './timezones.ts'
+import type { CallingWindow } from './window.ts'
 
 // What clients can do to calls. Each function is one transaction; the HTTP layer only
 // validates input and shapes the answer.
@@ -14,14 +21,35 @@ export interface CreateCallInput {
   scriptId: string
   metadata?: Record<string, unknown> | undefined
   expiresAt?: Date | undefined
+  notBefore?: Date | undefined
+  callingWindow?: CallingWindow | undefined
+}
+
+export interface CallChange {
+  to?: string | undefined
+  scriptId?: string | undefined
+  metadata?: Record<string, unknown> | undefined
+  /** null: no longer scheduled. */
+  notBefore?: Date | null | undefined
+  /** null: back to the global CALLING_WINDOW. */
+  callingWindow?: CallingWindow | null | undefined
+}
+
+export interface CallMetrics {
+  counts: Record<CallStatus, number>
+  inFlight: number
+  limit: number
+  paused: boolean
 }
 
 export interface CallService {
   create(input: CreateCallInput, idempotencyKey?: string): Promise<{ call: CallRow; replayed: boolean }>
   get(id: string): Promise<CallRow>
-  update(id: string, change: { to?: string; scriptId?: string; metadata?: Record<string, unknown> }): Promise<CallRow>
+  update(id: string, change: CallChange): Promise<CallRow>
   list(q: calls.ListQuery): Promise<CallRow[]>
-  metrics(): Promise<{ counts: Record<CallStatus, number>; inFlight: number; limit: number }>
+  /** The dials of these calls, for their resources. */
+  dials(ids: string[]): Promise<DialRow[]>
+  metrics(): Promise<CallMetrics>
 }
 
 /** Stable fingerprint of a create request, so a reused Idempotency-Key with another body is caught. */
@@ -36,17 +64,29 @@ function fingerprint(input: CreateCallInput): string {
       : Array.isArray(value)
         ? value.map(canonical)
         : value
-  const body = { to: input.to, scriptId: input.scriptId, metadata: input.metadata ?? {}, expiresAt: input.expiresAt?.toISOString() ?? null }
+  const body = {
+    to: input.to,
+    scriptId: input.scriptId,
+    metadata: input.metadata ?? {},
+    expiresAt: input.expiresAt?.toISOString() ?? null,
+    notBefore: input.notBefore?.toISOString() ?? null,
+    callingWindow: input.callingWindow ?? null,
+  }
   return createHash('sha256').update(JSON.stringify(canonical(body))).digest('hex')
 }
+
+export const phoneSuppressed = (phone: string) =>
+  new DomainError('phone_suppressed', `${phone} is on the do-not-call list; no call to it is made.`, { phone })
 
 export function createCallService(deps: {
   sql: Sql
   queue: CallQueue
   callTtlSeconds: number
   maxConcurrentCalls: number
+  calling?: CallingPolicy | undefined
 }): CallService {
   const { sql, queue } = deps
+  const calling = deps.calling ?? NO_POLICY
 
   const replay = (existing: CallRow, hash: string, key: string) => {
     if (existing.request_hash !== hash) {
@@ -59,6 +99,34 @@ export function createCallService(deps: {
     return { call: existing, replayed: true }
   }
 
+  /** The zones a call's window is judged in: the window's own, else the number's (none without a window). */
+  const zonesFor = async (phone: string, window: CallingWindow | null): Promise<string[]> => {
+    if (!window) return []
+    if (window.timezone) return [window.timezone]
+    const zones = await timeZonesOf(phone)
+    if (zones.length === 0) {
+      throw new DomainError(
+        'time_zone_unknown',
+        `The time zone of ${phone} cannot be told from the number, and a calling window applies; give callingWindow.timezone.`,
+        { phone },
+      )
+    }
+    return zones
+  }
+
+  /** When a call may first go; a 422 when its window never opens in every one of its zones. */
+  const firstDue = async (tx: Tx, call: CallTiming) => {
+    const due = await dueTime(tx, calling, call, await databaseNow(tx))
+    if (!due) {
+      throw new DomainError(
+        'calling_window_never_opens',
+        `The calling window is never open at once in all the time zones of ${call.phone} (${call.time_zones.join(', ')}); give callingWindow.timezone or a wider window.`,
+        { phone: call.phone, timeZones: call.time_zones },
+      )
+    }
+    return due
+  }
+
   return {
     async create(input, idempotencyKey) {
       const hash = idempotencyKey ? fingerprint(input) : null
@@ -66,9 +134,18 @@ export function createCallService(deps: {
         const existing = await calls.findByIdempotencyKey(sql, idempotencyKey)
         if (existing) return replay(existing, hash!, idempotencyKey)
       }
+      const window = input.callingWindow ?? null
+      const timing: CallTiming = {
+        phone: input.to,
+        not_before: input.notBefore ?? null,
+        calling_window: window,
+        time_zones: await zonesFor(input.to, windowOf(calling, { calling_window: window })),
+      }
       try {
-        const call = await sql.begin((tx) =>
-          insertCallWithJob(tx, queue, {
+        const call = await sql.begin(async (tx) => {
+          if (await isSuppressed(tx, input.to)) throw phoneSuppressed(input.to)
+          const due = await firstDue(tx, timing)
+          return insertCallWithJob(tx, queue, {
             id: randomUUID(),
             phone: input.to,
             scriptId: input.scriptId,
@@ -77,8 +154,13 @@ export function createCallService(deps: {
             ttlSeconds: deps.callTtlSeconds,
             idempotencyKey: idempotencyKey ?? null,
             requestHash: hash,
-          }),
-        )
+            notBefore: timing.not_before,
+            callingWindow: window,
+            timeZones: timing.time_zones,
+            dueAt: due.at,
+            waitingFor: due.waitingFor,
+          })
+        })
         return { call, replayed: false }
       } catch (err) {
         // Two requests with the same new key raced; the loser answers like a replay.
@@ -104,14 +186,27 @@ export function createCallService(deps: {
         const current = await calls.lockCall(tx, id)
         if (!current) throw callNotFound(id)
         if (current.status !== 'PENDING') throw callNotPending(id, current.status)
+        const phoneChanged = change.to !== undefined && change.to !== current.phone
+        if (phoneChanged && (await isSuppressed(tx, change.to!))) throw phoneSuppressed(change.to!)
+        const rescheduled = phoneChanged || change.notBefore !== undefined || change.callingWindow !== undefined
+        const ownWindow = change.callingWindow !== undefined ? change.callingWindow : current.calling_window
+        const timeZones = rescheduled ? await zonesFor(change.to ?? current.phone, windowOf(calling, { calling_window: ownWindow })) : undefined
         const row = await calls.updatePendingPayload(tx, id, {
           phone: change.to,
           scriptId: change.scriptId,
           metadata: change.metadata,
+          notBefore: change.notBefore,
+          callingWindow: change.callingWindow,
+          timeZones,
         })
         if (!row) throw callNotPending(id, current.status)
-        // The job is keyed by phone: a new number needs a new job.
-        if (row.phone !== current.phone) row.job_id = await requeueCall(tx, queue, row)
+        // A new number needs a new job (jobs are keyed by phone); a new schedule a new due time.
+        if (rescheduled) {
+          const due = await firstDue(tx, row)
+          row.job_id = await rescheduleCall(tx, queue, row, due.at, due.waitingFor)
+          const fresh = await calls.getCall(tx, id)
+          return fresh!
+        }
         return row
       })
     },
@@ -122,9 +217,16 @@ export function createCallService(deps: {
       return rows
     },
 
+    dials: (ids) => dialsOf(sql, ids),
+
     async metrics() {
-      const counts = await calls.countByStatus(sql)
-      return { counts, inFlight: counts.IN_PROGRESS, limit: deps.maxConcurrentCalls }
+      const [counts, settings] = await Promise.all([calls.countByStatus(sql), readSettings(sql)])
+      return {
+        counts,
+        inFlight: counts.IN_PROGRESS,
+        limit: settings.maxConcurrentCalls ?? deps.maxConcurrentCalls,
+        paused: settings.paused,
+      }
     },
   }
 }

@@ -1,4 +1,6 @@
 import { CALL_STATUSES, type CallRow, type CallStatus } from '../calls/model.ts'
+import type { WaitingFor } from '../calls/policy.ts'
+import type { CallingWindow } from '../calls/window.ts'
 import type { Sql, Tx } from './sql.ts'
 
 // Every query on the calls table. Each state change is a guarded UPDATE: it names the state
@@ -18,14 +20,25 @@ export interface NewCall {
   ttlSeconds: number
   idempotencyKey: string | null
   requestHash: string | null
+  notBefore?: Date | null
+  callingWindow?: CallingWindow | null
+  timeZones?: string[]
+  /** When it may first be dialed (its job's start), and why it waits until then. */
+  dueAt?: Date | null
+  waitingFor?: WaitingFor | null
 }
 
 export async function insertCall(tx: Db, call: NewCall): Promise<CallRow> {
   const [row] = await tx<CallRow[]>`
-    INSERT INTO calls (id, job_id, phone, script_id, metadata, expires_at, idempotency_key, request_hash)
+    INSERT INTO calls (id, job_id, phone, script_id, metadata, expires_at, idempotency_key, request_hash,
+                       not_before, calling_window, time_zones, next_attempt_at, waiting_for)
     VALUES (${call.id}, ${call.jobId}, ${call.phone}, ${call.scriptId}, ${tx.json(call.metadata as never)},
             COALESCE(${call.expiresAt}::timestamptz, now() + make_interval(secs => ${call.ttlSeconds})),
-            ${call.idempotencyKey}, ${call.requestHash})
+            ${call.idempotencyKey}, ${call.requestHash},
+            ${call.notBefore ?? null}, ${call.callingWindow ? tx.json(call.callingWindow as never) : null}::jsonb,
+            ${call.timeZones ?? []}::text[],
+            CASE WHEN ${call.dueAt ?? null}::timestamptz > now() THEN ${call.dueAt ?? null}::timestamptz END,
+            CASE WHEN ${call.dueAt ?? null}::timestamptz > now() THEN ${call.waitingFor ?? null} END)
     RETURNING *`
   return row!
 }
@@ -38,6 +51,12 @@ export async function findByIdempotencyKey(db: Db, key: string): Promise<CallRow
 export async function getCall(db: Db, id: string): Promise<CallRow | undefined> {
   const [row] = await db<CallRow[]>`SELECT * FROM calls WHERE id = ${id}`
   return row
+}
+
+/** These call rows, locked until the transaction ends (FOR UPDATE). */
+export async function lockCalls(tx: Tx, ids: string[]): Promise<CallRow[]> {
+  if (ids.length === 0) return []
+  return tx<CallRow[]>`SELECT * FROM calls WHERE id = ANY(${ids}::uuid[]) FOR UPDATE`
 }
 
 /** The call row, locked until the transaction ends (FOR UPDATE). */
@@ -74,16 +93,24 @@ export interface PayloadChange {
   phone?: string | undefined
   scriptId?: string | undefined
   metadata?: Record<string, unknown> | undefined
+  /** Given (null included) replaces; absent keeps. */
+  notBefore?: Date | null | undefined
+  callingWindow?: CallingWindow | null | undefined
+  timeZones?: string[] | undefined
 }
 
 /** Changes the payload of a call that is still PENDING; undefined when it is not. */
 export async function updatePendingPayload(tx: Tx, id: string, change: PayloadChange): Promise<CallRow | undefined> {
+  const window = change.callingWindow ? tx.json(change.callingWindow as never) : null
   const [row] = await tx<CallRow[]>`
     UPDATE calls SET
-      phone      = COALESCE(${change.phone ?? null}, phone),
-      script_id  = COALESCE(${change.scriptId ?? null}, script_id),
-      metadata   = COALESCE(${change.metadata ? tx.json(change.metadata as never) : null}::jsonb, metadata),
-      updated_at = now()
+      phone          = COALESCE(${change.phone ?? null}, phone),
+      script_id      = COALESCE(${change.scriptId ?? null}, script_id),
+      metadata       = COALESCE(${change.metadata ? tx.json(change.metadata as never) : null}::jsonb, metadata),
+      not_before     = CASE WHEN ${change.notBefore !== undefined} THEN ${change.notBefore ?? null}::timestamptz ELSE not_before END,
+      calling_window = CASE WHEN ${change.callingWindow !== undefined} THEN ${window}::jsonb ELSE calling_window END,
+      time_zones     = COALESCE(${change.timeZones ?? null}::text[], time_zones),
+      updated_at     = now()
     WHERE id = ${id} AND status = 'PENDING'
     RETURNING *`
   return row

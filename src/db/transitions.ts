@@ -15,9 +15,10 @@ const seconds = (ms: number) => ms / 1000
 
 /**
  * PENDING → IN_PROGRESS for the calls whose jobs a claim fetched, starting their next dial with
- * its first request: the claiming worker holds it for `leaseMs`. A call is skipped when its job
- * is stale, when it has aged out, or when its phone already has a call in flight (the partial
- * unique index would refuse it; checking first keeps the rest of the batch).
+ * its first request: the claiming worker holds it for `leaseMs`. What the provider said of an
+ * earlier dial stays in call_dials. A call is skipped when its job is stale, when it has aged
+ * out, or when its phone already has a call in flight (the partial unique index would refuse
+ * it; checking first keeps the rest of the batch).
  */
 export async function claimPending(
   tx: Tx,
@@ -31,6 +32,11 @@ export async function claimPending(
       status             = 'IN_PROGRESS',
       attempts           = c.attempts + 1,
       dial               = c.dial + 1,
+      dial_requests      = 1,
+      provider_call_id   = NULL,
+      provider_status    = NULL,
+      duration_sec       = NULL,
+      waiting_for        = NULL,
       started_at         = now(),
       updated_at         = now(),
       claimed_by         = ${workerId},
@@ -63,12 +69,13 @@ export async function takeDueResends(tx: Tx, workerId: number, leaseMs: number, 
   return tx<DueResend[]>`
     WITH due AS (
       SELECT id, claimed_by IS NOT NULL AS lapsed FROM calls
-      WHERE status = 'IN_PROGRESS' AND dialed_at IS NULL AND next_attempt_at <= now() AND attempts < ${maxAttempts}
+      WHERE status = 'IN_PROGRESS' AND dialed_at IS NULL AND next_attempt_at <= now() AND dial_requests < ${maxAttempts}
       ORDER BY next_attempt_at
       LIMIT ${limit}
       FOR UPDATE SKIP LOCKED)
     UPDATE calls c SET
       attempts           = c.attempts + 1,
+      dial_requests      = c.dial_requests + 1,
       claimed_by         = ${workerId},
       next_attempt_at    = now() + make_interval(secs => ${seconds(leaseMs)}),
       outcome_unknown_at = CASE WHEN due.lapsed THEN now() ELSE c.outcome_unknown_at END,
@@ -93,7 +100,7 @@ export async function settleExhausted(
       last_error = COALESCE(last_error, 'dial requests refused') || ${` (${maxAttempts} attempts; none left)`}
     WHERE id IN (
       SELECT id FROM calls
-      WHERE status = 'IN_PROGRESS' AND dialed_at IS NULL AND attempts >= ${maxAttempts} AND next_attempt_at <= now()
+      WHERE status = 'IN_PROGRESS' AND dialed_at IS NULL AND dial_requests >= ${maxAttempts} AND next_attempt_at <= now()
         AND claimed_by IS NULL AND outcome_unknown_at IS NULL
       LIMIT ${limit}
       FOR UPDATE SKIP LOCKED)
@@ -105,7 +112,7 @@ export async function settleExhausted(
       timeout_at = now() + make_interval(secs => ${timeoutSeconds}), updated_at = now()
     WHERE id IN (
       SELECT id FROM calls
-      WHERE status = 'IN_PROGRESS' AND dialed_at IS NULL AND attempts >= ${maxAttempts} AND next_attempt_at <= now()
+      WHERE status = 'IN_PROGRESS' AND dialed_at IS NULL AND dial_requests >= ${maxAttempts} AND next_attempt_at <= now()
       LIMIT ${limit}
       FOR UPDATE SKIP LOCKED)
     RETURNING *`
@@ -245,6 +252,37 @@ export async function expirePending(tx: Tx, id: string): Promise<boolean> {
   return rows.length > 0
 }
 
+/**
+ * A call the provider reported BUSY, NO_ANSWER or FAILED goes back to PENDING for a new dial,
+ * as its outcome retry policy allows: that provider call has ended, so the slot and the phone
+ * are free meanwhile. Its new job, due at `dueAt`, was made by the caller.
+ */
+export async function retryAfterOutcome(
+  tx: Tx,
+  id: string,
+  dial: number,
+  change: { final: FinalStatus; jobId: string; dueAt: Date; waitingFor: string | null; error: string },
+): Promise<CallRow | undefined> {
+  const [row] = await tx<CallRow[]>`
+    UPDATE calls SET
+      status = 'PENDING', provider_status = ${change.final.providerStatus},
+      provider_call_id = COALESCE(provider_call_id, ${change.final.providerCallId}), duration_sec = ${change.final.durationSec},
+      last_error = ${change.error}, job_id = ${change.jobId},
+      next_attempt_at = CASE WHEN ${change.dueAt}::timestamptz > now() THEN ${change.dueAt}::timestamptz END,
+      waiting_for = CASE WHEN ${change.dueAt}::timestamptz > now() THEN ${change.waitingFor} END,
+      claimed_by = NULL, dialed_at = NULL, outcome_unknown_at = NULL, timeout_at = NULL, reconcile_at = NULL,
+      updated_at = now()
+    WHERE id = ${id} AND dial = ${dial} AND status = 'IN_PROGRESS'
+    RETURNING *`
+  return row
+}
+
+/** The database's now(): the transaction's start, the one clock every rule is judged by. */
+export async function databaseNow(db: Db): Promise<Date> {
+  const [row] = await db<{ now: Date }[]>`SELECT now()`
+  return row!.now
+}
+
 /** When a PENDING call may go next: `delaySeconds` from now, or its own next_attempt_at if later. */
 export async function dueAfter(tx: Tx, id: string, delaySeconds: number): Promise<Date> {
   const [row] = await tx<{ due: Date }[]>`
@@ -252,11 +290,15 @@ export async function dueAfter(tx: Tx, id: string, delaySeconds: number): Promis
   return row!.due
 }
 
-/** A PENDING call moves to a new job, due at `dueAt` (read from the database's clock). */
-export async function requeuePending(tx: Tx, id: string, jobId: string, dueAt: Date): Promise<void> {
+/**
+ * A PENDING call moves to a new job, due at `dueAt` (read from the database's clock): it shows
+ * as next_attempt_at, and `waitingFor` says why, while that is still ahead.
+ */
+export async function requeuePending(tx: Tx, id: string, jobId: string, dueAt: Date, waitingFor: string | null = null): Promise<void> {
   await tx`
     UPDATE calls SET job_id = ${jobId}, updated_at = now(),
-      next_attempt_at = CASE WHEN ${dueAt}::timestamptz > now() THEN ${dueAt}::timestamptz ELSE next_attempt_at END
+      next_attempt_at = CASE WHEN ${dueAt}::timestamptz > now() THEN ${dueAt}::timestamptz END,
+      waiting_for = CASE WHEN ${dueAt}::timestamptz > now() THEN ${waitingFor} END
     WHERE id = ${id} AND status = 'PENDING'`
 }
 

@@ -1,7 +1,11 @@
-import { requeueCall } from '../calls/jobs.ts'
+import { deleteJob, requeueCall, rescheduleCall } from '../calls/jobs.ts'
 import type { CallRow } from '../calls/model.ts'
-import { countInFlight, lockCall } from '../db/calls.ts'
+import { dueTime, NO_POLICY, policyRestricts, type CallingPolicy } from '../calls/policy.ts'
+import { countInFlight, lockCall, lockCalls } from '../db/calls.ts'
+import { countRequests, startDials } from '../db/dials.ts'
 import { lockClaims } from '../db/locks.ts'
+import { readSettings } from '../db/settings.ts'
+import { suppressedAmong, suppressPendingCalls } from '../db/suppressions.ts'
 import type { Sql, Tx } from '../db/sql.ts'
 import * as t from '../db/transitions.ts'
 import type { CallQueue } from '../db/queue.ts'
@@ -22,14 +26,17 @@ export interface DispatchPolicy {
   leaseMs: number
   /** Ask the provider about a dialed call this long after the dial and every this long after; null: never ask. */
   reconcileAfterSeconds: number | null
+  /** Windows, caps and outcome retries; none when absent. */
+  calling?: CallingPolicy | undefined
 }
 
 /** Time a worker may lose between taking a lease and sending; the lease covers the request plus this. */
 export const LEASE_MARGIN_MS = 5_000
 
 /**
- * The semaphore: under the exclusive claim lock, count the calls in flight everywhere and
- * claim at most the free slots (and at most `limit`) in this one transaction. READ COMMITTED
+ * The semaphore: under the exclusive claim lock, read the operators' settings (paused, the
+ * limit), count the calls in flight everywhere and claim at most the free slots (and at most
+ * `limit`) in this one transaction, after the calling policy has had its say. READ COMMITTED
  * is stated, not inherited from the server's default: each statement after the lock takes a
  * fresh snapshot, so the count sees every claim committed while this one waited for the lock.
  * Under REPEATABLE READ the snapshot would predate the wait, and the count could come up short.
@@ -43,17 +50,60 @@ export async function claimCalls(
 ): Promise<{ claimed: CallRow[]; exhausted: boolean }> {
   return sql.begin('isolation level read committed', async (tx) => {
     await lockClaims(tx)
-    const free = Math.min(limit, policy.maxConcurrentCalls - (await countInFlight(tx)))
+    const settings = await readSettings(tx)
+    if (settings.paused) return { claimed: [], exhausted: true }
+    const max = settings.maxConcurrentCalls ?? policy.maxConcurrentCalls
+    const free = Math.min(limit, max - (await countInFlight(tx)))
     if (free <= 0) return { claimed: [], exhausted: true }
     const jobs = await queue.fetch(tx, free)
-    const claimed = await t.claimPending(tx, jobs, workerId, policy.leaseMs)
-    if (claimed.length < jobs.length) {
+    const allowed = await admit(tx, queue, policy.calling ?? NO_POLICY, jobs)
+    const claimed = await t.claimPending(tx, allowed, workerId, policy.leaseMs)
+    await startDials(tx, claimed)
+    if (claimed.length < allowed.length) {
       const taken = new Set(claimed.map((c) => c.id))
-      await settleUnclaimable(tx, queue, jobs.filter((j) => !taken.has(j.callId)))
+      await settleUnclaimable(tx, queue, allowed.filter((j) => !taken.has(j.callId)))
     }
     // More may be ready only if the batch came back full and left slots unused.
     return { claimed, exhausted: jobs.length < free || claimed.length === jobs.length }
   })
+}
+
+/**
+ * The fetched jobs whose calls may be dialed now. The rest, decided here in the claim's own
+ * transaction so that no number of workers can race past them: a number on the do-not-call
+ * list ends its PENDING calls SUPPRESSED; a call before its notBefore, outside its calling
+ * window or over its phone's caps gets a job due when it may go (it waits, it does not fail).
+ * Stale jobs are left for claimPending and settleUnclaimable to sort out.
+ */
+async function admit(tx: Tx, queue: CallQueue, calling: CallingPolicy, jobs: Array<{ callId: string; jobId: string }>) {
+  if (jobs.length === 0) return jobs
+  const calls = new Map((await lockCalls(tx, jobs.map((j) => j.callId))).map((c) => [c.id, c]))
+  const suppressed = await suppressedAmong(tx, [...calls.values()].map((c) => c.phone))
+  const now = await t.databaseNow(tx)
+  const allowed: typeof jobs = []
+  for (const job of jobs) {
+    const call = calls.get(job.callId)
+    if (!call || call.status !== 'PENDING' || call.job_id !== job.jobId) {
+      allowed.push(job) // stale: settleUnclaimable completes its job
+      continue
+    }
+    if (suppressed.has(call.phone)) {
+      for (const ended of await suppressPendingCalls(tx, [call.phone])) await deleteJob(tx, queue, ended)
+      continue
+    }
+    if (policyRestricts(calling, call)) {
+      const due = await dueTime(tx, calling, call, now)
+      // A window that never opens in every zone of the number (the policy changed since the call
+      // was made): look again in a day; its expiry ends it if that comes first.
+      const at = due?.at ?? new Date(now.getTime() + 86_400_000)
+      if (at.getTime() > now.getTime()) {
+        await rescheduleCall(tx, queue, call, at, due?.waitingFor ?? 'calling_window')
+        continue
+      }
+    }
+    allowed.push(job)
+  }
+  return allowed
 }
 
 /**
@@ -80,5 +130,9 @@ async function settleUnclaimable(tx: Tx, queue: CallQueue, jobs: Array<{ callId:
 
 /** In-flight calls whose next request under the same key is due (backoff over, or a lease lapsed). */
 export async function takeResends(sql: Sql, policy: DispatchPolicy, workerId: number, limit: number): Promise<t.DueResend[]> {
-  return sql.begin((tx) => t.takeDueResends(tx, workerId, policy.leaseMs, policy.maxAttempts, limit))
+  return sql.begin(async (tx) => {
+    const due = await t.takeDueResends(tx, workerId, policy.leaseMs, policy.maxAttempts, limit)
+    await countRequests(tx, due)
+    return due
+  })
 }

@@ -117,7 +117,7 @@ export class Reconciler {
               durationSec: answer.durationSec,
               completedAt: answer.completedAt?.toISOString() ?? null,
             }),
-          })
+          }, this.#policy.calling)
         })
         if (outcome?.verdict === 'applied' || outcome?.verdict === 'corrected') {
           log.info(`status look-up ${outcome.verdict}`, { providerStatus: answer.status })

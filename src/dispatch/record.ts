@@ -1,6 +1,7 @@
 import type { CallRow } from '../calls/model.ts'
 import { completeJob } from '../calls/jobs.ts'
 import { lockCall } from '../db/calls.ts'
+import { endDials, markDialAccepted } from '../db/dials.ts'
 import { wakeWorkers } from '../db/locks.ts'
 import type { Sql } from '../db/sql.ts'
 import * as t from '../db/transitions.ts'
@@ -32,6 +33,7 @@ export async function recordDialResult(
         timeoutSeconds: policy.callTimeoutSeconds,
         reconcileAfterSeconds: policy.reconcileAfterSeconds,
       })
+      await markDialAccepted(tx, sent.id, sent.dial, result.providerCallId)
       if (row) return { outcome: 'dialed' as const, call: row }
       // Its final word got here first: keep the provider's id all the same.
       await t.recordLateProviderId(tx, sent.id, sent.dial, result.providerCallId)
@@ -45,6 +47,7 @@ export async function recordDialResult(
     }
     const fail = async (error: string) => {
       const row = await t.failAttempt(tx, call.id, call.attempts, error)
+      await endDials(tx, [{ callId: call.id, dial: call.dial, outcome: 'refused', error }])
       await completeJob(tx, queue, call)
       await wakeWorkers(tx)
       return { outcome: 'failed' as const, call: row }
@@ -52,8 +55,9 @@ export async function recordDialResult(
 
     if (result.kind === 'not_placed' && !result.retry) return fail(result.error)
     const unknown = result.kind === 'unknown'
-    if (call.attempts < policy.maxAttempts) {
-      const backoff = retryDelayMs(call.attempts, { baseSeconds: policy.retryBaseSeconds, maxSeconds: policy.retryMaxSeconds })
+    // MAX_ATTEMPTS bounds the requests of one dial; `attempts` counts them across dials.
+    if (call.dial_requests < policy.maxAttempts) {
+      const backoff = retryDelayMs(call.dial_requests, { baseSeconds: policy.retryBaseSeconds, maxSeconds: policy.retryMaxSeconds })
       const row = await t.scheduleResend(tx, call.id, call.attempts, {
         error: result.error,
         delayMs: Math.max(backoff, result.retryAfterMs ?? 0),
@@ -61,7 +65,7 @@ export async function recordDialResult(
       })
       return { outcome: 'resend' as const, call: row }
     }
-    const last = `${result.error} (attempt ${call.attempts} of ${policy.maxAttempts}; no attempts left)`
+    const last = `${result.error} (attempt ${call.dial_requests} of ${policy.maxAttempts}; no attempts left)`
     if (unknown || call.outcome_unknown_at) {
       const row = await t.holdUnknown(tx, call.id, call.attempts, { error: last, unknown, timeoutSeconds: policy.callTimeoutSeconds })
       return { outcome: 'held' as const, call: row }

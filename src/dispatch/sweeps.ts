@@ -1,4 +1,5 @@
 import { completeJob, deleteJob, requeueCall } from '../calls/jobs.ts'
+import { endDials } from '../db/dials.ts'
 import { lockClaimsShared, wakeWorkers } from '../db/locks.ts'
 import type { Sql } from '../db/sql.ts'
 import * as t from '../db/transitions.ts'
@@ -31,12 +32,14 @@ export async function sweep(sql: Sql, queue: CallQueue, policy: DispatchPolicy, 
   })
   const timedOut = await sql.begin(async (tx) => {
     const rows = await t.timeOutSilent(tx, policy.callTimeoutSeconds, BATCH)
+    await endDials(tx, rows.map((row) => ({ callId: row.id, dial: row.dial, outcome: 'unknown', error: row.last_error })))
     for (const row of rows) await completeJob(tx, queue, row)
     if (rows.length) await wakeWorkers(tx)
     return rows.length
   })
   const exhausted = await sql.begin(async (tx) => {
     const { held, failed } = await t.settleExhausted(tx, policy.maxAttempts, policy.callTimeoutSeconds, BATCH)
+    await endDials(tx, failed.map((row) => ({ callId: row.id, dial: row.dial, outcome: 'refused', error: row.last_error })))
     for (const row of failed) await completeJob(tx, queue, row)
     if (failed.length) await wakeWorkers(tx)
     return { held: held.length, failed: failed.length }

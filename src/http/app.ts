@@ -1,13 +1,15 @@
 import { Hono, type Context } from 'hono'
-import { CALL_STATUSES, toResource } from '../calls/model.ts'
+import { CALL_STATUSES } from '../calls/model.ts'
 import type { CallbackRoute } from '../callbacks/route.ts'
 import type { CallService } from '../calls/service.ts'
+import type { SuppressionService } from '../calls/suppressions.ts'
 import { isDatabaseUnavailable } from '../db/sql.ts'
+import type { DispatchControl } from '../dispatch/control.ts'
 import { throttled, type Logger } from '../log.ts'
 import { bearerToken, matchesSecret } from './auth.ts'
-import { readBody } from './body.ts'
-import { MAX_METADATA_DEPTH, parseJson, TooDeep } from './input.ts'
 import { HttpProblem, problemResponse, toProblem } from './problem.ts'
+import { callRoutes } from './routes/calls.ts'
+import { dispatchRoutes, suppressionRoutes } from './routes/policy.ts'
 import * as s from './schemas.ts'
 
 export interface AppDeps {
@@ -18,25 +20,10 @@ export interface AppDeps {
   log: Logger
   /** Mounted at POST /callbacks/call-status when given (src/callbacks/route.ts). */
   callbacks?: CallbackRoute | undefined
-}
-
-async function readJson(c: Context): Promise<unknown> {
-  const type = c.req.header('content-type') ?? ''
-  const text = await readBody(c)
-  if (!/^application\/(.+\+)?json\s*(;|$)/i.test(type)) {
-    throw new HttpProblem(415, 'unsupported_media_type', 'Send the body as JSON with "Content-Type: application/json".')
-  }
-  try {
-    // The body object is level 1, so metadata may reach level MAX_METADATA_DEPTH + 1.
-    return parseJson(text, MAX_METADATA_DEPTH + 1)
-  } catch (err) {
-    if (err instanceof TooDeep) {
-      const field = `body.${err.path.slice(0, 1).join('.')}`
-      const message = field === 'body.metadata' ? `must be at most ${MAX_METADATA_DEPTH} levels deep` : 'is nested too deeply'
-      throw new HttpProblem(400, 'validation_failed', `The request is not valid: ${field} ${message}.`, { errors: [{ path: field, message }] })
-    }
-    throw new HttpProblem(400, 'malformed_json', `The body is not valid JSON: ${(err as Error).message}.`)
-  }
+  /** /suppressions, the do-not-call list, when given. */
+  suppressions?: SuppressionService | undefined
+  /** /dispatch, pause and the limit at run time, when given. */
+  dispatch?: DispatchControl | undefined
 }
 
 /** The methods each path has, for 405 answers (RFC 9110 §15.5.6: with Allow). */
@@ -47,6 +34,12 @@ const ALLOWED: Record<string, string[]> = {
   '/calls/:id': ['GET', 'PATCH'],
   '/metrics': ['GET'],
   '/callbacks/call-status': ['POST'],
+  '/suppressions': ['GET'],
+  '/suppressions/import': ['POST'],
+  '/suppressions/:phone': ['GET', 'PUT', 'DELETE'],
+  '/dispatch/settings': ['GET', 'PUT'],
+  '/dispatch/pause': ['POST'],
+  '/dispatch/resume': ['POST'],
 }
 
 /** What a 503 asks clients to wait before trying again while the database is away. */
@@ -92,39 +85,11 @@ export function createApp(deps: AppDeps): Hono {
     }
     await next()
   }
-  app.use('/calls', authenticate)
-  app.use('/calls/*', authenticate)
-  app.use('/metrics', authenticate)
+  for (const path of ['/calls', '/calls/*', '/metrics', '/suppressions', '/suppressions/*', '/dispatch/*']) app.use(path, authenticate)
 
-  app.post('/calls', async (c) => {
-    const key = c.req.header('idempotency-key')
-    const idempotencyKey = key === undefined ? undefined : s.parse(s.IdempotencyKey, key, 'header.Idempotency-Key')
-    const body = s.parseBody(s.CreateCallBody, await readJson(c))
-    const { call, replayed } = await deps.calls.create(body, idempotencyKey)
-    c.header('Location', `/calls/${call.id}`)
-    if (replayed) c.header('Idempotent-Replayed', 'true')
-    return c.json(toResource(call), replayed ? 200 : 201)
-  })
-
-  app.get('/calls', async (c) => {
-    const q = s.parse(s.ListQuery, s.singleQuery(c.req.queries()), 'query')
-    const after = q.cursor === undefined ? undefined : s.decodeCursor(q.cursor)
-    const rows = await deps.calls.list({ status: q.status, limit: q.limit + 1, after })
-    const page = rows.slice(0, q.limit)
-    const nextCursor = rows.length > q.limit ? s.encodeCursor(page[page.length - 1]!.id) : null
-    return c.json({ data: page.map(toResource), nextCursor })
-  })
-
-  app.get('/calls/:id', async (c) => {
-    const id = s.parse(s.CallId, c.req.param('id'), 'path.id')
-    return c.json(toResource(await deps.calls.get(id)))
-  })
-
-  app.patch('/calls/:id', async (c) => {
-    const id = s.parse(s.CallId, c.req.param('id'), 'path.id')
-    const body = s.parseBody(s.UpdateCallBody, await readJson(c))
-    return c.json(toResource(await deps.calls.update(id, body)))
-  })
+  callRoutes(app, deps.calls)
+  if (deps.suppressions) suppressionRoutes(app, deps.suppressions)
+  if (deps.dispatch) dispatchRoutes(app, deps.dispatch)
 
   app.get('/metrics', async (c) => {
     const format = s.singleQuery(c.req.queries()).format
@@ -135,7 +100,9 @@ export function createApp(deps: AppDeps): Hono {
     const accept = c.req.header('accept') ?? ''
     const prometheus = format === 'prometheus' || (format === undefined && /text\/plain/.test(accept) && !/json/.test(accept))
     const refused = Object.fromEntries(deps.callbacks?.refused ?? [])
-    if (!prometheus) return c.json({ calls: m.counts, inFlight: m.inFlight, maxConcurrentCalls: m.limit, callbacksRefused: refused })
+    if (!prometheus) {
+      return c.json({ calls: m.counts, inFlight: m.inFlight, maxConcurrentCalls: m.limit, paused: m.paused, callbacksRefused: refused })
+    }
     const lines = [
       '# HELP orchestrator_calls Calls by status.',
       '# TYPE orchestrator_calls gauge',
@@ -143,9 +110,12 @@ export function createApp(deps: AppDeps): Hono {
       '# HELP orchestrator_calls_in_flight Calls holding one of the concurrency slots.',
       '# TYPE orchestrator_calls_in_flight gauge',
       `orchestrator_calls_in_flight ${m.inFlight}`,
-      '# HELP orchestrator_max_concurrent_calls The concurrency limit.',
+      '# HELP orchestrator_max_concurrent_calls The concurrency limit in force.',
       '# TYPE orchestrator_max_concurrent_calls gauge',
       `orchestrator_max_concurrent_calls ${m.limit}`,
+      '# HELP orchestrator_dispatch_paused 1 while dispatch is paused (POST /dispatch/pause).',
+      '# TYPE orchestrator_dispatch_paused gauge',
+      `orchestrator_dispatch_paused ${m.paused ? 1 : 0}`,
       '# HELP orchestrator_callbacks_refused_total Callbacks refused unauthenticated or at a URL we did not issue (not stored), by reason, in this process.',
       '# TYPE orchestrator_callbacks_refused_total counter',
       ...Object.entries(refused).map(([reason, n]) => `orchestrator_callbacks_refused_total{reason="${reason}"} ${n}`),
@@ -155,7 +125,8 @@ export function createApp(deps: AppDeps): Hono {
 
   // Registered last, so they only see methods no route above answered.
   for (const [path, methods] of Object.entries(ALLOWED)) {
-    if (path === '/callbacks/call-status' && !deps.callbacks) continue
+    if ((path === '/callbacks/call-status' && !deps.callbacks) || (path.startsWith('/suppressions') && !deps.suppressions)) continue
+    if (path.startsWith('/dispatch') && !deps.dispatch) continue
     const allow = methods.join(', ')
     app.all(path, (c) => {
       if (c.req.method === 'OPTIONS') return c.body(null, 204, { Allow: allow })

@@ -1,5 +1,6 @@
 import * as v from 'valibot'
 import { CALL_STATUSES, MAX_WAIT_SECONDS } from '../calls/model.ts'
+import { isTimeZone, secondsOfDay, WEEKDAYS, type CallingWindow } from '../calls/window.ts'
 import { isJsonObject, metadataProblems, textFault } from './input.ts'
 import { HttpProblem } from './problem.ts'
 
@@ -76,20 +77,99 @@ const futureTimestamp = v.pipe(
   ),
 )
 
+/** Not dialed before this: any time up to MAX_WAIT_SECONDS from now (a time past is no wait). */
+const notBefore = v.pipe(
+  timestamp,
+  v.transform((s) => new Date(s)),
+  v.check(
+    (d) => d.getTime() <= Date.now() + MAX_WAIT_SECONDS * 1000,
+    `must be at most ${MAX_WAIT_SECONDS / 86_400} days from now (a call cannot wait longer to be dialed)`,
+  ),
+)
+
+/** A calling window of the call's own: {"days": ["mon", …], "start": "09:00", "end": "20:00", "timezone"?}. */
+export const CallingWindowSchema = v.pipe(
+  v.strictObject(
+    {
+      days: v.pipe(
+        v.array(v.picklist(WEEKDAYS, `must be one of ${WEEKDAYS.join(', ')}`), 'must be an array of days'),
+        v.minLength(1, 'must name at least one day'),
+        v.check((days) => new Set(days).size === days.length, 'must not name a day twice'),
+      ),
+      start: v.pipe(v.string('must be a string'), v.check((s) => secondsOfDay(s) !== undefined, 'must be a time of day, HH:MM or HH:MM:SS')),
+      end: v.pipe(v.string('must be a string'), v.check((s) => secondsOfDay(s) !== undefined, 'must be a time of day, HH:MM or HH:MM:SS')),
+      timezone: v.optional(v.pipe(v.string('must be a string'), v.check(isTimeZone, 'must be an IANA time zone, e.g. America/New_York'))),
+    },
+    'must be an object: {"days", "start", "end", "timezone"?}',
+  ),
+  v.check((w) => w.start !== w.end, 'must not start and end at the same time'),
+  v.transform((w): CallingWindow => ({ days: WEEKDAYS.filter((d) => w.days.includes(d)), start: w.start, end: w.end, ...(w.timezone ? { timezone: w.timezone } : {}) })),
+)
+
 export const CreateCallBody = v.strictObject({
   to: e164,
   scriptId,
   metadata: v.optional(metadata),
   expiresAt: v.optional(futureTimestamp),
+  notBefore: v.optional(notBefore),
+  callingWindow: v.optional(CallingWindowSchema),
 })
 
 export const UpdateCallBody = v.pipe(
-  v.strictObject({ to: v.optional(e164), scriptId: v.optional(scriptId), metadata: v.optional(metadata) }),
+  v.strictObject({
+    to: v.optional(e164),
+    scriptId: v.optional(scriptId),
+    metadata: v.optional(metadata),
+    notBefore: v.optional(v.nullable(notBefore)),
+    callingWindow: v.optional(v.nullable(CallingWindowSchema)),
+  }),
   v.check(
-    (body) => body.to !== undefined || body.scriptId !== undefined || body.metadata !== undefined,
-    'give at least one of "to", "scriptId", "metadata"',
+    (body) => Object.values(body).some((value) => value !== undefined),
+    'give at least one of "to", "scriptId", "metadata", "notBefore", "callingWindow"',
   ),
 )
+
+export const Phone = e164
+
+export const SuppressionBody = v.strictObject({
+  reason: v.optional(v.pipe(v.string('must be a string'), v.maxLength(500, 'must be at most 500 characters'), storable)),
+  source: v.optional(v.pipe(v.string('must be a string'), v.minLength(1, 'must not be empty'), v.maxLength(100, 'must be at most 100 characters'), storable)),
+})
+
+export const MAX_IMPORT = 5_000
+
+export const SuppressionImport = v.strictObject({
+  entries: v.pipe(
+    v.array(
+      v.strictObject({
+        phone: e164,
+        reason: v.optional(v.pipe(v.string('must be a string'), v.maxLength(500, 'must be at most 500 characters'), storable)),
+      }),
+      'must be an array of {"phone", "reason"?}',
+    ),
+    v.minLength(1, 'must not be empty'),
+    v.maxLength(MAX_IMPORT, `must have at most ${MAX_IMPORT} entries`),
+  ),
+  source: v.optional(v.pipe(v.string('must be a string'), v.minLength(1, 'must not be empty'), v.maxLength(100, 'must be at most 100 characters'), storable)),
+})
+
+export const DispatchSettingsBody = v.strictObject({
+  maxConcurrentCalls: v.nullable(
+    v.pipe(v.number('must be a number or null'), v.integer('must be a whole number'), v.minValue(1, 'must be at least 1'), v.maxValue(10_000, 'must be at most 10000')),
+  ),
+})
+
+export const PageQuery = v.strictObject({
+  limit: v.optional(
+    v.pipe(
+      v.string(),
+      v.check((s) => /^\d{1,3}$/.test(s) && Number(s) >= 1 && Number(s) <= 100, 'must be a whole number from 1 to 100'),
+      v.transform(Number),
+    ),
+    '20',
+  ),
+  cursor: v.optional(v.string()),
+})
 
 export const CallId = v.pipe(v.string(), v.uuid('must be a UUID'))
 
@@ -153,6 +233,13 @@ function invalid(errors: Array<{ path: string; message: string }>): HttpProblem 
 
 /** Cursors are opaque to clients: the id of the last call of a page, base64url-encoded. */
 export const encodeCursor = (id: string) => Buffer.from(id).toString('base64url')
+
+/** A cursor over the do-not-call list: the last phone of a page. */
+export function decodePhoneCursor(cursor: string): string {
+  const phone = Buffer.from(cursor, 'base64url').toString()
+  if (!v.is(e164, phone)) throw new HttpProblem(400, 'invalid_cursor', 'The cursor is not one this API issued; start again without it.')
+  return phone
+}
 
 export function decodeCursor(cursor: string): string {
   const id = Buffer.from(cursor, 'base64url').toString()

@@ -26,7 +26,7 @@ export interface CallSeed {
 
 /** Columns a call has in each state, over what it has when PENDING. */
 function stateColumns(status: CallStatus, dialed: boolean) {
-  const started = { attempts: 1, dial: 1, started_at: new Date() }
+  const started = { attempts: 1, dial: 1, dial_requests: 1, started_at: new Date() }
   const ended = { ...started, ended_at: new Date(), provider_call_id: `prov-${randomUUID()}` }
   switch (status) {
     case 'PENDING':
@@ -78,6 +78,7 @@ export async function moveToStatus(sql: Sql, id: string, status: CallStatus, dia
     status,
     attempts: 0,
     dial: 0,
+    dial_requests: 0,
     started_at: null,
     dialed_at: null,
     ended_at: null,

@@ -1,5 +1,8 @@
 import { createCallbackRoute } from '../../src/callbacks/route.ts'
+import type { CallingPolicy } from '../../src/calls/policy.ts'
 import { createCallService } from '../../src/calls/service.ts'
+import { createSuppressionService } from '../../src/calls/suppressions.ts'
+import { createDispatchControl } from '../../src/dispatch/control.ts'
 import { CallQueue } from '../../src/db/queue.ts'
 import { createApp } from '../../src/http/app.ts'
 import { silentLogger } from '../../src/log.ts'
@@ -25,7 +28,14 @@ interface T {
 
 export async function createHarness(
   t: T,
-  options: { apiTokens?: string[]; callTtlSeconds?: number; maxConcurrentCalls?: number; webhookSecrets?: string[]; webhookApiKey?: string } = {},
+  options: {
+    apiTokens?: string[]
+    callTtlSeconds?: number
+    maxConcurrentCalls?: number
+    webhookSecrets?: string[]
+    webhookApiKey?: string
+    calling?: CallingPolicy
+  } = {},
 ): Promise<Harness> {
   const db = await createTestDatabase(t)
   const queue = new CallQueue(db.url, silentLogger, { supervise: false })
@@ -37,7 +47,10 @@ export async function createHarness(
       queue,
       callTtlSeconds: options.callTtlSeconds ?? 86_400,
       maxConcurrentCalls: options.maxConcurrentCalls ?? 30,
+      calling: options.calling,
     }),
+    suppressions: createSuppressionService({ sql: db.sql, queue }),
+    dispatch: createDispatchControl({ sql: db.sql, maxConcurrentCalls: options.maxConcurrentCalls ?? 30 }),
     apiTokens: options.apiTokens ?? [],
     log: silentLogger,
     ready: async () => ({ ok: true, detail: 'ready' }),
@@ -47,6 +60,7 @@ export async function createHarness(
       secrets: options.webhookSecrets ?? [WEBHOOK_SECRET],
       apiKey: options.webhookApiKey,
       log: silentLogger,
+      calling: options.calling,
     }),
   })
   return {

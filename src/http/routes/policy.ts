@@ -1,0 +1,64 @@
+import type { Context, Hono } from 'hono'
+import type { Suppression, SuppressionService } from '../../calls/suppressions.ts'
+import type { DispatchControl } from '../../dispatch/control.ts'
+import { readJson } from '../body.ts'
+import * as s from '../schemas.ts'
+
+// The do-not-call list (/suppressions) and run-time control of dispatch (/dispatch).
+
+const suppressionResource = (row: Suppression) => ({
+  phone: row.phone,
+  reason: row.reason,
+  source: row.source,
+  createdAt: row.created_at.toISOString(),
+})
+
+/** An optional JSON body: none at all is an empty object. */
+async function optionalJson(c: Context) {
+  return (c.req.header('content-length') ?? '0') === '0' && !c.req.header('transfer-encoding') ? {} : readJson(c)
+}
+
+export function suppressionRoutes(app: Hono, suppressions: SuppressionService): void {
+  app.put('/suppressions/:phone', async (c) => {
+    const phone = s.parse(s.Phone, c.req.param('phone'), 'path.phone')
+    const body = s.parseBody(s.SuppressionBody, await optionalJson(c))
+    const { suppression, created, callsSuppressed } = await suppressions.add(phone, body)
+    return c.json({ ...suppressionResource(suppression), callsSuppressed }, created ? 201 : 200)
+  })
+
+  app.get('/suppressions/:phone', async (c) => {
+    const phone = s.parse(s.Phone, c.req.param('phone'), 'path.phone')
+    return c.json(suppressionResource(await suppressions.get(phone)))
+  })
+
+  app.delete('/suppressions/:phone', async (c) => {
+    const phone = s.parse(s.Phone, c.req.param('phone'), 'path.phone')
+    await suppressions.remove(phone)
+    return c.body(null, 204)
+  })
+
+  app.get('/suppressions', async (c) => {
+    const q = s.parse(s.PageQuery, s.singleQuery(c.req.queries()), 'query')
+    const after = q.cursor === undefined ? undefined : s.decodePhoneCursor(q.cursor)
+    const rows = await suppressions.list({ limit: q.limit + 1, after })
+    const page = rows.slice(0, q.limit)
+    const nextCursor = rows.length > q.limit ? s.encodeCursor(page[page.length - 1]!.phone) : null
+    return c.json({ data: page.map(suppressionResource), nextCursor })
+  })
+
+  // Up to MAX_IMPORT numbers in one transaction; the body may be up to 1 MiB.
+  app.post('/suppressions/import', async (c) => {
+    const body = s.parseBody(s.SuppressionImport, await readJson(c, 1024 * 1024))
+    return c.json(await suppressions.import(body.entries, body.source))
+  })
+}
+
+export function dispatchRoutes(app: Hono, control: DispatchControl): void {
+  app.get('/dispatch/settings', async (c) => c.json(await control.settings()))
+  app.put('/dispatch/settings', async (c) => {
+    const body = s.parseBody(s.DispatchSettingsBody, await readJson(c))
+    return c.json(await control.change({ maxConcurrentCalls: body.maxConcurrentCalls }))
+  })
+  app.post('/dispatch/pause', async (c) => c.json(await control.change({ paused: true })))
+  app.post('/dispatch/resume', async (c) => c.json(await control.change({ paused: false })))
+}
