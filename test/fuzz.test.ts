@@ -44,6 +44,7 @@ const nastyJsonText = fc.oneof(
   fc.constant('{"to":"+15550001111","to":"+15550002222","scriptId":"s"}'),
   fc.string({ unit: 'binary', maxLength: 60 }),
   fc.constantFrom('', '{', '[]', 'null', '"x"', '{"to":', '\u0000'),
+  fc.constantFrom('{"reason":"r","source":"s"}', '{"entries":[{"phone":"+15550001111"}]}', '{"entries":[{"phone":"x"}],"source":""}', '{"maxConcurrentCalls":3}', '{"maxConcurrentCalls":null}', '{"maxConcurrentCalls":0}'),
   // Over the 64 KiB body limit, and over the 1 MiB drain bound.
   fc.constantFrom(70_000, 1_100_000).map((n) => `{"to":"+15550001111","scriptId":"s","metadata":{"b":"${'x'.repeat(n)}"}}`),
 )
@@ -91,6 +92,14 @@ function requests(h: Harness, ids: string[]): fc.Arbitrary<Fuzzed> {
   const path = fc.oneof(
     { arbitrary: fc.constant('/calls'), weight: 4 },
     { arbitrary: fc.constantFrom('/metrics', '/healthz', '/readyz', '/callbacks/call-status', '/', '/calls/', '/nowhere'), weight: 1 },
+    {
+      arbitrary: fc.oneof(
+        fc.constantFrom('/suppressions', '/suppressions/import', '/dispatch/settings', '/dispatch/pause', '/dispatch/resume'),
+        urlPart.map((x) => `/suppressions/${x}`),
+        fc.constantFrom('/suppressions/%2B15550001111', '/suppressions/+966501234567'),
+      ),
+      weight: 2,
+    },
     { arbitrary: id.map((x) => `/calls/${x}`), weight: 3 },
     { arbitrary: fc.tuple(fc.constantFrom(...ids), fc.integer({ min: 0, max: 3 })).map(([x, dial]) => callbackPath(x, dial || 1)), weight: 1 },
   )
@@ -99,7 +108,8 @@ function requests(h: Harness, ids: string[]): fc.Arbitrary<Fuzzed> {
     method: fc.oneof(
       { arbitrary: fc.constantFrom('POST', 'PATCH'), weight: 6 },
       { arbitrary: fc.constant('GET'), weight: 3 },
-      { arbitrary: fc.constantFrom('PUT', 'DELETE', 'OPTIONS'), weight: 1 },
+      { arbitrary: fc.constantFrom('PUT', 'DELETE'), weight: 2 },
+      { arbitrary: fc.constant('OPTIONS'), weight: 1 },
     ),
     path: fc.tuple(path, query).map(([p, q]) => (p.includes('?') ? `${p}${q.replace('?', '&')}` : `${p}${q}`)),
     headers: fc.record(

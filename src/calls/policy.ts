@@ -40,9 +40,9 @@ export const windowOf = (policy: CallingPolicy, call: Pick<CallTiming, 'calling_
   call.calling_window ?? policy.window
 
 /**
- * The first moment at or after `from` (the database's now(), or an outcome retry's delay) at
- * which the call may be dialed, and what it waits for until then; null when its window never
- * opens in every one of its zones. Rules push the time later in turn until none does.
+ * The first moment at or after `now` (the database's), or after `from` (an outcome retry's
+ * delay), at which the call may be dialed, and what it waits for until then; null when its
+ * window never opens in every one of its zones. Rules push the time later in turn until none does.
  */
 export async function dueTime(
   tx: Tx,
@@ -62,6 +62,9 @@ export async function dueTime(
   later(from?.at ?? null, from?.reason ?? 'retry')
   later(call.not_before, 'not_before')
   const window = windowOf(policy, call)
+  // Zones unknown (a window configured after the call was made, for a number the data cannot
+  // place): the window cannot be judged, so it is treated as never open.
+  if (window && !window.timezone && call.time_zones.length === 0) return null
   const capAt = await capOpensAt(tx, call.phone, policy.caps)
   for (let round = 0; round < 10; round++) {
     const before = at.getTime()

@@ -99,12 +99,14 @@ export function createCallService(deps: {
     return { call: existing, replayed: true }
   }
 
-  /** The zones a call's window is judged in: the window's own, else the number's (none without a window). */
-  const zonesFor = async (phone: string, window: CallingWindow | null): Promise<string[]> => {
-    if (!window) return []
-    if (window.timezone) return [window.timezone]
-    const zones = await timeZonesOf(phone)
-    if (zones.length === 0) {
+  /**
+   * The zones a call's window is judged in: the window's own timezone, else the number's (kept
+   * even while no window applies, so a window configured later can judge the call).
+   */
+  const zonesFor = (phone: string, window: CallingWindow | null): string[] => {
+    if (window?.timezone) return [window.timezone]
+    const zones = timeZonesOf(phone)
+    if (window && zones.length === 0) {
       throw new DomainError(
         'time_zone_unknown',
         `The time zone of ${phone} cannot be told from the number, and a calling window applies; give callingWindow.timezone.`,
@@ -139,7 +141,7 @@ export function createCallService(deps: {
         phone: input.to,
         not_before: input.notBefore ?? null,
         calling_window: window,
-        time_zones: await zonesFor(input.to, windowOf(calling, { calling_window: window })),
+        time_zones: zonesFor(input.to, windowOf(calling, { calling_window: window })),
       }
       try {
         const call = await sql.begin(async (tx) => {
@@ -190,7 +192,7 @@ export function createCallService(deps: {
         if (phoneChanged && (await isSuppressed(tx, change.to!))) throw phoneSuppressed(change.to!)
         const rescheduled = phoneChanged || change.notBefore !== undefined || change.callingWindow !== undefined
         const ownWindow = change.callingWindow !== undefined ? change.callingWindow : current.calling_window
-        const timeZones = rescheduled ? await zonesFor(change.to ?? current.phone, windowOf(calling, { calling_window: ownWindow })) : undefined
+        const timeZones = rescheduled ? zonesFor(change.to ?? current.phone, windowOf(calling, { calling_window: ownWindow })) : undefined
         const row = await calls.updatePendingPayload(tx, id, {
           phone: change.to,
           scriptId: change.scriptId,

@@ -24,14 +24,21 @@ export function secondsOfDay(time: string): number | undefined {
   return m ? Number(m[1]) * 3600 + Number(m[2]) * 60 + Number(m[3] ?? 0) : undefined
 }
 
+const knownZones = new Map<string, boolean>()
+
 /** Whether `zone` is an IANA time zone this runtime knows. */
 export function isTimeZone(zone: string): boolean {
-  try {
-    new Intl.DateTimeFormat('en-US', { timeZone: zone })
-    return true
-  } catch {
-    return false
+  let known = knownZones.get(zone)
+  if (known === undefined) {
+    try {
+      new Intl.DateTimeFormat('en-US', { timeZone: zone })
+      known = true
+    } catch {
+      known = false
+    }
+    if (knownZones.size < 1_000) knownZones.set(zone, known) // client input passes through here too
   }
+  return known
 }
 
 /**

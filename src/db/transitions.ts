@@ -277,6 +277,16 @@ export async function retryAfterOutcome(
   return row
 }
 
+/** PENDING calls waiting for a calling window or a cap, in id order after `after`, locked. */
+export async function waitingForPolicy(tx: Tx, after: string | undefined, limit: number): Promise<CallRow[]> {
+  return tx<CallRow[]>`
+    SELECT * FROM calls
+    WHERE status = 'PENDING' AND waiting_for IN ('calling_window', 'cap') ${after ? tx`AND id > ${after}` : tx``}
+    ORDER BY id
+    LIMIT ${limit}
+    FOR UPDATE SKIP LOCKED`
+}
+
 /** The database's now(): the transaction's start, the one clock every rule is judged by. */
 export async function databaseNow(db: Db): Promise<Date> {
   const [row] = await db<{ now: Date }[]>`SELECT now()`

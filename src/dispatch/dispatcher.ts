@@ -1,6 +1,7 @@
 import { hostname } from 'node:os'
 import { performance } from 'node:perf_hooks'
 import type { CallRow } from '../calls/model.ts'
+import { NO_POLICY } from '../calls/policy.ts'
 import { isDatabaseUnavailable, type Sql } from '../db/sql.ts'
 import { msUntilNextDue, reconcileAllNow, registerWorker, touchWorker } from '../db/transitions.ts'
 import type { Logger } from '../log.ts'
@@ -9,7 +10,7 @@ import type { DialResult, ProviderClient } from './provider.ts'
 import type { CallQueue } from '../db/queue.ts'
 import { Reconciler } from './reconcile.ts'
 import { recordDialResult } from './record.ts'
-import { sweep } from './sweeps.ts'
+import { applyPolicyChange, sweep } from './sweeps.ts'
 import { WakeListener } from './wake-listener.ts'
 
 // One worker process's loop: wait for a wake-up (NOTIFY, the next due time, or the safety
@@ -75,6 +76,8 @@ export class Dispatcher {
   async start(): Promise<void> {
     if (this.#state !== 'new') return
     this.#workerId ||= await registerWorker(this.#sql, hostname(), process.pid)
+    const moved = await applyPolicyChange(this.#sql, this.#queue, this.#options.calling ?? NO_POLICY)
+    if (moved) this.#log.info('calling policy changed: waiting calls rescheduled', { worker: this.#workerId, calls: moved })
     await this.#listener.start()
     if (this.#state !== 'new') return // stopped while starting
     this.#state = 'running'

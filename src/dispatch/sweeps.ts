@@ -1,4 +1,6 @@
-import { completeJob, deleteJob, requeueCall } from '../calls/jobs.ts'
+import { completeJob, deleteJob, requeueCall, rescheduleCall } from '../calls/jobs.ts'
+import { dueTime, policyHash, type CallingPolicy } from '../calls/policy.ts'
+import { swapPolicyHash } from '../db/settings.ts'
 import { endDials } from '../db/dials.ts'
 import { lockClaimsShared, wakeWorkers } from '../db/locks.ts'
 import type { Sql } from '../db/sql.ts'
@@ -69,4 +71,31 @@ async function requeueJobless(sql: Sql, queue: CallQueue, cursor: { pending?: st
     for (const orphan of orphans) await requeueCall(tx, queue, { ...orphan, job_id: orphan.job_state ? orphan.job_id : null })
     return orphans.length
   })
+}
+
+/**
+ * A worker that starts under another calling policy (CALLING_WINDOW, the caps) than the one
+ * waiting calls' due times were computed with computes them again, so a wider window or a
+ * higher cap lets them go sooner (a narrower one the claim enforces anyway). Returns how many.
+ */
+export async function applyPolicyChange(sql: Sql, queue: CallQueue, calling: CallingPolicy): Promise<number> {
+  const hash = policyHash(calling)
+  const before = await sql.begin((tx) => swapPolicyHash(tx, hash))
+  if (before === hash || before === null) return 0
+  let moved = 0
+  for (let after: string | undefined; ; ) {
+    const batch = await sql.begin(async (tx) => {
+      await lockClaimsShared(tx)
+      const calls = await t.waitingForPolicy(tx, after, BATCH)
+      const now = await t.databaseNow(tx)
+      for (const call of calls) {
+        const due = await dueTime(tx, calling, call, now)
+        if (due) await rescheduleCall(tx, queue, call, due.at, due.waitingFor)
+      }
+      return calls
+    })
+    moved += batch.length
+    if (batch.length < BATCH) return moved
+    after = batch.at(-1)!.id
+  }
 }

@@ -48,10 +48,14 @@ export async function readBody(c: Context, max = MAX_BODY_BYTES): Promise<string
   return Buffer.concat(chunks).toString('utf8')
 }
 
-/** A JSON body: read within `max` bytes, sent as JSON, parsed keeping every key and number exact. */
-export async function readJson(c: Context, max = MAX_BODY_BYTES): Promise<unknown> {
+/**
+ * A JSON body: read within `max` bytes, sent as JSON, parsed keeping every key and number
+ * exact. With `optional`, no body at all reads as {}.
+ */
+export async function readJson(c: Context, max = MAX_BODY_BYTES, optional = false): Promise<unknown> {
   const type = c.req.header('content-type') ?? ''
   const text = await readBody(c, max)
+  if (optional && text === '') return {}
   if (!/^application\/(.+\+)?json\s*(;|$)/i.test(type)) {
     throw new HttpProblem(415, 'unsupported_media_type', 'Send the body as JSON with "Content-Type: application/json".')
   }

@@ -30,6 +30,10 @@ const statusOfCode: Record<string, ContentfulStatusCode> = {
   call_not_pending: 409,
   idempotency_key_reused: 422,
   invalid_cursor: 400,
+  phone_suppressed: 422,
+  calling_window_never_opens: 422,
+  time_zone_unknown: 422,
+  suppression_not_found: 404,
 }
 
 const titles: Record<number, string> = {

@@ -1,4 +1,4 @@
-import type { Context, Hono } from 'hono'
+import type { Hono } from 'hono'
 import type { Suppression, SuppressionService } from '../../calls/suppressions.ts'
 import type { DispatchControl } from '../../dispatch/control.ts'
 import { readJson } from '../body.ts'
@@ -13,15 +13,11 @@ const suppressionResource = (row: Suppression) => ({
   createdAt: row.created_at.toISOString(),
 })
 
-/** An optional JSON body: none at all is an empty object. */
-async function optionalJson(c: Context) {
-  return (c.req.header('content-length') ?? '0') === '0' && !c.req.header('transfer-encoding') ? {} : readJson(c)
-}
 
 export function suppressionRoutes(app: Hono, suppressions: SuppressionService): void {
   app.put('/suppressions/:phone', async (c) => {
     const phone = s.parse(s.Phone, c.req.param('phone'), 'path.phone')
-    const body = s.parseBody(s.SuppressionBody, await optionalJson(c))
+    const body = s.parseBody(s.SuppressionBody, await readJson(c, undefined, true))
     const { suppression, created, callsSuppressed } = await suppressions.add(phone, body)
     return c.json({ ...suppressionResource(suppression), callsSuppressed }, created ? 201 : 200)
   })
