@@ -73,6 +73,8 @@ export interface DialRecord {
   callbackLost?: boolean | undefined
   /** The receiver acknowledged the callback (2xx) at least once. */
   callbackDelivered?: boolean | undefined
+  /** Calls live at the provider once this one was placed, itself included. */
+  liveAtPlacement?: number | undefined
 }
 
 const DialBody = v.object({
@@ -312,7 +314,7 @@ export class ProviderSimulator {
     record.providerCallId = providerCallId
     record.status = this.#statusFor()
     this.#byProviderId.set(providerCallId, record)
-    this.#begin(body.to)
+    record.liveAtPlacement = this.#begin(body.to)
     const duration = this.#o.minDurationMs + this.#random() * (this.#o.maxDurationMs - this.#o.minDurationMs)
     const lost = this.#random() < this.#o.rates.lostCallback
     const end = async () => {
@@ -331,13 +333,15 @@ export class ProviderSimulator {
     return { providerCallId }
   }
 
-  #begin(phone: string) {
+  /** Counts a placed call as live; returns how many are live now. */
+  #begin(phone: string): number {
     this.#inFlight++
     this.#maxInFlight = Math.max(this.#maxInFlight, this.#inFlight)
     const n = (this.#inFlightByPhone.get(phone) ?? 0) + 1
     if (n > 1) this.#phoneOverlaps++
     this.#inFlightByPhone.set(phone, n)
     this.#maxPerPhone = Math.max(this.#maxPerPhone, n)
+    return this.#inFlight
   }
 
   #end(phone: string, record: DialRecord) {
