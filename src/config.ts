@@ -2,6 +2,8 @@ import * as v from 'valibot'
 import { MAX_WAIT_SECONDS } from './calls/model.ts'
 import { NO_POLICY, type CallingPolicy, type RetriedOutcome } from './calls/policy.ts'
 import { parseWindowSpec } from './calls/window.ts'
+import type { DeliveryRetry } from './db/queue.ts'
+import { EVENT_TYPES } from './events/outbox.ts'
 
 // Every setting the process reads, its default and its bounds live here and nowhere else.
 // `.env.example` and `bin/orchestrator --help` describe the same list; test/config.test.ts
@@ -82,6 +84,16 @@ const EnvSchema = v.object({
   PUBLIC_BASE_URL: v.optional(httpUrl),
   WEBHOOK_SECRET: list,
   WEBHOOK_API_KEY: optionalString,
+  EVENT_WEBHOOK_URL: v.optional(httpUrl),
+  EVENT_WEBHOOK_SECRET: list,
+  EVENT_TYPES: list,
+  EVENT_ALLOW_INSECURE_URLS: v.optional(v.picklist(['true', 'false'], 'must be true or false'), 'false'),
+  // A delivery job sends up to 5 events one after another and expires after 120 s.
+  EVENT_TIMEOUT_MS: int(10_000, 100, 20_000),
+  EVENT_MAX_IN_FLIGHT_PER_ENDPOINT: int(4, 1, 100),
+  EVENT_RETRY_LIMIT: int(20, 0, 100),
+  EVENT_RETRY_BASE_SECONDS: int(10, 1, 86_400),
+  EVENT_RETRY_MAX_SECONDS: int(7200, 1, 86_400),
   WORKER_POLL_MS: int(5_000, 50, 600_000),
   SHUTDOWN_TIMEOUT_MS: int(15_000, 0, 600_000),
   LOG_LEVEL: v.optional(v.picklist(logLevels, `must be one of ${logLevels.join(', ')}`), 'info'),
@@ -127,6 +139,15 @@ export interface Config {
   publicBaseUrl: string
   policy: CallingPolicy
   webhook: { secrets: string[]; apiKey: string | undefined }
+  events: {
+    /** The endpoint the operator configures (EVENT_WEBHOOK_URL); more can be added through the API. */
+    endpoint: { url: string; secrets: string[]; eventTypes: string[] | null } | null
+    /** http:// and private, loopback or link-local addresses allowed (local runs, tests). */
+    allowInsecureUrls: boolean
+    timeoutMs: number
+    perEndpoint: number
+    retry: DeliveryRetry
+  }
   logLevel: LogLevel
   simulator: {
     port: number
@@ -186,6 +207,34 @@ function parseRetry(variable: string, text: string | undefined): { limit: number
   return { limit, delaySeconds }
 }
 
+function parseEvents(e: v.InferOutput<typeof EnvSchema>): Config['events'] {
+  const unknown = e.EVENT_TYPES.filter((t) => !(EVENT_TYPES as readonly string[]).includes(t))
+  if (unknown.length) throw new ConfigError(`EVENT_TYPES: ${unknown.join(', ')} is not an event type; use some of ${EVENT_TYPES.join(', ')}`)
+  for (const secret of e.EVENT_WEBHOOK_SECRET) {
+    if (!WHSEC.test(secret)) throw new ConfigError('EVENT_WEBHOOK_SECRET: each secret must look like whsec_<base64> (current first, then the previous one)')
+  }
+  if (e.EVENT_WEBHOOK_SECRET.length > 2) throw new ConfigError('EVENT_WEBHOOK_SECRET: at most two secrets (current and previous) during rotation')
+  if (e.EVENT_WEBHOOK_URL && e.EVENT_WEBHOOK_SECRET.length === 0) {
+    throw new ConfigError('EVENT_WEBHOOK_SECRET: events are signed; set a whsec_ secret for EVENT_WEBHOOK_URL (share it with the receiver)')
+  }
+  if (e.EVENT_RETRY_MAX_SECONDS < e.EVENT_RETRY_BASE_SECONDS) throw new ConfigError('EVENT_RETRY_MAX_SECONDS: must be at least EVENT_RETRY_BASE_SECONDS')
+  const allowInsecureUrls = e.EVENT_ALLOW_INSECURE_URLS === 'true'
+  if (e.EVENT_WEBHOOK_URL && !allowInsecureUrls && !e.EVENT_WEBHOOK_URL.startsWith('https://')) {
+    throw new ConfigError('EVENT_WEBHOOK_URL: events go to https:// URLs only (EVENT_ALLOW_INSECURE_URLS=true allows http:// for local runs)')
+  }
+  return {
+    endpoint: e.EVENT_WEBHOOK_URL
+      ? { url: e.EVENT_WEBHOOK_URL, secrets: e.EVENT_WEBHOOK_SECRET, eventTypes: e.EVENT_TYPES.length ? e.EVENT_TYPES : null }
+      : null,
+    allowInsecureUrls,
+    timeoutMs: e.EVENT_TIMEOUT_MS,
+    perEndpoint: e.EVENT_MAX_IN_FLIGHT_PER_ENDPOINT,
+    retry: { limit: e.EVENT_RETRY_LIMIT, baseSeconds: e.EVENT_RETRY_BASE_SECONDS, maxSeconds: e.EVENT_RETRY_MAX_SECONDS },
+  }
+}
+
+const WHSEC = /^whsec_[A-Za-z0-9+/]+={0,2}$/
+
 function parsePolicy(e: v.InferOutput<typeof EnvSchema>): CallingPolicy {
   let window = NO_POLICY.window
   if (e.CALLING_WINDOW) {
@@ -232,7 +281,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     )
   }
   for (const secret of e.WEBHOOK_SECRET) {
-    if (!/^whsec_[A-Za-z0-9+/]+={0,2}$/.test(secret)) {
+    if (!WHSEC.test(secret)) {
       throw new ConfigError('WEBHOOK_SECRET: each secret must look like whsec_<base64>')
     }
   }
@@ -264,6 +313,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     publicBaseUrl: e.PUBLIC_BASE_URL ?? `http://127.0.0.1:${e.PORT}`,
     policy: parsePolicy(e),
     webhook: { secrets: e.WEBHOOK_SECRET, apiKey: e.WEBHOOK_API_KEY },
+    events: parseEvents(e),
     logLevel: e.LOG_LEVEL,
     simulator: {
       port: e.SIMULATOR_PORT,

@@ -2,9 +2,13 @@ import { randomBytes } from 'node:crypto'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createCallbackRoute } from './callbacks/route.ts'
+import { createBatchService } from './calls/batches.ts'
 import { createCallService } from './calls/service.ts'
 import { createSuppressionService } from './calls/suppressions.ts'
 import { createDispatchControl } from './dispatch/control.ts'
+import { syncEnvEndpoint } from './db/events.ts'
+import { EventDelivery } from './events/deliver.ts'
+import { createEventService } from './events/endpoints.ts'
 import type { Config, Mode } from './config.ts'
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.ts'
 import { isMigrated, migrate, readMigrations } from './db/migrate.ts'
@@ -119,7 +123,7 @@ export async function startOrchestrator(
     const migrationCount = (await readMigrations()).length
 
     const runsWorker = mode === 'worker' || mode === 'all'
-    const queue = new CallQueue(db.url, log.child({ part: 'pg-boss' }), { supervise: runsWorker })
+    const queue = new CallQueue(db.url, log.child({ part: 'pg-boss' }), { supervise: runsWorker, deliveryRetry: config.events.retry })
     await untilDatabaseAnswers('queue start-up', () => queue.start(), log, signal)
     stops.push(() => queue.stop())
     if (mode === 'migrate') return { stop: stopAll }
@@ -128,6 +132,9 @@ export async function startOrchestrator(
     // provider about every dialed call in flight (workers do the asking).
     const reconciling = await untilDatabaseAnswers('start-up', () => reconcileAllNow(sql), log, signal)
     if (reconciling) log.info('asking the provider about every dialed call in flight', { calls: reconciling })
+
+    // The endpoint EVENT_WEBHOOK_URL names, brought in line with the environment.
+    await untilDatabaseAnswers('event endpoint set-up', () => sql.begin((tx) => syncEnvEndpoint(tx, config.events.endpoint)), log, signal)
 
     let webhook = config.webhook
     let providerUrl = config.provider.baseUrl
@@ -176,6 +183,8 @@ export async function startOrchestrator(
         callbacks: createCallbackRoute({ sql, queue, secrets: webhook.secrets, apiKey: webhook.apiKey, log, calling: config.policy }),
         suppressions: createSuppressionService({ sql, queue }),
         dispatch: createDispatchControl({ sql, maxConcurrentCalls: config.dispatch.maxConcurrentCalls }),
+        batches: createBatchService({ sql, queue, callTtlSeconds: config.dispatch.callTtlSeconds, calling: config.policy }),
+        events: createEventService({ sql, queue, allowInsecureUrls: config.events.allowInsecureUrls }),
       })
       const server: RunningServer = await listen(app, config.http)
       stops.push(() => server.close())
@@ -201,6 +210,15 @@ export async function startOrchestrator(
       })
       await untilDatabaseAnswers('worker start-up', () => dispatcher.start(), log, signal)
       stops.push(() => dispatcher.stop())
+      const delivery = new EventDelivery({
+        sql,
+        queue,
+        databaseUrl: db.url,
+        options: { timeoutMs: config.events.timeoutMs, perEndpoint: config.events.perEndpoint, allowInsecureUrls: config.events.allowInsecureUrls },
+        log: log.child({ part: 'events' }),
+      })
+      await delivery.start()
+      stops.push(() => delivery.stop())
     }
     return { apiPort, simulatorUrl, stop: stopAll }
   } catch (err) {

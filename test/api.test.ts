@@ -34,7 +34,7 @@ t.test('POST /calls creates a PENDING call with a queued job', async (t) => {
   t.same(Object.keys(res.body).sort(), [
     'attempts', 'createdAt', 'durationSec', 'endedAt', 'expiresAt', 'id', 'lastError', 'nextAttemptAt', 'payload',
     'providerCallId', 'providerStatus', 'startedAt', 'status', 'updatedAt',
-    'waitingFor', 'notBefore', 'callingWindow', 'timeZones', 'dials',
+    'waitingFor', 'notBefore', 'callingWindow', 'timeZones', 'dials', 'batchId',
   ].sort())
   t.same(res.body.dials, [], 'no dial yet')
   t.strictSame(res.body.payload, { to: '+966501234567', scriptId: 'welcomeFlow', metadata: { name: 'Sara', n: 1 } })
@@ -318,14 +318,14 @@ t.test('GET /metrics', async (t) => {
   const zero = await h.call('GET', '/metrics')
   t.equal(zero.status, 200)
   t.strictSame(zero.body, {
-    calls: { PENDING: 0, IN_PROGRESS: 0, COMPLETED: 0, FAILED: 0, EXPIRED: 0, SUPPRESSED: 0 },
+    calls: { PENDING: 0, IN_PROGRESS: 0, COMPLETED: 0, FAILED: 0, EXPIRED: 0, SUPPRESSED: 0, CANCELLED: 0 },
     inFlight: 0,
     maxConcurrentCalls: 12,
     paused: false,
     callbacksRefused: {},
   })
 
-  const wanted: Record<CallStatus, number> = { PENDING: 3, IN_PROGRESS: 2, COMPLETED: 1, FAILED: 1, EXPIRED: 0, SUPPRESSED: 0 }
+  const wanted: Record<CallStatus, number> = { PENDING: 3, IN_PROGRESS: 2, COMPLETED: 1, FAILED: 1, EXPIRED: 0, SUPPRESSED: 0, CANCELLED: 0 }
   for (const [status, count] of Object.entries(wanted) as Array<[CallStatus, number]>) {
     for (let i = 0; i < count; i++) await insertCall(h, { status })
   }

@@ -4,6 +4,7 @@ import { completeJob } from '../calls/jobs.ts'
 import { dueTime, NO_POLICY, type CallingPolicy } from '../calls/policy.ts'
 import { dialsEndedWith, endDials } from '../db/dials.ts'
 import { wakeWorkers } from '../db/locks.ts'
+import { emitCallEvents, eventOf } from '../events/outbox.ts'
 import type { Tx } from '../db/sql.ts'
 import { applyProviderFinal, databaseNow, retryAfterOutcome, type FinalStatus } from '../db/transitions.ts'
 import type { FinalProviderStatus } from '../dispatch/provider.ts'
@@ -97,6 +98,8 @@ export async function applyProviderWord(
     },
   ])
   const corrected = call.status === 'FAILED'
+  // A correction is reported too: the event of the status the call now has.
+  await emitCallEvents(tx, queue, eventOf, [row])
   if (!corrected) {
     await completeJob(tx, queue, call)
     await wakeWorkers(tx)
@@ -126,6 +129,7 @@ async function retryAfter(tx: Tx, queue: CallQueue, call: CallRow, final: FinalS
   await completeJob(tx, queue, call)
   const jobId = await queue.enqueue(tx, { id: call.id, phone: call.phone, startAfter: due.at })
   const row = await retryAfterOutcome(tx, call.id, call.dial, { final, jobId, dueAt: due.at, waitingFor: due.waitingFor, error })
+  if (row) await emitCallEvents(tx, queue, 'call.retry_scheduled', [row])
   await wakeWorkers(tx)
   return row
 }

@@ -18,7 +18,7 @@
  */
 export const MAX_WAIT_SECONDS = 365 * 24 * 3600
 
-export const CALL_STATUSES = ['PENDING', 'IN_PROGRESS', 'COMPLETED', 'FAILED', 'EXPIRED', 'SUPPRESSED'] as const
+export const CALL_STATUSES = ['PENDING', 'IN_PROGRESS', 'COMPLETED', 'FAILED', 'EXPIRED', 'SUPPRESSED', 'CANCELLED'] as const
 export type CallStatus = (typeof CALL_STATUSES)[number]
 
 export interface CallRow {
@@ -42,6 +42,8 @@ export interface CallRow {
   calling_window: CallingWindow | null
   time_zones: string[]
   waiting_for: WaitingFor | null
+  batch_id: string | null
+  batch_index: number | null
   outcome_unknown_at: Date | null
   timeout_at: Date | null
   reconcile_at: Date | null
@@ -77,6 +79,7 @@ export interface CallResource {
   expiresAt: string | null
   callingWindow: CallingWindow | null
   timeZones: string[]
+  batchId: string | null
   providerCallId: string | null
   providerStatus: string | null
   durationSec: number | null
@@ -117,6 +120,7 @@ export function toResource(row: CallRow, dials: DialRow[] = []): CallResource {
     expiresAt: iso(row.expires_at),
     callingWindow: row.calling_window,
     timeZones: row.time_zones,
+    batchId: row.batch_id,
     providerCallId: row.provider_call_id,
     providerStatus: row.provider_status,
     durationSec: row.duration_sec,
@@ -151,6 +155,9 @@ export class DomainError extends Error {
 }
 
 export const callNotFound = (id: string) => new DomainError('call_not_found', `No call has id ${id}.`, { callId: id })
+
+export const callNotCancellable = (id: string, status: CallStatus) =>
+  new DomainError('call_not_pending', `Call ${id} is ${status}; only a PENDING call can be cancelled.`, { callId: id, callStatus: status })
 
 export const callNotPending = (id: string, status: CallStatus) =>
   new DomainError(

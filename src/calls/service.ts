@@ -6,9 +6,10 @@ import type { CallQueue } from '../db/queue.ts'
 import { readSettings } from '../db/settings.ts'
 import { PgError, pgErrorCode, type Sql, type Tx } from '../db/sql.ts'
 import { isSuppressed } from '../db/suppressions.ts'
-import { databaseNow } from '../db/transitions.ts'
-import { insertCallWithJob, rescheduleCall } from './jobs.ts'
-import { DomainError, callNotFound, callNotPending, type CallRow, type CallStatus } from './model.ts'
+import { cancelPending, databaseNow } from '../db/transitions.ts'
+import { emitCallEvents } from '../events/outbox.ts'
+import { deleteJob, insertCallWithJob, rescheduleCall } from './jobs.ts'
+import { DomainError, callNotCancellable, callNotFound, callNotPending, type CallRow, type CallStatus } from './model.ts'
 import { dueTime, NO_POLICY, windowOf, type CallingPolicy, type CallTiming } from './policy.ts'
 import { timeZonesOf } from './timezones.ts'
 import type { CallingWindow } from './window.ts'
@@ -46,6 +47,8 @@ export interface CallService {
   create(input: CreateCallInput, idempotencyKey?: string): Promise<{ call: CallRow; replayed: boolean }>
   get(id: string): Promise<CallRow>
   update(id: string, change: CallChange): Promise<CallRow>
+  /** PENDING → CANCELLED; a 409 naming its status otherwise. */
+  cancel(id: string): Promise<CallRow>
   list(q: calls.ListQuery): Promise<CallRow[]>
   /** The dials of these calls, for their resources. */
   dials(ids: string[]): Promise<DialRow[]>
@@ -53,7 +56,7 @@ export interface CallService {
 }
 
 /** Stable fingerprint of a create request, so a reused Idempotency-Key with another body is caught. */
-function fingerprint(input: CreateCallInput): string {
+export function fingerprint(input: CreateCallInput): string {
   const canonical = (value: unknown): unknown =>
     value && typeof value === 'object' && !Array.isArray(value)
       ? Object.fromEntries(
@@ -210,6 +213,21 @@ export function createCallService(deps: {
           return fresh!
         }
         return row
+      })
+    },
+
+    async cancel(id) {
+      return sql.begin(async (tx) => {
+        // As PATCH: a claim of this call either committed first (we see IN_PROGRESS and refuse)
+        // or waits for us and finds it CANCELLED; it is never both cancelled and dialed.
+        await lockClaimsShared(tx)
+        const current = await calls.lockCall(tx, id)
+        if (!current) throw callNotFound(id)
+        const [cancelled] = await cancelPending(tx, [id])
+        if (!cancelled) throw callNotCancellable(id, current.status)
+        await deleteJob(tx, queue, cancelled)
+        await emitCallEvents(tx, queue, 'call.cancelled', [cancelled])
+        return cancelled
       })
     },
 

@@ -1,3 +1,4 @@
+import { emitCallEvents } from '../events/outbox.ts'
 import { deleteJob } from './jobs.ts'
 import { DomainError } from './model.ts'
 import { lockClaimsShared } from '../db/locks.ts'
@@ -31,6 +32,7 @@ export function createSuppressionService(deps: { sql: Sql; queue: CallQueue }): 
       const result = await db.addSuppressions(tx, entries, source)
       const ended = await db.suppressPendingCalls(tx, entries.map((e) => e.phone))
       for (const call of ended) await deleteJob(tx, queue, call)
+      await emitCallEvents(tx, queue, 'call.suppressed', ended)
       return { ...result, callsSuppressed: ended.length }
     })
 

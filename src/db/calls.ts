@@ -48,6 +48,11 @@ export async function findByIdempotencyKey(db: Db, key: string): Promise<CallRow
   return row
 }
 
+export async function findByIdempotencyKeys(db: Db, keys: string[]): Promise<CallRow[]> {
+  if (keys.length === 0) return []
+  return db<CallRow[]>`SELECT * FROM calls WHERE idempotency_key = ANY(${keys}::text[])`
+}
+
 export async function getCall(db: Db, id: string): Promise<CallRow | undefined> {
   const [row] = await db<CallRow[]>`SELECT * FROM calls WHERE id = ${id}`
   return row

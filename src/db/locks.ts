@@ -24,3 +24,10 @@ export async function wakeWorkers(tx: Tx): Promise<void> {
   // Delivered at commit, and only if the transaction commits.
   await tx`SELECT pg_notify(${WAKE_CHANNEL}, '')`
 }
+
+/** Event delivery loops LISTEN here; a transaction that writes events NOTIFYs it. */
+export const EVENTS_CHANNEL = 'call_orchestrator_events'
+
+export async function wakeDeliveries(tx: Tx): Promise<void> {
+  await tx`SELECT pg_notify(${EVENTS_CHANNEL}, '')`
+}

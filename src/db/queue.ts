@@ -2,7 +2,7 @@ import { PgBoss } from 'pg-boss'
 import type { Db as IDatabase } from 'pg-boss'
 import { MAX_WAIT_SECONDS } from '../calls/model.ts'
 import type { Logger } from '../log.ts'
-import type { Tx } from './sql.ts'
+import type { Sql, Tx } from './sql.ts'
 
 // The pg-boss side of a call. Each waiting or in-flight call has exactly one job on the
 // "calls" queue, keyed by its phone number. The queue's key_strict_fifo policy makes fetch()
@@ -13,6 +13,39 @@ import type { Tx } from './sql.ts'
 
 export const CALLS_QUEUE = 'calls'
 export const BOSS_SCHEMA = 'pgboss'
+
+// Event deliveries. A job names an endpoint and an event's scope (its call, or its batch); it
+// sends every undelivered event of that scope to that endpoint, oldest first (see
+// src/events/deliver.ts). Jobs are keyed by endpoint and scope, so key_strict_fifo never runs two
+// of one scope at once, and grouped by endpoint, so only a few are in flight per endpoint. A
+// failed attempt is retried by pg-boss with exponential backoff and jitter (the n-th retry
+// after base × 2^n × a random 0.5 to 1, at most max): by default 10 s doubling up to 2 h, 20
+// times, about a day. A job runs for at most 120 s (5 events, each at most EVENT_TIMEOUT_MS).
+export const DELIVERIES_QUEUE = 'event-deliveries'
+export interface DeliveryRetry {
+  limit: number
+  baseSeconds: number
+  maxSeconds: number
+}
+export const DEFAULT_DELIVERY_RETRY: DeliveryRetry = { limit: 20, baseSeconds: 10, maxSeconds: 7200 }
+const DELIVERY_EXPIRE_SECONDS = 120
+/** Serializes delivery fetches, so the per-endpoint limit holds across every worker. */
+const DELIVERY_FETCH_LOCK = 7_261_003
+
+/** What one delivery job sends: the undelivered events of one call (or batch) to one endpoint. */
+export interface DeliveryScope {
+  endpointId: string
+  callId: string | null
+  batchId: string | null
+}
+
+export interface DeliveryJob extends DeliveryScope {
+  jobId: string
+  /** How many times this job was retried before this attempt. */
+  retryCount: number
+  /** How many retries it may have. */
+  retryLimit: number
+}
 
 // A job stays active for as long as its call is in flight, waiting for the provider's final
 // callback. pg-boss would retry (re-dial!) a job that outlives expireInSeconds, so the expiry is
@@ -43,9 +76,19 @@ function onTx(tx: Tx): IDatabase {
 export class CallQueue {
   readonly boss: PgBoss
   readonly #log: Logger
+  readonly #deliveryOptions: { retryLimit: number; retryDelay: number; retryBackoff: true; retryDelayMax: number; expireInSeconds: number }
 
-  constructor(databaseUrl: string, log: Logger, options: { supervise: boolean }) {
+  /** `deliveryRetry`: how the event deliveries this process writes are retried (EVENT_RETRY_*). */
+  constructor(databaseUrl: string, log: Logger, options: { supervise: boolean; deliveryRetry?: DeliveryRetry }) {
     this.#log = log
+    const retry = options.deliveryRetry ?? DEFAULT_DELIVERY_RETRY
+    this.#deliveryOptions = {
+      retryLimit: retry.limit,
+      retryDelay: retry.baseSeconds,
+      retryBackoff: true,
+      retryDelayMax: retry.maxSeconds,
+      expireInSeconds: DELIVERY_EXPIRE_SECONDS,
+    }
     this.boss = new PgBoss({
       connectionString: databaseUrl,
       schema: BOSS_SCHEMA,
@@ -71,6 +114,65 @@ export class CallQueue {
     // createQueue leaves an existing queue as it is; a queue made by an older version had a
     // shorter retention. Jobs already queued keep the keep_until they were given.
     await this.boss.updateQueue(CALLS_QUEUE, options)
+    await this.boss.createQueue(DELIVERIES_QUEUE, { policy: 'key_strict_fifo', ...this.#deliveryOptions })
+  }
+
+  /** Jobs for new calls, many at once (one statement); their ids are given. */
+  async enqueueMany(tx: Tx, calls: Array<{ id: string; jobId: string; phone: string; startAfter: Date | null }>): Promise<void> {
+    if (calls.length === 0) return
+    await this.boss.insert(
+      CALLS_QUEUE,
+      calls.map((c) => ({ id: c.jobId, data: { callId: c.id }, singletonKey: c.phone, ...(c.startAfter ? { startAfter: c.startAfter } : {}) })),
+      { db: onTx(tx) },
+    )
+  }
+
+  /** Delivery jobs for these scopes, in the caller's transaction (the outbox). */
+  async enqueueDeliveries(tx: Tx, scopes: DeliveryScope[]): Promise<void> {
+    if (scopes.length === 0) return
+    await this.boss.insert(
+      DELIVERIES_QUEUE,
+      scopes.map((d) => ({
+        data: { endpointId: d.endpointId, callId: d.callId, batchId: d.batchId },
+        singletonKey: `${d.endpointId}:${d.callId ?? `batch:${d.batchId}`}`,
+        group: { id: d.endpointId },
+        ...this.#deliveryOptions,
+      })),
+      { db: onTx(tx) },
+    )
+  }
+
+  /**
+   * Up to `limit` delivery jobs due, at most `perEndpoint` in flight per endpoint. pg-boss counts
+   * a group's active jobs and then claims, so two fetches at once could both see room; the fetches
+   * take turns under an advisory lock, which makes the count exact across every worker.
+   */
+  async fetchDeliveries(sql: Sql, limit: number, perEndpoint: number): Promise<DeliveryJob[]> {
+    const jobs = await sql.begin(async (tx) => {
+      await tx`SELECT pg_advisory_xact_lock(${DELIVERY_FETCH_LOCK})`
+      return this.boss.fetch<DeliveryScope>(DELIVERIES_QUEUE, { batchSize: limit, groupConcurrency: perEndpoint, includeMetadata: true, db: onTx(tx) })
+    })
+    return jobs.map((job) => ({
+      jobId: job.id,
+      endpointId: job.data.endpointId,
+      callId: job.data.callId ?? null,
+      batchId: job.data.batchId ?? null,
+      retryCount: job.retryCount,
+      retryLimit: job.retryLimit,
+    }))
+  }
+
+  /** Settled: fenced to the attempt that was fetched, so a late settle of an expired attempt changes nothing. */
+  async completeDelivery(job: DeliveryJob): Promise<void> {
+    await this.boss.complete(DELIVERIES_QUEUE, { id: job.jobId, retryCount: job.retryCount })
+  }
+
+  /** Fails an attempt so pg-boss retries it after its backoff; returns when the next try is due. */
+  async retryDelivery(sql: Sql, job: DeliveryJob, error: string): Promise<Date | null> {
+    await this.boss.fail(DELIVERIES_QUEUE, { id: job.jobId, retryCount: job.retryCount }, { error })
+    const [row] = await sql<{ start_after: Date }[]>`
+      SELECT start_after FROM ${sql(BOSS_SCHEMA)}.job WHERE name = ${DELIVERIES_QUEUE} AND id = ${job.jobId} AND state = 'retry'`
+    return row?.start_after ?? null
   }
 
   async stop(): Promise<void> {

@@ -228,6 +228,16 @@ export async function applyProviderFinal(tx: Tx, id: string, dial: number, final
   return row
 }
 
+/** PENDING → CANCELLED, by the client; returns those it cancelled (their jobs go next). */
+export async function cancelPending(tx: Tx, ids: string[]): Promise<CallRow[]> {
+  if (ids.length === 0) return []
+  return tx<CallRow[]>`
+    UPDATE calls SET status = 'CANCELLED', ended_at = now(), updated_at = now(), next_attempt_at = NULL, waiting_for = NULL,
+      last_error = COALESCE(last_error, 'cancelled by the client before it was dialed')
+    WHERE id = ANY(${ids}::uuid[]) AND status = 'PENDING'
+    RETURNING *`
+}
+
 /** PENDING calls past their expiry → EXPIRED; returns them so their jobs can be removed. */
 export async function expireDue(tx: Tx, limit: number): Promise<CallRow[]> {
   return tx<CallRow[]>`
@@ -243,13 +253,13 @@ export async function expireDue(tx: Tx, limit: number): Promise<CallRow[]> {
 }
 
 /** One PENDING call past its expiry → EXPIRED (met by a claim before the sweep got to it). */
-export async function expirePending(tx: Tx, id: string): Promise<boolean> {
-  const rows = await tx`
+export async function expirePending(tx: Tx, id: string): Promise<CallRow | undefined> {
+  const [row] = await tx<CallRow[]>`
     UPDATE calls SET status = 'EXPIRED', ended_at = now(), updated_at = now(),
       last_error = COALESCE(last_error, 'expired before it could be dialed')
     WHERE id = ${id} AND status = 'PENDING' AND expires_at <= now()
-    RETURNING id`
-  return rows.length > 0
+    RETURNING *`
+  return row
 }
 
 /**

@@ -4,6 +4,7 @@ import { dueTime, NO_POLICY, policyRestricts, type CallingPolicy } from '../call
 import { countInFlight, lockCall, lockCalls } from '../db/calls.ts'
 import { countRequests, startDials } from '../db/dials.ts'
 import { lockClaims } from '../db/locks.ts'
+import { emitCallEvents } from '../events/outbox.ts'
 import { readSettings } from '../db/settings.ts'
 import { suppressedAmong, suppressPendingCalls } from '../db/suppressions.ts'
 import type { Sql, Tx } from '../db/sql.ts'
@@ -88,7 +89,9 @@ async function admit(tx: Tx, queue: CallQueue, calling: CallingPolicy, jobs: Arr
       continue
     }
     if (suppressed.has(call.phone)) {
-      for (const ended of await suppressPendingCalls(tx, [call.phone])) await deleteJob(tx, queue, ended)
+      const ended = await suppressPendingCalls(tx, [call.phone])
+      for (const row of ended) await deleteJob(tx, queue, row)
+      await emitCallEvents(tx, queue, 'call.suppressed', ended)
       continue
     }
     if (policyRestricts(calling, call)) {
@@ -120,8 +123,10 @@ async function settleUnclaimable(tx: Tx, queue: CallQueue, jobs: Array<{ callId:
       await queue.complete(tx, job.jobId)
       continue
     }
-    if (await t.expirePending(tx, call.id)) {
+    const expired = await t.expirePending(tx, call.id)
+    if (expired) {
       await queue.delete(tx, job.jobId)
+      await emitCallEvents(tx, queue, 'call.expired', [expired])
       continue
     }
     await requeueCall(tx, queue, call, 1)

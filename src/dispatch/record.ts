@@ -2,6 +2,7 @@ import type { CallRow } from '../calls/model.ts'
 import { completeJob } from '../calls/jobs.ts'
 import { lockCall } from '../db/calls.ts'
 import { endDials, markDialAccepted } from '../db/dials.ts'
+import { emitCallEvents } from '../events/outbox.ts'
 import { wakeWorkers } from '../db/locks.ts'
 import type { Sql } from '../db/sql.ts'
 import * as t from '../db/transitions.ts'
@@ -34,7 +35,10 @@ export async function recordDialResult(
         reconcileAfterSeconds: policy.reconcileAfterSeconds,
       })
       await markDialAccepted(tx, sent.id, sent.dial, result.providerCallId)
-      if (row) return { outcome: 'dialed' as const, call: row }
+      if (row) {
+        await emitCallEvents(tx, queue, 'call.dialed', [row])
+        return { outcome: 'dialed' as const, call: row }
+      }
       // Its final word got here first: keep the provider's id all the same.
       await t.recordLateProviderId(tx, sent.id, sent.dial, result.providerCallId)
       return { outcome: 'stale' as const }
@@ -48,6 +52,7 @@ export async function recordDialResult(
     const fail = async (error: string) => {
       const row = await t.failAttempt(tx, call.id, call.attempts, error)
       await endDials(tx, [{ callId: call.id, dial: call.dial, outcome: 'refused', error }])
+      if (row) await emitCallEvents(tx, queue, 'call.failed', [row])
       await completeJob(tx, queue, call)
       await wakeWorkers(tx)
       return { outcome: 'failed' as const, call: row }

@@ -2,6 +2,7 @@ import { completeJob, deleteJob, requeueCall, rescheduleCall } from '../calls/jo
 import { dueTime, policyHash, type CallingPolicy } from '../calls/policy.ts'
 import { swapPolicyHash } from '../db/settings.ts'
 import { endDials } from '../db/dials.ts'
+import { emitCallEvents } from '../events/outbox.ts'
 import { lockClaimsShared, wakeWorkers } from '../db/locks.ts'
 import type { Sql } from '../db/sql.ts'
 import * as t from '../db/transitions.ts'
@@ -30,12 +31,14 @@ export async function sweep(sql: Sql, queue: CallQueue, policy: DispatchPolicy, 
     await lockClaimsShared(tx)
     const rows = await t.expireDue(tx, BATCH)
     for (const row of rows) await deleteJob(tx, queue, row)
+    await emitCallEvents(tx, queue, 'call.expired', rows)
     return rows.length
   })
   const timedOut = await sql.begin(async (tx) => {
     const rows = await t.timeOutSilent(tx, policy.callTimeoutSeconds, BATCH)
     await endDials(tx, rows.map((row) => ({ callId: row.id, dial: row.dial, outcome: 'unknown', error: row.last_error })))
     for (const row of rows) await completeJob(tx, queue, row)
+    await emitCallEvents(tx, queue, 'call.failed', rows)
     if (rows.length) await wakeWorkers(tx)
     return rows.length
   })
@@ -43,6 +46,7 @@ export async function sweep(sql: Sql, queue: CallQueue, policy: DispatchPolicy, 
     const { held, failed } = await t.settleExhausted(tx, policy.maxAttempts, policy.callTimeoutSeconds, BATCH)
     await endDials(tx, failed.map((row) => ({ callId: row.id, dial: row.dial, outcome: 'refused', error: row.last_error })))
     for (const row of failed) await completeJob(tx, queue, row)
+    await emitCallEvents(tx, queue, 'call.failed', failed)
     if (failed.length) await wakeWorkers(tx)
     return { held: held.length, failed: failed.length }
   })

@@ -10,6 +10,7 @@ import type { Logger } from '../log.ts'
 
 export class WakeListener {
   readonly #url: string
+  readonly #channel: string
   readonly #onWake: () => void
   readonly #log: Logger
   #client: pg.Client | undefined
@@ -19,8 +20,9 @@ export class WakeListener {
   #connected: Promise<void> | undefined
   #resolveStart: (() => void) | undefined
 
-  constructor(url: string, onWake: () => void, log: Logger) {
+  constructor(url: string, onWake: () => void, log: Logger, channel = WAKE_CHANNEL) {
     this.#url = url
+    this.#channel = channel
     this.#onWake = onWake
     this.#log = log
   }
@@ -63,11 +65,11 @@ export class WakeListener {
     client.on('error', onLost)
     client.on('end', () => onLost())
     client.on('notification', (message) => {
-      if (message.channel === WAKE_CHANNEL) this.#onWake()
+      if (message.channel === this.#channel) this.#onWake()
     })
     client
       .connect()
-      .then(() => client.query(`LISTEN ${WAKE_CHANNEL}`))
+      .then(() => client.query(`LISTEN ${this.#channel}`))
       .then(() => {
         if (lost) return
         if (this.#failures > 0) this.#log.info('wake channel listening again')

@@ -1,14 +1,17 @@
 import { Hono, type Context } from 'hono'
 import { CALL_STATUSES } from '../calls/model.ts'
 import type { CallbackRoute } from '../callbacks/route.ts'
+import type { BatchService } from '../calls/batches.ts'
 import type { CallService } from '../calls/service.ts'
+import type { EventService } from '../events/endpoints.ts'
 import type { SuppressionService } from '../calls/suppressions.ts'
 import { isDatabaseUnavailable } from '../db/sql.ts'
 import type { DispatchControl } from '../dispatch/control.ts'
 import { throttled, type Logger } from '../log.ts'
 import { bearerToken, matchesSecret } from './auth.ts'
 import { HttpProblem, problemResponse, toProblem } from './problem.ts'
-import { callRoutes } from './routes/calls.ts'
+import { batchRoutes, callRoutes } from './routes/calls.ts'
+import { eventRoutes } from './routes/events.ts'
 import { dispatchRoutes, suppressionRoutes } from './routes/policy.ts'
 import * as s from './schemas.ts'
 
@@ -24,6 +27,10 @@ export interface AppDeps {
   suppressions?: SuppressionService | undefined
   /** /dispatch, pause and the limit at run time, when given. */
   dispatch?: DispatchControl | undefined
+  /** POST /calls/batch, a batch's read and cancel, and POST /calls/:id/cancel, when given. */
+  batches?: BatchService | undefined
+  /** /event-endpoints and /events, when given. */
+  events?: EventService | undefined
 }
 
 /** The methods each path has, for 405 answers (RFC 9110 §15.5.6: with Allow). */
@@ -31,7 +38,11 @@ const ALLOWED: Record<string, string[]> = {
   '/healthz': ['GET'],
   '/readyz': ['GET'],
   '/calls': ['GET', 'POST'],
+  '/calls/batch': ['POST'],
+  '/calls/batch/:id': ['GET'],
+  '/calls/batch/:id/cancel': ['POST'],
   '/calls/:id': ['GET', 'PATCH'],
+  '/calls/:id/cancel': ['POST'],
   '/metrics': ['GET'],
   '/callbacks/call-status': ['POST'],
   '/suppressions': ['GET'],
@@ -40,7 +51,22 @@ const ALLOWED: Record<string, string[]> = {
   '/dispatch/settings': ['GET', 'PUT'],
   '/dispatch/pause': ['POST'],
   '/dispatch/resume': ['POST'],
+  '/event-endpoints': ['GET', 'POST'],
+  '/event-endpoints/:id': ['DELETE'],
+  '/event-endpoints/:id/rotate-secret': ['POST'],
+  '/events': ['GET'],
+  '/events/:id': ['GET'],
+  '/events/:id/replay': ['POST'],
 }
+
+/** Which dependency a path needs; without it the path is not served at all. */
+const served = (path: string, deps: AppDeps): boolean =>
+  path === '/callbacks/call-status' ? !!deps.callbacks
+  : path.startsWith('/suppressions') ? !!deps.suppressions
+  : path.startsWith('/dispatch') ? !!deps.dispatch
+  : path.startsWith('/calls/batch') || path.endsWith('/cancel') ? !!deps.batches
+  : path.startsWith('/event') ? !!deps.events
+  : true
 
 /** What a 503 asks clients to wait before trying again while the database is away. */
 const RETRY_AFTER_SECONDS = 2
@@ -85,11 +111,33 @@ export function createApp(deps: AppDeps): Hono {
     }
     await next()
   }
-  for (const path of ['/calls', '/calls/*', '/metrics', '/suppressions', '/suppressions/*', '/dispatch/*']) app.use(path, authenticate)
+  for (const path of ['/calls', '/calls/*', '/metrics', '/suppressions', '/suppressions/*', '/dispatch/*', '/event-endpoints', '/event-endpoints/*', '/events', '/events/*']) {
+    app.use(path, authenticate)
+  }
 
+  const methodNotAllowed = (paths: string[]) => {
+    for (const path of paths) {
+      if (!served(path, deps)) continue
+      const allow = ALLOWED[path]!.join(', ')
+      app.all(path, (c) => {
+        if (c.req.method === 'OPTIONS') return c.body(null, 204, { Allow: allow })
+        return problemResponse(
+          c,
+          new HttpProblem(405, 'method_not_allowed', `${c.req.method} is not allowed on ${c.req.path}; use ${allow}.`, {}, { Allow: allow }),
+        )
+      })
+    }
+  }
+
+  if (deps.batches) {
+    batchRoutes(app, deps.calls, deps.batches)
+    // Before /calls/:id, which would otherwise take GET /calls/batch for a call with id "batch".
+    methodNotAllowed(['/calls/batch', '/calls/batch/:id', '/calls/batch/:id/cancel'])
+  }
   callRoutes(app, deps.calls)
   if (deps.suppressions) suppressionRoutes(app, deps.suppressions)
   if (deps.dispatch) dispatchRoutes(app, deps.dispatch)
+  if (deps.events) eventRoutes(app, deps.events)
 
   app.get('/metrics', async (c) => {
     const format = s.singleQuery(c.req.queries()).format
@@ -124,18 +172,7 @@ export function createApp(deps: AppDeps): Hono {
   })
 
   // Registered last, so they only see methods no route above answered.
-  for (const [path, methods] of Object.entries(ALLOWED)) {
-    if ((path === '/callbacks/call-status' && !deps.callbacks) || (path.startsWith('/suppressions') && !deps.suppressions)) continue
-    if (path.startsWith('/dispatch') && !deps.dispatch) continue
-    const allow = methods.join(', ')
-    app.all(path, (c) => {
-      if (c.req.method === 'OPTIONS') return c.body(null, 204, { Allow: allow })
-      return problemResponse(
-        c,
-        new HttpProblem(405, 'method_not_allowed', `${c.req.method} is not allowed on ${c.req.path}; use ${allow}.`, {}, { Allow: allow }),
-      )
-    })
-  }
+  methodNotAllowed(Object.keys(ALLOWED).filter((path) => !path.startsWith('/calls/batch')))
 
   return app
 }

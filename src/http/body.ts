@@ -53,9 +53,14 @@ export async function readBody(c: Context, max = MAX_BODY_BYTES): Promise<string
  * exact. With `optional`, no body at all reads as {}.
  */
 export async function readJson(c: Context, max = MAX_BODY_BYTES, optional = false): Promise<unknown> {
-  const type = c.req.header('content-type') ?? ''
   const text = await readBody(c, max)
   if (optional && text === '') return {}
+  return parseJsonBody(c, text)
+}
+
+/** A body already read, as readJson parses it (the content type checked too). */
+export function parseJsonBody(c: Context, text: string): unknown {
+  const type = c.req.header('content-type') ?? ''
   if (!/^application\/(.+\+)?json\s*(;|$)/i.test(type)) {
     throw new HttpProblem(415, 'unsupported_media_type', 'Send the body as JSON with "Content-Type: application/json".')
   }

@@ -34,6 +34,10 @@ const statusOfCode: Record<string, ContentfulStatusCode> = {
   calling_window_never_opens: 422,
   time_zone_unknown: 422,
   suppression_not_found: 404,
+  batch_not_found: 404,
+  event_not_found: 404,
+  endpoint_not_found: 404,
+  endpoint_not_allowed: 422,
 }
 
 const titles: Record<number, string> = {

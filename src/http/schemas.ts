@@ -1,6 +1,8 @@
 import * as v from 'valibot'
 import { CALL_STATUSES, MAX_WAIT_SECONDS } from '../calls/model.ts'
+import { MAX_BATCH } from '../calls/batches.ts'
 import { isTimeZone, secondsOfDay, WEEKDAYS, type CallingWindow } from '../calls/window.ts'
+import { EVENT_TYPES } from '../events/outbox.ts'
 import { isJsonObject, metadataProblems, textFault } from './input.ts'
 import { HttpProblem } from './problem.ts'
 
@@ -131,6 +133,58 @@ export const UpdateCallBody = v.pipe(
 
 export const Phone = e164
 
+/** One item of POST /calls/batch: a call, with an Idempotency-Key of its own if the client wants one. */
+export const BatchItem = v.strictObject({
+  ...CreateCallBody.entries,
+  idempotencyKey: v.optional(
+    v.pipe(
+      v.string('must be a string'),
+      v.minLength(1, 'must not be empty'),
+      v.maxLength(255, 'must be at most 255 characters'),
+      v.regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces'),
+    ),
+  ),
+})
+
+export const BatchBody = v.strictObject({
+  calls: v.pipe(
+    v.array(v.unknown(), 'must be an array of calls'),
+    v.minLength(1, 'must not be empty'),
+    v.maxLength(MAX_BATCH, `must have at most ${MAX_BATCH} calls`),
+  ),
+})
+
+export const EndpointBody = v.strictObject({
+  url: v.pipe(v.string('must be a string'), v.maxLength(2_000, 'must be at most 2000 characters'), v.url('must be a URL'), storable),
+  eventTypes: v.optional(
+    v.pipe(
+      v.array(v.picklist(EVENT_TYPES, `must be one of ${EVENT_TYPES.join(', ')}`)),
+      v.minLength(1, 'must name at least one type, or be left out for all'),
+      v.check((types) => new Set(types).size === types.length, 'must not name a type twice'),
+    ),
+  ),
+})
+
+/** ?limit= of a page: 1 to 100, 20 when left out. */
+const pageLimit = v.optional(
+  v.pipe(
+    v.string(),
+    v.check((s) => /^\d{1,3}$/.test(s) && Number(s) >= 1 && Number(s) <= 100, 'must be a whole number from 1 to 100'),
+    v.transform(Number),
+  ),
+  '20',
+)
+
+export const EventsQuery = v.strictObject({
+  callId: v.optional(v.pipe(v.string(), v.uuid('must be a UUID'))),
+  batchId: v.optional(v.pipe(v.string(), v.uuid('must be a UUID'))),
+  type: v.optional(v.picklist(EVENT_TYPES, `must be one of ${EVENT_TYPES.join(', ')}`)),
+  limit: pageLimit,
+  cursor: v.optional(v.pipe(v.string(), v.regex(/^\d{1,18}$/, 'is not a cursor this API issued'))),
+})
+
+export const ReplayBody = v.strictObject({ endpointId: v.optional(v.pipe(v.string('must be a string'), v.uuid('must be a UUID'))) })
+
 export const SuppressionBody = v.strictObject({
   reason: v.optional(v.pipe(v.string('must be a string'), v.maxLength(500, 'must be at most 500 characters'), storable)),
   source: v.optional(v.pipe(v.string('must be a string'), v.minLength(1, 'must not be empty'), v.maxLength(100, 'must be at most 100 characters'), storable)),
@@ -160,29 +214,19 @@ export const DispatchSettingsBody = v.strictObject({
 })
 
 export const PageQuery = v.strictObject({
-  limit: v.optional(
-    v.pipe(
-      v.string(),
-      v.check((s) => /^\d{1,3}$/.test(s) && Number(s) >= 1 && Number(s) <= 100, 'must be a whole number from 1 to 100'),
-      v.transform(Number),
-    ),
-    '20',
-  ),
+  limit: pageLimit,
   cursor: v.optional(v.string()),
 })
 
 export const CallId = v.pipe(v.string(), v.uuid('must be a UUID'))
+export const Uuid = CallId
+export const EventId = v.pipe(v.string(), v.regex(/^msg_[0-9a-f-]{36}$/, 'is not an event id (msg_…)'))
+/** A path that takes no query parameters. */
+export const NoQuery = v.strictObject({})
 
 export const ListQuery = v.strictObject({
   status: v.optional(v.picklist(CALL_STATUSES, `must be one of ${CALL_STATUSES.join(', ')}`)),
-  limit: v.optional(
-    v.pipe(
-      v.string(),
-      v.check((s) => /^\d{1,3}$/.test(s) && Number(s) >= 1 && Number(s) <= 100, 'must be a whole number from 1 to 100'),
-      v.transform(Number),
-    ),
-    '20',
-  ),
+  limit: pageLimit,
   cursor: v.optional(v.string()),
 })
 

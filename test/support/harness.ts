@@ -1,9 +1,11 @@
 import { createCallbackRoute } from '../../src/callbacks/route.ts'
 import type { CallingPolicy } from '../../src/calls/policy.ts'
+import { createBatchService } from '../../src/calls/batches.ts'
 import { createCallService } from '../../src/calls/service.ts'
 import { createSuppressionService } from '../../src/calls/suppressions.ts'
 import { createDispatchControl } from '../../src/dispatch/control.ts'
-import { CallQueue } from '../../src/db/queue.ts'
+import { CallQueue, type DeliveryRetry } from '../../src/db/queue.ts'
+import { createEventService } from '../../src/events/endpoints.ts'
 import { createApp } from '../../src/http/app.ts'
 import { silentLogger } from '../../src/log.ts'
 import { NO_FAULTS, ProviderSimulator, type SimulatorOptions } from '../../src/simulator/simulator.ts'
@@ -35,10 +37,14 @@ export async function createHarness(
     webhookSecrets?: string[]
     webhookApiKey?: string
     calling?: CallingPolicy
+    /** Event endpoints may be http:// and loopback; true unless a test says otherwise. */
+    allowInsecureEventUrls?: boolean
+    /** How the event deliveries this harness writes are retried; every second by default. */
+    deliveryRetry?: DeliveryRetry
   } = {},
 ): Promise<Harness> {
   const db = await createTestDatabase(t)
-  const queue = new CallQueue(db.url, silentLogger, { supervise: false })
+  const queue = new CallQueue(db.url, silentLogger, { supervise: false, deliveryRetry: options.deliveryRetry ?? { limit: 20, baseSeconds: 1, maxSeconds: 1 } })
   await queue.start()
   t.teardown(() => queue.stop())
   const app = createApp({
@@ -51,6 +57,8 @@ export async function createHarness(
     }),
     suppressions: createSuppressionService({ sql: db.sql, queue }),
     dispatch: createDispatchControl({ sql: db.sql, maxConcurrentCalls: options.maxConcurrentCalls ?? 30 }),
+    batches: createBatchService({ sql: db.sql, queue, callTtlSeconds: options.callTtlSeconds ?? 86_400, calling: options.calling }),
+    events: createEventService({ sql: db.sql, queue, allowInsecureUrls: options.allowInsecureEventUrls ?? true }),
     apiTokens: options.apiTokens ?? [],
     log: silentLogger,
     ready: async () => ({ ok: true, detail: 'ready' }),

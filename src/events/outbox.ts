@@ -1,0 +1,97 @@
+import { randomUUID } from 'node:crypto'
+import { toResource, type CallRow } from '../calls/model.ts'
+import { dialsOf } from '../db/dials.ts'
+import { wakeDeliveries } from '../db/locks.ts'
+import { endpointsFor, insertDeliveries, insertEvents } from '../db/events.ts'
+import type { CallQueue, DeliveryScope } from '../db/queue.ts'
+import type { Tx } from '../db/sql.ts'
+import { completeBatches, batchResource } from '../db/batches.ts'
+
+// Status events, written in the transaction that makes the change they report (an outbox): the
+// event row, its delivery log rows and pg-boss delivery jobs commit with the change or not at
+// all, so no event is lost and none is invented. Workers deliver them (src/events/deliver.ts).
+
+export const CALL_EVENTS = [
+  'call.dialed',
+  'call.completed',
+  'call.failed',
+  'call.expired',
+  'call.cancelled',
+  'call.suppressed',
+  'call.retry_scheduled',
+] as const
+export const EVENT_TYPES = [...CALL_EVENTS, 'batch.completed'] as const
+export type CallEvent = (typeof CALL_EVENTS)[number]
+export type EventType = (typeof EVENT_TYPES)[number]
+
+/** The event a call's new state reports. */
+export function eventOf(call: Pick<CallRow, 'status'>): CallEvent | undefined {
+  switch (call.status) {
+    case 'COMPLETED':
+      return 'call.completed'
+    case 'FAILED':
+      return 'call.failed'
+    case 'EXPIRED':
+      return 'call.expired'
+    case 'CANCELLED':
+      return 'call.cancelled'
+    case 'SUPPRESSED':
+      return 'call.suppressed'
+    default:
+      return undefined
+  }
+}
+
+interface Emitted {
+  type: EventType
+  callId: string | null
+  batchId: string | null
+  data: unknown
+}
+
+async function write(tx: Tx, queue: CallQueue, emitted: Emitted[]): Promise<void> {
+  if (emitted.length === 0) return
+  const [{ now }] = (await tx<{ now: Date }[]>`SELECT now()`) as unknown as [{ now: Date }]
+  const events = emitted.map((e) => ({
+    id: `msg_${randomUUID()}`,
+    type: e.type,
+    call_id: e.callId,
+    batch_id: e.batchId,
+    payload: { type: e.type, timestamp: now.toISOString(), data: e.data },
+  }))
+  await insertEvents(tx, events)
+  const deliveries: Array<{ eventId: string; endpointId: string }> = []
+  const scopes = new Map<string, DeliveryScope>()
+  const endpointsByType = new Map<string, Array<{ id: string }>>()
+  for (const event of events) {
+    if (!endpointsByType.has(event.type)) endpointsByType.set(event.type, await endpointsFor(tx, event.type))
+    for (const endpoint of endpointsByType.get(event.type)!) {
+      deliveries.push({ eventId: event.id, endpointId: endpoint.id })
+      // One job per endpoint and call (or batch) sends all of that call's new events, in order.
+      const scope = { endpointId: endpoint.id, callId: event.call_id, batchId: event.call_id ? null : event.batch_id }
+      scopes.set(`${scope.endpointId}:${scope.callId}:${scope.batchId}`, scope)
+    }
+  }
+  await insertDeliveries(tx, deliveries)
+  await queue.enqueueDeliveries(tx, [...scopes.values()])
+  if (deliveries.length) await wakeDeliveries(tx)
+}
+
+/**
+ * `type` for each of these calls (as they are now, after the change), each event carrying the
+ * call resource; then batch.completed for any batch whose calls are now all final.
+ */
+export async function emitCallEvents(tx: Tx, queue: CallQueue, type: CallEvent | ((call: CallRow) => CallEvent | undefined), calls: CallRow[]): Promise<void> {
+  if (calls.length === 0) return
+  const dials = await dialsOf(tx, calls.filter((c) => c.dial > 0).map((c) => c.id))
+  const emitted: Emitted[] = []
+  for (const call of calls) {
+    const t = typeof type === 'function' ? type(call) : type
+    if (t) emitted.push({ type: t, callId: call.id, batchId: call.batch_id, data: toResource(call, dials) })
+  }
+  const batchIds = [...new Set(calls.filter((c) => c.batch_id && c.ended_at).map((c) => c.batch_id!))]
+  for (const batch of await completeBatches(tx, batchIds)) {
+    emitted.push({ type: 'batch.completed', callId: null, batchId: batch.id, data: batchResource(batch) })
+  }
+  await write(tx, queue, emitted)
+}
