@@ -24,7 +24,8 @@ export function batchResource(batch: BatchRow) {
   return {
     id: batch.id,
     items: batch.items,
-    calls: batch.calls,
+    /** How many of its items became calls. */
+    created: batch.calls,
     byStatus: batch.by_status ?? {},
     createdAt: batch.created_at.toISOString(),
     completedAt: batch.completed_at?.toISOString() ?? null,
