@@ -1,0 +1,316 @@
+import t, { type Test } from 'tap'
+import type { CallRow } from '../src/calls/model.ts'
+import { syncEnvEndpoint, type DeliveryRow } from '../src/db/events.ts'
+import { EventDelivery, type DeliveryOptions } from '../src/events/deliver.ts'
+import { isPublicAddress } from '../src/events/destinations.ts'
+import { emitCallEvents } from '../src/events/outbox.ts'
+import { silentLogger } from '../src/log.ts'
+import { startEventReceiver, type EventReceiver } from './support/event-receiver.ts'
+import { insertCall, postCall } from './support/factory.ts'
+import { createHarness, type Harness } from './support/harness.ts'
+import { waitFor } from './support/processes.ts'
+
+// Event endpoints, what is sent to them and when: filters, order, retries, giving up, time-outs,
+// replay, removal, rotation, and where events may never go.
+
+async function startDelivery(t: Test, h: Harness, options: Partial<DeliveryOptions> = {}): Promise<EventDelivery> {
+  const delivery = new EventDelivery({
+    sql: h.sql,
+    queue: h.queue,
+    databaseUrl: h.url,
+    options: { timeoutMs: 2_000, perEndpoint: 4, allowInsecureUrls: true, pollMs: 100, ...options },
+    log: silentLogger,
+  })
+  await delivery.start()
+  t.teardown(() => delivery.stop())
+  return delivery
+}
+
+async function register(h: Harness, receiver: EventReceiver, body: Record<string, unknown> = {}): Promise<{ id: string; secret: string }> {
+  const res = await h.call('POST', '/event-endpoints', { url: receiver.url, ...body })
+  if (res.status !== 201) throw new Error(`POST /event-endpoints answered ${res.status}: ${JSON.stringify(res.body)}`)
+  receiver.secrets = [res.body.secret]
+  return res.body
+}
+
+const deliveries = (h: Harness) => h.sql<DeliveryRow[]>`SELECT * FROM event_deliveries`
+const settled = (h: Harness) =>
+  waitFor('every delivery settled', async () => (await deliveries(h)).every((d) => d.status !== 'pending'), 60_000)
+
+t.test('endpoints: added with a secret shown once, listed, rotated, removed', async (t) => {
+  const h = await createHarness(t)
+  const added = await h.call('POST', '/event-endpoints', { url: 'http://127.0.0.1:9/hook', eventTypes: ['call.completed', 'call.failed'] })
+  t.equal(added.status, 201)
+  t.match(added.body, { url: 'http://127.0.0.1:9/hook', eventTypes: ['call.completed', 'call.failed'], source: 'api' })
+  t.match(added.body.secret, /^whsec_[A-Za-z0-9+/]{43}=$/)
+  t.equal(added.headers.get('location'), `/event-endpoints/${added.body.id}`)
+  const listed = await h.call('GET', '/event-endpoints')
+  t.same(listed.body.data.map((e: Record<string, unknown>) => e.id), [added.body.id])
+  t.notOk('secret' in listed.body.data[0], 'the list never shows a secret')
+
+  const rotated = await h.call('POST', `/event-endpoints/${added.body.id}/rotate-secret`)
+  t.equal(rotated.status, 200)
+  t.not(rotated.body.secret, added.body.secret)
+  const [row] = await h.sql<{ secrets: string[] }[]>`SELECT secrets FROM event_endpoints WHERE id = ${added.body.id}`
+  t.same(row!.secrets, [rotated.body.secret, added.body.secret], 'the new secret signs, the previous one beside it')
+  const twice = await h.call('POST', `/event-endpoints/${added.body.id}/rotate-secret`)
+  const [row2] = await h.sql<{ secrets: string[] }[]>`SELECT secrets FROM event_endpoints WHERE id = ${added.body.id}`
+  t.same(row2!.secrets, [twice.body.secret, rotated.body.secret], 'a second rotation drops the oldest')
+
+  t.equal((await h.call('DELETE', `/event-endpoints/${added.body.id}`)).status, 204)
+  t.equal((await h.call('DELETE', `/event-endpoints/${added.body.id}`)).status, 404)
+  t.equal((await h.call('POST', `/event-endpoints/${added.body.id}/rotate-secret`)).status, 404)
+  t.same((await h.call('GET', '/event-endpoints')).body.data, [])
+
+  for (const [body, path] of [
+    [{}, 'body.url'],
+    [{ url: 'not a url' }, 'body.url'],
+    [{ url: 'http://127.0.0.1:9/x', eventTypes: ['call.nope'] }, 'body.eventTypes.0'],
+    [{ url: 'http://127.0.0.1:9/x', eventTypes: [] }, 'body.eventTypes'],
+    [{ url: 'http://127.0.0.1:9/x', secret: 'whsec_x' }, 'body.secret'],
+  ] as const) {
+    const res = await h.call('POST', '/event-endpoints', body)
+    t.equal(res.status, 400, JSON.stringify(body))
+    t.match(res.body.errors, [{ path }])
+  }
+  t.equal((await h.call('DELETE', '/event-endpoints/nope')).status, 400)
+  t.equal((await h.call('PUT', '/event-endpoints')).status, 405)
+})
+
+t.test('events never go to private, loopback or link-local addresses, nor over http', async (t) => {
+  const h = await createHarness(t, { allowInsecureEventUrls: false })
+  const refused = [
+    'http://93.184.216.34/hook',
+    'https://127.0.0.1/hook',
+    'https://localhost/hook',
+    'https://10.1.2.3/hook',
+    'https://172.16.0.1/hook',
+    'https://192.168.1.1/hook',
+    'https://169.254.169.254/latest/meta-data',
+    'https://100.64.0.1/hook',
+    'https://0.0.0.0/hook',
+    'https://[::1]/hook',
+    'https://[fe80::1]/hook',
+    'https://[fd00::1]/hook',
+    'https://[::ffff:127.0.0.1]/hook',
+    'https://user:pass@93.184.216.34/hook',
+    'ftp://93.184.216.34/hook',
+  ]
+  for (const url of refused) {
+    const res = await h.call('POST', '/event-endpoints', { url })
+    t.equal(res.status, 422, url)
+    t.equal(res.body.code, 'endpoint_not_allowed')
+  }
+  const [row] = await h.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM event_endpoints`
+  t.equal(row!.n, 0, 'none was stored')
+  const ok = await h.call('POST', '/event-endpoints', { url: 'https://93.184.216.34/hook' })
+  t.equal(ok.status, 201, 'a public address over https is taken')
+
+  for (const address of ['8.8.8.8', '93.184.216.34', '2606:4700::1111']) t.ok(isPublicAddress(address), `${address} is public`)
+  for (const address of ['127.0.0.2', '10.0.0.1', '192.168.0.1', '169.254.1.1', '::1', 'fe80::2', 'fc00::1', '::ffff:10.0.0.1', '224.0.0.1', 'nonsense']) {
+    t.notOk(isPublicAddress(address), `${address} is not`)
+  }
+})
+
+t.test('at delivery time too: an endpoint whose address is not public is never connected to', async (t) => {
+  const h = await createHarness(t)
+  const receiver = await startEventReceiver(t)
+  const port = new URL(receiver.url).port
+  // As if stored before a rule changed, or a name that resolves elsewhere now (DNS rebinding).
+  for (const url of [`https://127.0.0.1:${port}/events`, `https://localhost:${port}/events`, receiver.url]) {
+    await h.sql`INSERT INTO event_endpoints (url, secrets) VALUES (${url}, ${['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw']}::text[])`
+  }
+  const call = await postCall(h)
+  await h.call('POST', `/calls/${call.id}/cancel`)
+  await startDelivery(t, h, { allowInsecureUrls: false })
+  await waitFor('three attempts', async () => (await deliveries(h)).every((d) => d.attempts > 0), 30_000)
+  t.equal(receiver.received.length + receiver.rejected, 0, 'the receiver saw nothing')
+  const errors = (await deliveries(h)).map((d) => d.last_error).sort()
+  t.match(errors, [/127\.0\.0\.1 is not a public address/, /localhost resolves to .* which events may not be sent to/, /not an https/])
+})
+
+t.test('an endpoint gets the types it asked for', async (t) => {
+  const h = await createHarness(t)
+  const all = await startEventReceiver(t)
+  const completedOnly = await startEventReceiver(t)
+  await register(h, all)
+  await register(h, completedOnly, { eventTypes: ['call.completed'] })
+  const row = await insertCall(h, { status: 'COMPLETED' })
+  const cancelled = await postCall(h)
+  await h.call('POST', `/calls/${cancelled.id}/cancel`)
+  await h.sql.begin((tx) => emitCallEvents(tx, h.queue, 'call.completed', [row]))
+  await startDelivery(t, h)
+  await waitFor('both delivered to the first', async () => all.accepted().length === 2)
+  await settled(h)
+  t.same(all.accepted().map((e) => e.type).sort(), ['call.cancelled', 'call.completed'])
+  t.same(completedOnly.accepted().map((e) => e.type), ['call.completed'])
+})
+
+t.test('one call’s events arrive in the order they happened, even when the later one’s job looks older', async (t) => {
+  // A transaction that starts first can commit second: a callback that waited on the call's row
+  // while the dial was being recorded. pg-boss orders a key's jobs by their transaction's start,
+  // so the later event's job is the older one; sending by the events' own order fixes that.
+  const h = await createHarness(t)
+  const receiver = await startEventReceiver(t)
+  await register(h, receiver)
+  const call = await insertCall(h, { status: 'COMPLETED' })
+  let release!: () => void
+  const gate = new Promise<void>((resolve) => (release = resolve))
+  let started!: () => void
+  const begun = new Promise<void>((resolve) => (started = resolve))
+  const later = h.sql.begin(async (tx) => {
+    await tx`SELECT now()` // this transaction's start is now
+    started()
+    await gate
+    await emitCallEvents(tx, h.queue, 'call.completed', [call])
+  })
+  await begun
+  await new Promise((r) => setTimeout(r, 20))
+  await h.sql.begin((tx) => emitCallEvents(tx, h.queue, 'call.dialed', [{ ...call, status: 'IN_PROGRESS' } as CallRow]))
+  release()
+  await later
+  const jobs = await h.sql<{ created_on: Date; data: { callId: string } }[]>`
+    SELECT created_on FROM pgboss.job WHERE name = 'event-deliveries' ORDER BY created_on`
+  const events = await h.sql<{ type: string }[]>`SELECT type FROM events ORDER BY seq`
+  t.same(events.map((e) => e.type), ['call.dialed', 'call.completed'], 'written in this order')
+  t.equal(jobs.length, 2)
+  t.ok(jobs[0]!.created_on < jobs[1]!.created_on, 'the completed event’s job is the older one')
+
+  await startDelivery(t, h)
+  await waitFor('both', async () => receiver.accepted().length === 2)
+  t.same(receiver.received.map((e) => e.type), ['call.dialed', 'call.completed'], 'sent in the order written')
+})
+
+t.test('a failing event is retried under its webhook-id, given up after its retries, and the call’s later events go on', async (t) => {
+  const h = await createHarness(t, { deliveryRetry: { limit: 2, baseSeconds: 1, maxSeconds: 1 } })
+  const receiver = await startEventReceiver(t, { verdict: (e) => (e.type === 'call.dialed' ? 'fail' : 'accept') })
+  await register(h, receiver)
+  const call = await insertCall(h, { status: 'COMPLETED' })
+  await h.sql.begin((tx) => emitCallEvents(tx, h.queue, 'call.dialed', [{ ...call, status: 'IN_PROGRESS' } as CallRow]))
+  await h.sql.begin((tx) => emitCallEvents(tx, h.queue, 'call.completed', [call]))
+  await startDelivery(t, h)
+  await waitFor('the completed event', async () => receiver.accepted().length === 1, 30_000)
+  await settled(h)
+  t.same(receiver.received.map((e) => e.type), ['call.dialed', 'call.dialed', 'call.dialed', 'call.completed'], 'three tries, then the next event')
+  t.equal(new Set(receiver.received.filter((e) => e.type === 'call.dialed').map((e) => e.webhookId)).size, 1, 'one webhook-id for every try')
+  const log = await h.sql<Array<DeliveryRow & { type: string }>>`
+    SELECT d.*, e.type FROM event_deliveries d JOIN events e ON e.id = d.event_id ORDER BY e.seq`
+  t.match(log, [
+    { type: 'call.dialed', status: 'failed', attempts: 3, last_status_code: 503, last_error: 'answered 503', delivered_at: null },
+    { type: 'call.completed', status: 'delivered', attempts: 1, last_status_code: 204, last_error: null },
+  ])
+
+  // Replayed by hand, it is sent again under the same webhook-id.
+  receiver.received.length = 0
+  const dialedId = log[0]!.event_id
+  const replay = await h.call('POST', `/events/${dialedId}/replay`, {})
+  t.equal(replay.status, 202)
+  t.same(replay.body, { deliveries: 1 })
+  await waitFor('the replay', async () => receiver.received.length >= 1, 30_000)
+  t.equal(receiver.received[0]!.webhookId, dialedId)
+  t.equal((await h.call('POST', '/events/msg_00000000-0000-0000-0000-000000000000/replay')).status, 404)
+  t.equal((await h.call('POST', '/events/nope/replay')).status, 400)
+  t.equal((await h.call('POST', `/events/${dialedId}/replay`, { endpointId: crypto.randomUUID() })).body.code, 'endpoint_not_found')
+})
+
+t.test('a receiver that does not answer in time fails that attempt; the retry gets through', async (t) => {
+  const h = await createHarness(t)
+  const receiver = await startEventReceiver(t, { verdict: (_, n) => (n === 1 ? 'hang' : 'accept') })
+  await register(h, receiver)
+  const call = await postCall(h)
+  await h.call('POST', `/calls/${call.id}/cancel`)
+  await startDelivery(t, h, { timeoutMs: 300 })
+  await settled(h)
+  t.equal(receiver.received.length, 2)
+  t.equal(receiver.received[0]!.webhookId, receiver.received[1]!.webhookId)
+  const [d] = await deliveries(h)
+  t.match(d, { status: 'delivered', attempts: 2, last_status_code: 204 })
+})
+
+t.test('a removed endpoint gets nothing more; what was pending for it is marked failed', async (t) => {
+  const h = await createHarness(t)
+  const receiver = await startEventReceiver(t, { verdict: () => 'fail' })
+  const endpoint = await register(h, receiver)
+  const call = await postCall(h)
+  await h.call('POST', `/calls/${call.id}/cancel`)
+  await startDelivery(t, h)
+  await waitFor('a first try', async () => receiver.received.length >= 1, 30_000)
+  t.equal((await h.call('DELETE', `/event-endpoints/${endpoint.id}`)).status, 204)
+  const [d] = await deliveries(h)
+  t.match(d, { status: 'failed', last_error: 'endpoint removed' })
+  const seen = receiver.received.length
+  await new Promise((r) => setTimeout(r, 2_500))
+  t.ok(receiver.received.length <= seen + 1, 'at most the attempt under way when it was removed')
+})
+
+t.test('during a rotation both secrets sign, so a receiver with either verifies', async (t) => {
+  const h = await createHarness(t)
+  const withOld = await startEventReceiver(t)
+  const endpoint = await h.call('POST', '/event-endpoints', { url: withOld.url })
+  withOld.secrets = [endpoint.body.secret]
+  const rotated = await h.call('POST', `/event-endpoints/${endpoint.body.id}/rotate-secret`)
+  const call = await postCall(h)
+  await h.call('POST', `/calls/${call.id}/cancel`)
+  await startDelivery(t, h)
+  await settled(h)
+  t.equal(withOld.accepted().length, 1, 'verified with the previous secret')
+  withOld.secrets = [rotated.body.secret]
+  const again = await h.call('POST', `/events/${withOld.received[0]!.webhookId}/replay`)
+  t.equal(again.status, 202)
+  await waitFor('the replay', async () => withOld.accepted().length === 2, 30_000)
+  t.equal(withOld.rejected, 0, 'and with the new one')
+})
+
+t.test('the delivery log through the API', async (t) => {
+  const h = await createHarness(t)
+  const receiver = await startEventReceiver(t)
+  const endpoint = await register(h, receiver)
+  const ids: string[] = []
+  for (let i = 0; i < 3; i++) {
+    const call = await postCall(h, { to: `+1555600000${i}` })
+    await h.call('POST', `/calls/${call.id}/cancel`)
+    ids.push(call.id)
+  }
+  await startDelivery(t, h)
+  await settled(h)
+  const page1 = await h.call('GET', '/events?limit=2')
+  t.equal(page1.status, 200)
+  t.equal(page1.body.data.length, 2)
+  t.same(page1.body.data.map((e: { callId: string }) => e.callId), [ids[2], ids[1]], 'newest first')
+  t.match(page1.body.data[0], {
+    type: 'call.cancelled',
+    payload: { type: 'call.cancelled', data: { id: ids[2], status: 'CANCELLED' } },
+    deliveries: [{ endpointId: endpoint.id, status: 'delivered', attempts: 1, lastStatusCode: 204, lastError: null, nextAttemptAt: null }],
+  })
+  const page2 = await h.call('GET', `/events?limit=2&cursor=${page1.body.nextCursor}`)
+  t.same(page2.body.data.map((e: { callId: string }) => e.callId), [ids[0]])
+  t.equal(page2.body.nextCursor, null)
+  const one = await h.call('GET', `/events?callId=${ids[1]}`)
+  t.same(one.body.data.map((e: { callId: string }) => e.callId), [ids[1]])
+  const byId = await h.call('GET', `/events/${page1.body.data[0].id}`)
+  t.same(byId.body, page1.body.data[0])
+  t.equal((await h.call('GET', '/events?type=call.nope')).status, 400)
+  t.equal((await h.call('GET', '/events?cursor=abc')).status, 400)
+  t.equal((await h.call('GET', '/events/msg_00000000-0000-0000-0000-000000000000')).status, 404)
+})
+
+t.test('EVENT_WEBHOOK_URL: the env endpoint follows the environment', async (t) => {
+  const h = await createHarness(t)
+  const secretA = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'
+  const secretB = 'whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD'
+  const env = (url: string, secrets: string[]) => h.sql.begin((tx) => syncEnvEndpoint(tx, { url, secrets, eventTypes: null }))
+  const rows = () => h.sql<{ url: string; secrets: string[]; disabled: boolean }[]>`
+    SELECT url, secrets, disabled_at IS NOT NULL AS disabled FROM event_endpoints WHERE source = 'env' ORDER BY created_at`
+  await env('https://a.example/hook', [secretA])
+  await Promise.all([env('https://a.example/hook', [secretA]), env('https://a.example/hook', [secretA])])
+  t.same(await rows(), [{ url: 'https://a.example/hook', secrets: [secretA], disabled: false }], 'one row however many processes start')
+  await env('https://a.example/hook', [secretB, secretA])
+  t.same((await rows())[0]!.secrets, [secretB, secretA], 'a rotation in the environment')
+  await env('https://b.example/hook', [secretB])
+  t.same(await rows(), [
+    { url: 'https://a.example/hook', secrets: [secretB, secretA], disabled: true },
+    { url: 'https://b.example/hook', secrets: [secretB], disabled: false },
+  ], 'a new URL replaces the old one')
+  await h.sql.begin((tx) => syncEnvEndpoint(tx, null))
+  t.ok((await rows()).every((r) => r.disabled), 'unset: none')
+})
