@@ -88,7 +88,6 @@ const EnvSchema = v.object({
   EVENT_WEBHOOK_SECRET: list,
   EVENT_TYPES: list,
   EVENT_ALLOW_INSECURE_URLS: v.optional(v.picklist(['true', 'false'], 'must be true or false'), 'false'),
-  // A delivery job sends up to 5 events one after another and expires after 120 s.
   EVENT_TIMEOUT_MS: int(10_000, 100, 20_000),
   EVENT_MAX_IN_FLIGHT_PER_ENDPOINT: int(4, 1, 100),
   EVENT_RETRY_LIMIT: int(20, 0, 100),

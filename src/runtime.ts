@@ -123,7 +123,11 @@ export async function startOrchestrator(
     const migrationCount = (await readMigrations()).length
 
     const runsWorker = mode === 'worker' || mode === 'all'
-    const queue = new CallQueue(db.url, log.child({ part: 'pg-boss' }), { supervise: runsWorker, deliveryRetry: config.events.retry })
+    const queue = new CallQueue(db.url, log.child({ part: 'pg-boss' }), {
+      supervise: runsWorker,
+      deliveryRetry: config.events.retry,
+      deliveryTimeoutMs: config.events.timeoutMs,
+    })
     await untilDatabaseAnswers('queue start-up', () => queue.start(), log, signal)
     stops.push(() => queue.stop())
     if (mode === 'migrate') return { stop: stopAll }

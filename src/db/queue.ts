@@ -20,7 +20,9 @@ export const BOSS_SCHEMA = 'pgboss'
 // of one scope at once, and grouped by endpoint, so only a few are in flight per endpoint. A
 // failed attempt is retried by pg-boss with exponential backoff and jitter (the n-th retry
 // after base × 2^n × a random 0.5 to 1, at most max): by default 10 s doubling up to 2 h, 20
-// times, about a day. A job runs for at most 120 s (5 events, each at most EVENT_TIMEOUT_MS).
+// times, about a day. A job sends at most EVENTS_PER_JOB events, each within EVENT_TIMEOUT_MS;
+// one that runs longer (its worker died) expires and is retried, and until then it holds back
+// its call's later events.
 export const DELIVERIES_QUEUE = 'event-deliveries'
 export interface DeliveryRetry {
   limit: number
@@ -28,7 +30,8 @@ export interface DeliveryRetry {
   maxSeconds: number
 }
 export const DEFAULT_DELIVERY_RETRY: DeliveryRetry = { limit: 20, baseSeconds: 10, maxSeconds: 7200 }
-const DELIVERY_EXPIRE_SECONDS = 120
+export const EVENTS_PER_JOB = 5
+const deliveryExpireSeconds = (timeoutMs: number) => Math.ceil((EVENTS_PER_JOB * timeoutMs) / 1000) + 15
 /** Serializes delivery fetches, so the per-endpoint limit holds across every worker. */
 const DELIVERY_FETCH_LOCK = 7_261_003
 
@@ -78,8 +81,11 @@ export class CallQueue {
   readonly #log: Logger
   readonly #deliveryOptions: { retryLimit: number; retryDelay: number; retryBackoff: true; retryDelayMax: number; expireInSeconds: number }
 
-  /** `deliveryRetry`: how the event deliveries this process writes are retried (EVENT_RETRY_*). */
-  constructor(databaseUrl: string, log: Logger, options: { supervise: boolean; deliveryRetry?: DeliveryRetry }) {
+  /**
+   * `deliveryRetry` and `deliveryTimeoutMs`: how the event deliveries this process writes are
+   * retried and how long one attempt may take (EVENT_RETRY_*, EVENT_TIMEOUT_MS).
+   */
+  constructor(databaseUrl: string, log: Logger, options: { supervise: boolean; deliveryRetry?: DeliveryRetry; deliveryTimeoutMs?: number }) {
     this.#log = log
     const retry = options.deliveryRetry ?? DEFAULT_DELIVERY_RETRY
     this.#deliveryOptions = {
@@ -87,7 +93,7 @@ export class CallQueue {
       retryDelay: retry.baseSeconds,
       retryBackoff: true,
       retryDelayMax: retry.maxSeconds,
-      expireInSeconds: DELIVERY_EXPIRE_SECONDS,
+      expireInSeconds: deliveryExpireSeconds(options.deliveryTimeoutMs ?? 10_000),
     }
     this.boss = new PgBoss({
       connectionString: databaseUrl,
@@ -95,6 +101,8 @@ export class CallQueue {
       application_name: 'call-orchestrator/pg-boss',
       max: 3,
       supervise: options.supervise,
+      // How soon an abandoned delivery job (its worker died) is seen expired and retried.
+      superviseIntervalSeconds: 10,
       schedule: false,
       migrate: true,
     })

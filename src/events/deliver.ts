@@ -3,15 +3,13 @@ import { request as httpsRequest } from 'node:https'
 import { signPayload } from '../callbacks/signature.ts'
 import { isIP } from 'node:net'
 import { getEndpoint, pendingDeliveries, recordAttempt, type EndpointRow, type EventRow } from '../db/events.ts'
-import type { CallQueue, DeliveryJob } from '../db/queue.ts'
+import { EVENTS_PER_JOB, type CallQueue, type DeliveryJob } from '../db/queue.ts'
 import { isDatabaseUnavailable, type Sql } from '../db/sql.ts'
 import { EVENTS_CHANNEL } from '../db/locks.ts'
 import { WakeListener } from '../dispatch/wake-listener.ts'
 import type { Logger } from '../log.ts'
 import { isPublicAddress, publicOnlyLookup } from './destinations.ts'
 
-/** How many events one job sends at most (each may take up to the timeout; the job expires at 120 s). */
-const EVENTS_PER_JOB = 5
 
 // Workers deliver events. A delivery job names an endpoint and a call (or a batch); it POSTs
 // that call's undelivered events to that endpoint one at a time in the order they were written

@@ -10,7 +10,10 @@
 //   - the provider never had more than the limit live, nor two live calls for one phone;
 //   - no call request was placed twice;
 //   - each call's final status in the database is the one the provider gives it;
-//   - every callback the provider saw acknowledged is on record.
+//   - every callback the provider saw acknowledged is on record;
+//   - every status event reached the client's receiver (which fails a fifth of its requests),
+//     none it did not write, each call's events in the order they were written, never more
+//     than EVENT_MAX_IN_FLIGHT_PER_ENDPOINT at once; a repeat only under the same webhook-id.
 // It prints the figures and exits 1 on any violation. --quick is the bounded run CI makes.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createWriteStream } from 'node:fs'
@@ -22,6 +25,7 @@ import postgres from 'postgres'
 import { startEmbeddedPostgres, type EmbeddedDatabase } from '../../src/db/embedded.ts'
 import { silentLogger } from '../../src/log.ts'
 import { ProviderSimulator, type DialRecord } from '../../src/simulator/simulator.ts'
+import { startEventReceiver } from '../support/event-receiver.ts'
 import { freePort } from '../support/processes.ts'
 
 const { values: args } = parseArgs({
@@ -90,6 +94,16 @@ const sim = new ProviderSimulator(
 )
 await sim.start()
 
+// ---- the client's event receiver, failing a fifth of the time --------------------------------
+const EVENT_SECRET = 'whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD'
+const PER_ENDPOINT = 4
+const receiverTeardowns: Array<() => Promise<void> | void> = []
+const receiver = await startEventReceiver(
+  { teardown: (fn) => receiverTeardowns.push(fn) },
+  { verdict: () => (Math.random() < 0.2 ? (Math.random() < 0.5 ? 'fail' : 'drop') : 'accept') },
+)
+receiver.secrets = [EVENT_SECRET]
+
 // ---- the service: one API, N workers ----------------------------------------------------------
 const apiPort = await freePort()
 const base = `http://127.0.0.1:${apiPort}`
@@ -114,6 +128,13 @@ const env: Record<string, string> = {
   WORKER_POLL_MS: '500',
   SHUTDOWN_TIMEOUT_MS: '3000',
   LOG_LEVEL: 'warn',
+  EVENT_WEBHOOK_URL: receiver.url,
+  EVENT_WEBHOOK_SECRET: EVENT_SECRET,
+  EVENT_ALLOW_INSECURE_URLS: 'true',
+  EVENT_MAX_IN_FLIGHT_PER_ENDPOINT: String(PER_ENDPOINT),
+  EVENT_RETRY_BASE_SECONDS: '1',
+  EVENT_RETRY_MAX_SECONDS: '2',
+  EVENT_TIMEOUT_MS: '2000',
 }
 
 interface Proc {
@@ -157,6 +178,7 @@ async function query<T>(fn: () => Promise<T>): Promise<T> {
     }
   }
 }
+const undelivered = () => query(async () => (await db<{ n: number }[]>`SELECT count(*)::int AS n FROM event_deliveries WHERE status <> 'delivered'`)[0]!.n)
 const openCalls = () => query(async () => (await db<{ n: number }[]>`SELECT count(*)::int AS n FROM calls WHERE status IN ('PENDING', 'IN_PROGRESS')`)[0]!.n)
 
 // ---- the load ---------------------------------------------------------------------------------
@@ -237,6 +259,8 @@ try {
   await until('every call to end', async () => (await openCalls()) === 0, Math.max(0, MAX_MS - (Date.now() - started)))
   calm = true
   await killing
+  say('every call ended; waiting for every event to be delivered')
+  await until('every event to be delivered', async () => (await undelivered()) === 0, Math.max(60_000, MAX_MS - (Date.now() - started)))
 } catch (err) {
   failure = err
   calm = true
@@ -307,6 +331,41 @@ const recorded = new Set(
 const lost = [...sim.deliveredWebhookIds].filter((id) => !recorded.has(id))
 if (lost.length) fail(`${lost.length} acknowledged callbacks are not on record: ${lost.slice(0, 5).join(', ')}`)
 
+// Every event delivered; each call's events first accepted in the order they were written.
+const events = await query(() => db<{ id: string; call_id: string | null; type: string }[]>`SELECT id, call_id, type FROM events ORDER BY seq`)
+const eventIds = new Set(events.map((e) => e.id))
+const firstAccepted: string[] = []
+const acceptedTimes = new Map<string, number>()
+for (const e of receiver.accepted()) {
+  if (!acceptedTimes.has(e.webhookId)) firstAccepted.push(e.webhookId)
+  acceptedTimes.set(e.webhookId, (acceptedTimes.get(e.webhookId) ?? 0) + 1)
+}
+const neverArrived = events.filter((e) => !acceptedTimes.has(e.id))
+if (neverArrived.length) fail(`${neverArrived.length} events never reached the receiver: ${neverArrived.slice(0, 5).map((e) => e.id).join(', ')}`)
+const invented = receiver.received.filter((r) => !eventIds.has(r.webhookId))
+if (invented.length) fail(`${invented.length} requests carried a webhook-id no event has`)
+if (receiver.rejected) fail(`${receiver.rejected} event requests did not verify`)
+const callOf = new Map(events.map((e) => [e.id, e.call_id]))
+const sequence = (ids: string[]) => {
+  const m = new Map<string, string[]>()
+  for (const id of ids) {
+    const call = callOf.get(id)
+    if (call) m.set(call, [...(m.get(call) ?? []), id])
+  }
+  return m
+}
+const arrived = sequence(firstAccepted)
+const outOfOrder = [...sequence(events.map((e) => e.id))].filter(([call, ids]) => JSON.stringify(arrived.get(call)) !== JSON.stringify(ids))
+if (outOfOrder.length) fail(`${outOfOrder.length} calls' events arrived out of order: ${outOfOrder.slice(0, 3).map(([c]) => c).join(', ')}`)
+if (receiver.maxInFlight > PER_ENDPOINT) fail(`the receiver had ${receiver.maxInFlight} deliveries under way at once (limit ${PER_ENDPOINT})`)
+const finalType = (status: string) => `call.${status.toLowerCase()}`
+const lastFinal = new Map<string, string>()
+for (const e of events) if (e.call_id && e.type !== 'call.dialed' && e.type !== 'call.retry_scheduled') lastFinal.set(e.call_id, e.type)
+const untold = rows.filter((r) => lastFinal.get(r.id) !== finalType(r.status))
+if (untold.length) fail(`${untold.length} calls whose last event is not their final status: ${untold.slice(0, 3).map((r) => `${r.id} ${r.status}/${lastFinal.get(r.id)}`).join('; ')}`)
+const repeats = [...acceptedTimes.values()].filter((n) => n > 1).length
+for (const teardown of receiverTeardowns) await teardown()
+
 const verdicts = await query(() => db<{ source: string; verdict: string; n: number }[]>`
   SELECT source, verdict, count(*)::int AS n FROM callbacks GROUP BY 1, 2 ORDER BY 1, 2`)
 await db.end({ timeout: 1 })
@@ -328,6 +387,8 @@ const figures: Array<[string, string | number]> = [
   ['provider: status look-ups', stats.lookups],
   ['provider: callbacks acknowledged / given up / lost on purpose', `${stats.callbacksSent} / ${stats.callbacksFailed} / ${stats.callbacksLost}`],
   ['callbacks table (source, verdict, n)', verdicts.map((v) => `${v.source}/${v.verdict} ${v.n}`).join(', ')],
+  ['events: written / requests / accepted again (same webhook-id)', `${events.length} / ${receiver.received.length} / ${repeats}`],
+  ['events: max deliveries under way at once', `${receiver.maxInFlight} (limit ${PER_ENDPOINT})`],
   ['unknowable outcomes (placed; no id ever reached us; callback never got through)', unknowable.length],
   ['violations', violations.length],
 ]
