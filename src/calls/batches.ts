@@ -138,13 +138,15 @@ export function createBatchService(deps: { sql: Sql; queue: CallQueue; callTtlSe
       }
 
       const batchId = randomUUID()
-      await insertBatch(tx, { id: batchId, idempotencyKey: batchKey ?? null, requestHash: batchKey ? requestHash : null, items: items.length, calls: fresh.length })
-      await tx`UPDATE call_batches SET results = ${tx.json(results as never)} WHERE id = ${batchId}`
-      await queue.enqueueMany(tx, fresh.map((c) => ({ id: c.id, jobId: c.jobId, phone: c.phone, startAfter: c.dueAt })))
-      for (const row of await insertBatchCalls(tx, batchId, deps.callTtlSeconds, fresh)) calls.set(row.id, row)
-      if (fresh.length) await wakeWorkers(tx)
-      const batch = (await getBatch(tx, batchId))!
-      return { batch, items: results, calls, replayed: false }
+      // Independent statements, sent together (postgres.js pipelines them on the transaction's connection).
+      const [batch, , rows] = await Promise.all([
+        insertBatch(tx, { id: batchId, idempotencyKey: batchKey ?? null, requestHash: batchKey ? requestHash : null, items: items.length, calls: fresh.length, results }),
+        queue.enqueueMany(tx, fresh.map((c) => ({ id: c.id, jobId: c.jobId, phone: c.phone, startAfter: c.dueAt }))),
+        insertBatchCalls(tx, batchId, deps.callTtlSeconds, fresh),
+        fresh.length ? wakeWorkers(tx) : undefined,
+      ])
+      for (const row of rows) calls.set(row.id, row)
+      return { batch: { ...batch, by_status: fresh.length ? { PENDING: fresh.length } : ({} as Record<string, number>) }, items: results, calls, replayed: false }
     })
 
   return {

@@ -23,13 +23,21 @@ function prefixTable(): Record<string, unknown> {
   return table
 }
 
+/** The zones of each prefix looked up so far (a country code alone can list dozens). */
+const resolved = new Map<string, string[]>()
+
 /** Zones for an E.164 number, sorted; none when the data cannot place it. */
 export function timeZonesOf(phone: string): string[] {
   const zones = prefixTable()
   for (let prefix = phone.replace(/^\+/, ''); prefix.length > 0; prefix = prefix.slice(0, -1)) {
     const found = zones[prefix]
     if (typeof found === 'string') {
-      return [...new Set(found.split('&').filter((zone) => zone !== 'Etc/Unknown' && isTimeZone(zone)))].sort()
+      let list = resolved.get(prefix)
+      if (!list) {
+        list = [...new Set(found.split('&').filter((zone) => zone !== 'Etc/Unknown' && isTimeZone(zone)))].sort()
+        resolved.set(prefix, list)
+      }
+      return [...list]
     }
   }
   return []

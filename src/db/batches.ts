@@ -32,10 +32,15 @@ export function batchResource(batch: BatchRow) {
   }
 }
 
-export async function insertBatch(tx: Tx, b: { id: string; idempotencyKey: string | null; requestHash: string | null; items: number; calls: number }): Promise<void> {
-  await tx`
-    INSERT INTO call_batches (id, idempotency_key, request_hash, items, calls)
-    VALUES (${b.id}, ${b.idempotencyKey}, ${b.requestHash}, ${b.items}, ${b.calls})`
+export async function insertBatch(
+  tx: Tx,
+  b: { id: string; idempotencyKey: string | null; requestHash: string | null; items: number; calls: number; results: unknown },
+): Promise<BatchRow> {
+  const [row] = await tx<BatchRow[]>`
+    INSERT INTO call_batches (id, idempotency_key, request_hash, items, calls, results)
+    VALUES (${b.id}, ${b.idempotencyKey}, ${b.requestHash}, ${b.items}, ${b.calls}, ${tx.json(b.results as never)})
+    RETURNING id, idempotency_key, request_hash, items, calls, created_at, completed_at`
+  return row!
 }
 
 export async function findBatchByKey(db: Db, key: string): Promise<BatchRow | undefined> {
