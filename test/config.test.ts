@@ -77,6 +77,24 @@ t.test('values are parsed', async (t) => {
   t.equal(loadConfig({ PORT: '4000' }).publicBaseUrl, 'http://127.0.0.1:4000', 'public URL follows PORT')
 })
 
+t.test('event settings', async (t) => {
+  t.same(loadConfig({}).events, {
+    endpoint: null,
+    allowInsecureUrls: false,
+    timeoutMs: 10_000,
+    perEndpoint: 4,
+    retry: { limit: 20, baseSeconds: 10, maxSeconds: 7200 },
+  })
+  const c = loadConfig({
+    EVENT_WEBHOOK_URL: 'http://127.0.0.1:8080/hooks/',
+    EVENT_WEBHOOK_SECRET: 'whsec_BBBB, whsec_AAAA',
+    EVENT_TYPES: 'call.completed, call.failed',
+    EVENT_ALLOW_INSECURE_URLS: 'true',
+  })
+  t.same(c.events.endpoint, { url: 'http://127.0.0.1:8080/hooks', secrets: ['whsec_BBBB', 'whsec_AAAA'], eventTypes: ['call.completed', 'call.failed'] })
+  t.equal(c.events.allowInsecureUrls, true)
+})
+
 t.test('empty strings count as unset', async (t) => {
   const env = Object.fromEntries(configVariables.map((name) => [name, '']))
   const c = loadConfig(env)
@@ -115,6 +133,16 @@ t.test('bad values throw a ConfigError naming the variable', async (t) => {
     [{ CALL_TTL_SECONDS: String(365 * 86_400 + 1) }, 'CALL_TTL_SECONDS'],
     [{ SIMULATOR_5XX_RATE: '0.6', SIMULATOR_SLOW_202_RATE: '0.5' }, 'SIMULATOR_\\*_RATE'],
     [{ SIMULATOR_STATUS_LOOKUP: 'yes' }, 'SIMULATOR_STATUS_LOOKUP'],
+    [{ EVENT_WEBHOOK_URL: 'https://hooks.example/x' }, 'EVENT_WEBHOOK_SECRET'],
+    [{ EVENT_WEBHOOK_URL: 'https://hooks.example/x', EVENT_WEBHOOK_SECRET: 'secret' }, 'EVENT_WEBHOOK_SECRET'],
+    [{ EVENT_WEBHOOK_URL: 'https://hooks.example/x', EVENT_WEBHOOK_SECRET: 'whsec_AAAA,whsec_BBBB,whsec_CCCC' }, 'EVENT_WEBHOOK_SECRET'],
+    [{ EVENT_WEBHOOK_URL: 'http://hooks.example/x', EVENT_WEBHOOK_SECRET: 'whsec_AAAA' }, 'EVENT_WEBHOOK_URL'],
+    [{ EVENT_WEBHOOK_URL: 'ftp://hooks.example/x', EVENT_WEBHOOK_SECRET: 'whsec_AAAA' }, 'EVENT_WEBHOOK_URL'],
+    [{ EVENT_TYPES: 'call.completed,call.nope' }, 'EVENT_TYPES'],
+    [{ EVENT_ALLOW_INSECURE_URLS: 'yes' }, 'EVENT_ALLOW_INSECURE_URLS'],
+    [{ EVENT_TIMEOUT_MS: '20001' }, 'EVENT_TIMEOUT_MS'],
+    [{ EVENT_MAX_IN_FLIGHT_PER_ENDPOINT: '0' }, 'EVENT_MAX_IN_FLIGHT_PER_ENDPOINT'],
+    [{ EVENT_RETRY_BASE_SECONDS: '60', EVENT_RETRY_MAX_SECONDS: '10' }, 'EVENT_RETRY_MAX_SECONDS'],
   ]
   for (const [env, variable] of cases) {
     let error: unknown

@@ -314,3 +314,42 @@ t.test('EVENT_WEBHOOK_URL: the env endpoint follows the environment', async (t) 
   await h.sql.begin((tx) => syncEnvEndpoint(tx, null))
   t.ok((await rows()).every((r) => r.disabled), 'unset: none')
 })
+
+t.test('batch.completed once when the last two calls of a batch end at the same moment', async (t) => {
+  // Each transaction ends one call and then looks whether the batch is done; without a lock,
+  // each still sees the other's call open (not yet committed), and no one completes the batch.
+  const h = await createHarness(t)
+  for (let round = 0; round < 10; round++) {
+    const res = await h.call('POST', '/calls/batch', { calls: [{ to: `+1555610${round}001`, scriptId: 'x' }, { to: `+1555610${round}002`, scriptId: 'x' }] })
+    const ids: string[] = res.body.items.map((i: { call: { id: string } }) => i.call.id)
+    let arrived = 0
+    let bothEnded!: () => void
+    const barrier = new Promise<void>((resolve) => (bothEnded = resolve))
+    await Promise.all(
+      ids.map((id) =>
+        h.sql.begin(async (tx) => {
+          const [row] = await tx<CallRow[]>`
+            UPDATE calls SET status = 'CANCELLED', ended_at = now(), job_id = NULL WHERE id = ${id} RETURNING *`
+          if (++arrived === 2) bothEnded()
+          await barrier
+          await emitCallEvents(tx, h.queue, 'call.cancelled', [row!])
+        }),
+      ),
+    )
+    const events = await h.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM events WHERE type = 'batch.completed' AND batch_id = ${res.body.batchId}`
+    t.equal(events[0]!.n, 1, `round ${round}: batch.completed written once`)
+    const [batch] = await h.sql<{ completed_at: Date | null }[]>`SELECT completed_at FROM call_batches WHERE id = ${res.body.batchId}`
+    t.ok(batch!.completed_at, `round ${round}: the batch is complete`)
+  }
+})
+
+t.test('a batch none of whose items became a call is complete at once', async (t) => {
+  const h = await createHarness(t)
+  const res = await h.call('POST', '/calls/batch', { calls: [{ to: 'nope', scriptId: 'x' }] })
+  t.equal(res.status, 201)
+  t.equal(res.body.created, 0)
+  const read = await h.call('GET', `/calls/batch/${res.body.batchId}`)
+  t.ok(read.body.completedAt, 'completed')
+  const [event] = await h.sql<{ type: string }[]>`SELECT type FROM events WHERE batch_id = ${res.body.batchId}`
+  t.equal(event?.type, 'batch.completed')
+})

@@ -87,7 +87,7 @@ interface Fuzzed {
 function requests(h: Harness, ids: string[]): fc.Arbitrary<Fuzzed> {
   const id = fc.oneof(fc.constantFrom(...ids), fc.uuid(), urlPart)
   const query = fc
-    .array(fc.tuple(fc.constantFrom('status', 'limit', 'cursor', 'format', 'callId', 'dial', 'token', 'x'), fc.oneof(urlPart, fc.constantFrom('PENDING', '1', '100', '-1', 'prometheus'))), { maxLength: 4 })
+    .array(fc.tuple(fc.constantFrom('status', 'limit', 'cursor', 'format', 'callId', 'batchId', 'type', 'dial', 'token', 'x'), fc.oneof(urlPart, fc.constantFrom('PENDING', 'CANCELLED', '1', '100', '-1', 'prometheus', 'call.completed'))), { maxLength: 4 })
     .map((pairs) => (pairs.length ? `?${pairs.map(([k, v]) => `${k}=${v}`).join('&')}` : ''))
   const path = fc.oneof(
     { arbitrary: fc.constant('/calls'), weight: 4 },
@@ -101,9 +101,35 @@ function requests(h: Harness, ids: string[]): fc.Arbitrary<Fuzzed> {
       weight: 2,
     },
     { arbitrary: id.map((x) => `/calls/${x}`), weight: 3 },
+    {
+      arbitrary: fc.oneof(
+        fc.constantFrom('/calls/batch', '/event-endpoints', '/events'),
+        id.map((x) => `/calls/${x}/cancel`),
+        id.map((x) => `/calls/batch/${x}`),
+        id.map((x) => `/calls/batch/${x}/cancel`),
+        id.map((x) => `/event-endpoints/${x}`),
+        id.map((x) => `/event-endpoints/${x}/rotate-secret`),
+        fc.oneof(urlPart, fc.uuid().map((u) => `msg_${u}`)).map((x) => `/events/${x}`),
+        fc.oneof(urlPart, fc.uuid().map((u) => `msg_${u}`)).map((x) => `/events/${x}/replay`),
+      ),
+      weight: 3,
+    },
     { arbitrary: fc.tuple(fc.constantFrom(...ids), fc.integer({ min: 0, max: 3 })).map(([x, dial]) => callbackPath(x, dial || 1)), weight: 1 },
   )
-  const body = fc.oneof(callBody, nastyJsonText)
+  const batchBody = fc
+    .record({ calls: fc.oneof(fc.array(callBody.map((b) => JSON.parse(b) as unknown), { maxLength: 5 }), jsonLeaf) }, { requiredKeys: [] })
+    .map((b) => JSON.stringify(b))
+  const endpointBody = fc
+    .record(
+      {
+        url: fc.oneof(fc.constantFrom('http://127.0.0.1:9/hook', 'https://93.184.216.34/x', 'https://[::1]/x', 'javascript:alert(1)'), nastyString, jsonLeaf),
+        eventTypes: fc.oneof(fc.array(fc.constantFrom('call.completed', 'call.nope', ''), { maxLength: 3 }), jsonLeaf),
+        endpointId: fc.oneof(fc.uuid(), jsonLeaf),
+      },
+      { requiredKeys: [] },
+    )
+    .map((b) => JSON.stringify(b))
+  const body = fc.oneof(callBody, nastyJsonText, batchBody, endpointBody)
   const plain = fc.record({
     method: fc.oneof(
       { arbitrary: fc.constantFrom('POST', 'PATCH'), weight: 6 },
@@ -148,7 +174,10 @@ function callbackBodies() {
 
 async function everything(h: Harness) {
   const [row] = await h.sql<{ n: number; last: string | null }[]>`SELECT count(*)::int AS n, max(id)::text AS last FROM callbacks`
-  return { ...(await tableSnapshot(h.sql)), callbacks: row! }
+  const [other] = await h.sql<{ batches: number; events: number; endpoints: string }[]>`
+    SELECT (SELECT count(*)::int FROM call_batches) AS batches, (SELECT count(*)::int FROM events) AS events,
+           (SELECT coalesce(string_agg(e::text, ',' ORDER BY id), '') FROM event_endpoints e) AS endpoints`
+  return { ...(await tableSnapshot(h.sql)), callbacks: row!, ...other! }
 }
 
 t.test(`${RUNS} random and adversarial requests: never a 5xx, always problem+json, nothing written on a refusal`, async (t) => {

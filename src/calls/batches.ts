@@ -6,7 +6,7 @@ import type { CallQueue } from '../db/queue.ts'
 import { PgError, pgErrorCode, type Sql } from '../db/sql.ts'
 import { suppressedAmong } from '../db/suppressions.ts'
 import { cancelPending, databaseNow } from '../db/transitions.ts'
-import { emitCallEvents } from '../events/outbox.ts'
+import { emitBatchesCompleted, emitCallEvents } from '../events/outbox.ts'
 import { deleteJob } from './jobs.ts'
 import { DomainError, type CallRow } from './model.ts'
 import { dueTime, NO_POLICY, windowOf, type CallingPolicy } from './policy.ts'
@@ -146,6 +146,12 @@ export function createBatchService(deps: { sql: Sql; queue: CallQueue; callTtlSe
         fresh.length ? wakeWorkers(tx) : undefined,
       ])
       for (const row of rows) calls.set(row.id, row)
+      // A batch none of whose items became a call is complete as it is made.
+      if (fresh.length === 0) {
+        await emitBatchesCompleted(tx, queue, [batchId])
+        const done = (await getBatch(tx, batchId))!
+        return { batch: done, items: results, calls, replayed: false }
+      }
       return { batch: { ...batch, by_status: fresh.length ? { PENDING: fresh.length } : ({} as Record<string, number>) }, items: results, calls, replayed: false }
     })
 

@@ -107,12 +107,23 @@ export async function insertBatchCalls(tx: Tx, batchId: string, ttlSeconds: numb
     RETURNING *`
 }
 
-/** Batches whose calls are now all final, marked complete (once); with their calls by status. */
+/**
+ * Batches whose calls are now all final, marked complete (once); with their calls by status.
+ * Two transactions ending a batch's last two calls at once would each see the other's call
+ * still open and neither complete it, so each first locks the batch rows (in id order, so two
+ * such transactions never deadlock): the second to get the lock looks again with a fresh
+ * snapshot, in which the first's call has ended. NO KEY UPDATE, not UPDATE: the events these
+ * transactions have just written hold KEY SHARE locks on the batch (their foreign key), which
+ * FOR UPDATE would wait for, each on the other.
+ */
 export async function completeBatches(tx: Tx, ids: string[]): Promise<BatchRow[]> {
   if (ids.length === 0) return []
+  const open = await tx<{ id: string }[]>`
+    SELECT id FROM call_batches WHERE id = ANY(${ids}::uuid[]) AND completed_at IS NULL ORDER BY id FOR NO KEY UPDATE`
+  if (open.length === 0) return []
   return tx<BatchRow[]>`
     UPDATE call_batches b SET completed_at = now()
-    WHERE b.id = ANY(${ids}::uuid[]) AND b.completed_at IS NULL
+    WHERE b.id = ANY(${open.map((b) => b.id)}::uuid[]) AND b.completed_at IS NULL
       AND NOT EXISTS (SELECT 1 FROM calls c WHERE c.batch_id = b.id AND c.status IN ('PENDING', 'IN_PROGRESS'))
     RETURNING b.*, COALESCE((SELECT jsonb_object_agg(status, n) FROM (
       SELECT status, count(*)::int AS n FROM calls WHERE batch_id = b.id GROUP BY status) s), '{}') AS by_status`

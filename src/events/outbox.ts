@@ -89,9 +89,12 @@ export async function emitCallEvents(tx: Tx, queue: CallQueue, type: CallEvent |
     const t = typeof type === 'function' ? type(call) : type
     if (t) emitted.push({ type: t, callId: call.id, batchId: call.batch_id, data: toResource(call, dials) })
   }
-  const batchIds = [...new Set(calls.filter((c) => c.batch_id && c.ended_at).map((c) => c.batch_id!))]
-  for (const batch of await completeBatches(tx, batchIds)) {
-    emitted.push({ type: 'batch.completed', callId: null, batchId: batch.id, data: batchResource(batch) })
-  }
   await write(tx, queue, emitted)
+  await emitBatchesCompleted(tx, queue, [...new Set(calls.filter((c) => c.batch_id && c.ended_at).map((c) => c.batch_id!))])
+}
+
+/** batch.completed for each of these batches whose calls are now all final (once per batch). */
+export async function emitBatchesCompleted(tx: Tx, queue: CallQueue, batchIds: string[]): Promise<void> {
+  const completed = await completeBatches(tx, batchIds)
+  await write(tx, queue, completed.map((batch) => ({ type: 'batch.completed', callId: null, batchId: batch.id, data: batchResource(batch) })))
 }
