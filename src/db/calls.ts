@@ -121,9 +121,10 @@ export async function updatePendingPayload(tx: Tx, id: string, change: PayloadCh
   return row
 }
 
+/** Calls by status, exact, from the counters (sql/006_call_status_counts.sql): never a scan of calls. */
 export async function countByStatus(db: Db): Promise<Record<CallStatus, number>> {
   const rows = await db<{ status: CallStatus; n: number }[]>`
-    SELECT status, count(*)::int AS n FROM calls GROUP BY status`
+    SELECT status, calls::int AS n FROM call_counts`
   const counts = Object.fromEntries(CALL_STATUSES.map((s) => [s, 0])) as Record<CallStatus, number>
   for (const r of rows) counts[r.status] = r.n
   return counts
@@ -132,4 +133,10 @@ export async function countByStatus(db: Db): Promise<Record<CallStatus, number>>
 export async function countInFlight(db: Db): Promise<number> {
   const [row] = await db<{ n: number }[]>`SELECT count(*)::int AS n FROM calls WHERE status = 'IN_PROGRESS'`
   return row!.n
+}
+
+/** Folds the status changes written since the last fold into the counters; workers do it every sweep. */
+export async function foldStatusCounts(db: Db): Promise<number> {
+  const [row] = await db<{ n: string }[]>`SELECT fold_call_status_changes() AS n`
+  return Number(row!.n)
 }

@@ -1,6 +1,7 @@
 import { completeJob, deleteJob, requeueCall, rescheduleCall } from '../calls/jobs.ts'
 import { dueTime, policyHash, type CallingPolicy } from '../calls/policy.ts'
 import { swapPolicyHash } from '../db/settings.ts'
+import { foldStatusCounts } from '../db/calls.ts'
 import { endDials } from '../db/dials.ts'
 import { emitCallEvents } from '../events/outbox.ts'
 import { lockClaimsShared, wakeWorkers } from '../db/locks.ts'
@@ -58,6 +59,7 @@ export async function sweep(sql: Sql, queue: CallQueue, policy: DispatchPolicy, 
     return jobs.length
   })
   const requeued = await requeueJobless(sql, queue, cursor)
+  await foldStatusCounts(sql)
   return { expired, timedOut, held: exhausted.held, exhaustedFailed: exhausted.failed, unblocked, requeued }
 }
 
