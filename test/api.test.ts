@@ -320,6 +320,7 @@ t.test('GET /metrics', async (t) => {
   t.strictSame(zero.body, {
     calls: { PENDING: 0, IN_PROGRESS: 0, COMPLETED: 0, FAILED: 0, EXPIRED: 0, SUPPRESSED: 0, CANCELLED: 0 },
     inFlight: 0,
+    freeSlots: 12,
     maxConcurrentCalls: 12,
     paused: false,
     callbacksRefused: {},
@@ -330,7 +331,7 @@ t.test('GET /metrics', async (t) => {
     for (let i = 0; i < count; i++) await insertCall(h, { status })
   }
   const json = await h.call('GET', '/metrics')
-  t.strictSame(json.body, { calls: wanted, inFlight: 2, maxConcurrentCalls: 12, paused: false, callbacksRefused: {} })
+  t.strictSame(json.body, { calls: wanted, inFlight: 2, freeSlots: 10, maxConcurrentCalls: 12, paused: false, callbacksRefused: {} })
   t.strictSame((await h.call('GET', '/metrics?format=json', undefined, { accept: 'text/plain' })).body, json.body)
   t.strictSame((await h.call('GET', '/metrics', undefined, { accept: 'application/json, text/plain' })).body, json.body)
 
@@ -342,6 +343,8 @@ t.test('GET /metrics', async (t) => {
     'orchestrator_calls{status="EXPIRED"} 0',
     'orchestrator_calls_in_flight 2',
     'orchestrator_max_concurrent_calls 12',
+    'orchestrator_free_slots 10',
+    'orchestrator_dispatch_paused 0',
   ]
   for (const res of [
     await h.call('GET', '/metrics', undefined, { accept: 'text/plain' }),

@@ -9,6 +9,7 @@ import type { Tx } from '../db/sql.ts'
 import { applyProviderFinal, databaseNow, retryAfterOutcome, type FinalStatus } from '../db/transitions.ts'
 import type { FinalProviderStatus } from '../dispatch/provider.ts'
 import type { CallQueue } from '../db/queue.ts'
+import { metrics } from '../metrics.ts'
 
 // The provider's final word on a call, from its webhook or from a status look-up, and what it
 // may change. A word is bound to one dial of one call: the webhook URL names them (with a token
@@ -30,8 +31,22 @@ export interface ProviderWord {
 
 export interface WordOutcome {
   verdict: Verdict
+  /** The call's status before the word. */
+  before: CallRow['status']
   call: CallRow
   reason?: string | undefined
+}
+
+/**
+ * Counts a word once its transaction has committed: by verdict; the call's duration and, for a
+ * webhook, how late it came; a new dial when it scheduled one.
+ */
+export function countProviderWord(word: Pick<ProviderWord, 'source' | 'durationSec' | 'completedAt'>, outcome: WordOutcome, receivedAt = Date.now()): void {
+  metrics.callbacks.inc({ source: word.source, verdict: outcome.verdict })
+  if (outcome.verdict !== 'applied' && outcome.verdict !== 'corrected') return
+  if (outcome.call.status === 'PENDING') metrics.retries.inc({ kind: 'outcome' })
+  if (word.durationSec !== null) metrics.callDuration.observe(word.durationSec)
+  if (word.source === 'webhook' && word.completedAt) metrics.callbackLag.observe(Math.max(0, receivedAt - word.completedAt.getTime()) / 1000)
 }
 
 /**
@@ -60,7 +75,7 @@ export async function applyProviderWord(
     })
   const refuse = async (verdict: Verdict, reason: string): Promise<WordOutcome> => {
     await record(verdict, reason)
-    return { verdict, call, reason }
+    return { verdict, before: call.status, call, reason }
   }
 
   if (word.webhookId && (await webhookIdUsed(tx, word.webhookId))) return refuse('duplicate', 'webhook-id already applied')
@@ -84,7 +99,7 @@ export async function applyProviderWord(
   const retried = call.status === 'IN_PROGRESS' ? await retryAfter(tx, queue, call, final, calling) : undefined
   if (retried) {
     await record('applied', retried.last_error)
-    return { verdict: 'applied', call: retried, reason: retried.last_error ?? undefined }
+    return { verdict: 'applied', before: call.status, call: retried, reason: retried.last_error ?? undefined }
   }
   const row = await applyProviderFinal(tx, call.id, call.dial, final)
   if (!row) return refuse('already_final', `call was already ${call.status}`)
@@ -102,11 +117,11 @@ export async function applyProviderWord(
   await emitCallEvents(tx, queue, eventOf, [row])
   if (!corrected) {
     await completeJob(tx, queue, call)
-    await wakeWorkers(tx)
+    await wakeWorkers(tx, true)
   }
   const reason = corrected ? `we had declared it FAILED (${call.last_error ?? 'no reason'}); the provider says ${word.providerStatus}` : null
   await record(corrected ? 'corrected' : 'applied', reason)
-  return { verdict: corrected ? 'corrected' : 'applied', call: row, reason: reason ?? undefined }
+  return { verdict: corrected ? 'corrected' : 'applied', before: call.status, call: row, reason: reason ?? undefined }
 }
 
 /**
@@ -130,6 +145,6 @@ async function retryAfter(tx: Tx, queue: CallQueue, call: CallRow, final: FinalS
   const jobId = await queue.enqueue(tx, { id: call.id, phone: call.phone, startAfter: due.at })
   const row = await retryAfterOutcome(tx, call.id, call.dial, { final, jobId, dueAt: due.at, waitingFor: due.waitingFor, error })
   if (row) await emitCallEvents(tx, queue, 'call.retry_scheduled', [row])
-  await wakeWorkers(tx)
+  await wakeWorkers(tx, true)
   return row
 }

@@ -13,7 +13,8 @@ import { HttpProblem } from '../http/problem.ts'
 import { singleQuery, timestamp } from '../http/schemas.ts'
 import { throttled, type Logger } from '../log.ts'
 import type { CallingPolicy } from '../calls/policy.ts'
-import { applyProviderWord } from './apply.ts'
+import { metrics } from '../metrics.ts'
+import { applyProviderWord, countProviderWord } from './apply.ts'
 import { verifyCallbackSignature } from './signature.ts'
 import { verifyCallbackToken } from './token.ts'
 
@@ -58,19 +59,16 @@ export interface CallbackDeps {
 
 export interface CallbackRoute {
   handle(c: Context): Promise<Response>
-  /** Callbacks refused before anything was written, by problem code, since the process started. */
-  readonly refused: ReadonlyMap<string, number>
 }
 
 export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
   const { sql, queue, log } = deps
   const tokenSecrets = [...deps.secrets, ...(deps.apiKey ? [deps.apiKey] : [])]
-  const refused = new Map<string, number>()
   const floods = throttled(log, 5_000)
 
   /** Refused before it proved who sent it or that we issued its URL: counted, logged, not stored. */
   const refuse = (status: 400 | 401, code: string, detail: string) => {
-    refused.set(code, (refused.get(code) ?? 0) + 1)
+    metrics.callbacksRefused.inc({ reason: code })
     floods.warn('callback refused', { code, reason: detail })
     return new HttpProblem(status, code, detail)
   }
@@ -122,6 +120,7 @@ export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
         reason,
         body: extra.body ?? null,
       })
+      metrics.callbacks.inc({ source: 'webhook', verdict })
     }
 
     let json: unknown
@@ -143,6 +142,8 @@ export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
     }
     const cb = parsed.output
     const word = { providerCallId: cb.callId, providerStatus: cb.status, body }
+    const receivedAt = Date.now()
+    const timing = { source: 'webhook' as const, durationSec: cb.durationSec ?? null, completedAt: cb.completedAt ? new Date(cb.completedAt) : null }
 
     try {
       const outcome = await sql.begin(async (tx) => {
@@ -164,7 +165,8 @@ export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
         await keep('unknown_call', `no call ${callId}`, word)
         throw new HttpProblem(404, 'call_not_found', `No call ${callId}; the callback changed nothing.`)
       }
-      const fields = { callId, dial, providerStatus: cb.status, webhookId: webhookId ?? undefined }
+      countProviderWord(timing, outcome, receivedAt)
+      const fields = { callId, dial, providerStatus: cb.status, webhookId: webhookId ?? undefined, from: outcome.before, to: outcome.call.status }
       if (outcome.verdict === 'rejected') {
         floods.warn('callback not bound to the dial', { ...fields, reason: outcome.reason })
         throw new HttpProblem(409, 'callback_not_bound', `This callback does not belong to the call's current dial: it ${outcome.reason}; nothing was changed.`, {
@@ -178,7 +180,10 @@ export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
       if (pgErrorCode(err) === PgError.uniqueViolation) {
         const constraint = (err as { constraint_name?: string }).constraint_name
         // Two deliveries of one webhook-id raced past the check: the index kept one.
-        if (constraint === 'callbacks_applied_webhook_id') return c.json({ verdict: 'duplicate', callId })
+        if (constraint === 'callbacks_applied_webhook_id') {
+          metrics.callbacks.inc({ source: 'webhook', verdict: 'duplicate' })
+          return c.json({ verdict: 'duplicate', callId })
+        }
         if (constraint === 'calls_provider_call_id_key') {
           await keep('rejected', `provider callId ${cb.callId} already belongs to another call`, word)
           throw new HttpProblem(409, 'provider_call_id_conflict', `Provider callId ${cb.callId} already belongs to another call; nothing was changed.`)
@@ -188,5 +193,5 @@ export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
     }
   }
 
-  return { handle, refused }
+  return { handle }
 }

@@ -20,10 +20,18 @@ export async function lockClaimsShared(tx: Tx): Promise<void> {
 /** Workers LISTEN here; every change that may let a call start NOTIFYs it. */
 export const WAKE_CHANNEL = 'call_orchestrator_wake'
 
-export async function wakeWorkers(tx: Tx): Promise<void> {
-  // Delivered at commit, and only if the transaction commits.
-  await tx`SELECT pg_notify(${WAKE_CHANNEL}, '')`
+/**
+ * Wakes every worker at commit (and only if the transaction commits). `slotFreed`: a call in
+ * flight ended, so a waiting call may take its slot; the payload says when (the database's
+ * clock, ms), which workers use to measure how long the slot stayed empty.
+ */
+export async function wakeWorkers(tx: Tx, slotFreed = false): Promise<void> {
+  await tx`
+    SELECT pg_notify(${WAKE_CHANNEL}, CASE WHEN ${slotFreed} THEN ${SLOT_FREED} || (extract(epoch FROM clock_timestamp()) * 1000)::bigint ELSE '' END)`
 }
+
+/** The payload prefix of a wake-up sent because a slot was freed. */
+export const SLOT_FREED = 'freed:'
 
 /** Event delivery loops LISTEN here; a transaction that writes events NOTIFYs it. */
 export const EVENTS_CHANNEL = 'call_orchestrator_events'

@@ -48,25 +48,32 @@ export async function claimCalls(
   policy: DispatchPolicy,
   workerId: number,
   limit: number,
-): Promise<{ claimed: CallRow[]; exhausted: boolean }> {
+): Promise<{ claimed: CallRow[]; exhausted: boolean; ended: Ended }> {
   return sql.begin('isolation level read committed', async (tx) => {
+    const ended: Ended = { suppressed: [], expired: [] }
     await lockClaims(tx)
     const settings = await readSettings(tx)
-    if (settings.paused) return { claimed: [], exhausted: true }
+    if (settings.paused) return { claimed: [], exhausted: true, ended }
     const max = settings.maxConcurrentCalls ?? policy.maxConcurrentCalls
     const free = Math.min(limit, max - (await countInFlight(tx)))
-    if (free <= 0) return { claimed: [], exhausted: true }
+    if (free <= 0) return { claimed: [], exhausted: true, ended }
     const jobs = await queue.fetch(tx, free)
-    const allowed = await admit(tx, queue, policy.calling ?? NO_POLICY, jobs)
+    const allowed = await admit(tx, queue, policy.calling ?? NO_POLICY, jobs, ended)
     const claimed = await t.claimPending(tx, allowed, workerId, policy.leaseMs)
     await startDials(tx, claimed)
     if (claimed.length < allowed.length) {
       const taken = new Set(claimed.map((c) => c.id))
-      await settleUnclaimable(tx, queue, allowed.filter((j) => !taken.has(j.callId)))
+      await settleUnclaimable(tx, queue, allowed.filter((j) => !taken.has(j.callId)), ended)
     }
     // More may be ready only if the batch came back full and left slots unused.
-    return { claimed, exhausted: jobs.length < free || claimed.length === jobs.length }
+    return { claimed, exhausted: jobs.length < free || claimed.length === jobs.length, ended }
   })
+}
+
+/** Calls a claim ended instead of dialing them. */
+export interface Ended {
+  suppressed: CallRow[]
+  expired: CallRow[]
 }
 
 /**
@@ -76,7 +83,7 @@ export async function claimCalls(
  * window or over its phone's caps gets a job due when it may go (it waits, it does not fail).
  * Stale jobs are left for claimPending and settleUnclaimable to sort out.
  */
-async function admit(tx: Tx, queue: CallQueue, calling: CallingPolicy, jobs: Array<{ callId: string; jobId: string }>) {
+async function admit(tx: Tx, queue: CallQueue, calling: CallingPolicy, jobs: Array<{ callId: string; jobId: string }>, ended: Ended) {
   if (jobs.length === 0) return jobs
   const calls = new Map((await lockCalls(tx, jobs.map((j) => j.callId))).map((c) => [c.id, c]))
   const suppressed = await suppressedAmong(tx, [...calls.values()].map((c) => c.phone))
@@ -89,9 +96,10 @@ async function admit(tx: Tx, queue: CallQueue, calling: CallingPolicy, jobs: Arr
       continue
     }
     if (suppressed.has(call.phone)) {
-      const ended = await suppressPendingCalls(tx, [call.phone])
-      for (const row of ended) await deleteJob(tx, queue, row)
-      await emitCallEvents(tx, queue, 'call.suppressed', ended)
+      const rows = await suppressPendingCalls(tx, [call.phone])
+      for (const row of rows) await deleteJob(tx, queue, row)
+      await emitCallEvents(tx, queue, 'call.suppressed', rows)
+      ended.suppressed.push(...rows)
       continue
     }
     if (policyRestricts(calling, call)) {
@@ -116,7 +124,7 @@ async function admit(tx: Tx, queue: CallQueue, calling: CallingPolicy, jobs: Arr
  * phone is in flight: only possible if the two drifted apart) gets a fresh job a second from
  * now, so it is neither lost nor dialed now.
  */
-async function settleUnclaimable(tx: Tx, queue: CallQueue, jobs: Array<{ callId: string; jobId: string }>) {
+async function settleUnclaimable(tx: Tx, queue: CallQueue, jobs: Array<{ callId: string; jobId: string }>, ended: Ended) {
   for (const job of jobs) {
     const call = await lockCall(tx, job.callId)
     if (!call || call.status !== 'PENDING' || call.job_id !== job.jobId) {
@@ -127,6 +135,7 @@ async function settleUnclaimable(tx: Tx, queue: CallQueue, jobs: Array<{ callId:
     if (expired) {
       await queue.delete(tx, job.jobId)
       await emitCallEvents(tx, queue, 'call.expired', [expired])
+      ended.expired.push(expired)
       continue
     }
     await requeueCall(tx, queue, call, 1)

@@ -5,7 +5,9 @@ import { NO_POLICY } from '../calls/policy.ts'
 import { isDatabaseUnavailable, type Sql } from '../db/sql.ts'
 import { msUntilNextDue, reconcileAllNow, registerWorker, touchWorker } from '../db/transitions.ts'
 import type { Logger } from '../log.ts'
-import { claimCalls, LEASE_MARGIN_MS, takeResends, type DispatchPolicy } from './claim.ts'
+import { SLOT_FREED } from '../db/locks.ts'
+import { metrics } from '../metrics.ts'
+import { claimCalls, LEASE_MARGIN_MS, takeResends, type DispatchPolicy, type Ended } from './claim.ts'
 import type { DialResult, ProviderClient } from './provider.ts'
 import type { CallQueue } from '../db/queue.ts'
 import { Reconciler } from './reconcile.ts'
@@ -49,6 +51,8 @@ export class Dispatcher {
   #failures = 0
   readonly #sweepCursor: { pending?: string | undefined } = {}
   readonly #inFlight = new Set<Promise<void>>()
+  /** When slots were freed (database clock, ms), as heard since the last claim. */
+  #freedAt: number[] = []
   readonly #abort = new AbortController()
 
   constructor(deps: { sql: Sql; databaseUrl: string; queue: CallQueue; provider: ProviderClient; options: DispatcherOptions; log: Logger }) {
@@ -57,7 +61,7 @@ export class Dispatcher {
     this.#provider = deps.provider
     this.#options = deps.options
     this.#log = deps.log
-    this.#listener = new WakeListener(deps.databaseUrl, () => this.wake(), deps.log)
+    this.#listener = new WakeListener(deps.databaseUrl, (payload) => this.#woken(payload), deps.log)
     this.#reconciler = new Reconciler({
       sql: deps.sql,
       queue: deps.queue,
@@ -112,6 +116,12 @@ export class Dispatcher {
     this.#log.info('worker stopped', { worker: this.#workerId })
   }
 
+  /** A NOTIFY: a slot freed says when, for the refill-time histogram. */
+  #woken(payload: string): void {
+    if (payload.startsWith(SLOT_FREED) && this.#freedAt.length < 1_000) this.#freedAt.push(Number(payload.slice(SLOT_FREED.length)))
+    this.wake()
+  }
+
   wake(): void {
     this.#wakeups++
     this.#wakeRequested = true
@@ -135,10 +145,13 @@ export class Dispatcher {
         if (Date.now() - this.#lastSweep >= this.#options.pollMs) await this.#sweep()
         this.#wakeRequested = false
         for (const call of await takeResends(this.#sql, this.#options, this.#workerId, this.#options.maxConcurrentCalls)) {
+          metrics.claims.inc()
           this.#send(call, performance.now(), call.lapsed)
         }
-        const { claimed, exhausted } = await claimCalls(this.#sql, this.#queue, this.#options, this.#workerId, this.#options.maxConcurrentCalls)
+        const freed = this.#freedAt.splice(0)
+        const { claimed, exhausted, ended } = await claimCalls(this.#sql, this.#queue, this.#options, this.#workerId, this.#options.maxConcurrentCalls)
         const takenAt = performance.now()
+        this.#claimed(claimed, ended, freed)
         for (const call of claimed) this.#send(call, takenAt, false)
         if (this.#failures > 0) await this.#recovered()
         if (!exhausted) continue
@@ -161,10 +174,28 @@ export class Dispatcher {
     }
   }
 
+  /** Metrics and a log line for what a claim did. */
+  #claimed(claimed: CallRow[], ended: Ended, freed: number[]): void {
+    metrics.claims.inc(claimed.length)
+    // The slots freed before this claim that it filled (the rest went to other workers, or no
+    // call was waiting): oldest first, against the claim's own time, both on the database's clock.
+    freed.sort((a, b) => a - b)
+    claimed.forEach((call, i) => {
+      const at = call.started_at!.getTime()
+      if (i < freed.length && freed[i]! <= at) metrics.slotRefill.observe((at - freed[i]!) / 1000)
+      if (call.dial === 1 && call.dial_requests === 1) metrics.queueWait.observe(Math.max(0, at - call.created_at.getTime()) / 1000)
+      this.#log.info('call claimed', { worker: this.#workerId, callId: call.id, phone: call.phone, dial: call.dial, attempt: call.attempts, from: 'PENDING', to: 'IN_PROGRESS' })
+    })
+    metrics.suppressed.inc(ended.suppressed.length)
+    metrics.expired.inc(ended.expired.length)
+    for (const call of ended.suppressed) this.#log.info('call suppressed', { worker: this.#workerId, callId: call.id, phone: call.phone, from: 'PENDING', to: 'SUPPRESSED' })
+    for (const call of ended.expired) this.#log.info('call expired', { worker: this.#workerId, callId: call.id, phone: call.phone, from: 'PENDING', to: 'EXPIRED' })
+  }
+
   async #sweep(): Promise<void> {
     this.#lastSweep = Date.now()
     await touchWorker(this.#sql, this.#workerId)
-    const result = await sweep(this.#sql, this.#queue, this.#options, this.#sweepCursor)
+    const result = await sweep(this.#sql, this.#queue, this.#options, this.#sweepCursor, this.#log.child({ worker: this.#workerId }))
     if (Object.values(result).some((n) => n > 0)) this.#log.info('sweep', { worker: this.#workerId, ...result })
     this.#reconciler.kick(this.#abort.signal)
   }
@@ -215,6 +246,7 @@ export class Dispatcher {
         return
       }
       let result: DialResult
+      const sentAt = performance.now()
       try {
         result = await this.#provider.dial(
           { callId: call.id, dial: call.dial, to: call.phone, scriptId: call.script_id, metadata: call.metadata },
@@ -223,6 +255,9 @@ export class Dispatcher {
       } catch (err) {
         result = { kind: 'unknown', error: `dial failed: ${(err as Error).message}` }
       }
+      const outcome = result.kind === 'not_placed' && !result.retry ? 'refused' : result.kind
+      metrics.providerRequests.inc({ outcome })
+      metrics.providerLatency.observe({ outcome }, (performance.now() - sentAt) / 1000)
       if (this.#abort.signal.aborted) return
       await this.#record(call, result, log)
     })()
@@ -244,7 +279,10 @@ export class Dispatcher {
           ...(result.kind === 'accepted' ? { providerCallId: result.providerCallId } : { error: result.error }),
           ...(after?.next_attempt_at ? { nextAttemptAt: after.next_attempt_at.toISOString() } : {}),
         })
-        if (outcome === 'resend') this.wake() // so the loop arms its timer for the re-send
+        if (outcome === 'resend') {
+          metrics.retries.inc({ kind: 'request' })
+          this.wake() // so the loop arms its timer for the re-send
+        }
         return
       } catch (err) {
         if (Date.now() >= giveUpAt || this.#abort.signal.aborted) {

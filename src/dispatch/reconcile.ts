@@ -1,4 +1,5 @@
-import { applyProviderWord } from '../callbacks/apply.ts'
+import { applyProviderWord, countProviderWord } from '../callbacks/apply.ts'
+import { metrics } from '../metrics.ts'
 import type { CallRow } from '../calls/model.ts'
 import { lockCall } from '../db/calls.ts'
 import { lockClaimsShared } from '../db/locks.ts'
@@ -68,6 +69,7 @@ export class Reconciler {
         const answer = await this.#provider.lookup(call.provider_call_id!, signal)
         counts.asked++
         const kind = await this.#apply(call, answer)
+        metrics.reconciliations.inc({ result: kind })
         if (kind === 'final') counts.final++
         if (kind === 'live') counts.live++
         // Keep this worker's share of the rate.
@@ -119,8 +121,9 @@ export class Reconciler {
             }),
           }, this.#policy.calling)
         })
+        if (outcome) countProviderWord({ source: 'reconcile', durationSec: answer.durationSec, completedAt: answer.completedAt }, outcome)
         if (outcome?.verdict === 'applied' || outcome?.verdict === 'corrected') {
-          log.info(`status look-up ${outcome.verdict}`, { providerStatus: answer.status })
+          log.info(`status look-up ${outcome.verdict}`, { providerStatus: answer.status, from: outcome.before, to: outcome.call.status })
         }
         return 'final'
       }

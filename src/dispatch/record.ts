@@ -54,7 +54,7 @@ export async function recordDialResult(
       await endDials(tx, [{ callId: call.id, dial: call.dial, outcome: 'refused', error }])
       if (row) await emitCallEvents(tx, queue, 'call.failed', [row])
       await completeJob(tx, queue, call)
-      await wakeWorkers(tx)
+      await wakeWorkers(tx, true)
       return { outcome: 'failed' as const, call: row }
     }
 

@@ -1,7 +1,10 @@
 import { completeJob, deleteJob, requeueCall, rescheduleCall } from '../calls/jobs.ts'
 import { dueTime, policyHash, type CallingPolicy } from '../calls/policy.ts'
 import { swapPolicyHash } from '../db/settings.ts'
+import type { CallRow } from '../calls/model.ts'
 import { foldStatusCounts } from '../db/calls.ts'
+import { silentLogger, type Logger } from '../log.ts'
+import { metrics } from '../metrics.ts'
 import { endDials } from '../db/dials.ts'
 import { emitCallEvents } from '../events/outbox.ts'
 import { lockClaimsShared, wakeWorkers } from '../db/locks.ts'
@@ -27,30 +30,44 @@ export interface SweepResult {
 }
 
 /** `cursor` carries the PENDING-call walk from one sweep to the next (see requeueJobless). */
-export async function sweep(sql: Sql, queue: CallQueue, policy: DispatchPolicy, cursor: { pending?: string | undefined }): Promise<SweepResult> {
+export async function sweep(
+  sql: Sql,
+  queue: CallQueue,
+  policy: DispatchPolicy,
+  cursor: { pending?: string | undefined },
+  log: Logger = silentLogger,
+): Promise<SweepResult> {
+  const ended = (rows: CallRow[], what: string) => {
+    for (const row of rows) log.info(what, { callId: row.id, phone: row.phone, dial: row.dial, attempt: row.attempts, to: row.status, error: row.last_error })
+  }
   const expired = await sql.begin(async (tx) => {
     await lockClaimsShared(tx)
     const rows = await t.expireDue(tx, BATCH)
     for (const row of rows) await deleteJob(tx, queue, row)
     await emitCallEvents(tx, queue, 'call.expired', rows)
-    return rows.length
+    return rows
   })
+  metrics.expired.inc(expired.length)
+  ended(expired, 'call expired')
   const timedOut = await sql.begin(async (tx) => {
     const rows = await t.timeOutSilent(tx, policy.callTimeoutSeconds, BATCH)
     await endDials(tx, rows.map((row) => ({ callId: row.id, dial: row.dial, outcome: 'unknown', error: row.last_error })))
     for (const row of rows) await completeJob(tx, queue, row)
     await emitCallEvents(tx, queue, 'call.failed', rows)
-    if (rows.length) await wakeWorkers(tx)
-    return rows.length
+    if (rows.length) await wakeWorkers(tx, true)
+    return rows
   })
+  metrics.timedOut.inc(timedOut.length)
+  ended(timedOut, 'call timed out')
   const exhausted = await sql.begin(async (tx) => {
     const { held, failed } = await t.settleExhausted(tx, policy.maxAttempts, policy.callTimeoutSeconds, BATCH)
     await endDials(tx, failed.map((row) => ({ callId: row.id, dial: row.dial, outcome: 'refused', error: row.last_error })))
     for (const row of failed) await completeJob(tx, queue, row)
     await emitCallEvents(tx, queue, 'call.failed', failed)
-    if (failed.length) await wakeWorkers(tx)
-    return { held: held.length, failed: failed.length }
+    if (failed.length) await wakeWorkers(tx, true)
+    return { held: held.length, failed }
   })
+  ended(exhausted.failed, 'call failed: out of requests')
   const unblocked = await sql.begin(async (tx) => {
     await lockClaimsShared(tx)
     const jobs = await queue.failedJobsWithoutLiveCall(tx, BATCH)
@@ -60,7 +77,7 @@ export async function sweep(sql: Sql, queue: CallQueue, policy: DispatchPolicy, 
   })
   const requeued = await requeueJobless(sql, queue, cursor)
   await foldStatusCounts(sql)
-  return { expired, timedOut, held: exhausted.held, exhaustedFailed: exhausted.failed, unblocked, requeued }
+  return { expired: expired.length, timedOut: timedOut.length, held: exhausted.held, exhaustedFailed: exhausted.failed.length, unblocked, requeued }
 }
 
 /**

@@ -11,7 +11,7 @@ import type { Logger } from '../log.ts'
 export class WakeListener {
   readonly #url: string
   readonly #channel: string
-  readonly #onWake: () => void
+  readonly #onWake: (payload: string) => void
   readonly #log: Logger
   #client: pg.Client | undefined
   #stopped = false
@@ -20,7 +20,8 @@ export class WakeListener {
   #connected: Promise<void> | undefined
   #resolveStart: (() => void) | undefined
 
-  constructor(url: string, onWake: () => void, log: Logger, channel = WAKE_CHANNEL) {
+  /** `onWake` gets the notification's payload ('' for a wake-up on reconnection). */
+  constructor(url: string, onWake: (payload: string) => void, log: Logger, channel = WAKE_CHANNEL) {
     this.#url = url
     this.#channel = channel
     this.#onWake = onWake
@@ -65,7 +66,7 @@ export class WakeListener {
     client.on('error', onLost)
     client.on('end', () => onLost())
     client.on('notification', (message) => {
-      if (message.channel === this.#channel) this.#onWake()
+      if (message.channel === this.#channel) this.#onWake(message.payload ?? '')
     })
     client
       .connect()
@@ -76,7 +77,7 @@ export class WakeListener {
         this.#failures = 0
         this.#client = client
         onListening()
-        this.#onWake()
+        this.#onWake('')
       })
       .catch(onLost)
   }

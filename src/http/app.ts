@@ -7,7 +7,9 @@ import type { EventService } from '../events/endpoints.ts'
 import type { SuppressionService } from '../calls/suppressions.ts'
 import { isDatabaseUnavailable } from '../db/sql.ts'
 import type { DispatchControl } from '../dispatch/control.ts'
+import { Gauge, Registry } from 'prom-client'
 import { throttled, type Logger } from '../log.ts'
+import { exposition, metrics } from '../metrics.ts'
 import { bearerToken, matchesSecret } from './auth.ts'
 import { HttpProblem, problemResponse, toProblem } from './problem.ts'
 import { batchRoutes, callRoutes } from './routes/calls.ts'
@@ -139,36 +141,37 @@ export function createApp(deps: AppDeps): Hono {
   if (deps.dispatch) dispatchRoutes(app, deps.dispatch)
   if (deps.events) eventRoutes(app, deps.events)
 
+  // What the database holds, as gauges beside this process's own metrics (src/metrics.ts).
+  const database = new Registry()
+  const gauge = (name: string, help: string, labelNames: string[] = []) => new Gauge({ name, help, labelNames, registers: [database] })
+  const gauges = {
+    calls: gauge('orchestrator_calls', 'Calls by status (all of them, not only this process’s).', ['status']),
+    inFlight: gauge('orchestrator_calls_in_flight', 'Calls holding one of the concurrency slots.'),
+    freeSlots: gauge('orchestrator_free_slots', 'Slots free: the limit in force minus the calls in flight (0 while paused).'),
+    limit: gauge('orchestrator_max_concurrent_calls', 'The concurrency limit in force.'),
+    paused: gauge('orchestrator_dispatch_paused', '1 while dispatch is paused (POST /dispatch/pause).'),
+  }
+
   app.get('/metrics', async (c) => {
     const format = s.singleQuery(c.req.queries()).format
     if (format !== undefined && format !== 'json' && format !== 'prometheus') {
       throw new HttpProblem(400, 'validation_failed', 'query.format must be "json" or "prometheus".')
     }
     const m = await deps.calls.metrics()
+    const freeSlots = m.paused ? 0 : Math.max(0, m.limit - m.inFlight)
     const accept = c.req.header('accept') ?? ''
     const prometheus = format === 'prometheus' || (format === undefined && /text\/plain/.test(accept) && !/json/.test(accept))
-    const refused = Object.fromEntries(deps.callbacks?.refused ?? [])
     if (!prometheus) {
-      return c.json({ calls: m.counts, inFlight: m.inFlight, maxConcurrentCalls: m.limit, paused: m.paused, callbacksRefused: refused })
+      const refused = Object.fromEntries((await metrics.callbacksRefused.get()).values.map((v) => [v.labels.reason, v.value]))
+      return c.json({ calls: m.counts, inFlight: m.inFlight, freeSlots, maxConcurrentCalls: m.limit, paused: m.paused, callbacksRefused: refused })
     }
-    const lines = [
-      '# HELP orchestrator_calls Calls by status.',
-      '# TYPE orchestrator_calls gauge',
-      ...CALL_STATUSES.map((status) => `orchestrator_calls{status="${status}"} ${m.counts[status]}`),
-      '# HELP orchestrator_calls_in_flight Calls holding one of the concurrency slots.',
-      '# TYPE orchestrator_calls_in_flight gauge',
-      `orchestrator_calls_in_flight ${m.inFlight}`,
-      '# HELP orchestrator_max_concurrent_calls The concurrency limit in force.',
-      '# TYPE orchestrator_max_concurrent_calls gauge',
-      `orchestrator_max_concurrent_calls ${m.limit}`,
-      '# HELP orchestrator_dispatch_paused 1 while dispatch is paused (POST /dispatch/pause).',
-      '# TYPE orchestrator_dispatch_paused gauge',
-      `orchestrator_dispatch_paused ${m.paused ? 1 : 0}`,
-      '# HELP orchestrator_callbacks_refused_total Callbacks refused unauthenticated or at a URL we did not issue (not stored), by reason, in this process.',
-      '# TYPE orchestrator_callbacks_refused_total counter',
-      ...Object.entries(refused).map(([reason, n]) => `orchestrator_callbacks_refused_total{reason="${reason}"} ${n}`),
-    ]
-    return c.body(lines.join('\n') + '\n', 200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' })
+    for (const status of CALL_STATUSES) gauges.calls.set({ status }, m.counts[status])
+    gauges.inFlight.set(m.inFlight)
+    gauges.freeSlots.set(freeSlots)
+    gauges.limit.set(m.limit)
+    gauges.paused.set(m.paused ? 1 : 0)
+    const { body, contentType } = await exposition(database)
+    return c.body(body, 200, { 'Content-Type': contentType })
   })
 
   // Registered last, so they only see methods no route above answered.
