@@ -56,7 +56,7 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`bin/orchestrator: ${err.message}\nSee bin/orchestrator --help for every variable (${configVariables.length} in all).\n`)
     return 78
   }
-  const log = createLogger(config.logLevel, { mode })
+  const log = createLogger(config.logLevel, { mode }, { format: config.logFormat })
   // Signals are handled from here on, so a process still waiting for its database stops
   // cleanly too. The first one stops gracefully; a second one exits at once.
   const starting = new AbortController()

@@ -52,6 +52,7 @@ const list = v.pipe(
 )
 
 const logLevels = ['debug', 'info', 'warn', 'error'] as const
+const logFormats = ['auto', 'json', 'pretty'] as const
 
 const EnvSchema = v.object({
   DATABASE_URL: v.optional(
@@ -96,6 +97,8 @@ const EnvSchema = v.object({
   WORKER_POLL_MS: int(5_000, 50, 600_000),
   SHUTDOWN_TIMEOUT_MS: int(15_000, 0, 600_000),
   LOG_LEVEL: v.optional(v.picklist(logLevels, `must be one of ${logLevels.join(', ')}`), 'info'),
+  LOG_FORMAT: v.optional(v.picklist(logFormats, `must be one of ${logFormats.join(', ')}`), 'auto'),
+  METRICS_PORT: int(9464, 0, 65535),
   SIMULATOR_PORT: int(4010, 0, 65535),
   SIMULATOR_MIN_DURATION_MS: int(2_000, 0),
   SIMULATOR_MAX_DURATION_MS: int(8_000, 0),
@@ -115,6 +118,7 @@ const EnvSchema = v.object({
 })
 
 export type LogLevel = (typeof logLevels)[number]
+export type LogFormat = (typeof logFormats)[number]
 
 export interface Config {
   databaseUrl: string | undefined
@@ -148,6 +152,10 @@ export interface Config {
     retry: DeliveryRetry
   }
   logLevel: LogLevel
+  /** json, pretty (pino-pretty), or auto: pretty when stdout is a terminal. */
+  logFormat: LogFormat
+  /** Where a worker-only process serves its /metrics and /healthz (0: not at all). */
+  metricsPort: number
   simulator: {
     port: number
     minDurationMs: number
@@ -314,6 +322,8 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     webhook: { secrets: e.WEBHOOK_SECRET, apiKey: e.WEBHOOK_API_KEY },
     events: parseEvents(e),
     logLevel: e.LOG_LEVEL,
+    logFormat: e.LOG_FORMAT,
+    metricsPort: e.METRICS_PORT,
     simulator: {
       port: e.SIMULATOR_PORT,
       minDurationMs: e.SIMULATOR_MIN_DURATION_MS,

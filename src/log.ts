@@ -1,9 +1,11 @@
-import type { LogLevel } from './config.ts'
+import { pino, stdSerializers, stdTimeFunctions, type DestinationStream } from 'pino'
+import pretty from 'pino-pretty'
+import type { LogFormat, LogLevel } from './config.ts'
 
-// One JSON object per line on stdout: easy to grep by hand, easy to ship to any collector.
-// Callers pass scope (callId, attempt, worker), never secrets or whole payloads.
-
-const rank: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 }
+// pino: one JSON object per line on stdout, for any collector; pino-pretty when a person reads a
+// terminal. Callers pass scope (callId, attempt, worker), never whole payloads; as a second line
+// of defence, secrets and call metadata are censored by key wherever they appear, and phones are
+// masked to their last digits.
 
 export type Fields = Record<string, unknown>
 
@@ -15,30 +17,50 @@ export interface Logger {
   child(scope: Fields): Logger
 }
 
-export function createLogger(
-  level: LogLevel,
-  scope: Fields = {},
-  write: (line: string) => void = (line) => process.stdout.write(line + '\n'),
-): Logger {
-  const emit = (at: LogLevel, msg: string, fields?: Fields) => {
-    if (rank[at] < rank[level]) return
-    const entry: Fields = { time: new Date().toISOString(), level: at, msg, ...scope, ...fields }
-    if (entry.err instanceof Error) {
-      const err = entry.err as Error & { code?: string }
-      entry.err = { message: err.message, code: err.code, stack: at === 'error' ? err.stack : undefined }
-    }
-    write(JSON.stringify(entry))
-  }
+/** Digits left readable at the end of a logged phone number: enough to tell calls apart. */
+const VISIBLE_DIGITS = 4
+
+/** "+14155550123" → "+*******0123". Non-strings pass through (a bug elsewhere, but not a leak). */
+export function maskPhone(phone: unknown): unknown {
+  if (typeof phone !== 'string') return phone
+  const keep = Math.min(VISIBLE_DIGITS, Math.max(0, phone.length - 2))
+  return phone.slice(0, phone.startsWith('+') ? 1 : 0).padEnd(phone.length - keep, '*') + phone.slice(phone.length - keep)
+}
+
+/** Keys censored at any of the first two levels of a line (pino's redaction paths). */
+const SECRET_KEYS = ['apiKey', 'secret', 'secrets', 'token', 'password', 'authorization', 'signature', 'metadata', 'body', 'headers', 'url']
+const redactPaths = SECRET_KEYS.flatMap((key) => [key, `*.${key}`])
+
+export function createLogger(level: LogLevel, scope: Fields = {}, options: { format?: LogFormat; destination?: DestinationStream } = {}): Logger {
+  const format = options.format ?? 'auto'
+  const prettyOut = !options.destination && (format === 'pretty' || (format === 'auto' && process.stdout.isTTY === true))
+  const destination =
+    options.destination ?? (prettyOut ? pretty({ colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', sync: true }) : undefined)
+  const base = pino(
+    {
+      level,
+      base: { pid: process.pid },
+      timestamp: stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+      serializers: { err: stdSerializers.err, phone: maskPhone, phones: (list: unknown) => (Array.isArray(list) ? list.map(maskPhone) : list) },
+      redact: { paths: redactPaths, censor: '[redacted]' },
+    },
+    destination ?? pino.destination({ dest: 1, sync: true }),
+  )
+  return wrap(scope && Object.keys(scope).length ? base.child(scope) : base)
+}
+
+function wrap(p: pino.Logger): Logger {
   return {
-    debug: (msg, fields) => emit('debug', msg, fields),
-    info: (msg, fields) => emit('info', msg, fields),
-    warn: (msg, fields) => emit('warn', msg, fields),
-    error: (msg, fields) => emit('error', msg, fields),
-    child: (more) => createLogger(level, { ...scope, ...more }, write),
+    debug: (msg, fields) => p.debug(fields ?? {}, msg),
+    info: (msg, fields) => p.info(fields ?? {}, msg),
+    warn: (msg, fields) => p.warn(fields ?? {}, msg),
+    error: (msg, fields) => p.error(fields ?? {}, msg),
+    child: (more) => wrap(p.child(more)),
   }
 }
 
-export const silentLogger: Logger = createLogger('error', {}, () => {})
+export const silentLogger: Logger = wrap(pino({ level: 'silent' }))
 
 /**
  * A logger for events that can come in floods (every request during a database outage, every

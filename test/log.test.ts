@@ -1,0 +1,85 @@
+import t from 'tap'
+import { createLogger, maskPhone, throttled } from '../src/log.ts'
+import { WEBHOOK_SECRET } from './support/harness.ts'
+import { freePort, runBinary, waitFor } from './support/processes.ts'
+
+// The log lines people and collectors read: JSON, with scope, masked phones and no secrets.
+
+function capture(level: Parameters<typeof createLogger>[0] = 'debug') {
+  const lines: Record<string, unknown>[] = []
+  const log = createLogger(level, { mode: 'test' }, { destination: { write: (line: string) => void lines.push(JSON.parse(line)) } })
+  return { log, lines }
+}
+
+t.test('one JSON object per line, with level, time, message, scope and fields', async (t) => {
+  const { log, lines } = capture()
+  log.child({ worker: 7 }).child({ callId: 'c-1', attempt: 2 }).info('call claimed', { from: 'PENDING', to: 'IN_PROGRESS' })
+  t.equal(lines.length, 1)
+  t.match(lines[0], { level: 'info', msg: 'call claimed', mode: 'test', worker: 7, callId: 'c-1', attempt: 2, from: 'PENDING', to: 'IN_PROGRESS' })
+  t.ok(!Number.isNaN(Date.parse(lines[0]!.time as string)), 'an ISO time')
+})
+
+t.test('below the level nothing is written', async (t) => {
+  const { log, lines } = capture('warn')
+  log.debug('a')
+  log.info('b')
+  log.warn('c')
+  log.error('d')
+  t.same(lines.map((l) => l.msg), ['c', 'd'])
+})
+
+t.test('phones are masked except their last four digits, in fields and in scope', async (t) => {
+  t.equal(maskPhone('+14155550123'), '+*******0123')
+  t.equal(maskPhone('+442071234567'), '+********4567')
+  t.equal(maskPhone('123'), '**3', 'a short one keeps less')
+  t.equal(maskPhone(undefined), undefined)
+  const { log, lines } = capture()
+  log.info('call created', { phone: '+14155550123' })
+  log.child({ phone: '+14155550199' }).info('scoped')
+  log.info('imported', { phones: ['+14155550123', '+14155550124'] })
+  t.equal(lines[0]!.phone, '+*******0123')
+  t.equal(lines[1]!.phone, '+*******0199')
+  t.same(lines[2]!.phones, ['+*******0123', '+*******0124'])
+  t.notOk(JSON.stringify(lines).includes('4155550'), 'no full number anywhere')
+})
+
+t.test('secrets and call metadata never reach a line, at the top or one level down', async (t) => {
+  const { log, lines } = capture()
+  log.warn('careless', {
+    apiKey: 'sk_live_1',
+    secret: 'whsec_2',
+    token: 'tok_3',
+    authorization: 'Bearer 4',
+    metadata: { customerName: 'Ada Lovelace' },
+    request: { headers: { authorization: 'Bearer 5' }, body: '{"ssn":"6"}', url: 'https://u:p@host/' },
+  })
+  const text = JSON.stringify(lines)
+  for (const leaked of ['sk_live_1', 'whsec_2', 'tok_3', 'Bearer 4', 'Ada Lovelace', 'Bearer 5', 'ssn', 'u:p@']) t.notOk(text.includes(leaked), `no ${leaked}`)
+  t.equal(lines[0]!.apiKey, '[redacted]')
+  t.equal(lines[0]!.metadata, '[redacted]')
+})
+
+t.test('errors carry type, message, code and stack', async (t) => {
+  const { log, lines } = capture()
+  log.error('failed', { err: Object.assign(new Error('connection refused'), { code: 'ECONNREFUSED' }) })
+  t.match(lines[0]!.err, { type: 'Error', message: 'connection refused', code: 'ECONNREFUSED', stack: /connection refused/ })
+})
+
+t.test('floods are throttled to a line per interval, counting what was left out', async (t) => {
+  const { log, lines } = capture()
+  const floods = throttled(log, 60_000)
+  for (let i = 0; i < 5; i++) floods.warn('forged callback')
+  floods.warn('another message')
+  t.same(lines.map((l) => l.msg), ['forged callback', 'another message'])
+})
+
+t.test('LOG_FORMAT=pretty prints lines for people, not JSON', async (t) => {
+  const port = await freePort()
+  const proc = runBinary(t, 'simulator', { WEBHOOK_SECRET, SIMULATOR_PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info', LOG_FORMAT: 'pretty' })
+  await waitFor('the simulator', async () => proc.output().includes('provider simulator listening'), 60_000)
+  const line = proc.output().split('\n').find((l) => l.includes('provider simulator listening'))!
+  t.notOk(line.trimStart().startsWith('{'), 'not a JSON object')
+  t.match(line, /INFO/)
+  proc.child.kill('SIGTERM')
+  await proc.exited
+})
