@@ -7,7 +7,7 @@ import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client
 // processes never counts a call twice.
 
 export const registry = new Registry()
-collectDefaultMetrics({ register: registry, prefix: 'orchestrator_process_' })
+collectDefaultMetrics({ register: registry, prefix: 'orchestrator_' })
 
 const counter = <L extends string>(name: string, help: string, labelNames: readonly L[] = []) =>
   new Counter<L>({ name, help, labelNames, registers: [registry] })

@@ -19,6 +19,7 @@ import { Dispatcher } from './dispatch/dispatcher.ts'
 import { createProviderClient } from './dispatch/provider.ts'
 import { CallQueue } from './db/queue.ts'
 import { createApp } from './http/app.ts'
+import { createWorkerApp } from './http/worker-app.ts'
 import { listen, type RunningServer } from './http/serve.ts'
 import type { Logger } from './log.ts'
 import { ProviderSimulator } from './simulator/simulator.ts'
@@ -29,6 +30,8 @@ export type { Mode } from './config.ts'
 
 export interface Running {
   apiPort?: number | undefined
+  /** A worker-only process's /metrics and /healthz (METRICS_PORT). */
+  metricsPort?: number | undefined
   simulatorUrl?: string | undefined
   stop(): Promise<void>
 }
@@ -170,6 +173,7 @@ export async function startOrchestrator(
         callTtlSeconds: config.dispatch.callTtlSeconds,
         maxConcurrentCalls: config.dispatch.maxConcurrentCalls,
         calling: config.policy,
+        log,
       })
       const app = createApp({
         calls: callService,
@@ -185,9 +189,9 @@ export async function startOrchestrator(
           }
         },
         callbacks: createCallbackRoute({ sql, queue, secrets: webhook.secrets, apiKey: webhook.apiKey, log, calling: config.policy }),
-        suppressions: createSuppressionService({ sql, queue }),
+        suppressions: createSuppressionService({ sql, queue, log }),
         dispatch: createDispatchControl({ sql, maxConcurrentCalls: config.dispatch.maxConcurrentCalls }),
-        batches: createBatchService({ sql, queue, callTtlSeconds: config.dispatch.callTtlSeconds, calling: config.policy }),
+        batches: createBatchService({ sql, queue, callTtlSeconds: config.dispatch.callTtlSeconds, calling: config.policy, log }),
         events: createEventService({ sql, queue, allowInsecureUrls: config.events.allowInsecureUrls }),
       })
       const server: RunningServer = await listen(app, config.http)
@@ -224,7 +228,16 @@ export async function startOrchestrator(
       await delivery.start()
       stops.push(() => delivery.stop())
     }
-    return { apiPort, simulatorUrl, stop: stopAll }
+
+    let metricsPort: number | undefined
+    if (mode === 'worker' && config.metricsPort > 0) {
+      // The API serves these at its own /metrics; a worker alone has a port for them.
+      const server = await listen(createWorkerApp(), { host: config.http.host, port: config.metricsPort })
+      stops.push(() => server.close(true))
+      metricsPort = server.port
+      log.info('worker metrics listening', { host: config.http.host, port: server.port })
+    }
+    return { apiPort, metricsPort, simulatorUrl, stop: stopAll }
   } catch (err) {
     await stopAll()
     throw err

@@ -6,6 +6,8 @@ import type { CallQueue } from '../db/queue.ts'
 import { PgError, pgErrorCode, type Sql } from '../db/sql.ts'
 import { suppressedAmong } from '../db/suppressions.ts'
 import { cancelPending, databaseNow } from '../db/transitions.ts'
+import { silentLogger, type Logger } from '../log.ts'
+import { observeEnded } from './observe.ts'
 import { emitBatchesCompleted, emitCallEvents } from '../events/outbox.ts'
 import { deleteJob } from './jobs.ts'
 import { DomainError, type CallRow } from './model.ts'
@@ -52,8 +54,15 @@ export function hashBatch(text: string): string {
   return createHash('sha256').update(text).digest('hex')
 }
 
-export function createBatchService(deps: { sql: Sql; queue: CallQueue; callTtlSeconds: number; calling?: CallingPolicy | undefined }): BatchService {
+export function createBatchService(deps: {
+  sql: Sql
+  queue: CallQueue
+  callTtlSeconds: number
+  calling?: CallingPolicy | undefined
+  log?: Logger | undefined
+}): BatchService {
   const { sql, queue } = deps
+  const log = deps.log ?? silentLogger
   const calling = deps.calling ?? NO_POLICY
 
   /** The stored answer of a batch replayed under its Idempotency-Key. */
@@ -191,6 +200,9 @@ export function createBatchService(deps: { sql: Sql; queue: CallQueue; callTtlSe
         await emitCallEvents(tx, queue, 'call.cancelled', cancelled)
         const batch = await getBatch(tx, id)
         if (!batch) throw batchNotFound(id)
+        return { batch, cancelled }
+      }).then(({ batch, cancelled }) => {
+        observeEnded(log, cancelled, 'CANCELLED', { batchId: id })
         return { batch, cancelled: cancelled.length }
       })
     },

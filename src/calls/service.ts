@@ -6,6 +6,8 @@ import type { CallQueue } from '../db/queue.ts'
 import { readSettings } from '../db/settings.ts'
 import { PgError, pgErrorCode, type Sql, type Tx } from '../db/sql.ts'
 import { isSuppressed } from '../db/suppressions.ts'
+import { silentLogger, type Logger } from '../log.ts'
+import { observeEnded } from './observe.ts'
 import { cancelPending, databaseNow } from '../db/transitions.ts'
 import { emitCallEvents } from '../events/outbox.ts'
 import { deleteJob, insertCallWithJob, rescheduleCall } from './jobs.ts'
@@ -87,8 +89,10 @@ export function createCallService(deps: {
   callTtlSeconds: number
   maxConcurrentCalls: number
   calling?: CallingPolicy | undefined
+  log?: Logger | undefined
 }): CallService {
   const { sql, queue } = deps
+  const log = deps.log ?? silentLogger
   const calling = deps.calling ?? NO_POLICY
 
   const replay = (existing: CallRow, hash: string, key: string) => {
@@ -166,6 +170,7 @@ export function createCallService(deps: {
             waitingFor: due.waitingFor,
           })
         })
+        log.info('call created', { callId: call.id, phone: call.phone, to: 'PENDING', dueAt: call.next_attempt_at?.toISOString() })
         return { call, replayed: false }
       } catch (err) {
         // Two requests with the same new key raced; the loser answers like a replay.
@@ -227,6 +232,9 @@ export function createCallService(deps: {
         if (!cancelled) throw callNotCancellable(id, current.status)
         await deleteJob(tx, queue, cancelled)
         await emitCallEvents(tx, queue, 'call.cancelled', [cancelled])
+        return cancelled
+      }).then((cancelled) => {
+        observeEnded(log, [cancelled], 'CANCELLED')
         return cancelled
       })
     },

@@ -5,6 +5,8 @@ import { lockClaimsShared } from '../db/locks.ts'
 import type { CallQueue } from '../db/queue.ts'
 import type { Sql } from '../db/sql.ts'
 import * as db from '../db/suppressions.ts'
+import { silentLogger, type Logger } from '../log.ts'
+import { observeEnded } from './observe.ts'
 
 // The do-not-call list, as the API offers it. Adding a number ends its PENDING calls at once,
 // in the same transaction and under the shared claim lock: a claim that started before has
@@ -23,8 +25,9 @@ export interface SuppressionService {
 
 const notFound = (phone: string) => new DomainError('suppression_not_found', `${phone} is not on the do-not-call list.`, { phone })
 
-export function createSuppressionService(deps: { sql: Sql; queue: CallQueue }): SuppressionService {
+export function createSuppressionService(deps: { sql: Sql; queue: CallQueue; log?: Logger | undefined }): SuppressionService {
   const { sql, queue } = deps
+  const log = deps.log ?? silentLogger
 
   const addAll = (entries: Array<{ phone: string; reason: string | null }>, source: string) =>
     sql.begin(async (tx) => {
@@ -33,6 +36,9 @@ export function createSuppressionService(deps: { sql: Sql; queue: CallQueue }): 
       const ended = await db.suppressPendingCalls(tx, entries.map((e) => e.phone))
       for (const call of ended) await deleteJob(tx, queue, call)
       await emitCallEvents(tx, queue, 'call.suppressed', ended)
+      return { result, ended }
+    }).then(({ result, ended }) => {
+      observeEnded(log, ended, 'SUPPRESSED', { source })
       return { ...result, callsSuppressed: ended.length }
     })
 

@@ -7,6 +7,7 @@ import { msUntilNextDue, reconcileAllNow, registerWorker, touchWorker } from '..
 import type { Logger } from '../log.ts'
 import { SLOT_FREED } from '../db/locks.ts'
 import { metrics } from '../metrics.ts'
+import { observeEnded } from '../calls/observe.ts'
 import { claimCalls, LEASE_MARGIN_MS, takeResends, type DispatchPolicy, type Ended } from './claim.ts'
 import type { DialResult, ProviderClient } from './provider.ts'
 import type { CallQueue } from '../db/queue.ts'
@@ -186,10 +187,8 @@ export class Dispatcher {
       if (call.dial === 1 && call.dial_requests === 1) metrics.queueWait.observe(Math.max(0, at - call.created_at.getTime()) / 1000)
       this.#log.info('call claimed', { worker: this.#workerId, callId: call.id, phone: call.phone, dial: call.dial, attempt: call.attempts, from: 'PENDING', to: 'IN_PROGRESS' })
     })
-    metrics.suppressed.inc(ended.suppressed.length)
-    metrics.expired.inc(ended.expired.length)
-    for (const call of ended.suppressed) this.#log.info('call suppressed', { worker: this.#workerId, callId: call.id, phone: call.phone, from: 'PENDING', to: 'SUPPRESSED' })
-    for (const call of ended.expired) this.#log.info('call expired', { worker: this.#workerId, callId: call.id, phone: call.phone, from: 'PENDING', to: 'EXPIRED' })
+    observeEnded(this.#log, ended.suppressed, 'SUPPRESSED', { worker: this.#workerId })
+    observeEnded(this.#log, ended.expired, 'EXPIRED', { worker: this.#workerId })
   }
 
   async #sweep(): Promise<void> {
@@ -276,6 +275,8 @@ export class Dispatcher {
         const { outcome, call: after } = await recordDialResult(this.#sql, this.#queue, this.#options, call, result)
         log.info(`dial ${outcome}`, {
           result: result.kind,
+          from: 'IN_PROGRESS',
+          to: after?.status ?? 'IN_PROGRESS',
           ...(result.kind === 'accepted' ? { providerCallId: result.providerCallId } : { error: result.error }),
           ...(after?.next_attempt_at ? { nextAttemptAt: after.next_attempt_at.toISOString() } : {}),
         })

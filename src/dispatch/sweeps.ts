@@ -5,6 +5,7 @@ import type { CallRow } from '../calls/model.ts'
 import { foldStatusCounts } from '../db/calls.ts'
 import { silentLogger, type Logger } from '../log.ts'
 import { metrics } from '../metrics.ts'
+import { observeEnded } from '../calls/observe.ts'
 import { endDials } from '../db/dials.ts'
 import { emitCallEvents } from '../events/outbox.ts'
 import { lockClaimsShared, wakeWorkers } from '../db/locks.ts'
@@ -38,7 +39,7 @@ export async function sweep(
   log: Logger = silentLogger,
 ): Promise<SweepResult> {
   const ended = (rows: CallRow[], what: string) => {
-    for (const row of rows) log.info(what, { callId: row.id, phone: row.phone, dial: row.dial, attempt: row.attempts, to: row.status, error: row.last_error })
+    for (const row of rows) log.info(what, { callId: row.id, phone: row.phone, dial: row.dial, attempt: row.attempts, from: 'IN_PROGRESS', to: row.status, error: row.last_error })
   }
   const expired = await sql.begin(async (tx) => {
     await lockClaimsShared(tx)
@@ -47,8 +48,7 @@ export async function sweep(
     await emitCallEvents(tx, queue, 'call.expired', rows)
     return rows
   })
-  metrics.expired.inc(expired.length)
-  ended(expired, 'call expired')
+  observeEnded(log, expired, 'EXPIRED')
   const timedOut = await sql.begin(async (tx) => {
     const rows = await t.timeOutSilent(tx, policy.callTimeoutSeconds, BATCH)
     await endDials(tx, rows.map((row) => ({ callId: row.id, dial: row.dial, outcome: 'unknown', error: row.last_error })))

@@ -8,6 +8,7 @@ import { isDatabaseUnavailable, type Sql } from '../db/sql.ts'
 import { EVENTS_CHANNEL } from '../db/locks.ts'
 import { WakeListener } from '../dispatch/wake-listener.ts'
 import type { Logger } from '../log.ts'
+import { metrics } from '../metrics.ts'
 import { isPublicAddress, publicOnlyLookup } from './destinations.ts'
 
 
@@ -182,6 +183,7 @@ export class EventDelivery {
       const delivery = { eventId: event.id, endpointId: job.endpointId, statusCode: answer.status }
       if (ok) {
         await this.#record(log, { ...delivery, status: 'delivered', error: null, nextAttemptAt: null })
+        metrics.eventDeliveries.inc({ result: 'delivered' })
         sent++
         continue
       }
@@ -190,12 +192,15 @@ export class EventDelivery {
         // Given up on this event; the scope's later events go on in a fresh job with fresh retries.
         log.warn('event delivery given up', { eventId: event.id, error, attempts: event.attempts + 1 })
         await this.#record(log, { ...delivery, status: 'failed', error, nextAttemptAt: null })
+        metrics.eventDeliveries.inc({ result: 'given_up' })
         await this.#sql.begin((tx) => this.#queue.enqueueDeliveries(tx, [job]))
         await this.#queue.completeDelivery(job)
         return
       }
       const next = await this.#queue.retryDelivery(this.#sql, job, error)
       await this.#record(log, { ...delivery, status: 'pending', error, nextAttemptAt: next })
+      metrics.eventDeliveries.inc({ result: 'failed' })
+      log.info('event delivery failed; retried later', { eventId: event.id, error, nextAttemptAt: next?.toISOString() })
       return
     }
     // A full page sent: there may be more behind it.

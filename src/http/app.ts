@@ -1,4 +1,5 @@
 import { Hono, type Context } from 'hono'
+import { requestId } from 'hono/request-id'
 import { CALL_STATUSES } from '../calls/model.ts'
 import type { CallbackRoute } from '../callbacks/route.ts'
 import type { BatchService } from '../calls/batches.ts'
@@ -94,6 +95,21 @@ export function createApp(deps: AppDeps): Hono {
     }
     deps.log.error('unhandled error', { method: c.req.method, path: c.req.path, err })
     return problemResponse(c, new HttpProblem(500, 'internal_error', 'Something went wrong on our side; it has been logged.'))
+  })
+  // One line per request: method, path (never the query: callback URLs carry tokens there),
+  // status and time, under a request id the client can quote (X-Request-Id, theirs or ours).
+  // Probes and scrapes only at debug level, or they would drown the rest.
+  app.use('*', requestId({ limitLength: 128 }), async (c, next) => {
+    const started = performance.now()
+    await next()
+    const quiet = c.req.path === '/healthz' || c.req.path === '/readyz' || c.req.path === '/metrics'
+    deps.log[quiet ? 'debug' : 'info']('request', {
+      requestId: c.get('requestId'),
+      method: c.req.method,
+      path: c.req.path,
+      status: c.res.status,
+      ms: Math.round((performance.now() - started) * 10) / 10,
+    })
   })
   app.notFound((c) => problemResponse(c, new HttpProblem(404, 'route_not_found', `No route ${c.req.method} ${c.req.path}.`)))
 

@@ -128,6 +128,7 @@ const env: Record<string, string> = {
   WORKER_POLL_MS: '500',
   SHUTDOWN_TIMEOUT_MS: '3000',
   LOG_LEVEL: 'warn',
+  METRICS_PORT: '0', // several workers on one machine
   EVENT_WEBHOOK_URL: receiver.url,
   EVENT_WEBHOOK_SECRET: EVENT_SECRET,
   EVENT_ALLOW_INSECURE_URLS: 'true',
