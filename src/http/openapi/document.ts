@@ -93,8 +93,8 @@ function responsesOf(op: Operation) {
   for (const [status, answer] of Object.entries(op.answers) as Array<[string, Answer]>) {
     const content = answer.schema
       ? { 'application/json': { schema: jsonSchema(answer.schema), ...(answer.example ? { example: answer.example } : {}) }, ...(op.id === 'metrics' ? { 'text/plain': { schema: { type: 'string' } } } : {}) }
-      : answer.mediaType
-        ? { [answer.mediaType]: { schema: { type: 'string' } } }
+      : answer.mediaTypes
+        ? Object.fromEntries(answer.mediaTypes.map((type) => [type, { schema: type === 'application/json' ? { type: 'object' } : { type: 'string' } }]))
         : undefined
     responses[status] = {
       description: answer.description,

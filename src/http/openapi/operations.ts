@@ -18,8 +18,8 @@ export interface Answer {
   description: string
   /** A JSON body of this shape; none when left out. */
   schema?: GenericSchema
-  /** Another media type than application/json, with a plain string body. */
-  mediaType?: string
+  /** Bodies described by media type alone (a page, a script, this document). */
+  mediaTypes?: string[]
   headers?: Array<'Location' | 'Idempotent-Replayed'>
   example?: unknown
 }
@@ -212,15 +212,15 @@ export const OPERATIONS: Operation[] = [
 
   {
     method: 'get', path: '/openapi.json', id: 'openapi', tag: 'Operations', access: 'public', summary: 'This description of the API (OpenAPI 3.1).',
-    answers: { 200: { description: 'The OpenAPI document.', mediaType: 'application/json' } },
+    answers: { 200: { description: 'The OpenAPI document.', mediaTypes: ['application/json'] } },
   },
   {
     method: 'get', path: '/docs', id: 'docs', tag: 'Operations', access: 'public', summary: 'Interactive documentation of this API (Swagger UI), served from this server.',
-    answers: { 200: { description: 'An HTML page.', mediaType: 'text/html' } },
+    answers: { 200: { description: 'An HTML page.', mediaTypes: ['text/html'] } },
   },
   {
     method: 'get', path: '/docs/assets/:file', id: 'docsAsset', tag: 'Operations', access: 'public', summary: 'A script or style sheet of the documentation page.',
     pathParams: { file: { schema: DocsAsset, description: 'One of the files the page loads.' } },
-    answers: { 200: { description: 'The file.', mediaType: 'application/octet-stream' } }, problems: [[404, 'route_not_found']],
+    answers: { 200: { description: 'The file.', mediaTypes: ['text/javascript', 'text/css'] } }, problems: [[404, 'route_not_found']],
   },
 ]
