@@ -27,7 +27,7 @@ import { verifyCallbackToken } from './token.ts'
 // the callbacks table with their verdict; a malformed one without its body.
 
 // Lenient about extra fields (providers add them over time), strict about the ones we use.
-const CallbackBody = v.object({
+export const CallbackBody = v.object({
   callId: v.pipe(
     v.string('must be a string'),
     v.minLength(1, 'must not be empty'),
@@ -41,7 +41,7 @@ const CallbackBody = v.object({
   completedAt: v.optional(v.nullable(timestamp)),
 })
 
-const CallbackUrl = v.object({
+export const CallbackUrl = v.object({
   callId: v.pipe(v.string(), v.uuid()),
   dial: v.pipe(v.string(), v.regex(/^[1-9]\d{0,8}$/), v.transform(Number)),
   token: v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{43}$/)),

@@ -12,6 +12,7 @@ import { Gauge, Registry } from 'prom-client'
 import { throttled, type Logger } from '../log.ts'
 import { exposition, metrics } from '../metrics.ts'
 import { bearerToken, matchesSecret } from './auth.ts'
+import { openApiRoutes } from './openapi/routes.ts'
 import { HttpProblem, problemResponse, toProblem } from './problem.ts'
 import { batchRoutes, callRoutes } from './routes/calls.ts'
 import { eventRoutes } from './routes/events.ts'
@@ -37,7 +38,7 @@ export interface AppDeps {
 }
 
 /** The methods each path has, for 405 answers (RFC 9110 §15.5.6: with Allow). */
-const ALLOWED: Record<string, string[]> = {
+export const ALLOWED: Record<string, string[]> = {
   '/healthz': ['GET'],
   '/readyz': ['GET'],
   '/calls': ['GET', 'POST'],
@@ -60,6 +61,9 @@ const ALLOWED: Record<string, string[]> = {
   '/events': ['GET'],
   '/events/:id': ['GET'],
   '/events/:id/replay': ['POST'],
+  '/openapi.json': ['GET'],
+  '/docs': ['GET'],
+  '/docs/assets/:file': ['GET'],
 }
 
 /** Which dependency a path needs; without it the path is not served at all. */
@@ -119,6 +123,8 @@ export function createApp(deps: AppDeps): Hono {
     return ok ? c.json({ status: 'ready' }) : problemResponse(c, new HttpProblem(503, 'not_ready', detail))
   })
 
+  openApiRoutes(app)
+
   if (deps.callbacks) app.post('/callbacks/call-status', (c) => deps.callbacks!.handle(c))
 
   const authenticate = async (c: Context, next: () => Promise<void>) => {
@@ -169,10 +175,7 @@ export function createApp(deps: AppDeps): Hono {
   }
 
   app.get('/metrics', async (c) => {
-    const format = s.singleQuery(c.req.queries()).format
-    if (format !== undefined && format !== 'json' && format !== 'prometheus') {
-      throw new HttpProblem(400, 'validation_failed', 'query.format must be "json" or "prometheus".')
-    }
+    const { format } = s.parse(s.MetricsQuery, s.singleQuery(c.req.queries()), 'query')
     const m = await deps.calls.metrics()
     const freeSlots = m.paused ? 0 : Math.max(0, m.limit - m.inFlight)
     const accept = c.req.header('accept') ?? ''

@@ -3,7 +3,7 @@ import { CALL_STATUSES, MAX_WAIT_SECONDS } from '../calls/model.ts'
 import { MAX_BATCH } from '../calls/batches.ts'
 import { isTimeZone, secondsOfDay, WEEKDAYS, type CallingWindow } from '../calls/window.ts'
 import { EVENT_TYPES } from '../events/outbox.ts'
-import { isJsonObject, metadataProblems, textFault } from './input.ts'
+import { isJsonObject, MAX_METADATA_BYTES, MAX_METADATA_DEPTH, MAX_METADATA_ENTRIES, metadataProblems, textFault } from './input.ts'
 import { HttpProblem } from './problem.ts'
 
 // Every shape the API accepts, in one place. Objects are strict: an unknown field is an error,
@@ -37,6 +37,10 @@ const scriptId = v.pipe(
  */
 const metadata = v.pipe(
   v.unknown(),
+  v.description(
+    `A JSON object of your own, kept with the call and sent back as is: at most ${MAX_METADATA_BYTES} bytes as JSON, ` +
+      `${MAX_METADATA_DEPTH} levels deep, ${MAX_METADATA_ENTRIES} keys and array items in all.`,
+  ),
   v.rawCheck(({ dataset, addIssue }) => {
     for (const problem of metadataProblems(dataset.value)) {
       addIssue({
@@ -228,6 +232,11 @@ export const ListQuery = v.strictObject({
   status: v.optional(v.picklist(CALL_STATUSES, `must be one of ${CALL_STATUSES.join(', ')}`)),
   limit: pageLimit,
   cursor: v.optional(v.string()),
+})
+
+/** ?format= of GET /metrics; other parameters are ignored. */
+export const MetricsQuery = v.object({
+  format: v.optional(v.picklist(['json', 'prometheus'], 'must be "json" or "prometheus"')),
 })
 
 export const IdempotencyKey = v.pipe(

@@ -1,0 +1,226 @@
+import type { GenericSchema } from 'valibot'
+import { CallbackBody, CallbackUrl } from '../../callbacks/route.ts'
+import * as s from '../schemas.ts'
+import { DocsAsset } from './docs-assets.ts'
+import * as r from './responses.ts'
+
+// Every operation the API serves, as the OpenAPI description tells it. Request shapes are the
+// very valibot schemas the handlers parse with (src/http/schemas.ts, src/callbacks/route.ts);
+// response shapes are in ./responses.ts. test/openapi.test.ts checks this table against the
+// routes the Hono app registers, both ways.
+
+export type Method = 'get' | 'post' | 'put' | 'patch' | 'delete'
+
+/** Who may call: an API token, anyone, or the provider (webhook signature or callback API key). */
+export type Access = 'token' | 'public' | 'provider'
+
+export interface Answer {
+  description: string
+  /** A JSON body of this shape; none when left out. */
+  schema?: GenericSchema
+  /** Bodies described by media type alone (a page, a script, this document). */
+  mediaTypes?: string[]
+  headers?: Array<'Location' | 'Idempotent-Replayed'>
+  example?: unknown
+}
+
+export interface Operation {
+  method: Method
+  /** As Hono writes it: /calls/:id. */
+  path: string
+  id: string
+  tag: string
+  summary: string
+  description?: string
+  access: Access
+  pathParams?: Record<string, { schema: GenericSchema; description: string }>
+  query?: GenericSchema
+  /** The route takes an Idempotency-Key header. */
+  idempotent?: boolean
+  body?: { schema: GenericSchema; required: boolean; example: unknown }
+  answers: Record<number, Answer>
+  /** Problem codes this route can answer with, beyond those every route shares (see document.ts). */
+  problems?: Array<[status: number, code: string]>
+}
+
+const callId = { schema: s.CallId, description: 'The call’s id.' }
+const batchId = { schema: s.Uuid, description: 'The batch’s id (batchId of POST /calls/batch).' }
+const endpointId = { schema: s.Uuid, description: 'The event endpoint’s id.' }
+const eventId = { schema: s.EventId, description: 'The event’s id: msg_ and a UUID.' }
+const phone = { schema: s.Phone, description: 'The number, E.164 (URL-encode the "+" as %2B or send it as is).' }
+
+const createCallExample = { to: '+966501234567', scriptId: 'welcomeFlow', metadata: { customerId: 'c-42' }, callingWindow: { days: ['sun', 'mon', 'tue', 'wed', 'thu'], start: '09:00', end: '20:00', timezone: 'Asia/Riyadh' } }
+
+const callNotFound: [number, string] = [404, 'call_not_found']
+const pending: [number, string] = [409, 'call_not_pending']
+const invalidCursor: [number, string] = [400, 'invalid_cursor']
+const createProblems: Array<[number, string]> = [[422, 'idempotency_key_reused'], [422, 'phone_suppressed'], [422, 'calling_window_never_opens'], [422, 'time_zone_unknown']]
+
+export const OPERATIONS: Operation[] = [
+  { method: 'get', path: '/healthz', id: 'health', tag: 'Operations', summary: 'Liveness: the process answers.', access: 'public', answers: { 200: { description: 'Alive.', schema: r.Health } } },
+  {
+    method: 'get', path: '/readyz', id: 'ready', tag: 'Operations', summary: 'Readiness: the database is reachable and migrated.', access: 'public',
+    answers: { 200: { description: 'Ready.', schema: r.Ready } }, problems: [[503, 'not_ready']],
+  },
+  {
+    method: 'get', path: '/metrics', id: 'metrics', tag: 'Operations', access: 'token',
+    summary: 'Counts of calls by status, slots, dispatch state; JSON or Prometheus text.',
+    description: 'JSON unless ?format=prometheus, or an Accept header asking for text/plain and not JSON.',
+    query: s.MetricsQuery,
+    answers: {
+      200: {
+        description: 'The metrics: JSON (application/json) or the Prometheus text exposition format (text/plain; version=0.0.4).',
+        schema: r.Metrics,
+        example: { calls: { PENDING: 3, IN_PROGRESS: 2, COMPLETED: 40, FAILED: 1, EXPIRED: 0, SUPPRESSED: 0, CANCELLED: 0 }, inFlight: 2, freeSlots: 28, maxConcurrentCalls: 30, paused: false, callbacksRefused: {} },
+      },
+    },
+  },
+
+  {
+    method: 'post', path: '/calls', id: 'createCall', tag: 'Calls', access: 'token', idempotent: true,
+    summary: 'Create a call; it is dialed when its time, window and the concurrency limit allow.',
+    body: { schema: s.CreateCallBody, required: true, example: createCallExample },
+    answers: {
+      201: { description: 'Created.', schema: r.Call, headers: ['Location'] },
+      200: { description: 'An earlier request with this Idempotency-Key and the same body created it: the call as it is now.', schema: r.Call, headers: ['Location', 'Idempotent-Replayed'] },
+    },
+    problems: createProblems,
+  },
+  {
+    method: 'get', path: '/calls', id: 'listCalls', tag: 'Calls', access: 'token', summary: 'List calls, newest first, a page at a time.', query: s.ListQuery,
+    answers: { 200: { description: 'A page of calls.', schema: r.CallPage } }, problems: [invalidCursor],
+  },
+  {
+    method: 'get', path: '/calls/:id', id: 'getCall', tag: 'Calls', access: 'token', summary: 'Read a call, with its dials.', pathParams: { id: callId },
+    answers: { 200: { description: 'The call.', schema: r.Call } }, problems: [callNotFound],
+  },
+  {
+    method: 'patch', path: '/calls/:id', id: 'updateCall', tag: 'Calls', access: 'token', summary: 'Change a PENDING call: number, script, metadata, notBefore, calling window.',
+    pathParams: { id: callId }, body: { schema: s.UpdateCallBody, required: true, example: { notBefore: '2030-01-01T09:00:00Z', metadata: { customerId: 'c-42', note: 'moved' } } },
+    answers: { 200: { description: 'The call as changed.', schema: r.Call } }, problems: [callNotFound, pending, [422, 'phone_suppressed'], [422, 'calling_window_never_opens'], [422, 'time_zone_unknown']],
+  },
+  {
+    method: 'post', path: '/calls/:id/cancel', id: 'cancelCall', tag: 'Calls', access: 'token', summary: 'Cancel a PENDING call.', pathParams: { id: callId },
+    answers: { 200: { description: 'The call, now CANCELLED.', schema: r.Call } }, problems: [callNotFound, pending],
+  },
+  {
+    method: 'post', path: '/calls/batch', id: 'createBatch', tag: 'Batches', access: 'token', idempotent: true,
+    summary: 'Create up to 1000 calls at once; each item is accepted or refused on its own.',
+    description: 'The body may be up to 2 MiB. Each item has the fields of POST /calls and an optional idempotencyKey of its own; a refused item is answered with its index and problem, and the others are still created.',
+    body: { schema: s.BatchBody, required: true, example: { calls: [{ to: '+966501234567', scriptId: 'welcomeFlow', idempotencyKey: 'order-1' }, { to: '+14155550100', scriptId: 'welcomeFlow' }] } },
+    answers: {
+      201: { description: 'The batch was made; items say which calls were created, replayed or refused.', schema: r.BatchCreated, headers: ['Location'] },
+      200: { description: 'An earlier request with this Idempotency-Key and the same body made the batch: the same answer again.', schema: r.BatchCreated, headers: ['Location', 'Idempotent-Replayed'] },
+    },
+    problems: [[422, 'idempotency_key_reused']],
+  },
+  {
+    method: 'get', path: '/calls/batch/:id', id: 'getBatch', tag: 'Batches', access: 'token', summary: 'Read a batch: counts by status and its calls.', pathParams: { id: batchId },
+    answers: { 200: { description: 'The batch.', schema: r.Batch } }, problems: [[404, 'batch_not_found']],
+  },
+  {
+    method: 'post', path: '/calls/batch/:id/cancel', id: 'cancelBatch', tag: 'Batches', access: 'token', summary: 'Cancel every call of the batch still PENDING.', pathParams: { id: batchId },
+    answers: { 200: { description: 'The batch, and how many calls this cancelled.', schema: r.BatchCancelled } }, problems: [[404, 'batch_not_found']],
+  },
+
+  {
+    method: 'get', path: '/suppressions', id: 'listSuppressions', tag: 'Do-not-call list', access: 'token', summary: 'List the do-not-call list, a page at a time.', query: s.PageQuery,
+    answers: { 200: { description: 'A page of numbers.', schema: r.SuppressionPage } }, problems: [invalidCursor],
+  },
+  {
+    method: 'post', path: '/suppressions/import', id: 'importSuppressions', tag: 'Do-not-call list', access: 'token', summary: `Add up to ${s.MAX_IMPORT} numbers in one transaction (body up to 1 MiB).`,
+    body: { schema: s.SuppressionImport, required: true, example: { entries: [{ phone: '+966501234567', reason: 'asked not to be called' }], source: 'crm-export' } },
+    answers: { 200: { description: 'How many were added and updated, and how many PENDING calls were ended as SUPPRESSED.', schema: r.SuppressionImported } },
+  },
+  {
+    method: 'get', path: '/suppressions/:phone', id: 'getSuppression', tag: 'Do-not-call list', access: 'token', summary: 'Whether a number is on the do-not-call list.', pathParams: { phone },
+    answers: { 200: { description: 'It is.', schema: r.Suppression } }, problems: [[404, 'suppression_not_found']],
+  },
+  {
+    method: 'put', path: '/suppressions/:phone', id: 'addSuppression', tag: 'Do-not-call list', access: 'token',
+    summary: 'Put a number on the do-not-call list; its PENDING calls end as SUPPRESSED.', pathParams: { phone },
+    body: { schema: s.SuppressionBody, required: false, example: { reason: 'asked not to be called', source: 'agent' } },
+    answers: { 201: { description: 'Added.', schema: r.SuppressionAdded }, 200: { description: 'Already listed; reason and source updated.', schema: r.SuppressionAdded } },
+  },
+  {
+    method: 'delete', path: '/suppressions/:phone', id: 'removeSuppression', tag: 'Do-not-call list', access: 'token', summary: 'Take a number off the do-not-call list.', pathParams: { phone },
+    answers: { 204: { description: 'Removed.' } }, problems: [[404, 'suppression_not_found']],
+  },
+
+  {
+    method: 'get', path: '/dispatch/settings', id: 'getDispatchSettings', tag: 'Dispatch', access: 'token', summary: 'Whether dispatch is paused, and the concurrency limit in force.',
+    answers: { 200: { description: 'The settings.', schema: r.DispatchSettings } },
+  },
+  {
+    method: 'put', path: '/dispatch/settings', id: 'changeDispatchSettings', tag: 'Dispatch', access: 'token',
+    summary: 'Set the concurrency limit for every worker at once (null: back to MAX_CONCURRENT_CALLS).',
+    body: { schema: s.DispatchSettingsBody, required: true, example: { maxConcurrentCalls: 10 } },
+    answers: { 200: { description: 'The settings now.', schema: r.DispatchSettings } },
+  },
+  {
+    method: 'post', path: '/dispatch/pause', id: 'pauseDispatch', tag: 'Dispatch', access: 'token', summary: 'Stop starting new calls; calls in flight go on.',
+    answers: { 200: { description: 'The settings now.', schema: r.DispatchSettings } },
+  },
+  {
+    method: 'post', path: '/dispatch/resume', id: 'resumeDispatch', tag: 'Dispatch', access: 'token', summary: 'Start new calls again.',
+    answers: { 200: { description: 'The settings now.', schema: r.DispatchSettings } },
+  },
+
+  {
+    method: 'get', path: '/event-endpoints', id: 'listEventEndpoints', tag: 'Events', access: 'token', summary: 'Where status events are delivered.', query: s.NoQuery,
+    answers: { 200: { description: 'Every endpoint.', schema: r.EndpointList } },
+  },
+  {
+    method: 'post', path: '/event-endpoints', id: 'addEventEndpoint', tag: 'Events', access: 'token', summary: 'Add an endpoint; the answer shows its signing secret, once.',
+    body: { schema: s.EndpointBody, required: true, example: { url: 'https://example.com/hooks/calls', eventTypes: ['call.completed', 'call.failed'] } },
+    answers: { 201: { description: 'Added.', schema: r.EndpointWithSecret, headers: ['Location'] } }, problems: [[422, 'endpoint_not_allowed']],
+  },
+  {
+    method: 'delete', path: '/event-endpoints/:id', id: 'removeEventEndpoint', tag: 'Events', access: 'token', summary: 'Remove an endpoint.', pathParams: { id: endpointId },
+    answers: { 204: { description: 'Removed.' } }, problems: [[404, 'endpoint_not_found']],
+  },
+  {
+    method: 'post', path: '/event-endpoints/:id/rotate-secret', id: 'rotateEventEndpointSecret', tag: 'Events', access: 'token', summary: 'Give an endpoint a new signing secret.', pathParams: { id: endpointId },
+    answers: { 200: { description: 'The endpoint with its new secret, shown once.', schema: r.EndpointWithSecret } }, problems: [[404, 'endpoint_not_found']],
+  },
+  {
+    method: 'get', path: '/events', id: 'listEvents', tag: 'Events', access: 'token', summary: 'The event log, newest first, with each event’s deliveries.', query: s.EventsQuery,
+    answers: { 200: { description: 'A page of events.', schema: r.EventPage } },
+  },
+  {
+    method: 'get', path: '/events/:id', id: 'getEvent', tag: 'Events', access: 'token', summary: 'One event and its deliveries.', pathParams: { id: eventId },
+    answers: { 200: { description: 'The event.', schema: r.Event } }, problems: [[404, 'event_not_found']],
+  },
+  {
+    method: 'post', path: '/events/:id/replay', id: 'replayEvent', tag: 'Events', access: 'token', summary: 'Deliver an event again, to every endpoint that takes it or to one.', pathParams: { id: eventId },
+    body: { schema: s.ReplayBody, required: false, example: { endpointId: '0b9c1f7e-2a51-4c1e-9d0a-5f7b3c2e1a90' } },
+    answers: { 202: { description: 'Queued.', schema: r.Replayed } }, problems: [[404, 'event_not_found'], [404, 'endpoint_not_found']],
+  },
+
+  {
+    method: 'post', path: '/callbacks/call-status', id: 'callStatusCallback', tag: 'Provider callbacks', access: 'provider',
+    summary: 'The provider’s final word on a dial.',
+    description:
+      'Call it at the webhookUrl sent with the dial, as it is: its callId, dial and token say which call and dial it is for and that we issued it. ' +
+      'Authenticated by a Standard Webhooks signature (webhook-id, webhook-timestamp within 5 minutes, webhook-signature "v1,<base64 HMAC-SHA256 of id.timestamp.body>") ' +
+      'when WEBHOOK_SECRET is set, or by WEBHOOK_API_KEY as "Authorization: Bearer" or "X-Api-Key". Applied once per webhook-id; extra body fields are ignored.',
+    query: CallbackUrl,
+    body: { schema: CallbackBody, required: true, example: { callId: 'prov-8c1d', status: 'COMPLETED', durationSec: 42, completedAt: '2030-01-01T09:03:12Z' } },
+    answers: { 200: { description: 'Taken: what the callback did to the call (applied, corrected, or nothing: duplicate, already_final, stale).', schema: r.CallbackResult } },
+    problems: [[401, 'callbacks_not_configured'], [401, 'invalid_signature'], [401, 'invalid_api_key'], [401, 'invalid_callback_url'], [404, 'call_not_found'], [409, 'callback_not_bound'], [409, 'provider_call_id_conflict']],
+  },
+
+  {
+    method: 'get', path: '/openapi.json', id: 'openapi', tag: 'Operations', access: 'public', summary: 'This description of the API (OpenAPI 3.1).',
+    answers: { 200: { description: 'The OpenAPI document.', mediaTypes: ['application/json'] } },
+  },
+  {
+    method: 'get', path: '/docs', id: 'docs', tag: 'Operations', access: 'public', summary: 'Interactive documentation of this API (Swagger UI), served from this server.',
+    answers: { 200: { description: 'An HTML page.', mediaTypes: ['text/html'] } },
+  },
+  {
+    method: 'get', path: '/docs/assets/:file', id: 'docsAsset', tag: 'Operations', access: 'public', summary: 'A script or style sheet of the documentation page.',
+    pathParams: { file: { schema: DocsAsset, description: 'One of the files the page loads.' } },
+    answers: { 200: { description: 'The file.', mediaTypes: ['text/javascript', 'text/css'] } }, problems: [[404, 'route_not_found']],
+  },
+]

@@ -1,0 +1,48 @@
+// An example body for each problem code the description names, as problemResponse writes it
+// (src/http/problem.ts). The titles are the HTTP reason phrases it uses.
+
+const TITLES: Record<number, string> = {
+  400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict', 413: 'Content Too Large',
+  415: 'Unsupported Media Type', 422: 'Unprocessable Content', 500: 'Internal Server Error', 503: 'Service Unavailable',
+}
+
+const DETAILS: Record<string, [status: number, detail: string, extra?: Record<string, unknown>]> = {
+  validation_failed: [400, 'The request is not valid: body.to must be an E.164 phone number: "+", country code and number, 7 to 15 digits, e.g. +966501234567.', {
+    errors: [{ path: 'body.to', message: 'must be an E.164 phone number: "+", country code and number, 7 to 15 digits, e.g. +966501234567' }],
+  }],
+  malformed_json: [400, 'The body is not valid JSON: Unexpected end of JSON input.'],
+  body_incomplete: [400, 'The body ended before it was complete.'],
+  invalid_cursor: [400, 'The cursor is not one this API issued; start again without it.'],
+  unauthorized: [401, 'Send a valid API token as "Authorization: Bearer <token>".'],
+  callbacks_not_configured: [401, 'Callback authentication is not configured (WEBHOOK_SECRET or WEBHOOK_API_KEY); every callback is refused.'],
+  invalid_signature: [401, 'Callback signature rejected: no valid signature.'],
+  invalid_api_key: [401, 'Callback API key missing or wrong.'],
+  invalid_callback_url: [401, 'The callback URL is not one we issued for a call: use the webhookUrl sent with the dial, as it is.'],
+  call_not_found: [404, 'No call has id 3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10.', { callId: '3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10' }],
+  batch_not_found: [404, 'No batch has id 3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10.', { batchId: '3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10' }],
+  suppression_not_found: [404, '+966501234567 is not on the do-not-call list.', { phone: '+966501234567' }],
+  endpoint_not_found: [404, 'No event endpoint has id 3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10.', { endpointId: '3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10' }],
+  event_not_found: [404, 'No event has id msg_3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10.', { eventId: 'msg_3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10' }],
+  route_not_found: [404, 'No route GET /docs/assets/nothing.js.'],
+  method_not_allowed: [405, 'DELETE is not allowed on /calls; use GET, POST.'],
+  call_not_pending: [409, 'Call 3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10 is COMPLETED; only a PENDING call can be cancelled.', { callId: '3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10', callStatus: 'COMPLETED' }],
+  callback_not_bound: [409, 'This callback does not belong to the call\'s current dial: it names dial 1 of 2; nothing was changed.', { callId: '3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10' }],
+  provider_call_id_conflict: [409, 'Provider callId prov-8c1d already belongs to another call; nothing was changed.'],
+  body_too_large: [413, 'The body is larger than 65536 bytes.'],
+  unsupported_media_type: [415, 'Send the body as JSON with "Content-Type: application/json".'],
+  idempotency_key_reused: [422, 'This Idempotency-Key was used with another body.'],
+  phone_suppressed: [422, '+966501234567 is on the do-not-call list; no call to it is made.', { phone: '+966501234567' }],
+  calling_window_never_opens: [422, 'The calling window never opens before the call expires.'],
+  time_zone_unknown: [422, 'No time zone is known for +88212345678; give callingWindow.timezone.'],
+  endpoint_not_allowed: [422, 'The url must use https.', { url: 'http://example.com/hooks' }],
+  not_ready: [503, 'migrations pending: 0042_events.sql'],
+  database_unavailable: [503, 'The database is unavailable for a moment; nothing was changed. Try again shortly.'],
+  internal_error: [500, 'Something went wrong on our side; it has been logged.'],
+}
+
+export const problemExamples: Record<string, Record<string, unknown>> = Object.fromEntries(
+  Object.entries(DETAILS).map(([code, [status, detail, extra]]) => [
+    code,
+    { ...extra, type: `urn:call-orchestrator:problem:${code}`, title: TITLES[status], status, detail, code, instance: '/calls' },
+  ]),
+)

@@ -1,0 +1,181 @@
+import * as v from 'valibot'
+import { CALL_STATUSES } from '../../calls/model.ts'
+import { WEEKDAYS } from '../../calls/window.ts'
+import { EVENT_TYPES } from '../../events/outbox.ts'
+
+// What the API answers, as valibot schemas. Nothing parses responses with them at run time:
+// they feed the OpenAPI description, and test/openapi-responses.test.ts checks real answers
+// against that description, so a field added to a resource without being described here fails
+// a test. Objects are strict for that reason: an undocumented field is an error.
+
+const instant = v.pipe(v.string(), v.isoTimestamp(), v.description('An instant in UTC, as ISO 8601 with milliseconds.'))
+const uuid = v.pipe(v.string(), v.uuid())
+const count = v.pipe(v.number(), v.integer(), v.minValue(0))
+/** A count for each call status. */
+const byStatus = v.strictObject(Object.fromEntries(CALL_STATUSES.map((status) => [status, count])) as Record<(typeof CALL_STATUSES)[number], typeof count>)
+
+const nextCursor = v.pipe(v.nullable(v.string()), v.description('Pass as ?cursor= for the next page; null on the last page.'))
+
+export const Health = v.strictObject({ status: v.literal('ok') })
+export const Ready = v.strictObject({ status: v.literal('ready') })
+
+export const Dial = v.pipe(
+  v.strictObject({
+    dial: v.pipe(v.number(), v.integer(), v.minValue(1)),
+    startedAt: instant,
+    requests: count,
+    dialedAt: v.nullable(instant),
+    providerCallId: v.nullable(v.string()),
+    outcome: v.nullable(v.string()),
+    error: v.nullable(v.string()),
+    endedAt: v.nullable(instant),
+  }),
+  v.description('One provider call made for the call; a retry after BUSY or NO_ANSWER is a new dial.'),
+)
+
+export const CallingWindow = v.strictObject({
+  days: v.array(v.picklist(WEEKDAYS)),
+  start: v.string(),
+  end: v.string(),
+  timezone: v.optional(v.string()),
+})
+
+export const Call = v.strictObject({
+  id: uuid,
+  payload: v.strictObject({ to: v.string(), scriptId: v.string(), metadata: v.record(v.string(), v.unknown()) }),
+  status: v.picklist(CALL_STATUSES),
+  attempts: count,
+  lastError: v.nullable(v.string()),
+  nextAttemptAt: v.nullable(instant),
+  waitingFor: v.pipe(v.nullable(v.picklist(['notBefore', 'callingWindow', 'cap', 'retry'])), v.description('Why a PENDING call is not dialed yet.')),
+  notBefore: v.nullable(instant),
+  expiresAt: v.nullable(instant),
+  callingWindow: v.nullable(CallingWindow),
+  timeZones: v.array(v.string()),
+  batchId: v.nullable(uuid),
+  providerCallId: v.nullable(v.string()),
+  providerStatus: v.nullable(v.string()),
+  durationSec: v.nullable(count),
+  createdAt: instant,
+  updatedAt: instant,
+  startedAt: v.nullable(instant),
+  endedAt: v.nullable(instant),
+  dials: v.array(Dial),
+})
+
+export const CallPage = v.strictObject({ data: v.array(Call), nextCursor })
+
+const ItemProblem = v.object({
+  status: v.pipe(v.number(), v.integer()),
+  code: v.string(),
+  detail: v.string(),
+  errors: v.optional(v.array(v.strictObject({ path: v.string(), message: v.string() }))),
+})
+
+export const BatchCreated = v.strictObject({
+  batchId: uuid,
+  created: count,
+  replayed: count,
+  rejected: count,
+  items: v.array(
+    v.union([
+      v.strictObject({ index: count, result: v.picklist(['created', 'replayed']), call: Call }),
+      v.strictObject({ index: count, result: v.literal('rejected'), problem: ItemProblem }),
+    ]),
+  ),
+})
+
+const batchEntries = {
+  id: uuid,
+  items: count,
+  created: v.pipe(count, v.description('How many of its items became calls.')),
+  byStatus: v.pipe(v.partial(byStatus), v.description('How many of its calls are in each status; a status none is in may be left out.')),
+  createdAt: instant,
+  completedAt: v.nullable(instant),
+}
+
+export const Batch = v.strictObject({ ...batchEntries, calls: v.array(Call) })
+export const BatchCancelled = v.strictObject({ ...batchEntries, cancelled: v.pipe(count, v.description('How many PENDING calls this request cancelled.')) })
+
+const suppressionEntries = { phone: v.string(), reason: v.nullable(v.string()), source: v.string(), createdAt: instant }
+export const Suppression = v.strictObject(suppressionEntries)
+export const SuppressionAdded = v.strictObject({
+  ...suppressionEntries,
+  callsSuppressed: v.pipe(count, v.description('PENDING calls to this number that were ended as SUPPRESSED.')),
+})
+export const SuppressionPage = v.strictObject({ data: v.array(Suppression), nextCursor })
+export const SuppressionImported = v.strictObject({ added: count, updated: count, callsSuppressed: count })
+
+export const DispatchSettings = v.strictObject({
+  paused: v.boolean(),
+  maxConcurrentCalls: v.pipe(v.number(), v.integer(), v.description('The limit in force: the one set here, else MAX_CONCURRENT_CALLS.')),
+  maxConcurrentCallsSet: v.pipe(v.boolean(), v.description('Whether maxConcurrentCalls was set through the API (null falls back to the environment).')),
+  updatedAt: instant,
+})
+
+export const Metrics = v.strictObject({
+  calls: byStatus,
+  inFlight: count,
+  freeSlots: count,
+  maxConcurrentCalls: count,
+  paused: v.boolean(),
+  callbacksRefused: v.pipe(v.record(v.string(), count), v.description('Callbacks refused by this process before they were authenticated, by reason.')),
+})
+
+const endpointEntries = {
+  id: uuid,
+  url: v.string(),
+  eventTypes: v.pipe(v.nullable(v.array(v.picklist(EVENT_TYPES))), v.description('null: every type.')),
+  source: v.pipe(v.picklist(['env', 'api']), v.description('env: configured by EVENT_ENDPOINTS; api: added here.')),
+  createdAt: instant,
+}
+export const Endpoint = v.strictObject(endpointEntries)
+export const EndpointWithSecret = v.strictObject({
+  ...endpointEntries,
+  secret: v.pipe(v.string(), v.regex(/^whsec_/), v.description('The Standard Webhooks secret deliveries are signed with; shown only here.')),
+})
+export const EndpointList = v.strictObject({ data: v.array(Endpoint) })
+
+export const Delivery = v.strictObject({
+  endpointId: uuid,
+  status: v.picklist(['pending', 'delivered', 'failed']),
+  attempts: count,
+  lastAttemptAt: v.nullable(instant),
+  lastStatusCode: v.nullable(v.pipe(v.number(), v.integer())),
+  lastError: v.nullable(v.string()),
+  nextAttemptAt: v.nullable(instant),
+  deliveredAt: v.nullable(instant),
+})
+
+export const Event = v.strictObject({
+  id: v.pipe(v.string(), v.regex(/^msg_/)),
+  type: v.picklist(EVENT_TYPES),
+  callId: v.nullable(uuid),
+  batchId: v.nullable(uuid),
+  createdAt: instant,
+  payload: v.pipe(
+    v.strictObject({ type: v.picklist(EVENT_TYPES), timestamp: instant, data: v.record(v.string(), v.unknown()) }),
+    v.description('The body POSTed to event endpoints, signed per Standard Webhooks.'),
+  ),
+  deliveries: v.array(Delivery),
+})
+export const EventPage = v.strictObject({ data: v.array(Event), nextCursor })
+export const Replayed = v.strictObject({ deliveries: v.pipe(count, v.description('Deliveries queued anew.')) })
+
+export const CallbackResult = v.strictObject({
+  verdict: v.picklist(['applied', 'corrected', 'duplicate', 'already_final', 'stale']),
+  callId: uuid,
+  status: v.optional(v.picklist(CALL_STATUSES)),
+})
+
+/** RFC 9457 problem details; extension members (callId, errors, …) vary by code. */
+export const Problem = v.object({
+  type: v.pipe(v.string(), v.description('urn:call-orchestrator:problem:<code>')),
+  title: v.string(),
+  status: v.pipe(v.number(), v.integer()),
+  detail: v.string(),
+  code: v.pipe(v.string(), v.description('Stable; branch on this, not on detail.')),
+  instance: v.string(),
+  errors: v.optional(v.pipe(v.array(v.strictObject({ path: v.string(), message: v.string() })), v.description('With validation_failed: every problem found, by path.'))),
+})
+
