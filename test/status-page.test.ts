@@ -106,6 +106,7 @@ t.test('with API tokens: sign in with a token, get a cookie that is not the toke
   t.equal(wrong.headers.get('set-cookie'), null, 'and gets no cookie')
   t.match(await wrong.text(), /That token is not accepted/)
   t.equal((await post(`token=${token}`, { origin: 'https://elsewhere.example' })).status, 403, 'a sign-in posted from another site is refused')
+  t.equal((await post(`token=${token}`, { origin: 'null', 'sec-fetch-site': 'cross-site' })).status, 403, 'by Sec-Fetch-Site too')
 
   const right = await post(`token=${encodeURIComponent(token)}`, { origin: 'http://status.test' })
   t.equal(right.status, 303)

@@ -50,9 +50,10 @@ export function statusRoutes(
   // through unescaped still could not execute.
   const html = (c: Context, body: string, status: 200 | 401, nonce: string) =>
     c.html(body, status, {
-      'Content-Security-Policy': `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'`,
+      'Content-Security-Policy': `default-src 'none'; img-src data:; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'`,
       'Cache-Control': 'no-store',
-      'Referrer-Policy': 'no-referrer',
+      // Not no-referrer: under it Chromium posts the sign-in form with "Origin: null".
+      'Referrer-Policy': 'same-origin',
       'X-Content-Type-Options': 'nosniff',
       ...(status === 401 ? { 'WWW-Authenticate': 'Bearer realm="call-orchestrator"' } : {}),
     })
@@ -149,10 +150,15 @@ function isHttps(c: Context): boolean {
   return new URL(c.req.url).protocol === 'https:' || c.req.header('x-forwarded-proto')?.split(',')[0]?.trim() === 'https'
 }
 
-/** False when the request says it comes from a page on another origin (the Origin header). */
+/**
+ * False when the request comes from a page on another origin: by Sec-Fetch-Site where the
+ * browser sends it (every current one does), else by the Origin header.
+ */
 function sameOrigin(c: Context): boolean {
+  const site = c.req.header('sec-fetch-site')
+  if (site) return site === 'same-origin' || site === 'none'
   const origin = c.req.header('origin')
-  if (!origin) return true // not sent by every browser on same-origin form posts; SameSite covers the rest
+  if (!origin) return true // older browsers omit it on same-origin form posts; SameSite covers the rest
   try {
     return new URL(origin).host === c.req.header('host')
   } catch {
