@@ -13,6 +13,7 @@ import type { Config, Mode } from './config.ts'
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.ts'
 import { isMigrated, migrate, readMigrations } from './db/migrate.ts'
 import { connect, isDatabaseUnavailable, type Sql } from './db/sql.ts'
+import { readStatus } from './db/status.ts'
 import { reconcileAllNow } from './db/transitions.ts'
 import { LEASE_MARGIN_MS } from './dispatch/claim.ts'
 import { Dispatcher } from './dispatch/dispatcher.ts'
@@ -193,11 +194,12 @@ export async function startOrchestrator(
         dispatch: createDispatchControl({ sql, maxConcurrentCalls: config.dispatch.maxConcurrentCalls }),
         batches: createBatchService({ sql, queue, callTtlSeconds: config.dispatch.callTtlSeconds, calling: config.policy, log }),
         events: createEventService({ sql, queue, allowInsecureUrls: config.events.allowInsecureUrls }),
+        status: { read: () => readStatus(sql, config.dispatch.maxConcurrentCalls) },
       })
       const server: RunningServer = await listen(app, config.http)
       stops.push(() => server.close())
       apiPort = server.port
-      log.info('API listening', { host: config.http.host, port: server.port })
+      log.info('API listening', { host: config.http.host, port: server.port, statusPage: `http://${config.http.host.includes(':') ? `[${config.http.host}]` : config.http.host}:${server.port}/` })
     }
 
     if (runsWorker) {

@@ -2,7 +2,7 @@ import { Ajv2020 } from 'ajv/dist/2020.js'
 import addFormatsModule from 'ajv-formats'
 import t, { type Test } from 'tap'
 import { buildOpenApiDocument, openApiPath } from '../src/http/openapi/document.ts'
-import { newPhone } from './support/factory.ts'
+import { insertCall, newPhone } from './support/factory.ts'
 import { createHarness, type Harness } from './support/harness.ts'
 
 // Real answers of the API checked against the description: status documented, media type
@@ -153,4 +153,17 @@ t.test('the description’s own routes', async (t) => {
   conforms(t, 'GET', '/docs/assets/{file}', await h.call('GET', '/docs/assets/swagger-ui.css'))
   conforms(t, 'GET', '/docs/assets/{file}', await h.call('GET', '/docs/assets/swagger-ui-bundle.js'))
   t.equal(openApiPath('/calls/:id/cancel'), '/calls/{id}/cancel')
+})
+
+t.test('the status page’s JSON, with a call in flight, one waiting and one failed', async (t) => {
+  const h = await createHarness(t)
+  await insertCall(h, { status: 'IN_PROGRESS' })
+  await insertCall(h, { status: 'PENDING' })
+  await insertCall(h, { status: 'FAILED' })
+  const status = await h.call('GET', '/status.json')
+  t.equal(status.body.inFlight.length, 1)
+  t.equal(status.body.recentFailures.length, 1)
+  t.ok(status.body.oldestWaiting)
+  conforms(t, 'GET', '/status.json', status)
+  conforms(t, 'GET', '/', await h.call('GET', '/', undefined, { accept: 'text/html' }))
 })

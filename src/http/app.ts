@@ -17,6 +17,7 @@ import { HttpProblem, problemResponse, toProblem } from './problem.ts'
 import { batchRoutes, callRoutes } from './routes/calls.ts'
 import { eventRoutes } from './routes/events.ts'
 import { dispatchRoutes, suppressionRoutes } from './routes/policy.ts'
+import { statusRoutes, type StatusBoard } from './routes/status.ts'
 import * as s from './schemas.ts'
 
 export interface AppDeps {
@@ -35,10 +36,19 @@ export interface AppDeps {
   batches?: BatchService | undefined
   /** /event-endpoints and /events, when given. */
   events?: EventService | undefined
+  /** The status page (GET /, /status.json, /status/events, /login, /logout), when given. */
+  status?: StatusBoard | undefined
+  /** How often an open status page is updated; 1 s unless a test says otherwise. */
+  statusIntervalMs?: number | undefined
 }
 
 /** The methods each path has, for 405 answers (RFC 9110 §15.5.6: with Allow). */
 export const ALLOWED: Record<string, string[]> = {
+  '/': ['GET'],
+  '/login': ['POST'],
+  '/logout': ['POST'],
+  '/status.json': ['GET'],
+  '/status/events': ['GET'],
   '/healthz': ['GET'],
   '/readyz': ['GET'],
   '/calls': ['GET', 'POST'],
@@ -73,6 +83,7 @@ const served = (path: string, deps: AppDeps): boolean =>
   : path.startsWith('/dispatch') ? !!deps.dispatch
   : path.startsWith('/calls/batch') || path.endsWith('/cancel') ? !!deps.batches
   : path.startsWith('/event') ? !!deps.events
+  : path === '/' || path === '/login' || path === '/logout' || path.startsWith('/status') ? !!deps.status
   : true
 
 /** What a 503 asks clients to wait before trying again while the database is away. */
@@ -162,6 +173,8 @@ export function createApp(deps: AppDeps): Hono {
   if (deps.suppressions) suppressionRoutes(app, deps.suppressions)
   if (deps.dispatch) dispatchRoutes(app, deps.dispatch)
   if (deps.events) eventRoutes(app, deps.events)
+  // Its own access check: a browser navigating to / cannot send a Bearer header (routes/status.ts).
+  if (deps.status) statusRoutes(app, { status: deps.status, apiTokens: deps.apiTokens, log: deps.log, intervalMs: deps.statusIntervalMs })
 
   // What the database holds, as gauges beside this process's own metrics (src/metrics.ts).
   const database = new Registry()

@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto'
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
 
 /**
  * True when `presented` equals one of `accepted`, compared in constant time. Both sides are
@@ -16,4 +16,34 @@ export function matchesSecret(presented: string | undefined, accepted: readonly 
 export function bearerToken(header: string | undefined): string | undefined {
   const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '')
   return match?.[1]
+}
+
+// The status page's session: a browser cannot send a Bearer header when it navigates, so
+// POST /login takes the token once and answers with a cookie. The cookie never holds the token:
+// it holds an expiry and an HMAC of it keyed by the token, so it reveals nothing a stolen
+// cookie could be turned back into, needs no server-side store (any API process can check it),
+// and stops working when its token is removed from API_TOKENS. Only the status page's read-only
+// paths accept it; everything else still wants the Bearer header.
+
+export const SESSION_COOKIE = 'orchestrator_status'
+export const SESSION_SECONDS = 7 * 24 * 3600
+
+const sessionMac = (token: string, expires: number) =>
+  createHmac('sha256', token).update(`status-page-session:${expires}`).digest('base64url')
+
+/** A cookie value for a session opened with `token`, valid until `expires` (ms since epoch). */
+export function sessionValue(token: string, expires: number): string {
+  return `${expires}.${sessionMac(token, expires)}`
+}
+
+/** When the session in `value` ends (ms since epoch), if one of `tokens` made it and it has not ended. */
+export function sessionExpiry(value: string | undefined, tokens: readonly string[], now = Date.now()): number | undefined {
+  const match = /^(\d{1,15})\.([A-Za-z0-9_-]{43})$/.exec(value ?? '')
+  if (!match) return undefined
+  const expires = Number(match[1])
+  if (expires <= now) return undefined
+  const given = Buffer.from(match[2]!)
+  let found = false
+  for (const token of tokens) found = timingSafeEqual(given, Buffer.from(sessionMac(token, expires))) || found
+  return found ? expires : undefined
 }

@@ -5,6 +5,7 @@ import { createCallService } from '../../src/calls/service.ts'
 import { createSuppressionService } from '../../src/calls/suppressions.ts'
 import { createDispatchControl } from '../../src/dispatch/control.ts'
 import { CallQueue, type DeliveryRetry } from '../../src/db/queue.ts'
+import { readStatus } from '../../src/db/status.ts'
 import { createEventService } from '../../src/events/endpoints.ts'
 import { createApp } from '../../src/http/app.ts'
 import { silentLogger } from '../../src/log.ts'
@@ -41,6 +42,8 @@ export async function createHarness(
     allowInsecureEventUrls?: boolean
     /** How the event deliveries this harness writes are retried; every second by default. */
     deliveryRetry?: DeliveryRetry
+    /** How often an open status page is updated (1 s by default). */
+    statusIntervalMs?: number
   } = {},
 ): Promise<Harness> {
   const db = await createTestDatabase(t)
@@ -59,6 +62,8 @@ export async function createHarness(
     dispatch: createDispatchControl({ sql: db.sql, maxConcurrentCalls: options.maxConcurrentCalls ?? 30 }),
     batches: createBatchService({ sql: db.sql, queue, callTtlSeconds: options.callTtlSeconds ?? 86_400, calling: options.calling }),
     events: createEventService({ sql: db.sql, queue, allowInsecureUrls: options.allowInsecureEventUrls ?? true }),
+    status: { read: () => readStatus(db.sql, options.maxConcurrentCalls ?? 30) },
+    statusIntervalMs: options.statusIntervalMs,
     apiTokens: options.apiTokens ?? [],
     log: silentLogger,
     ready: async () => ({ ok: true, detail: 'ready' }),

@@ -223,4 +223,32 @@ export const OPERATIONS: Operation[] = [
     pathParams: { file: { schema: DocsAsset, description: 'One of the files the page loads.' } },
     answers: { 200: { description: 'The file.', mediaTypes: ['text/javascript', 'text/css'] } }, problems: [[404, 'route_not_found']],
   },
+  {
+    method: 'get', path: '/', id: 'statusPage', tag: 'Status page', access: 'token',
+    summary: 'The live status page: slots, calls by status, the oldest waiting call, calls in flight, recent failures, callbacks.',
+    description: 'For a browser. When API_TOKENS is set, a browser without a session gets a sign-in form (401, text/html); the session cookie from POST /login, or a Bearer token, opens it.',
+    answers: { 200: { description: 'An HTML page, updated live from /status/events.', mediaTypes: ['text/html'] } },
+  },
+  {
+    method: 'post', path: '/login', id: 'login', tag: 'Status page', access: 'token',
+    summary: 'Signs a browser in to the status page with an API token (form field "token").',
+    description: 'Sets an HttpOnly, SameSite=Strict session cookie (an expiry and an HMAC of it, never the token) that opens /, /status.json and /status/events for 7 days. Refused from another site.',
+    answers: { 303: { description: 'Signed in (or no tokens are set): back to the page.' } },
+    problems: [[403, 'cross_origin']],
+  },
+  {
+    method: 'post', path: '/logout', id: 'logout', tag: 'Status page', access: 'public', summary: 'Signs the browser out (clears the session cookie).',
+    answers: { 303: { description: 'Signed out: back to the page.' } },
+  },
+  {
+    method: 'get', path: '/status.json', id: 'status', tag: 'Status page', access: 'token',
+    summary: 'What the status page shows, as JSON, for scripts.', description: 'A Bearer token or the status page session cookie.',
+    answers: { 200: { description: 'The status now.', schema: r.Status } },
+  },
+  {
+    method: 'get', path: '/status/events', id: 'statusEvents', tag: 'Status page', access: 'token',
+    summary: 'Server-sent events: the status board, rendered as HTML, each time it changes (read every second).',
+    description: 'A Bearer token or the status page session cookie. Event "status", data: an HTML fragment.',
+    answers: { 200: { description: 'An event stream.', mediaTypes: ['text/event-stream'] } },
+  },
 ]

@@ -2,7 +2,7 @@
 // (src/http/problem.ts). The titles are the HTTP reason phrases it uses.
 
 const TITLES: Record<number, string> = {
-  400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict', 413: 'Content Too Large',
+  400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict', 413: 'Content Too Large',
   415: 'Unsupported Media Type', 422: 'Unprocessable Content', 500: 'Internal Server Error', 503: 'Service Unavailable',
 }
 
@@ -18,6 +18,7 @@ const DETAILS: Record<string, [status: number, detail: string, extra?: Record<st
   invalid_signature: [401, 'Callback signature rejected: no valid signature.'],
   invalid_api_key: [401, 'Callback API key missing or wrong.'],
   invalid_callback_url: [401, 'The callback URL is not one we issued for a call: use the webhookUrl sent with the dial, as it is.'],
+  cross_origin: [403, 'Sign in from this server’s own page.'],
   call_not_found: [404, 'No call has id 3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10.', { callId: '3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10' }],
   batch_not_found: [404, 'No batch has id 3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10.', { batchId: '3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10' }],
   suppression_not_found: [404, '+966501234567 is not on the do-not-call list.', { phone: '+966501234567' }],

@@ -179,3 +179,23 @@ export const Problem = v.object({
   errors: v.optional(v.pipe(v.array(v.strictObject({ path: v.string(), message: v.string() })), v.description('With validation_failed: every problem found, by path.'))),
 })
 
+
+const phoneNumber = v.pipe(v.string(), v.description('E.164.'))
+export const Status = v.strictObject({
+  at: instant,
+  counts: byStatus,
+  paused: v.boolean(),
+  limit: count,
+  oldestWaiting: v.nullable(
+    v.strictObject({ id: uuid, phone: phoneNumber, createdAt: instant, nextAttemptAt: v.nullable(instant), waitingFor: v.nullable(v.string()) }),
+  ),
+  inFlight: v.pipe(
+    v.array(v.strictObject({ id: uuid, phone: phoneNumber, attempts: count, startedAt: instant, dialedAt: v.nullable(instant) })),
+    v.description('Calls in flight, longest first (at most 50).'),
+  ),
+  recentFailures: v.pipe(
+    v.array(v.strictObject({ id: uuid, phone: phoneNumber, reason: v.string(), providerStatus: v.nullable(v.string()), endedAt: instant })),
+    v.description('Calls that failed in the last hour, newest first (at most 10).'),
+  ),
+  callbacks: v.pipe(v.record(v.string(), count), v.description('Callbacks received in the last hour, by verdict.')),
+})

@@ -1,0 +1,167 @@
+import { randomBytes } from 'node:crypto'
+import type { Context, Hono } from 'hono'
+import { deleteCookie, getCookie, setCookie } from 'hono/cookie'
+import { streamSSE } from 'hono/streaming'
+import type { StatusSnapshot } from '../../db/status.ts'
+import { isDatabaseUnavailable } from '../../db/sql.ts'
+import { throttled, type Logger } from '../../log.ts'
+import { bearerToken, matchesSecret, SESSION_COOKIE, SESSION_SECONDS, sessionExpiry, sessionValue } from '../auth.ts'
+import { readBody } from '../body.ts'
+import { HttpProblem } from '../problem.ts'
+import { renderBoard, renderLogin, renderPage, renderUnavailable } from '../status-page.ts'
+
+// The status page: GET / (the page, or a sign-in form when API_TOKENS is set and the browser
+// has no session), POST /login and /logout, GET /status.json (the same numbers for scripts) and
+// GET /status/events (server-sent events, each carrying the board rendered anew).
+//
+// Server-sent events rather than the page polling /status.json: one connection, updates as
+// soon as they are read, reconnection built into every browser, and the page's script stays
+// a few lines because the server sends HTML it already knows how to escape. The fallback,
+// for a browser without EventSource or without script, is reloading the page.
+
+export interface StatusBoard {
+  read(): Promise<StatusSnapshot>
+}
+
+/** How often an open stream reads the status again. */
+export const STATUS_INTERVAL_MS = 1_000
+/** A comment this often keeps a quiet stream from being cut by proxies as idle. */
+const HEARTBEAT_MS = 15_000
+
+export function statusRoutes(
+  app: Hono,
+  deps: { status: StatusBoard; apiTokens: readonly string[]; log: Logger; intervalMs?: number | undefined },
+): void {
+  const intervalMs = deps.intervalMs ?? STATUS_INTERVAL_MS
+  const floods = throttled(deps.log, 10_000)
+  const tokensSet = deps.apiTokens.length > 0
+
+  /** Until when this request may see the status (ms since epoch), or undefined: not at all. */
+  const access = (c: Context): number | undefined => {
+    if (!tokensSet || matchesSecret(bearerToken(c.req.header('authorization')), deps.apiTokens)) return Infinity
+    return sessionExpiry(getCookie(c, SESSION_COOKIE), deps.apiTokens)
+  }
+  const refuse = () =>
+    new HttpProblem(401, 'unauthorized', 'Sign in at / with an API token, or send "Authorization: Bearer <token>".', {}, {
+      'WWW-Authenticate': 'Bearer realm="call-orchestrator"',
+    })
+
+  // A nonce per page: only the page's own inline script and style run, so a value that slipped
+  // through unescaped still could not execute.
+  const html = (c: Context, body: string, status: 200 | 401, nonce: string) =>
+    c.html(body, status, {
+      'Content-Security-Policy': `default-src 'none'; img-src data:; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'`,
+      'Cache-Control': 'no-store',
+      // Not no-referrer: under it Chromium posts the sign-in form with "Origin: null".
+      'Referrer-Policy': 'same-origin',
+      'X-Content-Type-Options': 'nosniff',
+      ...(status === 401 ? { 'WWW-Authenticate': 'Bearer realm="call-orchestrator"' } : {}),
+    })
+  const newNonce = () => randomBytes(16).toString('base64')
+
+  // Browsers (Accept: text/html) get the sign-in form; every other client the API's usual
+  // problem+json, so a 4xx means the same thing everywhere.
+  const wantsHtml = (c: Context) => /text\/html/i.test(c.req.header('accept') ?? '')
+
+  app.get('/', async (c) => {
+    const nonce = newNonce()
+    if (access(c) === undefined) {
+      if (!wantsHtml(c)) throw refuse()
+      return html(c, renderLogin(nonce), 401, nonce)
+    }
+    return html(c, renderPage(await deps.status.read(), nonce, { logout: tokensSet }), 200, nonce)
+  })
+
+  app.post('/login', async (c) => {
+    // A form posted from another site is refused: nobody should be signed in by someone else's page.
+    if (!sameOrigin(c)) {
+      throw new HttpProblem(403, 'cross_origin', 'Sign in from this server’s own page.')
+    }
+    if (!tokensSet) return c.redirect('./', 303)
+    const token = new URLSearchParams(await readBody(c, 4096)).get('token') ?? undefined
+    if (!matchesSecret(token, deps.apiTokens)) {
+      if (!wantsHtml(c)) throw new HttpProblem(401, 'unauthorized', 'That token is not accepted.', {}, { 'WWW-Authenticate': 'Bearer realm="call-orchestrator"' })
+      const nonce = newNonce()
+      return html(c, renderLogin(nonce, 'That token is not accepted.'), 401, nonce)
+    }
+    const expires = Date.now() + SESSION_SECONDS * 1000
+    setCookie(c, SESSION_COOKIE, sessionValue(token!, expires), {
+      path: '/',
+      httpOnly: true,
+      sameSite: 'Strict',
+      secure: isHttps(c),
+      maxAge: SESSION_SECONDS,
+    })
+    return c.redirect('./', 303)
+  })
+
+  app.post('/logout', (c) => {
+    deleteCookie(c, SESSION_COOKIE, { path: '/', secure: isHttps(c) })
+    return c.redirect('./', 303)
+  })
+
+  app.get('/status.json', async (c) => {
+    if (access(c) === undefined) throw refuse()
+    return c.json(await deps.status.read(), 200, { 'Cache-Control': 'no-store' })
+  })
+
+  app.get('/status/events', (c) => {
+    const until = access(c)
+    if (until === undefined) throw refuse()
+    return streamSSE(c, async (stream) => {
+      const gone = new Promise<void>((resolve) => stream.onAbort(resolve))
+      const pause = async (ms: number) => {
+        let timer: NodeJS.Timeout | undefined
+        await Promise.race([gone, new Promise((resolve) => (timer = setTimeout(resolve, ms)))])
+        clearTimeout(timer)
+      }
+      // One read per interval for as long as the client stays (stream.aborted: it went away, or
+      // the server is shutting down, see serve.ts) and its session lasts; after that the page's
+      // EventSource reconnects and is refused, and says so.
+      let last = ''
+      let lastWrite = 0
+      let first = true
+      while (!stream.aborted && !stream.closed && Date.now() < until) {
+        let board: string
+        try {
+          board = renderBoard(await deps.status.read())
+        } catch (err) {
+          if (!isDatabaseUnavailable(err)) floods.error('status page read failed', { err })
+          board = renderUnavailable()
+        }
+        if (stream.aborted) break
+        if (board !== last) {
+          await stream.writeSSE({ event: 'status', data: board, ...(first ? { retry: 2000 } : {}) })
+          last = board
+          lastWrite = Date.now()
+          first = false
+        } else if (Date.now() - lastWrite >= HEARTBEAT_MS) {
+          await stream.write(': still here\n\n')
+          lastWrite = Date.now()
+        }
+        await pause(intervalMs)
+      }
+    })
+  })
+}
+
+/** Whether the browser reached us over HTTPS, directly or through a proxy that says so. */
+function isHttps(c: Context): boolean {
+  return new URL(c.req.url).protocol === 'https:' || c.req.header('x-forwarded-proto')?.split(',')[0]?.trim() === 'https'
+}
+
+/**
+ * False when the request comes from a page on another origin: by Sec-Fetch-Site where the
+ * browser sends it (every current one does), else by the Origin header.
+ */
+function sameOrigin(c: Context): boolean {
+  const site = c.req.header('sec-fetch-site')
+  if (site) return site === 'same-origin' || site === 'none'
+  const origin = c.req.header('origin')
+  if (!origin) return true // older browsers omit it on same-origin form posts; SameSite covers the rest
+  try {
+    return new URL(origin).host === c.req.header('host')
+  } catch {
+    return false // "null" (a sandboxed or privacy-sensitive context) and anything malformed
+  }
+}
