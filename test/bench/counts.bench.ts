@@ -7,37 +7,17 @@
 //     the call_counts view (sql/006: folded counters plus the changes not folded yet), medians;
 //   - write: inserting calls in chunks with the counting triggers on, and with them disabled;
 //   - exactness: the view equals the GROUP BY at the end.
-import { chmod, mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import postgres from 'postgres'
-import { startEmbeddedPostgres } from '../../src/db/embedded.ts'
 import { migrate } from '../../src/db/migrate.ts'
-import { silentLogger } from '../../src/log.ts'
-import { freePort } from '../support/processes.ts'
-import { withDatabase } from '../support/template.ts'
+import { benchDatabase } from './database.ts'
 
 const { values: args } = parseArgs({ options: { rows: { type: 'string', default: '1000000' }, chunk: { type: 'string', default: '50000' } } })
 const ROWS = Number(args.rows)
 const CHUNK = Number(args.chunk)
 
-let serverUrl = process.env.DATABASE_URL
-let stopEmbedded = async () => {}
-if (!serverUrl) {
-  const dir = await mkdtemp(join(tmpdir(), 'orchestrator-bench-pg-'))
-  await chmod(dir, 0o755) // as root, Postgres runs as "postgres" and must reach its data directory
-  const embedded = await startEmbeddedPostgres({ dir: join(dir, 'data'), port: await freePort(), persistent: false }, silentLogger)
-  serverUrl = embedded.url
-  stopEmbedded = async () => {
-    await embedded.stop()
-    await rm(dir, { recursive: true, force: true })
-  }
-}
-const dbName = `orchestrator_bench_counts_${process.pid}`
-const admin = postgres(withDatabase(serverUrl, 'postgres'), { max: 1, onnotice: () => {} })
-await admin.unsafe(`CREATE DATABASE ${dbName}`)
-const sql = postgres(withDatabase(serverUrl, dbName), { max: 2, onnotice: () => {} })
+const database = await benchDatabase('counts')
+const sql = postgres(database.url, { max: 2, onnotice: () => {} })
 
 const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
 const timed = async (fn: () => Promise<unknown>) => {
@@ -116,7 +96,5 @@ try {
   if (!exact) process.exitCode = 1
 } finally {
   await sql.end()
-  await admin.unsafe(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`)
-  await admin.end()
-  await stopEmbedded()
+  await database.drop()
 }

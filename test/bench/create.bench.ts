@@ -11,17 +11,14 @@
 // calls per second for each and the ratios between them; absolute numbers vary by machine.
 import { randomUUID } from 'node:crypto'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { chmod, mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import postgres from 'postgres'
-import { startEmbeddedPostgres } from '../../src/db/embedded.ts'
 import { CallQueue } from '../../src/db/queue.ts'
 import type { Tx } from '../../src/db/sql.ts'
 import { silentLogger } from '../../src/log.ts'
 import { freePort } from '../support/processes.ts'
-import { withDatabase } from '../support/template.ts'
+import { benchDatabase } from './database.ts'
 
 const { values: args } = parseArgs({
   options: {
@@ -36,22 +33,8 @@ const SIZE = Number(args['batch-size'])
 const SINGLES = Number(args.singles)
 const CLIENTS = Number(args.clients)
 
-let serverUrl = process.env.DATABASE_URL
-let stopEmbedded = async () => {}
-if (!serverUrl) {
-  const dir = await mkdtemp(join(tmpdir(), 'orchestrator-bench-pg-'))
-  await chmod(dir, 0o755) // as root, Postgres runs as "postgres" and must reach its data directory
-  const embedded = await startEmbeddedPostgres({ dir: join(dir, 'data'), port: await freePort(), persistent: false }, silentLogger)
-  serverUrl = embedded.url
-  stopEmbedded = async () => {
-    await embedded.stop()
-    await rm(dir, { recursive: true, force: true })
-  }
-}
-const dbName = `orchestrator_bench_create_${process.pid}`
-const admin = postgres(withDatabase(serverUrl, 'postgres'), { max: 1, onnotice: () => {} })
-await admin.unsafe(`CREATE DATABASE ${dbName}`)
-const url = withDatabase(serverUrl, dbName)
+const database = await benchDatabase('create')
+const url = database.url
 const sql = postgres(url, { max: 4, onnotice: () => {} })
 const port = await freePort()
 const base = `http://127.0.0.1:${port}`
@@ -163,7 +146,5 @@ try {
   for (const p of procs) if (p.exitCode === null) p.kill('SIGTERM')
   await Promise.all(procs.map((p) => (p.exitCode === null ? new Promise((r) => p.on('exit', r)) : undefined)))
   await sql.end()
-  await admin.unsafe(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`)
-  await admin.end()
-  await stopEmbedded()
+  await database.drop()
 }

@@ -7,16 +7,13 @@
 // while calls were waiting, how long it stayed empty (from the callback's transaction to the
 // claim that refilled it): median and p99. Uses DATABASE_URL's server, or an embedded one.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { chmod, mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import postgres from 'postgres'
-import { startEmbeddedPostgres } from '../../src/db/embedded.ts'
 import { silentLogger } from '../../src/log.ts'
 import { NO_FAULTS, ProviderSimulator } from '../../src/simulator/simulator.ts'
 import { freePort } from '../support/processes.ts'
-import { withDatabase } from '../support/template.ts'
+import { benchDatabase } from './database.ts'
 
 const { values: args } = parseArgs({
   options: {
@@ -37,22 +34,8 @@ const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN
 
 
-let serverUrl = process.env.DATABASE_URL
-let stopEmbedded = async () => {}
-if (!serverUrl) {
-  const dir = await mkdtemp(join(tmpdir(), 'orchestrator-bench-pg-'))
-  await chmod(dir, 0o755) // as root, Postgres runs as "postgres" and must reach its data directory
-  const embedded = await startEmbeddedPostgres({ dir: join(dir, 'data'), port: await freePort(), persistent: false }, silentLogger)
-  serverUrl = embedded.url
-  stopEmbedded = async () => {
-    await embedded.stop()
-    await rm(dir, { recursive: true, force: true })
-  }
-}
-const dbName = `orchestrator_bench_${process.pid}`
-const admin = postgres(withDatabase(serverUrl, 'postgres'), { max: 1, onnotice: () => {} })
-await admin.unsafe(`CREATE DATABASE ${dbName}`)
-const url = withDatabase(serverUrl, dbName)
+const database = await benchDatabase('dispatch')
+const url = database.url
 const sql = postgres(url, { max: 4, onnotice: () => {} })
 
 const sim = new ProviderSimulator(
@@ -155,7 +138,5 @@ try {
   await Promise.all(procs.map((p) => (p.exitCode === null ? new Promise((r) => p.on('exit', r)) : undefined)))
   await sim.stop()
   await sql.end()
-  await admin.unsafe(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`)
-  await admin.end()
-  await stopEmbedded()
+  await database.drop()
 }
