@@ -80,7 +80,7 @@ CREATE VIEW call_attempts AS
          c.attempts AS requests,
          min(d.started_at) AS first_dial_at,
          max(d.started_at) AS last_dial_at,
-         string_agg(COALESCE(d.outcome, 'in flight'), ', ' ORDER BY d.dial) AS outcomes
+         string_agg(COALESCE(d.outcome, 'in flight'), ', ' ORDER BY d.dial) FILTER (WHERE d.dial IS NOT NULL) AS outcomes
   FROM calls c
   LEFT JOIN call_dials d ON d.call_id = c.id
   GROUP BY c.id;
