@@ -97,7 +97,7 @@ CREATE VIEW callback_verdicts_by_hour AS
   GROUP BY 1, 2, 3;
 COMMENT ON VIEW callback_verdicts_by_hour IS
   'Provider callbacks and status look-ups per hour, by source and verdict (applied, corrected, duplicate, '
-  'already_final, stale, unknown_call, rejected). Rejected ones mean bad signatures: check WEBHOOK_SECRET.';
+  'already_final, stale, unknown_call, rejected). callbacks.reason says why one was rejected or ignored.';
 
 CREATE VIEW event_deliveries_failing AS
   SELECT p.url AS endpoint,
