@@ -1,4 +1,4 @@
-import { pino, stdSerializers, stdTimeFunctions, type DestinationStream } from 'pino'
+import { pino, stdTimeFunctions, type DestinationStream } from 'pino'
 import pretty from 'pino-pretty'
 import type { LogFormat, LogLevel } from './config.ts'
 
@@ -27,6 +27,22 @@ export function maskPhone(phone: unknown): unknown {
   return phone.slice(0, phone.startsWith('+') ? 1 : 0).padEnd(phone.length - keep, '*') + phone.slice(phone.length - keep)
 }
 
+/**
+ * An error's type, message, code and stack, and its cause's: never its other properties, which
+ * can hold a whole database client (pg's errors carry one) or a failing row's values (detail).
+ */
+export function serializeError(err: unknown): unknown {
+  if (!(err instanceof Error)) return err
+  const { code } = err as Error & { code?: unknown }
+  return {
+    type: err.constructor?.name ?? 'Error',
+    message: err.message,
+    ...(typeof code === 'string' || typeof code === 'number' ? { code } : {}),
+    stack: err.stack,
+    ...(err.cause !== undefined ? { cause: serializeError(err.cause) } : {}),
+  }
+}
+
 /** Keys censored at any of the first two levels of a line (pino's redaction paths). */
 const SECRET_KEYS = ['apiKey', 'secret', 'secrets', 'token', 'password', 'authorization', 'signature', 'metadata', 'body', 'headers', 'url']
 const redactPaths = SECRET_KEYS.flatMap((key) => [key, `*.${key}`])
@@ -42,7 +58,7 @@ export function createLogger(level: LogLevel, scope: Fields = {}, options: { for
       base: { pid: process.pid },
       timestamp: stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
-      serializers: { err: stdSerializers.err, phone: maskPhone, phones: (list: unknown) => (Array.isArray(list) ? list.map(maskPhone) : list) },
+      serializers: { err: serializeError, phone: maskPhone, phones: (list: unknown) => (Array.isArray(list) ? list.map(maskPhone) : list) },
       redact: { paths: redactPaths, censor: '[redacted]' },
     },
     destination ?? pino.destination({ dest: 1, sync: true }),

@@ -65,6 +65,21 @@ t.test('errors carry type, message, code and stack', async (t) => {
   t.match(lines[0]!.err, { type: 'Error', message: 'connection refused', code: 'ECONNREFUSED', stack: /connection refused/ })
 })
 
+t.test("an error's other properties stay out: a database client, a failing row's values", async (t) => {
+  const { log, lines } = capture()
+  const err = Object.assign(new Error('duplicate key value violates unique constraint'), {
+    code: '23505',
+    detail: 'Key (phone)=(+14155550123) already exists.',
+    client: { connectionParameters: { password: 'hunter2' } },
+    cause: new TypeError('socket hang up'),
+  })
+  log.error('insert failed', { err })
+  t.same(Object.keys(lines[0]!.err as object).sort(), ['cause', 'code', 'message', 'stack', 'type'])
+  t.match(lines[0]!.err, { code: '23505', cause: { type: 'TypeError', message: 'socket hang up' } })
+  t.notOk(JSON.stringify(lines).includes('hunter2'))
+  t.notOk(JSON.stringify(lines).includes('4155550123'))
+})
+
 t.test('floods are throttled to a line per interval, counting what was left out', async (t) => {
   const { log, lines } = capture()
   const floods = throttled(log, 60_000)

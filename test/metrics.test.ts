@@ -311,6 +311,7 @@ t.test('a worker process serves its own metrics and a health check on METRICS_PO
   t.equal(await claims(), 0, 'nothing claimed yet')
   const created = await postCall(h, { to: newPhone() })
   await waitFor('the worker to claim it', async () => (await claims()) === 1, 60_000)
+  await waitFor('the dial to reach the provider', async () => fake.received.length === 1, 60_000)
   t.equal(fake.received[0]!.body.to, created.payload.to)
   const res = await fetch(`${base}/metrics`)
   t.match(res.headers.get('content-type'), /^text\/plain; version=0\.0\.4/)

@@ -63,7 +63,8 @@ t.test('4 workers racing a pause, a freshly suppressed number and a lowered limi
   const startedAt = new Map(dials.map((d) => [`${d.call_id}:${d.dial}`, d]))
   const placed = sim.dials.filter((d) => d.providerCallId)
   const afterLimit = placed.filter((d) => startedAt.get(d.idempotencyKey)!.started_at.getTime() > loweredAt.getTime())
-  t.ok(afterLimit.length > 100, `${afterLimit.length} calls placed under the lower limit`)
+  // How many went before the pause depends on the machine's load; a quarter of them is plenty.
+  t.ok(afterLimit.length >= CALLS / 4, `${afterLimit.length} calls placed under the lower limit`)
   t.same(afterLimit.filter((d) => d.liveAtPlacement! > 3).map((d) => d.liveAtPlacement), [], 'none while 3 were live')
   const listedAt = new Date(listed.body.createdAt as string)
   const toTarget = placed.filter((d) => d.to === target!.phone)

@@ -79,6 +79,7 @@ function onTx(tx: Tx): IDatabase {
 export class CallQueue {
   readonly boss: PgBoss
   readonly #log: Logger
+  #stopping = false
   readonly #deliveryOptions: { retryLimit: number; retryDelay: number; retryBackoff: true; retryDelayMax: number; expireInSeconds: number }
 
   /**
@@ -106,7 +107,12 @@ export class CallQueue {
       schedule: false,
       migrate: true,
     })
-    this.boss.on('error', (err) => this.#log.error('pg-boss error', { err }))
+    this.boss.on('error', (err) => {
+      // While we stop, the database may be stopping too (an embedded one is stopped right after
+      // us): its sessions ending is expected then, not an error.
+      const sessionEnded = ['57P01', '57P02', '57P03'].includes((err as { code?: string }).code ?? '')
+      this.#log[this.#stopping && sessionEnded ? 'debug' : 'error']('pg-boss error', { err })
+    })
   }
 
   /** Installs or upgrades pg-boss's schema and creates the queue (both idempotent). */
@@ -187,6 +193,7 @@ export class CallQueue {
   }
 
   async stop(): Promise<void> {
+    this.#stopping = true
     await this.boss.stop({ graceful: true, close: true, timeout: 5_000 })
   }
 
