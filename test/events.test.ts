@@ -6,8 +6,10 @@ import { isPublicAddress } from '../src/events/destinations.ts'
 import { emitCallEvents } from '../src/events/outbox.ts'
 import { silentLogger } from '../src/log.ts'
 import { startEventReceiver, type EventReceiver } from './support/event-receiver.ts'
-import { insertCall, postCall } from './support/factory.ts'
-import { createHarness, type Harness } from './support/harness.ts'
+import { recordDialResult } from '../src/dispatch/record.ts'
+import { inFlightCall, POLICY, sendSigned } from './support/callbacks.ts'
+import { insertCall, newPhone, postCall } from './support/factory.ts'
+import { createHarness, registerWorker, type Harness } from './support/harness.ts'
 import { waitFor } from './support/processes.ts'
 
 // Event endpoints, what is sent to them and when: filters, order, retries, giving up, time-outs,
@@ -352,4 +354,33 @@ t.test('a batch none of whose items became a call is complete at once', async (t
   t.ok(read.body.completedAt, 'completed')
   const [event] = await h.sql<{ type: string }[]>`SELECT type FROM events WHERE batch_id = ${res.body.batchId}`
   t.equal(event?.type, 'batch.completed')
+})
+
+t.test('a final word that comes before the dial’s 202 was recorded still tells call.dialed first', async (t) => {
+  const calling = { window: null, caps: { perDay: 0, perWeek: 0 }, retries: { BUSY: { limit: 1, delaySeconds: 60 } } }
+  const h = await createHarness(t, { calling })
+  const w = await registerWorker(h)
+  const typesOf = async (id: string) => (await h.sql<{ type: string }[]>`SELECT type FROM events WHERE call_id = ${id} ORDER BY seq`).map((e) => e.type)
+
+  // Claimed, its request sent, the provider's callback first: the worker has not recorded the 202.
+  const completed = await inFlightCall(h, w, newPhone(), null)
+  const first = await sendSigned(h, completed.id, { callId: 'prov-early-1', status: 'COMPLETED' })
+  t.equal(first.body.verdict, 'applied', JSON.stringify(first.body))
+  t.same(await typesOf(completed.id), ['call.dialed', 'call.completed'])
+  const [row] = await h.sql<CallRow[]>`SELECT * FROM calls WHERE id = ${completed.id}`
+  t.equal(row!.provider_call_id, 'prov-early-1')
+  t.ok(row!.dialed_at, 'the call was dialed: the provider said how it ended')
+  // The worker's late record of the 202 changes nothing and tells nothing more.
+  const late = await recordDialResult(h.sql, h.queue, POLICY, completed, { kind: 'accepted', providerCallId: 'prov-early-1' })
+  t.equal(late.outcome, 'stale')
+  t.same(await typesOf(completed.id), ['call.dialed', 'call.completed'])
+
+  const busy = await inFlightCall(h, w, newPhone(), null)
+  t.equal((await sendSigned(h, busy.id, { callId: 'prov-early-2', status: 'BUSY' })).body.status, 'PENDING')
+  t.same(await typesOf(busy.id), ['call.dialed', 'call.retry_scheduled'], 'before a retry too')
+
+  // A call already dialed gets no second call.dialed.
+  const normal = await inFlightCall(h, w, newPhone(), 'prov-normal')
+  await sendSigned(h, normal.id, { callId: 'prov-normal', status: 'COMPLETED' })
+  t.same(await typesOf(normal.id), ['call.dialed', 'call.completed'])
 })

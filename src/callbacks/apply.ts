@@ -2,11 +2,11 @@ import type { CallRow } from '../calls/model.ts'
 import { recordCallback, webhookIdUsed, type Verdict } from '../db/callbacks.ts'
 import { completeJob } from '../calls/jobs.ts'
 import { dueTime, NO_POLICY, type CallingPolicy } from '../calls/policy.ts'
-import { dialsEndedWith, endDials } from '../db/dials.ts'
+import { dialsEndedWith, endDials, markDialAccepted } from '../db/dials.ts'
 import { wakeWorkers } from '../db/locks.ts'
 import { emitCallEvents, eventOf } from '../events/outbox.ts'
 import type { Tx } from '../db/sql.ts'
-import { applyProviderFinal, databaseNow, retryAfterOutcome, type FinalStatus } from '../db/transitions.ts'
+import { applyProviderFinal, databaseNow, markDialedByWord, retryAfterOutcome, type FinalStatus } from '../db/transitions.ts'
 import type { FinalProviderStatus } from '../dispatch/provider.ts'
 import type { CallQueue } from '../db/queue.ts'
 import { metrics } from '../metrics.ts'
@@ -95,6 +95,15 @@ export async function applyProviderWord(
     providerCallId: word.providerCallId,
     durationSec: word.durationSec,
     endedAt: word.completedAt,
+  }
+  if (call.status === 'IN_PROGRESS' && !call.dialed_at) {
+    // Its 202 is not recorded yet (the worker records it next, as stale): the word shows the
+    // provider placed the call, so the events tell it was dialed before they tell how it ended.
+    const dialed = await markDialedByWord(tx, call.id, call.dial, word.providerCallId)
+    if (dialed) {
+      await markDialAccepted(tx, call.id, call.dial, word.providerCallId)
+      await emitCallEvents(tx, queue, 'call.dialed', [dialed])
+    }
   }
   const retried = call.status === 'IN_PROGRESS' ? await retryAfter(tx, queue, call, final, calling) : undefined
   if (retried) {

@@ -139,6 +139,22 @@ export async function markDialed(
   return row
 }
 
+/**
+ * A dial whose final word came before its 202 was recorded: the provider placed it, so it was
+ * dialed, now, under the id the word names. Undefined when its 202 was recorded already.
+ */
+export async function markDialedByWord(tx: Tx, id: string, dial: number, providerCallId: string): Promise<CallRow | undefined> {
+  const [row] = await tx<CallRow[]>`
+    UPDATE calls SET
+      provider_call_id = COALESCE(provider_call_id, ${providerCallId}), dialed_at = now(),
+      -- As an accepted call is (the schema's checks): no request under way, a time-out set. The
+      -- word ends it (or sends it back for a retry) in the same transaction.
+      claimed_by = NULL, timeout_at = COALESCE(timeout_at, now()), updated_at = now()
+    WHERE id = ${id} AND status = 'IN_PROGRESS' AND dial = ${dial} AND dialed_at IS NULL
+    RETURNING *`
+  return row
+}
+
 /** Records the provider's id for a dial whose call has already ended (its final word came first). */
 export async function recordLateProviderId(tx: Tx, id: string, dial: number, providerCallId: string): Promise<void> {
   await tx`
