@@ -101,11 +101,7 @@ export async function startStack(o: StackOptions): Promise<Stack> {
   }
 }
 
-/**
- * What the provider saw that must never happen: more than `limit` live at once, two live calls
- * for one phone, a call request placed twice. `expectedPlaced`, when given, is how many calls
- * should have been placed (each created call once); fewer means calls were lost.
- */
+/** What the provider saw that must never happen: more than `limit` live at once, two live calls for one phone, a call request placed twice. */
 export function violations(stats: SimulatorStats, limit: number): string[] {
   const found: string[] = []
   if (stats.maxInFlight > limit) found.push(`provider saw ${stats.maxInFlight} calls in flight (limit ${limit})`)
@@ -128,19 +124,20 @@ export const providerRecord = (s: SimulatorStats) => ({
 export type ProviderRecord = ReturnType<typeof providerRecord>
 
 /**
- * Waits until none of the calls created since the scenario began is open; calls still open
- * after `timeoutMs`, or ended in anything but COMPLETED (the simulator completes every call),
- * are lost. Returns how many.
+ * Waits until none of the calls the scenario created (script "bench": postCall's, postBatches')
+ * is open; calls still open after `timeoutMs`, or ended in anything but COMPLETED (the
+ * simulator completes every call), are lost. Returns how many.
  */
 export async function drain(sql: postgres.Sql, timeoutMs: number): Promise<{ lost: number; completed: number }> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
-    const [row] = await sql<{ open: number }[]>`SELECT count(*)::int AS open FROM calls WHERE status IN ('PENDING', 'IN_PROGRESS')`
+    const [row] = await sql<{ open: number }[]>`SELECT count(*)::int AS open FROM calls WHERE script_id = 'bench' AND status IN ('PENDING', 'IN_PROGRESS')`
     if (row!.open === 0 || Date.now() > deadline) break
     await sleep(50)
   }
   const [r] = await sql<{ completed: number; other: number }[]>`
-    SELECT count(*) FILTER (WHERE status = 'COMPLETED')::int AS completed, count(*) FILTER (WHERE status <> 'COMPLETED')::int AS other FROM calls`
+    SELECT count(*) FILTER (WHERE status = 'COMPLETED')::int AS completed, count(*) FILTER (WHERE status <> 'COMPLETED')::int AS other
+    FROM calls WHERE script_id = 'bench'`
   return { lost: r!.other, completed: r!.completed }
 }
 
