@@ -28,7 +28,7 @@ export interface ScenarioResult {
   scenario: string
   params: Record<string, unknown>
   figures: Figure[]
-  /** The simulator's record (null where no worker dialed: create). */
+  /** The simulator's record. */
   provider: ProviderRecord | null
   /** Invariants broken: any makes the run exit non-zero. */
   violations: string[]
@@ -55,33 +55,47 @@ const fmt = (x: number | undefined) => (x === undefined ? '' : !Number.isFinite(
 const targetText = (f: Figure) => (f.target ? `${f.targetOn === 'p99' ? 'p99 ' : ''}${f.target.op === '>=' ? '≥' : '≤'} ${f.target.value}` : '')
 const verdict = (f: Figure) => ({ true: 'pass', false: 'MISS', undefined: '' })[String(met(f)) as 'true']
 
-function rows(results: ScenarioResult[]): string[][] {
-  const out: string[][] = []
-  for (const r of results) {
-    for (const f of r.figures) out.push([r.scenario, f.measure, fmt(f.value), fmt(f.p99), f.unit, targetText(f), verdict(f)])
-    if (r.provider) {
-      const p = r.provider
-      out.push([r.scenario, 'provider: placed, max in flight, max per phone, overlaps, keys twice, calls twice', `${p.placed}, ${p.maxInFlight}, ${p.maxInFlightPerPhone}, ${p.phoneOverlaps}, ${p.keysAcceptedTwice}, ${p.callsPlacedTwice}`, '', '', '', r.violations.length ? 'VIOLATION' : 'ok'])
-    } else if (r.violations.length) out.push([r.scenario, 'invariants', '', '', '', '', 'VIOLATION'])
-    for (const [proc, u] of Object.entries(r.resources ?? {})) {
-      out.push([r.scenario, `${proc}: peak RSS`, fmt(u.peakRssMb), '', 'MiB', '', ''])
-      out.push([r.scenario, `${proc}: CPU per completed call`, fmt(u.cpuSecondsPerCall === undefined ? undefined : u.cpuSecondsPerCall * 1000), '', 'ms', '', ''])
-    }
-  }
-  return out
+type Table = { header: string[]; rows: string[][]; numeric: number[] }
+
+function figureTable(results: ScenarioResult[]): Table {
+  const rows = results.flatMap((r) => r.figures.map((f) => [r.scenario, f.measure, fmt(f.value), fmt(f.p99), f.unit, targetText(f), verdict(f)]))
+  return { header: ['scenario', 'measure', 'median / value', 'p99', 'unit', 'target', 'result'], rows, numeric: [2, 3] }
 }
 
-const HEADER = ['scenario', 'measure', 'median / value', 'p99', 'unit', 'target', 'result']
+/** The simulator's record for every scenario, and whether its invariants held. */
+function providerTable(results: ScenarioResult[]): Table {
+  const rows = results.map((r) => {
+    const p = r.provider
+    const cells = p ? [p.placed, p.maxInFlight, p.maxInFlightPerPhone, p.phoneOverlaps, p.keysAcceptedTwice, p.callsPlacedTwice].map(String) : ['', '', '', '', '', '']
+    return [r.scenario, ...cells, r.violations.length ? `VIOLATED: ${r.violations.join('; ')}` : 'held']
+  })
+  return { header: ['scenario', 'placed', 'max in flight', 'max per phone', 'phone overlaps', 'keys placed twice', 'calls placed twice', 'invariants'], rows, numeric: [1, 2, 3, 4, 5, 6] }
+}
+
+function resourceTable(results: ScenarioResult[]): Table {
+  const rows = results.flatMap((r) =>
+    Object.entries(r.resources ?? {}).map(([proc, u]) => [r.scenario, proc, fmt(u.peakRssMb), fmt(u.cpuSeconds), fmt(u.cpuSecondsPerCall === undefined ? undefined : u.cpuSecondsPerCall * 1000)]),
+  )
+  return { header: ['scenario', 'process', 'peak RSS (MiB)', 'CPU (s)', 'CPU per completed call (ms)'], rows, numeric: [2, 3, 4] }
+}
+
+const tables = (results: ScenarioResult[]) => [figureTable(results), providerTable(results), resourceTable(results)].filter((t) => t.rows.length > 0)
 
 export function textTable(results: ScenarioResult[]): string {
-  const all = [HEADER, ...rows(results)]
-  const widths = HEADER.map((_, i) => Math.max(...all.map((r) => r[i]!.length)))
-  return all.map((r) => r.map((c, i) => (i === 1 ? c.padEnd(widths[i]!) : i >= 2 && i <= 3 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n')
+  return tables(results)
+    .map(({ header, rows, numeric }) => {
+      const all = [header, ...rows]
+      const widths = header.map((_, i) => Math.max(...all.map((r) => r[i]!.length)))
+      return all.map((r) => r.map((c, i) => (numeric.includes(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n')
+    })
+    .join('\n\n')
 }
 
 export function markdownTable(results: ScenarioResult[]): string {
   const line = (cells: string[]) => `| ${cells.map((c) => c.replaceAll('|', '\\|')).join(' | ')} |`
-  return [line(HEADER), line(HEADER.map(() => '---')), ...rows(results).map(line)].join('\n')
+  return tables(results)
+    .map(({ header, rows, numeric }) => [line(header), line(header.map((_, i) => (numeric.includes(i) ? '---:' : '---'))), ...rows.map(line)].join('\n'))
+    .join('\n\n')
 }
 
 export async function writeReport(dir: string, run: { machine: ReturnType<typeof machine>; mode: string; startedAt: string; results: ScenarioResult[] }) {

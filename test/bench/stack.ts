@@ -163,3 +163,15 @@ export async function postBatches(base: string, phones: string[]): Promise<void>
 }
 
 export const phoneNumber = (prefix: string, i: number) => `+1${prefix}${String(i).padStart(7, '0')}`
+
+export type Resources = Record<string, ProcessUsage & { cpuSecondsPerCall?: number }>
+
+/** Peak RSS of each process, and the CPU it spent between two readings (per completed call when `completed` is given). */
+export function resourcesBetween(before: Record<string, ProcessUsage>, after: Record<string, ProcessUsage>, completed?: number): Resources {
+  const out: Resources = {}
+  for (const [proc, u] of Object.entries(after)) {
+    const cpu = u.cpuSeconds - (before[proc]?.cpuSeconds ?? 0)
+    out[proc] = { peakRssMb: u.peakRssMb, cpuSeconds: Math.round(cpu * 100) / 100, ...(completed ? { cpuSecondsPerCall: cpu / completed } : {}) }
+  }
+  return out
+}

@@ -1,7 +1,7 @@
 import type postgres from 'postgres'
 import { closedLoop, round, summarize, type Summary } from '../measure.ts'
 import type { Figure, Scenario } from '../report.ts'
-import { drain, phoneNumber, postCall, providerRecord, startStack, violations } from '../stack.ts'
+import { drain, phoneNumber, postCall, providerRecord, resourcesBetween, startStack, violations } from '../stack.ts'
 
 // 4. Backlog. The same reads and the same claim with a small and a large calls table (10
 // thousand and a million; 10 and 50 thousand with --quick), grown in place on one database:
@@ -70,6 +70,7 @@ export const backlog: Scenario = async (ctx) => {
   const database = await ctx.database('backlog')
   const stack = await startStack({ url: database.url, workers: p.workers, limit: LIMIT, callMs: 0 })
   const sql = stack.sql
+  const before = stack.usage()
   let rows = 0
   let posted = 0
   const measured: Array<Record<'claim' | 'first' | 'deep' | 'metrics', Summary>> = []
@@ -115,7 +116,9 @@ export const backlog: Scenario = async (ctx) => {
     const { lost } = await drain(sql, 1)
     if (lost) broken.push(`${lost} of ${posted} calls did not complete`)
     if (stats.accepted !== posted) broken.push(`provider placed ${stats.accepted} calls for ${posted} created (the backlog's pending calls must wait)`)
-    return { scenario: 'backlog', params: p, figures, provider: providerRecord(stats), violations: broken, seconds: (performance.now() - started) / 1000 }
+    // Peak memory with the large table (the reads above); the CPU is the whole scenario's, the fill included, so not per call.
+    const resources = resourcesBetween(before, stack.usage())
+    return { scenario: 'backlog', params: p, figures, provider: providerRecord(stats), violations: broken, resources, seconds: (performance.now() - started) / 1000 }
   } finally {
     await stack.stop()
     await database.drop()

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto'
 import postgres from 'postgres'
 import { BASELINE_QUEUE, startBareBoss } from '../baseline.ts'
-import { closedLoop, round, sleep, type ProcessUsage } from '../measure.ts'
+import { closedLoop, round, sleep } from '../measure.ts'
 import type { Scenario, ScenarioResult } from '../report.ts'
-import { drain, phoneNumber, postCall, providerRecord, startStack, violations } from '../stack.ts'
+import { drain, phoneNumber, postCall, providerRecord, resourcesBetween, startStack, violations } from '../stack.ts'
 
 // 2. Flow. A provider with zero latency: thousands of calls over many phones, POSTed by 16
 // clients while the workers drain them, from the first call created to the last final callback
@@ -30,11 +30,7 @@ export const flow: Scenario = async (ctx) => {
     const [span] = await stack.sql<{ seconds: number }[]>`SELECT extract(epoch FROM max(ended_at) - min(created_at))::float8 AS seconds FROM calls`
     ours = { rate: completed / span!.seconds, completed }
     const after = stack.usage()
-    const resources: Record<string, ProcessUsage & { cpuSecondsPerCall?: number }> = {}
-    for (const [proc, u] of Object.entries(after)) {
-      const cpu = u.cpuSeconds - (before[proc]?.cpuSeconds ?? 0)
-      resources[proc] = { peakRssMb: u.peakRssMb, cpuSeconds: round(cpu, 2), cpuSecondsPerCall: completed ? cpu / completed : NaN }
-    }
+    const resources = resourcesBetween(before, after, completed)
     const stats = stack.sim.stats()
     const broken = violations(stats, LIMIT)
     if (lost) broken.push(`${lost} of ${p.calls} calls did not complete`)

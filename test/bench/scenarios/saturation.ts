@@ -1,6 +1,6 @@
 import { round, summarize } from '../measure.ts'
 import type { Scenario } from '../report.ts'
-import { drain, phoneNumber, postBatches, providerRecord, startStack, violations } from '../stack.ts'
+import { drain, phoneNumber, postBatches, providerRecord, resourcesBetween, startStack, violations } from '../stack.ts'
 
 // 3. Saturation. The simulator holds each call CALL_MS; a backlog deeper than the run (every
 // call its own phone, so only the limit holds calls back). Utilization is the completion rate
@@ -21,8 +21,10 @@ export const saturation: Scenario = async (ctx) => {
   const stack = await startStack({ url: database.url, workers: p.workers, limit: LIMIT, callMs: CALL_MS })
   try {
     ctx.log(`saturation: ${calls} calls of ${CALL_MS} ms, limit ${LIMIT}, about ${p.seconds} s`)
+    const before = stack.usage()
     await postBatches(stack.base, Array.from({ length: calls }, (_, i) => phoneNumber('777', i)))
-    const { lost } = await drain(stack.sql, p.seconds * 4_000 + 30_000)
+    const { lost, completed } = await drain(stack.sql, p.seconds * 4_000 + 30_000)
+    const resources = resourcesBetween(before, stack.usage(), completed)
     const sql = stack.sql
     // The backlog is deep from one call length after the first claim to the last claim.
     const [w] = await sql<{ from: Date; to: Date }[]>`
@@ -51,6 +53,7 @@ export const saturation: Scenario = async (ctx) => {
       ],
       provider: providerRecord(stats),
       violations: broken,
+      resources,
       seconds: (performance.now() - started) / 1000,
     }
   } finally {
