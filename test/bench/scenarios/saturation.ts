@@ -15,7 +15,7 @@ const CALL_MS = 200
 
 export const saturation: Scenario = async (ctx) => {
   const started = performance.now()
-  const p = ctx.quick ? { seconds: 4, workers: 2 } : { seconds: 30, workers: 2 }
+  const p = ctx.quick ? { seconds: 3, workers: 2 } : { seconds: 30, workers: 2 }
   const calls = Math.ceil((LIMIT / CALL_MS) * 1000 * p.seconds)
   const database = await ctx.database('saturation')
   const stack = await startStack({ url: database.url, workers: p.workers, limit: LIMIT, callMs: CALL_MS })
