@@ -26,6 +26,7 @@ export const create: Scenario = async (ctx) => {
   try {
     for (const c of p.concurrencies) {
       ctx.log(`create: ${p.requests} POST /calls and ${p.requests} pg-boss sends at concurrency ${c}`)
+      const clients = `${c} client${c === 1 ? '' : 's'}`
       const boss = await startBareBoss(database.url, Math.min(c, API_POOL_MAX))
       try {
         // A warm-up of each path, not measured.
@@ -40,11 +41,11 @@ export const create: Scenario = async (ctx) => {
         const a = summarize(api.latencies)
         const b = summarize(bare.latencies)
         figures.push(
-          { measure: `POST /calls, ${c} clients`, value: apiRate, unit: 'req/s' },
-          { measure: `POST /calls latency, ${c} clients`, value: a.median, p99: a.p99, unit: 'ms' },
-          { measure: `bare pg-boss send, ${c} clients`, value: bareRate, unit: 'sends/s' },
-          { measure: `bare pg-boss send latency, ${c} clients`, value: b.median, p99: b.p99, unit: 'ms' },
-          { measure: `POST /calls ÷ bare send, ${c} clients`, value: round(apiRate / bareRate), unit: 'ratio', target: { op: '>=', value: 0.7 } },
+          { measure: `POST /calls, ${clients}`, value: apiRate, unit: 'req/s' },
+          { measure: `POST /calls latency, ${clients}`, value: a.median, p99: a.p99, unit: 'ms' },
+          { measure: `bare pg-boss send, ${clients}`, value: bareRate, unit: 'sends/s' },
+          { measure: `bare pg-boss send latency, ${clients}`, value: b.median, p99: b.p99, unit: 'ms' },
+          { measure: `POST /calls ÷ bare send, ${clients}`, value: round(apiRate / bareRate), unit: 'ratio', target: { op: '>=', value: 0.7 } },
         )
       } finally {
         await boss.stop({ graceful: false, close: true })
