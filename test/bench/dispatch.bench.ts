@@ -1,4 +1,4 @@
-// npm run bench [-- --calls 2000 --phones 500 --workers 2 --limit 30 --call-ms 0]
+// npm run bench:dispatch [-- --calls 2000 --phones 500 --workers 2 --limit 30 --call-ms 0]
 //
 // Throughput and slot refill latency. By default the provider has zero latency: the simulator
 // answers 202 at once and calls back as soon as it has answered (--call-ms makes each call last
