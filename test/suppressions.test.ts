@@ -1,5 +1,6 @@
 import t from 'tap'
 import { claimCalls, type DispatchPolicy } from '../src/dispatch/claim.ts'
+import { CLAIM_LOCK } from '../src/db/locks.ts'
 import { insertCall, newPhone, postCall } from './support/factory.ts'
 import { createHarness, registerWorker } from './support/harness.ts'
 import { callRow, jobOf, tableSnapshot } from './support/inspect.ts'
@@ -131,4 +132,24 @@ t.test('pause, resume and the limit at run time', async (t) => {
   for (const body of [{ maxConcurrentCalls: 0 }, { maxConcurrentCalls: 1.5 }, {}, { maxConcurrentCalls: '3' }]) {
     t.equal((await h.call('PUT', '/dispatch/settings', body)).status, 400, JSON.stringify(body))
   }
+})
+
+t.test('a pause is stamped when it took effect: after the claim it waited for, not when it began waiting', async (t) => {
+  const h = await createHarness(t)
+  let releasedAt: Date | undefined
+  let holding!: () => void
+  const held = new Promise<void>((resolve) => (holding = resolve))
+  // A claim under way: it holds the claim lock (as claimCalls does) for a moment.
+  const claim = h.sql.begin(async (tx) => {
+    await tx`SELECT pg_advisory_xact_lock(${CLAIM_LOCK})`
+    holding()
+    await tx`SELECT pg_sleep(0.3)`
+    ;[{ at: releasedAt }] = await tx<{ at: Date }[]>`SELECT clock_timestamp() AS at`
+  })
+  await held
+  const paused = await h.call('POST', '/dispatch/pause')
+  await claim
+  t.equal(paused.status, 200)
+  const [row] = await h.sql<{ updated_at: Date }[]>`SELECT updated_at FROM dispatch_settings`
+  t.ok(row!.updated_at.getTime() >= releasedAt!.getTime(), `stamped ${row!.updated_at.toISOString()}, the claim let go at ${releasedAt!.toISOString()}`)
 })

@@ -26,7 +26,9 @@ export async function changeSettings(tx: Tx, change: { paused?: boolean; maxConc
     UPDATE dispatch_settings SET
       paused = COALESCE(${change.paused ?? null}::boolean, paused),
       max_concurrent_calls = CASE WHEN ${change.maxConcurrentCalls !== undefined} THEN ${change.maxConcurrentCalls ?? null}::int ELSE max_concurrent_calls END,
-      updated_at = now()`
+      -- When the change took effect: callers hold the claim lock by now, and may have waited
+      -- for a claim that started before them (now() would be the earlier start of this transaction).
+      updated_at = clock_timestamp()`
   await wakeWorkers(tx)
   return readSettings(tx)
 }
