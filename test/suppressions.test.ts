@@ -144,7 +144,8 @@ t.test('a pause is stamped when it took effect: after the claim it waited for, n
     await tx`SELECT pg_advisory_xact_lock(${CLAIM_LOCK})`
     holding()
     await tx`SELECT pg_sleep(0.3)`
-    ;[{ at: releasedAt }] = await tx<{ at: Date }[]>`SELECT clock_timestamp() AS at`
+    const [now] = await tx<{ at: Date }[]>`SELECT clock_timestamp() AS at`
+    releasedAt = now!.at
   })
   await held
   const paused = await h.call('POST', '/dispatch/pause')
