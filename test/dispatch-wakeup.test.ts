@@ -1,10 +1,8 @@
 import t from 'tap'
-import { Dispatcher } from '../src/dispatch/dispatcher.ts'
-import { createProviderClient } from '../src/dispatch/provider.ts'
-import { silentLogger } from '../src/log.ts'
 import { sendSigned } from './support/callbacks.ts'
 import { startFakeProvider } from './support/fake-provider.ts'
-import { createHarness, WEBHOOK_SECRET } from './support/harness.ts'
+import { startDispatcher } from './support/dispatcher.ts'
+import { createHarness } from './support/harness.ts'
 import { waitFor } from './support/processes.ts'
 
 // With the safety poll set to ten minutes, only LISTEN/NOTIFY can get a waiting worker going
@@ -16,27 +14,7 @@ t.test('a freed slot and a new call wake a waiting worker without polling', asyn
   const h = await createHarness(t, { maxConcurrentCalls: 1 })
   let n = 0
   const fake = await startFakeProvider(t, () => ({ status: 202, body: { callId: `prov-${++n}` } }))
-  const dispatcher = new Dispatcher({
-    sql: h.sql,
-    databaseUrl: h.url,
-    queue: h.queue,
-    provider: createProviderClient({ baseUrl: fake.url, timeoutMs: 2_000, publicBaseUrl: 'http://127.0.0.1:9', callbackSecret: WEBHOOK_SECRET }),
-    options: {
-      maxConcurrentCalls: 1,
-      maxAttempts: 3,
-      retryBaseSeconds: 1,
-      retryMaxSeconds: 1,
-      callTimeoutSeconds: 600,
-      pollMs: 600_000,
-      shutdownTimeoutMs: 2_000,
-      leaseMs: 10_000,
-      reconcileAfterSeconds: 120,
-      reconcileRatePerSecond: 5,
-    },
-    log: silentLogger,
-  })
-  await dispatcher.start()
-  t.teardown(() => dispatcher.stop())
+  const dispatcher = await startDispatcher(t, h, fake.url, { maxConcurrentCalls: 1, pollMs: 600_000, shutdownTimeoutMs: 2_000, providerTimeoutMs: 2_000 })
   await dispatcher.idle()
 
   /** Runs `step`, then waits until the worker has been woken by it and has gone back to waiting. */

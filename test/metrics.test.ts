@@ -1,8 +1,7 @@
 import t, { type Test } from 'tap'
 import type { Counter, Histogram } from 'prom-client'
 import { NO_POLICY, type CallingPolicy } from '../src/calls/policy.ts'
-import { Dispatcher, type DispatcherOptions } from '../src/dispatch/dispatcher.ts'
-import { createProviderClient } from '../src/dispatch/provider.ts'
+import type { DispatcherOptions } from '../src/dispatch/dispatcher.ts'
 import { sweep } from '../src/dispatch/sweeps.ts'
 import { EventDelivery } from '../src/events/deliver.ts'
 import { silentLogger } from '../src/log.ts'
@@ -10,6 +9,7 @@ import { metrics } from '../src/metrics.ts'
 import { deliver, inFlightCall, POLICY, sendSigned, signHeaders, callbackPath } from './support/callbacks.ts'
 import { startEventReceiver } from './support/event-receiver.ts'
 import { type Answer, startFakeProvider, type Received } from './support/fake-provider.ts'
+import { startDispatcher } from './support/dispatcher.ts'
 import { insertCall, newPhone, postCall } from './support/factory.ts'
 import { createHarness, registerWorker, WEBHOOK_SECRET, type Harness } from './support/harness.ts'
 import { freePort, runBinary, waitFor } from './support/processes.ts'
@@ -41,32 +41,9 @@ async function delta<T>(read: () => Promise<number>, step: () => Promise<T>): Pr
   return { moved: (await read()) - before, result }
 }
 
-const OPTIONS: DispatcherOptions = {
-  maxConcurrentCalls: 30,
-  maxAttempts: 3,
-  retryBaseSeconds: 1,
-  retryMaxSeconds: 1,
-  callTimeoutSeconds: 600,
-  pollMs: 200,
-  shutdownTimeoutMs: 2_000,
-  leaseMs: 5_000,
-  reconcileAfterSeconds: 600,
-  reconcileRatePerSecond: 50,
-}
-
-async function startWorker(t: Test, h: Harness, providerUrl: string, options: Partial<DispatcherOptions> = {}): Promise<Dispatcher> {
-  const dispatcher = new Dispatcher({
-    sql: h.sql,
-    databaseUrl: h.url,
-    queue: h.queue,
-    provider: createProviderClient({ baseUrl: providerUrl, timeoutMs: 1_000, publicBaseUrl: 'http://127.0.0.1:9', callbackSecret: WEBHOOK_SECRET }),
-    options: { ...OPTIONS, ...options },
-    log: silentLogger,
-  })
-  await dispatcher.start()
-  t.teardown(() => dispatcher.stop())
-  return dispatcher
-}
+/** Polls and sweeps often, so time-outs and look-ups come within a test's patience. */
+const startWorker = (t: Test, h: Harness, providerUrl: string, options: Partial<DispatcherOptions> = {}) =>
+  startDispatcher(t, h, providerUrl, { pollMs: 200, leaseMs: 5_000, reconcileAfterSeconds: 600, reconcileRatePerSecond: 50, providerTimeoutMs: 1_000, ...options })
 
 const dialed = (h: Harness, id: string) =>
   waitFor(`call ${id} dialed`, async () => {

@@ -6,15 +6,13 @@ import { batchResource, type BatchRow } from '../src/db/batches.ts'
 import { dialsOf } from '../src/db/dials.ts'
 import type { Sql } from '../src/db/sql.ts'
 import { claimCalls } from '../src/dispatch/claim.ts'
-import { Dispatcher } from '../src/dispatch/dispatcher.ts'
-import { createProviderClient } from '../src/dispatch/provider.ts'
-import { silentLogger } from '../src/log.ts'
 import { POLICY } from './support/callbacks.ts'
 import { startFakeProvider } from './support/fake-provider.ts'
 import { insertCall, newPhone, postCall } from './support/factory.ts'
-import { createHarness, registerWorker, WEBHOOK_SECRET, type Harness } from './support/harness.ts'
+import { createHarness, registerWorker, type Harness } from './support/harness.ts'
 import { callRow, callSnapshot, jobOf } from './support/inspect.ts'
 import { waitFor } from './support/processes.ts'
+import { startDispatcher } from './support/dispatcher.ts'
 
 // sql/008_operator_views.sql: the views operators read, and retry_call/cancel_call, which must
 // do what the service does (job, events, batch completion, locks), checked against the service.
@@ -266,27 +264,7 @@ t.test('retry_call: a FAILED call is dialed again by the worker, under its next 
   let n = 0
   // The first request is refused for good (the call ends FAILED); the retry's is accepted.
   const fake = await startFakeProvider(t, () => (++n === 1 ? { status: 400, body: { error: 'no such script' } } : { status: 202, body: { callId: `p-${n}` } }))
-  const dispatcher = new Dispatcher({
-    sql: h.sql,
-    databaseUrl: h.url,
-    queue: h.queue,
-    provider: createProviderClient({ baseUrl: fake.url, timeoutMs: 5_000, publicBaseUrl: 'http://127.0.0.1:9', callbackSecret: WEBHOOK_SECRET }),
-    options: {
-      maxConcurrentCalls: 30,
-      maxAttempts: 3,
-      retryBaseSeconds: 1,
-      retryMaxSeconds: 1,
-      callTimeoutSeconds: 600,
-      pollMs: 60_000,
-      shutdownTimeoutMs: 5_000,
-      leaseMs: 10_000,
-      reconcileAfterSeconds: 120,
-      reconcileRatePerSecond: 5,
-    },
-    log: silentLogger,
-  })
-  await dispatcher.start()
-  t.teardown(() => dispatcher.stop())
+  await startDispatcher(t, h, fake.url)
 
   const call = await postCall(h, { to: newPhone() })
   await waitFor('the call to fail', async () => (await callRow(h, call.id)).status === 'FAILED', 30_000)

@@ -1,10 +1,8 @@
 import t from 'tap'
-import { Dispatcher } from '../src/dispatch/dispatcher.ts'
-import { createProviderClient } from '../src/dispatch/provider.ts'
-import { silentLogger } from '../src/log.ts'
 import { startFakeProvider } from './support/fake-provider.ts'
-import { createHarness, WEBHOOK_SECRET } from './support/harness.ts'
+import { createHarness } from './support/harness.ts'
 import { waitFor } from './support/processes.ts'
+import { startDispatcher } from './support/dispatcher.ts'
 
 // The PATCH-versus-claim race with the real worker loop: a client changes a call's script the
 // instant it is created, while a running worker is woken by that very creation. Whatever wins,
@@ -17,27 +15,7 @@ t.test('PATCH racing a running worker: the provider dials what the API answered'
   const h = await createHarness(t)
   let n = 0
   const fake = await startFakeProvider(t, () => ({ status: 202, body: { callId: `p-${++n}` } }))
-  const dispatcher = new Dispatcher({
-    sql: h.sql,
-    databaseUrl: h.url,
-    queue: h.queue,
-    provider: createProviderClient({ baseUrl: fake.url, timeoutMs: 5_000, publicBaseUrl: 'http://127.0.0.1:9', callbackSecret: WEBHOOK_SECRET }),
-    options: {
-      maxConcurrentCalls: 30,
-      maxAttempts: 3,
-      retryBaseSeconds: 1,
-      retryMaxSeconds: 1,
-      callTimeoutSeconds: 600,
-      pollMs: 60_000,
-      shutdownTimeoutMs: 5_000,
-      leaseMs: 10_000,
-      reconcileAfterSeconds: 120,
-      reconcileRatePerSecond: 5,
-    },
-    log: silentLogger,
-  })
-  await dispatcher.start()
-  t.teardown(() => dispatcher.stop())
+  await startDispatcher(t, h, fake.url)
 
   const expected = new Map<string, string>()
   let accepted = 0

@@ -3,14 +3,12 @@ import { existsSync } from 'node:fs'
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { chromium } from 'playwright-core'
-import { Dispatcher } from '../src/dispatch/dispatcher.ts'
-import { createProviderClient } from '../src/dispatch/provider.ts'
 import { listen } from '../src/http/serve.ts'
-import { silentLogger } from '../src/log.ts'
 import { sendSigned } from './support/callbacks.ts'
 import { startFakeProvider } from './support/fake-provider.ts'
-import { createHarness, WEBHOOK_SECRET } from './support/harness.ts'
+import { createHarness } from './support/harness.ts'
 import { waitFor } from './support/processes.ts'
+import { startDispatcher } from './support/dispatcher.ts'
 
 // The status page in a real browser (Debian's Chromium, headless): signed in with a token, it
 // shows a new call in flight and then its end, without a reload, because only a browser runs
@@ -38,27 +36,7 @@ t.test('the page signs in, then follows calls live from dial to end without a re
   const base = `http://127.0.0.1:${server.port}`
   let n = 0
   const fake = await startFakeProvider(t, () => ({ status: 202, body: { callId: `prov-${++n}` } }))
-  const dispatcher = new Dispatcher({
-    sql: h.sql,
-    databaseUrl: h.url,
-    queue: h.queue,
-    provider: createProviderClient({ baseUrl: fake.url, timeoutMs: 2_000, publicBaseUrl: base, callbackSecret: WEBHOOK_SECRET }),
-    options: {
-      maxConcurrentCalls: 5,
-      maxAttempts: 3,
-      retryBaseSeconds: 1,
-      retryMaxSeconds: 1,
-      callTimeoutSeconds: 600,
-      pollMs: 500,
-      shutdownTimeoutMs: 2_000,
-      leaseMs: 10_000,
-      reconcileAfterSeconds: 600,
-      reconcileRatePerSecond: 5,
-    },
-    log: silentLogger,
-  })
-  await dispatcher.start()
-  t.teardown(() => dispatcher.stop())
+  await startDispatcher(t, h, fake.url, { maxConcurrentCalls: 5, pollMs: 500, shutdownTimeoutMs: 2_000, reconcileAfterSeconds: 600, publicBaseUrl: base, providerTimeoutMs: 2_000 })
 
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] }) // no user namespaces in CI containers
   t.teardown(() => browser.close())
