@@ -5,7 +5,7 @@ import { lockClaimsShared } from '../db/locks.ts'
 import type { CallQueue } from '../db/queue.ts'
 import { readSettings } from '../db/settings.ts'
 import { PgError, pgErrorCode, type Sql, type Tx } from '../db/sql.ts'
-import { isSuppressed } from '../db/suppressions.ts'
+import { isSuppressed, suppressionAndNow } from '../db/suppressions.ts'
 import { silentLogger, type Logger } from '../log.ts'
 import { observeEnded } from './observe.ts'
 import { cancelPending, databaseNow } from '../db/transitions.ts'
@@ -124,8 +124,8 @@ export function createCallService(deps: {
   }
 
   /** When a call may first go; a 422 when its window never opens in every one of its zones. */
-  const firstDue = async (tx: Tx, call: CallTiming) => {
-    const due = await dueTime(tx, calling, call, await databaseNow(tx))
+  const firstDue = async (tx: Tx, call: CallTiming, now?: Date) => {
+    const due = await dueTime(tx, calling, call, now ?? (await databaseNow(tx)))
     if (!due) {
       throw new DomainError(
         'calling_window_never_opens',
@@ -152,8 +152,9 @@ export function createCallService(deps: {
       }
       try {
         const call = await sql.begin(async (tx) => {
-          if (await isSuppressed(tx, input.to)) throw phoneSuppressed(input.to)
-          const due = await firstDue(tx, timing)
+          const { suppressed, now } = await suppressionAndNow(tx, input.to)
+          if (suppressed) throw phoneSuppressed(input.to)
+          const due = await firstDue(tx, timing, now)
           return insertCallWithJob(tx, queue, {
             id: randomUUID(),
             phone: input.to,

@@ -1,6 +1,7 @@
 import { CALL_STATUSES, type CallRow, type CallStatus } from '../calls/model.ts'
 import type { WaitingFor } from '../calls/policy.ts'
 import type { CallingWindow } from '../calls/window.ts'
+import { WAKE_CHANNEL } from './locks.ts'
 import type { Sql, Tx } from './sql.ts'
 
 // Every query on the calls table. Each state change is a guarded UPDATE: it names the state
@@ -28,8 +29,10 @@ export interface NewCall {
   waitingFor?: WaitingFor | null
 }
 
-export async function insertCall(tx: Db, call: NewCall): Promise<CallRow> {
-  const [row] = await tx<CallRow[]>`
+/** Inserts a PENDING call; with `wake`, the same statement NOTIFYs the workers (one round trip less). */
+export async function insertCall(tx: Db, call: NewCall, wake = false): Promise<CallRow> {
+  const [row] = await tx<Array<CallRow & { woken: unknown }>>`
+    WITH inserted AS (
     INSERT INTO calls (id, job_id, phone, script_id, metadata, expires_at, idempotency_key, request_hash,
                        not_before, calling_window, time_zones, next_attempt_at, waiting_for)
     VALUES (${call.id}, ${call.jobId}, ${call.phone}, ${call.scriptId}, ${tx.json(call.metadata as never)},
@@ -39,8 +42,10 @@ export async function insertCall(tx: Db, call: NewCall): Promise<CallRow> {
             ${call.timeZones ?? []}::text[],
             CASE WHEN ${call.dueAt ?? null}::timestamptz > now() THEN ${call.dueAt ?? null}::timestamptz END,
             CASE WHEN ${call.dueAt ?? null}::timestamptz > now() THEN ${call.waitingFor ?? null} END)
-    RETURNING *`
-  return row!
+    RETURNING *)
+    SELECT inserted.*, CASE WHEN ${wake} THEN pg_notify(${WAKE_CHANNEL}, '') END AS woken FROM inserted`
+  const { woken: _, ...inserted } = row!
+  return inserted
 }
 
 export async function findByIdempotencyKey(db: Db, key: string): Promise<CallRow | undefined> {

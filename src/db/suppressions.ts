@@ -17,6 +17,13 @@ export async function isSuppressed(db: Db, phone: string): Promise<boolean> {
   return rows.length > 0
 }
 
+/** Whether `phone` is on the list, and the database's clock, in one round trip (a create needs both). */
+export async function suppressionAndNow(db: Db, phone: string): Promise<{ suppressed: boolean; now: Date }> {
+  const [row] = await db<{ suppressed: boolean; now: Date }[]>`
+    SELECT EXISTS (SELECT 1 FROM suppressions WHERE phone = ${phone}) AS suppressed, now() AS now`
+  return row!
+}
+
 /** Of these phones, those on the list. */
 export async function suppressedAmong(db: Db, phones: string[]): Promise<Set<string>> {
   if (phones.length === 0) return new Set()
