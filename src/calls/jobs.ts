@@ -13,8 +13,7 @@ import type { CallRow } from './model.ts'
 /** A new call and its job, due when `call.dueAt` says (now when absent); the workers are woken when the transaction commits. */
 export async function insertCallWithJob(tx: Tx, queue: CallQueue, call: Omit<NewCall, 'jobId'>): Promise<CallRow> {
   const jobId = await queue.enqueue(tx, { id: call.id, phone: call.phone, startAfter: call.dueAt ?? null })
-  // The insert NOTIFYs the workers itself.
-  return insertCall(tx, { ...call, jobId }, true)
+  return insertCall(tx, { ...call, jobId }) // which wakes the workers too
 }
 
 /**

@@ -29,8 +29,8 @@ export interface NewCall {
   waitingFor?: WaitingFor | null
 }
 
-/** Inserts a PENDING call; with `wake`, the same statement NOTIFYs the workers (one round trip less). */
-export async function insertCall(tx: Db, call: NewCall, wake = false): Promise<CallRow> {
+/** Inserts a PENDING call, and in the same statement wakes the workers for it (one round trip less). */
+export async function insertCall(tx: Db, call: NewCall): Promise<CallRow> {
   const [row] = await tx<Array<CallRow & { woken: unknown }>>`
     WITH inserted AS (
     INSERT INTO calls (id, job_id, phone, script_id, metadata, expires_at, idempotency_key, request_hash,
@@ -43,7 +43,7 @@ export async function insertCall(tx: Db, call: NewCall, wake = false): Promise<C
             CASE WHEN ${call.dueAt ?? null}::timestamptz > now() THEN ${call.dueAt ?? null}::timestamptz END,
             CASE WHEN ${call.dueAt ?? null}::timestamptz > now() THEN ${call.waitingFor ?? null} END)
     RETURNING *)
-    SELECT inserted.*, CASE WHEN ${wake} THEN pg_notify(${WAKE_CHANNEL}, '') END AS woken FROM inserted`
+    SELECT inserted.*, pg_notify(${WAKE_CHANNEL}, '') AS woken FROM inserted`
   const { woken: _, ...inserted } = row!
   return inserted
 }
