@@ -1,6 +1,6 @@
 import t from 'tap'
 import { listen } from '../src/http/serve.ts'
-import { createHarness, startSimulator, WEBHOOK_SECRET } from './support/harness.ts'
+import { createHarness, startSimulator, workerEnv } from './support/harness.ts'
 import { runBinary, waitFor } from './support/processes.ts'
 
 // Batches created while three worker processes dial, and one batch cancelled while they do,
@@ -16,15 +16,7 @@ t.test('batches racing three workers, and a batch cancelled under their feet', a
   const api = await listen(h.app, { host: '127.0.0.1', port: 0 })
   t.teardown(() => api.close())
   const sim = await startSimulator(t, { minDurationMs: 20, maxDurationMs: 150 })
-  const env = {
-    DATABASE_URL: h.url,
-    DATABASE_POOL_MAX: '5',
-    PROVIDER_BASE_URL: sim.url,
-    WEBHOOK_SECRET,
-    PUBLIC_BASE_URL: `http://127.0.0.1:${api.port}`,
-    MAX_CONCURRENT_CALLS: String(LIMIT),
-    WORKER_POLL_MS: '1000',
-  }
+  const env = workerEnv(h, sim.url, api.port, { MAX_CONCURRENT_CALLS: String(LIMIT) })
   const workers = [1, 2, 3].map(() => runBinary(t, 'worker', env))
   await waitFor('the workers', async () => {
     const [row] = await h.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM workers`

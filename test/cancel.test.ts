@@ -1,9 +1,7 @@
-import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
-import { claimCalls } from '../src/dispatch/claim.ts'
-import { POLICY } from './support/callbacks.ts'
 import { insertCall, newPhone, postCall } from './support/factory.ts'
-import { createHarness, registerWorker } from './support/harness.ts'
+import { raceCancelAgainstClaim } from './support/cancel-race.ts'
+import { createHarness } from './support/harness.ts'
 import { callRow, callSnapshot, jobOf } from './support/inspect.ts'
 
 // POST /calls/:id/cancel: a PENDING call ends CANCELLED and is never dialed; its job goes with
@@ -59,37 +57,12 @@ t.test('a call in flight or final is refused with its status and left as it was'
 
 t.test('cancel racing a claim, 40 rounds: cancelled and never dialed, or dialed and refused', async (t) => {
   const h = await createHarness(t)
-  const worker = await registerWorker(h)
-  const outcomes = { cancelWon: 0, claimWon: 0 }
-  for (let round = 0; round < 40; round++) {
-    const label = `round ${round}`
-    const call = await postCall(h, { to: newPhone() })
-    const [cancelDelay, claimDelay] = ([[0, 0], [0, 1], [1, 0], [0, 2], [2, 0]] as const)[round % 5]!
-    const [cancel, claim] = await Promise.all([
-      sleep(cancelDelay).then(() => h.call('POST', `/calls/${call.id}/cancel`)),
-      sleep(claimDelay).then(() => claimCalls(h.sql, h.queue, { ...POLICY, maxConcurrentCalls: 10_000 }, worker, 30)),
-    ])
-    const claimed = claim.claimed.some((c) => c.id === call.id)
-    const row = await callRow(h, call.id)
-    if (cancel.status === 200) {
-      outcomes.cancelWon++
-      t.notOk(claimed, `${label}: a cancelled call is not claimed`)
-      t.equal(row.status, 'CANCELLED')
-      t.equal(row.attempts, 0, `${label}: never dialed`)
-      t.equal(await jobOf(h.sql, call.id), undefined, `${label}: and has no job`)
-    } else {
-      outcomes.claimWon++
-      t.equal(cancel.status, 409, `${label}: otherwise refused`)
-      t.equal(cancel.body.callStatus, 'IN_PROGRESS')
-      t.ok(claimed, `${label}: refused only because the claim took it`)
-      t.equal(row.status, 'IN_PROGRESS')
-      t.equal((await jobOf(h.sql, call.id))?.state, 'active')
-    }
-    // End the claimed call so the next round's claim finds only its own.
-    await h.sql`UPDATE calls SET status = 'FAILED', ended_at = now(), last_error = 'retired by the test', claimed_by = NULL, next_attempt_at = NULL WHERE status = 'IN_PROGRESS'`
-    await h.sql`DELETE FROM pgboss.job WHERE name = 'calls' AND state = 'active'`
-  }
-  t.comment(`outcomes: ${JSON.stringify(outcomes)}`)
-  t.ok(outcomes.cancelWon > 0, `the cancel won some rounds (${outcomes.cancelWon})`)
-  t.ok(outcomes.claimWon > 0, `the claim won some rounds (${outcomes.claimWon})`)
+  await raceCancelAgainstClaim(t, h, {
+    cancel: (id) => h.call('POST', `/calls/${id}/cancel`),
+    won: (res) => res.status === 200,
+    refused: (res, label) => {
+      t.equal(res.status, 409, `${label}: otherwise refused`)
+      t.equal(res.body.callStatus, 'IN_PROGRESS')
+    },
+  })
 })

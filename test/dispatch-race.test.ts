@@ -1,6 +1,6 @@
 import t from 'tap'
 import { listen } from '../src/http/serve.ts'
-import { createHarness, startSimulator, WEBHOOK_SECRET } from './support/harness.ts'
+import { createHarness, startSimulator, workerEnv } from './support/harness.ts'
 import { runBinary, waitFor } from './support/processes.ts'
 
 // Four worker processes, hundreds of calls over a few dozen phones, a provider that fails
@@ -21,21 +21,15 @@ t.test('4 workers: never over the limit, never two per phone, never a call place
     rates: { serverError: 0.1, timeout: 0.02, rateLimited: 0.05, duplicateCallback: 0.1, earlyCallback: 0.1, lateCallback: 0.05 },
   })
 
-  const env = {
-    DATABASE_URL: h.url,
-    DATABASE_POOL_MAX: '5', // several processes share the test server's 100 connections
-    PROVIDER_BASE_URL: sim.url,
-    WEBHOOK_SECRET,
-    PUBLIC_BASE_URL: `http://127.0.0.1:${api.port}`,
+  const env = workerEnv(h, sim.url, api.port, {
     MAX_CONCURRENT_CALLS: String(LIMIT),
     MAX_ATTEMPTS: '3',
     RETRY_BASE_SECONDS: '1',
     RETRY_MAX_SECONDS: '2',
     PROVIDER_TIMEOUT_MS: '1000',
-    WORKER_POLL_MS: '1000',
     // A request the simulator hangs on has an unknown outcome: its call is held this long.
     CALL_TIMEOUT_SECONDS: '5',
-  }
+  })
   const workers = [1, 2, 3, 4].map(() => runBinary(t, 'worker', env))
 
   const created = await Promise.all(

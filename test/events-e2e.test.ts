@@ -2,7 +2,7 @@ import t from 'tap'
 import type { EventRow } from '../src/db/events.ts'
 import { listen } from '../src/http/serve.ts'
 import { startEventReceiver, type ReceivedEvent } from './support/event-receiver.ts'
-import { createHarness, startSimulator, WEBHOOK_SECRET } from './support/harness.ts'
+import { createHarness, startSimulator, workerEnv } from './support/harness.ts'
 import { runBinary, waitFor } from './support/processes.ts'
 
 // Status events from two worker processes to a receiver that fails about half the time (503s and
@@ -41,21 +41,15 @@ t.test('every event delivered exactly once, in order, through a receiver that fa
   t.equal(registered.status, 201)
   receiver.secrets = [registered.body.secret]
 
-  const env = {
-    DATABASE_URL: h.url,
-    DATABASE_POOL_MAX: '5',
-    PROVIDER_BASE_URL: sim.url,
-    WEBHOOK_SECRET,
-    PUBLIC_BASE_URL: `http://127.0.0.1:${api.port}`,
+  const env = workerEnv(h, sim.url, api.port, {
     MAX_CONCURRENT_CALLS: '10',
-    WORKER_POLL_MS: '1000',
     RETRY_BUSY: '1@1s',
     EVENT_ALLOW_INSECURE_URLS: 'true',
     EVENT_MAX_IN_FLIGHT_PER_ENDPOINT: String(PER_ENDPOINT),
     EVENT_RETRY_BASE_SECONDS: '1',
     EVENT_RETRY_MAX_SECONDS: '1',
     EVENT_TIMEOUT_MS: '2000',
-  }
+  })
   const workers = [1, 2].map(() => runBinary(t, 'worker', env))
 
   // Half as one batch, half one by one.

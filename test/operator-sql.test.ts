@@ -1,14 +1,12 @@
 import { randomUUID } from 'node:crypto'
-import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { toResource, type CallRow } from '../src/calls/model.ts'
 import { batchResource, type BatchRow } from '../src/db/batches.ts'
 import { dialsOf } from '../src/db/dials.ts'
 import type { Sql } from '../src/db/sql.ts'
-import { claimCalls } from '../src/dispatch/claim.ts'
-import { POLICY } from './support/callbacks.ts'
 import { startFakeProvider } from './support/fake-provider.ts'
 import { insertCall, newPhone, postCall } from './support/factory.ts'
+import { raceCancelAgainstClaim } from './support/cancel-race.ts'
 import { createHarness, registerWorker, type Harness } from './support/harness.ts'
 import { callRow, callSnapshot, jobOf } from './support/inspect.ts'
 import { waitFor } from './support/processes.ts'
@@ -334,35 +332,9 @@ t.test('retry_call refuses other states, missing calls and suppressed numbers, a
 
 t.test('cancel_call racing a claim, 40 rounds: cancelled and never dialed, or claimed and refused', async (t) => {
   const h = await createHarness(t)
-  const worker = await registerWorker(h)
-  const outcomes = { cancelWon: 0, claimWon: 0 }
-  for (let round = 0; round < 40; round++) {
-    const label = `round ${round}`
-    const call = await postCall(h, { to: newPhone() })
-    const [cancelDelay, claimDelay] = ([[0, 0], [0, 1], [1, 0], [0, 2], [2, 0]] as const)[round % 5]!
-    const [cancel, claim] = await Promise.all([
-      sleep(cancelDelay).then(() => raised(h.sql`SELECT cancel_call(${call.id})`)),
-      sleep(claimDelay).then(() => claimCalls(h.sql, h.queue, { ...POLICY, maxConcurrentCalls: 10_000 }, worker, 30)),
-    ])
-    const claimed = claim.claimed.some((c) => c.id === call.id)
-    const row = await callRow(h, call.id)
-    if (!cancel) {
-      outcomes.cancelWon++
-      t.notOk(claimed, `${label}: a cancelled call is not claimed`)
-      t.equal(row.status, 'CANCELLED')
-      t.equal(row.attempts, 0, `${label}: never dialed`)
-      t.equal(await jobOf(h.sql, call.id), undefined, `${label}: and has no job`)
-    } else {
-      outcomes.claimWon++
-      t.equal(cancel.code, '55000', `${label}: otherwise refused`)
-      t.ok(claimed, `${label}: refused only because the claim took it`)
-      t.equal(row.status, 'IN_PROGRESS')
-      t.equal((await jobOf(h.sql, call.id))?.state, 'active')
-    }
-    await h.sql`UPDATE calls SET status = 'FAILED', ended_at = now(), last_error = 'retired by the test', claimed_by = NULL, next_attempt_at = NULL WHERE status = 'IN_PROGRESS'`
-    await h.sql`DELETE FROM pgboss.job WHERE name = 'calls' AND state = 'active'`
-  }
-  t.comment(`outcomes: ${JSON.stringify(outcomes)}`)
-  t.ok(outcomes.cancelWon > 0, `the cancel won some rounds (${outcomes.cancelWon})`)
-  t.ok(outcomes.claimWon > 0, `the claim won some rounds (${outcomes.claimWon})`)
+  await raceCancelAgainstClaim(t, h, {
+    cancel: (id) => raised(h.sql`SELECT cancel_call(${id})`),
+    won: (err) => !err,
+    refused: (err, label) => t.equal(err?.code, '55000', `${label}: otherwise refused`),
+  })
 })

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { listen } from '../src/http/serve.ts'
-import { createHarness, startSimulator, WEBHOOK_SECRET } from './support/harness.ts'
+import { createHarness, startSimulator, workerEnv } from './support/harness.ts'
 import { runBinary, waitFor } from './support/processes.ts'
 
 // Four worker processes race the run-time controls, judged from the provider's side: after a
@@ -16,15 +16,7 @@ t.test('4 workers racing a pause, a freshly suppressed number and a lowered limi
   const api = await listen(h.app, { host: '127.0.0.1', port: 0 })
   t.teardown(() => api.close())
   const sim = await startSimulator(t, { minDurationMs: 100, maxDurationMs: 400 })
-  const env = {
-    DATABASE_URL: h.url,
-    DATABASE_POOL_MAX: '5',
-    PROVIDER_BASE_URL: sim.url,
-    WEBHOOK_SECRET,
-    PUBLIC_BASE_URL: `http://127.0.0.1:${api.port}`,
-    MAX_CONCURRENT_CALLS: String(LIMIT),
-    WORKER_POLL_MS: '1000',
-  }
+  const env = workerEnv(h, sim.url, api.port, { MAX_CONCURRENT_CALLS: String(LIMIT) })
   const workers = [1, 2, 3, 4].map(() => runBinary(t, 'worker', env))
   const phone = (i: number) => `+1555300${String(i % PHONES).padStart(4, '0')}`
   for (let i = 0; i < CALLS; i++) t.equal((await h.call('POST', '/calls', { to: phone(i), scriptId: 'race' })).status, 201)

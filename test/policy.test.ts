@@ -3,6 +3,7 @@ import { NO_POLICY, type CallingPolicy } from '../src/calls/policy.ts'
 import { claimCalls, type DispatchPolicy } from '../src/dispatch/claim.ts'
 import { recordDialResult } from '../src/dispatch/record.ts'
 import { sweep } from '../src/dispatch/sweeps.ts'
+import { TEST_DISPATCH } from './support/dispatcher.ts'
 import { sendSigned } from './support/callbacks.ts'
 import { insertCall, newPhone, postCall } from './support/factory.ts'
 import { createHarness, registerWorker, type Harness } from './support/harness.ts'
@@ -11,15 +12,8 @@ import { callRow, jobOf } from './support/inspect.ts'
 // The calling policy, rule by rule: notBefore, calling windows, outcome retries, per-person
 // caps, each decided in the claim; a call that must wait keeps a job due when it may go.
 
-const base: DispatchPolicy = {
-  maxConcurrentCalls: 30,
-  maxAttempts: 3,
-  retryBaseSeconds: 1,
-  retryMaxSeconds: 1,
-  callTimeoutSeconds: 600,
-  leaseMs: 10_000,
-  reconcileAfterSeconds: 120,
-}
+/** A worker's policy as the in-process test workers have it. */
+const base: DispatchPolicy = TEST_DISPATCH
 
 const withPolicy = (calling: CallingPolicy): DispatchPolicy => ({ ...base, calling })
 const claimIds = async (h: Harness, policy: DispatchPolicy, worker: number) => (await claimCalls(h.sql, h.queue, policy, worker, 30)).claimed.map((c) => c.id)

@@ -1,21 +1,15 @@
 import t from 'tap'
 import { claimCalls, type DispatchPolicy } from '../src/dispatch/claim.ts'
 import { CLAIM_LOCK } from '../src/db/locks.ts'
+import { TEST_DISPATCH } from './support/dispatcher.ts'
 import { insertCall, newPhone, postCall } from './support/factory.ts'
 import { createHarness, registerWorker } from './support/harness.ts'
 import { callRow, jobOf, tableSnapshot } from './support/inspect.ts'
 
 // The do-not-call list and run-time control of dispatch, through the API.
 
-const policy: DispatchPolicy = {
-  maxConcurrentCalls: 30,
-  maxAttempts: 3,
-  retryBaseSeconds: 1,
-  retryMaxSeconds: 1,
-  callTimeoutSeconds: 600,
-  leaseMs: 10_000,
-  reconcileAfterSeconds: 120,
-}
+/** A worker's policy as the in-process test workers have it. */
+const policy: DispatchPolicy = TEST_DISPATCH
 
 t.test('suppressing a number ends its waiting calls, refuses new ones, and leaves calls in flight alone', async (t) => {
   const h = await createHarness(t)

@@ -127,3 +127,20 @@ export async function readResponse(res: Response): Promise<{ status: number; hea
   } catch {}
   return { status: res.status, headers: res.headers, body }
 }
+
+/**
+ * The environment of a `bin/orchestrator worker` beside a harness whose app listens on
+ * `apiPort`: its database, `providerUrl` as the provider, callbacks to the app. `more` adds to it
+ * or overrides it.
+ */
+export function workerEnv(h: { url: string }, providerUrl: string, apiPort: number, more: Record<string, string> = {}): Record<string, string> {
+  return {
+    DATABASE_URL: h.url,
+    DATABASE_POOL_MAX: '5', // several processes share the test server's 100 connections
+    PROVIDER_BASE_URL: providerUrl,
+    WEBHOOK_SECRET,
+    PUBLIC_BASE_URL: `http://127.0.0.1:${apiPort}`,
+    WORKER_POLL_MS: '1000',
+    ...more,
+  }
+}
