@@ -9,13 +9,11 @@ import type { Tx } from './sql.ts'
 // rows first. Freeing a slot needs no lock: a claim that misses it only claims less.
 export const CLAIM_LOCK = 7_261_002
 
-export async function lockClaims(tx: Tx): Promise<void> {
-  await tx`SELECT pg_advisory_xact_lock(${CLAIM_LOCK})`
-}
+// Both send their query when called and return it, so that it can lead an inOrder() pipeline
+// (src/db/sql.ts) of the statements that must run under the lock.
+export const lockClaims = (tx: Tx) => tx`SELECT pg_advisory_xact_lock(${CLAIM_LOCK})`.execute()
 
-export async function lockClaimsShared(tx: Tx): Promise<void> {
-  await tx`SELECT pg_advisory_xact_lock_shared(${CLAIM_LOCK})`
-}
+export const lockClaimsShared = (tx: Tx) => tx`SELECT pg_advisory_xact_lock_shared(${CLAIM_LOCK})`.execute()
 
 /** Workers LISTEN here; every change that may let a call start NOTIFYs it. */
 export const WAKE_CHANNEL = 'call_orchestrator_wake'
