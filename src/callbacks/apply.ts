@@ -1,5 +1,5 @@
 import type { CallRow } from '../calls/model.ts'
-import { recordCallback, webhookIdUsed, type Verdict } from '../db/callbacks.ts'
+import { recordCallback, type LockedForWord, type Verdict } from '../db/callbacks.ts'
 import { completeJob } from '../calls/jobs.ts'
 import { dueTime, NO_POLICY, type CallingPolicy } from '../calls/policy.ts'
 import { dialsEndedWith, endDials, markDialAccepted } from '../db/dials.ts'
@@ -50,17 +50,18 @@ export function countProviderWord(word: Pick<ProviderWord, 'source' | 'durationS
 }
 
 /**
- * Applies `word` to `call`, which the caller's transaction has locked (FOR UPDATE). With an
+ * Applies `word` to the call the caller's transaction has locked for it (lockForWord). With an
  * outcome retry policy (`calling.retries`), a BUSY, NO_ANSWER or FAILED word on an in-flight
  * call sends it back to PENDING for a new dial instead of ending it.
  */
 export async function applyProviderWord(
   tx: Tx,
   queue: CallQueue,
-  call: CallRow,
+  locked: LockedForWord,
   word: ProviderWord,
   calling: CallingPolicy = NO_POLICY,
 ): Promise<WordOutcome> {
+  const { call } = locked
   const record = (verdict: Verdict, reason: string | null) =>
     recordCallback(tx, {
       source: word.source,
@@ -78,7 +79,7 @@ export async function applyProviderWord(
     return { verdict, before: call.status, call, reason }
   }
 
-  if (word.webhookId && (await webhookIdUsed(tx, word.webhookId))) return refuse('duplicate', 'webhook-id already applied')
+  if (locked.webhookIdUsed) return refuse('duplicate', 'webhook-id already applied')
   if (word.dial < call.dial) {
     return refuse('stale', `for dial ${word.dial}; the call is on dial ${call.dial}`)
   }
@@ -112,24 +113,25 @@ export async function applyProviderWord(
   }
   const row = await applyProviderFinal(tx, call.id, call.dial, final)
   if (!row) return refuse('already_final', `call was already ${call.status}`)
-  await endDials(tx, [
-    {
-      callId: call.id,
-      dial: call.dial,
-      outcome: word.providerStatus,
-      error: final.status === 'FAILED' ? `provider reported ${word.providerStatus}` : null,
-      providerCallId: word.providerCallId,
-    },
-  ])
   const corrected = call.status === 'FAILED'
-  // A correction is reported too: the event of the status the call now has.
-  await emitCallEvents(tx, queue, eventOf, [row])
-  if (!corrected) {
-    await completeJob(tx, queue, call)
-    await wakeWorkers(tx, true)
-  }
   const reason = corrected ? `we had declared it FAILED (${call.last_error ?? 'no reason'}); the provider says ${word.providerStatus}` : null
-  await record(corrected ? 'corrected' : 'applied', reason)
+  // Independent of one another, so sent together (one round trip).
+  await Promise.all([
+    endDials(tx, [
+      {
+        callId: call.id,
+        dial: call.dial,
+        outcome: word.providerStatus,
+        error: final.status === 'FAILED' ? `provider reported ${word.providerStatus}` : null,
+        providerCallId: word.providerCallId,
+      },
+    ]),
+    record(corrected ? 'corrected' : 'applied', reason),
+    ...(corrected ? [] : [completeJob(tx, queue, call), wakeWorkers(tx, true)]),
+  ])
+  // After endDials: the event's resource shows how the dial ended. A correction is reported
+  // too: the event of the status the call now has.
+  await emitCallEvents(tx, queue, eventOf, [row])
   return { verdict: corrected ? 'corrected' : 'applied', before: call.status, call: row, reason: reason ?? undefined }
 }
 

@@ -1,8 +1,6 @@
 import type { Context } from 'hono'
 import * as v from 'valibot'
-import { lockCall } from '../db/calls.ts'
-import { recordCallback } from '../db/callbacks.ts'
-import { lockClaimsShared } from '../db/locks.ts'
+import { lockForWord, recordCallback } from '../db/callbacks.ts'
 import { PgError, pgErrorCode, type Sql } from '../db/sql.ts'
 import { FINAL_PROVIDER_STATUSES } from '../dispatch/provider.ts'
 import type { CallQueue } from '../db/queue.ts'
@@ -147,10 +145,9 @@ export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
 
     try {
       const outcome = await sql.begin(async (tx) => {
-        await lockClaimsShared(tx)
-        const call = await lockCall(tx, callId)
-        if (!call) return undefined
-        return applyProviderWord(tx, queue, call, {
+        const locked = await lockForWord(tx, callId, webhookId)
+        if (!locked) return undefined
+        return applyProviderWord(tx, queue, locked, {
           source: 'webhook',
           webhookId,
           dial,

@@ -1,4 +1,6 @@
-import type { Sql, Tx } from './sql.ts'
+import type { CallRow } from '../calls/model.ts'
+import { lockClaimsShared } from './locks.ts'
+import { inOrder, type Sql, type Tx } from './sql.ts'
 
 // The callbacks table: every word from the provider about a call's end (a webhook delivery or
 // a status look-up), with what we did with it.
@@ -25,8 +27,24 @@ export async function recordCallback(db: Sql | Tx, e: CallbackEntry): Promise<vo
             ${e.reason}, ${e.body === null ? null : e.body.slice(0, 4096)})`
 }
 
-/** A webhook-id counts as used once it changed a call. */
-export async function webhookIdUsed(tx: Tx, webhookId: string): Promise<boolean> {
-  const rows = await tx`SELECT 1 FROM callbacks WHERE webhook_id = ${webhookId} AND verdict IN ('applied', 'corrected')`
-  return rows.length > 0
+/** A call locked for the provider's word about it, and whether the word's webhook-id has been used. */
+export interface LockedForWord {
+  call: CallRow
+  /** A webhook-id counts as used once it changed a call. */
+  webhookIdUsed: boolean
+}
+
+/**
+ * What applying a word starts with, in one round trip: the claim lock shared (src/db/locks.ts),
+ * then the call's row (FOR UPDATE), then whether `webhookId` has already changed a call. That
+ * look runs after the row lock is granted, so a duplicate delivery that waited on the first
+ * one's lock sees it committed. Undefined when there is no such call.
+ */
+export async function lockForWord(tx: Tx, callId: string, webhookId: string | null): Promise<LockedForWord | undefined> {
+  const [, [call], used] = await inOrder(
+    lockClaimsShared(tx),
+    tx<CallRow[]>`SELECT * FROM calls WHERE id = ${callId} FOR UPDATE`,
+    tx`SELECT 1 FROM callbacks WHERE webhook_id = ${webhookId} AND verdict IN ('applied', 'corrected')`,
+  )
+  return call && { call, webhookIdUsed: used.length > 0 }
 }

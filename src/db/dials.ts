@@ -20,27 +20,11 @@ export interface DialRow {
   ended_at: Date | null
 }
 
-/** A claim started these calls' next dials. */
-export async function startDials(tx: Tx, calls: Array<{ id: string; dial: number; phone: string }>): Promise<void> {
-  if (calls.length === 0) return
-  await tx`
-    INSERT INTO call_dials (call_id, dial, phone)
-    SELECT * FROM unnest(${calls.map((c) => c.id)}::uuid[], ${calls.map((c) => c.dial)}::int[], ${calls.map((c) => c.phone)}::text[])`
-}
-
-/** Another request went out for these dials. */
-export async function countRequests(tx: Tx, calls: Array<{ id: string; dial: number }>): Promise<void> {
-  if (calls.length === 0) return
-  await tx`
-    UPDATE call_dials d SET requests = d.requests + 1
-    FROM unnest(${calls.map((c) => c.id)}::uuid[], ${calls.map((c) => c.dial)}::int[]) AS r(call_id, dial)
-    WHERE d.call_id = r.call_id AND d.dial = r.dial`
-}
-
-export async function markDialAccepted(tx: Tx, callId: string, dial: number, providerCallId: string): Promise<void> {
-  await tx`
+/** Not async: the query is sent when this is called, so it can take its place in inOrder(). */
+export function markDialAccepted(tx: Tx, callId: string, dial: number, providerCallId: string): PromiseLike<unknown> {
+  return tx`
     UPDATE call_dials SET dialed_at = COALESCE(dialed_at, now()), provider_call_id = COALESCE(provider_call_id, ${providerCallId})
-    WHERE call_id = ${callId} AND dial = ${dial}`
+    WHERE call_id = ${callId} AND dial = ${dial}`.execute()
 }
 
 /**

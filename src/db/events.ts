@@ -43,12 +43,35 @@ export async function endpointsFor(db: Db, type: string): Promise<Array<Pick<End
     SELECT id FROM event_endpoints WHERE disabled_at IS NULL AND (event_types IS NULL OR ${type} = ANY(event_types))`
 }
 
-export async function insertEvents(tx: Tx, events: Array<Omit<EventRow, 'seq' | 'created_at'>>): Promise<void> {
+/**
+ * What writing events needs to read first, in one statement: the transaction's clock, which
+ * stamps them, and the endpoints that take events now (`event_types` null: every type).
+ */
+export async function eventTargets(db: Db): Promise<{ now: Date; endpoints: Array<Pick<EndpointRow, 'id' | 'event_types'>> }> {
+  const [row] = await db<{ now: Date; endpoints: Array<Pick<EndpointRow, 'id' | 'event_types'>> }[]>`
+    SELECT now() AS now,
+           COALESCE((SELECT jsonb_agg(jsonb_build_object('id', id, 'event_types', event_types) ORDER BY created_at)
+                     FROM event_endpoints WHERE disabled_at IS NULL), '[]') AS endpoints`
+  return row!
+}
+
+/**
+ * The events and their delivery rows (each names an event and an endpoint), in one statement:
+ * the foreign keys are checked at its end, when the events are there.
+ */
+export async function insertEvents(
+  tx: Tx,
+  events: Array<Omit<EventRow, 'seq' | 'created_at'>>,
+  deliveries: Array<{ eventId: string; endpointId: string }> = [],
+): Promise<void> {
   if (events.length === 0) return
   await tx`
-    INSERT INTO events (id, type, call_id, batch_id, payload)
-    SELECT e.id, e.type, e.call_id, e.batch_id, e.payload
-    FROM jsonb_to_recordset(${tx.json(events as never)}) AS e(id text, type text, call_id uuid, batch_id uuid, payload jsonb)`
+    WITH inserted AS (
+      INSERT INTO events (id, type, call_id, batch_id, payload)
+      SELECT e.id, e.type, e.call_id, e.batch_id, e.payload
+      FROM jsonb_to_recordset(${tx.json(events as never)}) AS e(id text, type text, call_id uuid, batch_id uuid, payload jsonb))
+    INSERT INTO event_deliveries (event_id, endpoint_id)
+    SELECT * FROM unnest(${deliveries.map((d) => d.eventId)}::text[], ${deliveries.map((d) => d.endpointId)}::uuid[])`
 }
 
 export async function insertDeliveries(tx: Tx, deliveries: Array<{ eventId: string; endpointId: string }>): Promise<void> {

@@ -120,14 +120,15 @@ export async function settleExhausted(
 }
 
 /** The provider accepted this dial (any of its requests): wait for its final word. */
-export async function markDialed(
+export function markDialed(
   tx: Tx,
   id: string,
   dial: number,
   providerCallId: string,
   timing: { timeoutSeconds: number; reconcileAfterSeconds: number | null },
 ): Promise<CallRow | undefined> {
-  const [row] = await tx<CallRow[]>`
+  // Not async: the query is sent when this is called, so it can take its place in inOrder().
+  return tx<CallRow[]>`
     UPDATE calls SET
       provider_call_id = ${providerCallId}, dialed_at = now(), claimed_by = NULL, next_attempt_at = NULL,
       timeout_at = now() + make_interval(secs => ${timing.timeoutSeconds}),
@@ -135,8 +136,7 @@ export async function markDialed(
       reconcile_at = now() + make_interval(secs => ${timing.reconcileAfterSeconds}),
       updated_at = now()
     WHERE id = ${id} AND status = 'IN_PROGRESS' AND dial = ${dial} AND dialed_at IS NULL
-    RETURNING *`
-  return row
+    RETURNING *`.then(([row]) => row)
 }
 
 /**

@@ -1,8 +1,7 @@
 import { applyProviderWord, countProviderWord } from '../callbacks/apply.ts'
 import { metrics } from '../metrics.ts'
 import type { CallRow } from '../calls/model.ts'
-import { lockCall } from '../db/calls.ts'
-import { lockClaimsShared } from '../db/locks.ts'
+import { lockForWord } from '../db/callbacks.ts'
 import type { Sql } from '../db/sql.ts'
 import * as t from '../db/transitions.ts'
 import type { Logger } from '../log.ts'
@@ -101,11 +100,10 @@ export class Reconciler {
         return 'error'
       case 'final': {
         const outcome = await this.#sql.begin(async (tx) => {
-          await lockClaimsShared(tx)
-          const current = await lockCall(tx, call.id)
+          const locked = await lockForWord(tx, call.id, null)
           // Only the dial we asked about: the call may have moved on while we asked.
-          if (!current || current.dial !== call.dial) return undefined
-          return applyProviderWord(tx, this.#queue, current, {
+          if (!locked || locked.call.dial !== call.dial) return undefined
+          return applyProviderWord(tx, this.#queue, locked, {
             source: 'reconcile',
             webhookId: null,
             dial: call.dial,

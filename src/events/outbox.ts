@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { toResource, type CallRow } from '../calls/model.ts'
 import { dialsOf } from '../db/dials.ts'
 import { wakeDeliveries } from '../db/locks.ts'
-import { endpointsFor, insertDeliveries, insertEvents } from '../db/events.ts'
+import { eventTargets, insertEvents } from '../db/events.ts'
 import type { CallQueue, DeliveryScope } from '../db/queue.ts'
 import type { Tx } from '../db/sql.ts'
 import { completeBatches, batchResource } from '../db/batches.ts'
@@ -49,32 +49,36 @@ interface Emitted {
   data: unknown
 }
 
-async function write(tx: Tx, queue: CallQueue, emitted: Emitted[]): Promise<void> {
+/**
+ * Writes the events, a delivery row per endpoint that takes each, and the delivery jobs.
+ * `targets` is what eventTargets() read in this transaction; the writes go together.
+ */
+async function write(tx: Tx, queue: CallQueue, emitted: Emitted[], targets: Awaited<ReturnType<typeof eventTargets>>): Promise<void> {
   if (emitted.length === 0) return
-  const [{ now }] = (await tx<{ now: Date }[]>`SELECT now()`) as unknown as [{ now: Date }]
   const events = emitted.map((e) => ({
     id: `msg_${randomUUID()}`,
     type: e.type,
     call_id: e.callId,
     batch_id: e.batchId,
-    payload: { type: e.type, timestamp: now.toISOString(), data: e.data },
+    payload: { type: e.type, timestamp: targets.now.toISOString(), data: e.data },
   }))
-  await insertEvents(tx, events)
   const deliveries: Array<{ eventId: string; endpointId: string }> = []
   const scopes = new Map<string, DeliveryScope>()
-  const endpointsByType = new Map<string, Array<{ id: string }>>()
   for (const event of events) {
-    if (!endpointsByType.has(event.type)) endpointsByType.set(event.type, await endpointsFor(tx, event.type))
-    for (const endpoint of endpointsByType.get(event.type)!) {
+    for (const endpoint of targets.endpoints) {
+      if (endpoint.event_types && !endpoint.event_types.includes(event.type)) continue
       deliveries.push({ eventId: event.id, endpointId: endpoint.id })
       // One job per endpoint and call (or batch) sends all of that call's new events, in order.
       const scope = { endpointId: endpoint.id, callId: event.call_id, batchId: event.call_id ? null : event.batch_id }
       scopes.set(`${scope.endpointId}:${scope.callId}:${scope.batchId}`, scope)
     }
   }
-  await insertDeliveries(tx, deliveries)
-  await queue.enqueueDeliveries(tx, [...scopes.values()])
-  if (deliveries.length) await wakeDeliveries(tx)
+  // Independent statements, sent together (one round trip).
+  await Promise.all([
+    insertEvents(tx, events, deliveries),
+    queue.enqueueDeliveries(tx, [...scopes.values()]),
+    deliveries.length ? wakeDeliveries(tx) : undefined,
+  ])
 }
 
 /**
@@ -83,18 +87,20 @@ async function write(tx: Tx, queue: CallQueue, emitted: Emitted[]): Promise<void
  */
 export async function emitCallEvents(tx: Tx, queue: CallQueue, type: CallEvent | ((call: CallRow) => CallEvent | undefined), calls: CallRow[]): Promise<void> {
   if (calls.length === 0) return
-  const dials = await dialsOf(tx, calls.filter((c) => c.dial > 0).map((c) => c.id))
+  const [dials, targets] = await Promise.all([dialsOf(tx, calls.filter((c) => c.dial > 0).map((c) => c.id)), eventTargets(tx)])
   const emitted: Emitted[] = []
   for (const call of calls) {
     const t = typeof type === 'function' ? type(call) : type
     if (t) emitted.push({ type: t, callId: call.id, batchId: call.batch_id, data: toResource(call, dials) })
   }
-  await write(tx, queue, emitted)
+  await write(tx, queue, emitted, targets)
   await emitBatchesCompleted(tx, queue, [...new Set(calls.filter((c) => c.batch_id && c.ended_at).map((c) => c.batch_id!))])
 }
 
 /** batch.completed for each of these batches whose calls are now all final (once per batch). */
 export async function emitBatchesCompleted(tx: Tx, queue: CallQueue, batchIds: string[]): Promise<void> {
   const completed = await completeBatches(tx, batchIds)
-  await write(tx, queue, completed.map((batch) => ({ type: 'batch.completed', callId: null, batchId: batch.id, data: batchResource(batch) })))
+  if (completed.length === 0) return
+  const emitted = completed.map((batch) => ({ type: 'batch.completed' as const, callId: null, batchId: batch.id, data: batchResource(batch) }))
+  await write(tx, queue, emitted, await eventTargets(tx))
 }
