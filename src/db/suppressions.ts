@@ -31,6 +31,14 @@ export async function suppressedAmong(db: Db, phones: string[]): Promise<Set<str
   return new Set(rows.map((r) => r.phone))
 }
 
+/** Which of these calls' numbers are on the do-not-call list. */
+export async function suppressedAmongCalls(db: Db, callIds: string[]): Promise<Set<string>> {
+  if (callIds.length === 0) return new Set()
+  const rows = await db<{ phone: string }[]>`
+    SELECT s.phone FROM suppressions s WHERE s.phone IN (SELECT phone FROM calls WHERE id = ANY(${callIds}::uuid[]))`
+  return new Set(rows.map((r) => r.phone))
+}
+
 /** Adds (or updates the reason of) numbers; returns which were new. */
 export async function addSuppressions(
   tx: Tx,

@@ -15,19 +15,21 @@ const seconds = (ms: number) => ms / 1000
 
 /**
  * PENDING → IN_PROGRESS for the calls whose jobs a claim fetched, starting their next dial with
- * its first request: the claiming worker holds it for `leaseMs`. What the provider said of an
- * earlier dial stays in call_dials. A call is skipped when its job is stale, when it has aged
+ * its first request: the claiming worker holds it for `leaseMs`. The new dial's row goes into
+ * call_dials in the same statement; what the provider said of an earlier dial stays. A call is skipped when its job is stale, when it has aged
  * out, or when its phone already has a call in flight (the partial unique index would refuse
  * it; checking first keeps the rest of the batch).
  */
-export async function claimPending(
+export function claimPending(
   tx: Tx,
   jobs: Array<{ callId: string; jobId: string }>,
   workerId: number,
   leaseMs: number,
 ): Promise<CallRow[]> {
-  if (jobs.length === 0) return []
+  // Not async: the query is sent when this is called, so it can take its place in inOrder().
+  if (jobs.length === 0) return Promise.resolve([])
   return tx<CallRow[]>`
+    WITH claimed AS (
     UPDATE calls c SET
       status             = 'IN_PROGRESS',
       attempts           = c.attempts + 1,
@@ -51,7 +53,10 @@ export async function claimPending(
       AND c.status = 'PENDING'
       AND (c.expires_at IS NULL OR c.expires_at > now())
       AND NOT EXISTS (SELECT 1 FROM calls o WHERE o.phone = c.phone AND o.status = 'IN_PROGRESS')
-    RETURNING c.*`
+    RETURNING c.*),
+    dials AS (
+      INSERT INTO call_dials (call_id, dial, phone) SELECT id, dial, phone FROM claimed)
+    SELECT * FROM claimed`.then((rows) => [...rows])
 }
 
 export interface DueResend extends CallRow {
@@ -65,14 +70,16 @@ export interface DueResend extends CallRow {
  * worker takes the next request and holds it for `leaseMs`. A lapsed request may have reached
  * the provider, so it counts as an unanswered one.
  */
-export async function takeDueResends(tx: Tx, workerId: number, leaseMs: number, maxAttempts: number, limit: number): Promise<DueResend[]> {
-  return tx<DueResend[]>`
+export async function takeDueResends(db: Db, workerId: number, leaseMs: number, maxAttempts: number, limit: number): Promise<DueResend[]> {
+  // One statement, so no transaction around it: the calls taken and their dials' request counts.
+  return db<DueResend[]>`
     WITH due AS (
       SELECT id, claimed_by IS NOT NULL AS lapsed FROM calls
       WHERE status = 'IN_PROGRESS' AND dialed_at IS NULL AND next_attempt_at <= now() AND dial_requests < ${maxAttempts}
       ORDER BY next_attempt_at
       LIMIT ${limit}
-      FOR UPDATE SKIP LOCKED)
+      FOR UPDATE SKIP LOCKED),
+    taken AS (
     UPDATE calls c SET
       attempts           = c.attempts + 1,
       dial_requests      = c.dial_requests + 1,
@@ -81,7 +88,10 @@ export async function takeDueResends(tx: Tx, workerId: number, leaseMs: number, 
       outcome_unknown_at = CASE WHEN due.lapsed THEN now() ELSE c.outcome_unknown_at END,
       updated_at         = now()
     FROM due WHERE c.id = due.id
-    RETURNING c.*, due.lapsed`
+    RETURNING c.*, due.lapsed),
+    counted AS (
+      UPDATE call_dials d SET requests = d.requests + 1 FROM taken WHERE d.call_id = taken.id AND d.dial = taken.dial)
+    SELECT * FROM taken`
 }
 
 /**
@@ -358,12 +368,35 @@ export async function timeOutSilent(tx: Tx, timeoutSeconds: number, limit: numbe
  * How long until the soonest waiting call (a backoff, a lease) becomes due, in milliseconds of
  * the database's clock, so a worker can set one timer without trusting its own clock to agree.
  */
-export async function msUntilNextDue(db: Db): Promise<number | null> {
-  const [row] = await db<{ ms: number | null }[]>`
-    SELECT (extract(epoch FROM LEAST(
-      (SELECT min(next_attempt_at) FROM calls WHERE status = 'PENDING' AND next_attempt_at > now()),
-      (SELECT min(next_attempt_at) FROM calls WHERE status = 'IN_PROGRESS' AND next_attempt_at > now())) - now()) * 1000)::float8 AS ms`
-  return row?.ms ?? null
+export function msUntilNextDue(db: Db): Promise<number | null> {
+  // Not async: the query is sent when this is called, so it can take its place in inOrder().
+  return db<{ ms: number | null }[]>`SELECT ${nextDueMs(db)} AS ms`.then(([row]) => row?.ms ?? null)
+}
+
+/** msUntilNextDue as an expression, for a statement that reads it along with other things. */
+export const nextDueMs = (db: Db) => db`
+  (extract(epoch FROM LEAST(
+    (SELECT min(next_attempt_at) FROM calls WHERE status = 'PENDING' AND next_attempt_at > now()),
+    (SELECT min(next_attempt_at) FROM calls WHERE status = 'IN_PROGRESS' AND next_attempt_at > now())) - now()) * 1000)::float8`
+
+/**
+ * Whether a claim could take anything, read without the claim lock: a hint only, for a worker
+ * to skip a claim (and the exclusive lock it would take, which every callback waits behind)
+ * when no slot is free. A slot freed after this read wakes the worker again (its NOTIFY comes
+ * after its commit), so a hint that is already stale costs nothing. With it, when the
+ * soonest waiting call is due.
+ */
+export function claimHint(db: Db): Promise<{ paused: boolean; maxConcurrentCalls: number | null; inFlight: number; nextDueMs: number | null }> {
+  return db<{ paused: boolean; max_concurrent_calls: number | null; in_flight: number; next_due_ms: number | null }[]>`
+    SELECT paused, max_concurrent_calls,
+           (SELECT count(*)::int FROM calls WHERE status = 'IN_PROGRESS') AS in_flight,
+           ${nextDueMs(db)} AS next_due_ms
+    FROM dispatch_settings`.then(([row]) => ({
+    paused: row!.paused,
+    maxConcurrentCalls: row!.max_concurrent_calls,
+    inFlight: row!.in_flight,
+    nextDueMs: row!.next_due_ms,
+  }))
 }
 
 /** Dialed calls due for a status look-up; each is pushed `afterSeconds` ahead, so only one worker asks. */

@@ -2,12 +2,11 @@ import { deleteJob, requeueCall, rescheduleCall } from '../calls/jobs.ts'
 import type { CallRow } from '../calls/model.ts'
 import { dueTime, NO_POLICY, policyRestricts, type CallingPolicy } from '../calls/policy.ts'
 import { countInFlight, lockCall, lockCalls } from '../db/calls.ts'
-import { countRequests, startDials } from '../db/dials.ts'
 import { lockClaims } from '../db/locks.ts'
 import { emitCallEvents } from '../events/outbox.ts'
 import { readSettings } from '../db/settings.ts'
-import { suppressedAmong, suppressPendingCalls } from '../db/suppressions.ts'
-import type { Sql, Tx } from '../db/sql.ts'
+import { suppressedAmongCalls, suppressPendingCalls } from '../db/suppressions.ts'
+import { inOrder, type Sql, type Tx } from '../db/sql.ts'
 import * as t from '../db/transitions.ts'
 import type { CallQueue } from '../db/queue.ts'
 
@@ -48,25 +47,32 @@ export async function claimCalls(
   policy: DispatchPolicy,
   workerId: number,
   limit: number,
-): Promise<{ claimed: CallRow[]; exhausted: boolean; ended: Ended }> {
+): Promise<{ claimed: CallRow[]; exhausted: boolean; ended: Ended; nextDueMs: number | null }> {
+  const ended: Ended = { suppressed: [], expired: [] }
+  // Most wake-ups find every slot taken (every worker hears each freed slot, one fills it):
+  // those end here, one read, no lock, no transaction.
+  const hint = await t.claimHint(sql)
+  if (hint.paused || hint.inFlight >= (hint.maxConcurrentCalls ?? policy.maxConcurrentCalls)) {
+    return { claimed: [], exhausted: true, ended, nextDueMs: hint.nextDueMs }
+  }
   return sql.begin('isolation level read committed', async (tx) => {
-    const ended: Ended = { suppressed: [], expired: [] }
-    await lockClaims(tx)
-    const settings = await readSettings(tx)
-    if (settings.paused) return { claimed: [], exhausted: true, ended }
+    // The lock first, then the reads it guards, each with a snapshot taken once it is held.
+    const [, settings, inFlight] = await inOrder(lockClaims(tx), readSettings(tx), countInFlight(tx))
+    if (settings.paused) return { claimed: [], exhausted: true, ended, nextDueMs: hint.nextDueMs }
     const max = settings.maxConcurrentCalls ?? policy.maxConcurrentCalls
-    const free = Math.min(limit, max - (await countInFlight(tx)))
-    if (free <= 0) return { claimed: [], exhausted: true, ended }
+    const free = Math.min(limit, max - inFlight)
+    if (free <= 0) return { claimed: [], exhausted: true, ended, nextDueMs: hint.nextDueMs }
     const jobs = await queue.fetch(tx, free)
     const allowed = await admit(tx, queue, policy.calling ?? NO_POLICY, jobs, ended)
-    const claimed = await t.claimPending(tx, allowed, workerId, policy.leaseMs)
-    await startDials(tx, claimed)
+    // When the soonest waiting call is due, read after the claim (its leases count) in the same round trip.
+    let [claimed, nextDueMs] = await inOrder(t.claimPending(tx, allowed, workerId, policy.leaseMs), t.msUntilNextDue(tx))
     if (claimed.length < allowed.length) {
       const taken = new Set(claimed.map((c) => c.id))
       await settleUnclaimable(tx, queue, allowed.filter((j) => !taken.has(j.callId)), ended)
+      nextDueMs = await t.msUntilNextDue(tx)
     }
     // More may be ready only if the batch came back full and left slots unused.
-    return { claimed, exhausted: jobs.length < free || claimed.length === jobs.length, ended }
+    return { claimed, exhausted: jobs.length < free || claimed.length === jobs.length, ended, nextDueMs }
   })
 }
 
@@ -85,9 +91,10 @@ export interface Ended {
  */
 async function admit(tx: Tx, queue: CallQueue, calling: CallingPolicy, jobs: Array<{ callId: string; jobId: string }>, ended: Ended) {
   if (jobs.length === 0) return jobs
-  const calls = new Map((await lockCalls(tx, jobs.map((j) => j.callId))).map((c) => [c.id, c]))
-  const suppressed = await suppressedAmong(tx, [...calls.values()].map((c) => c.phone))
-  const now = await t.databaseNow(tx)
+  // Reads only, sent together (one round trip); the claim lock keeps the list from changing.
+  const ids = jobs.map((j) => j.callId)
+  const [locked, suppressed, now] = await Promise.all([lockCalls(tx, ids), suppressedAmongCalls(tx, ids), t.databaseNow(tx)])
+  const calls = new Map(locked.map((c) => [c.id, c]))
   const allowed: typeof jobs = []
   for (const job of jobs) {
     const call = calls.get(job.callId)
@@ -144,9 +151,5 @@ async function settleUnclaimable(tx: Tx, queue: CallQueue, jobs: Array<{ callId:
 
 /** In-flight calls whose next request under the same key is due (backoff over, or a lease lapsed). */
 export async function takeResends(sql: Sql, policy: DispatchPolicy, workerId: number, limit: number): Promise<t.DueResend[]> {
-  return sql.begin(async (tx) => {
-    const due = await t.takeDueResends(tx, workerId, policy.leaseMs, policy.maxAttempts, limit)
-    await countRequests(tx, due)
-    return due
-  })
+  return t.takeDueResends(sql, workerId, policy.leaseMs, policy.maxAttempts, limit)
 }

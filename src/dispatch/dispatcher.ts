@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks'
 import type { CallRow } from '../calls/model.ts'
 import { NO_POLICY } from '../calls/policy.ts'
 import { isDatabaseUnavailable, type Sql } from '../db/sql.ts'
-import { msUntilNextDue, reconcileAllNow, registerWorker, touchWorker } from '../db/transitions.ts'
+import { reconcileAllNow, registerWorker, touchWorker } from '../db/transitions.ts'
 import type { Logger } from '../log.ts'
 import { SLOT_FREED } from '../db/locks.ts'
 import { metrics } from '../metrics.ts'
@@ -150,13 +150,13 @@ export class Dispatcher {
           this.#send(call, performance.now(), call.lapsed)
         }
         const freed = this.#freedAt.splice(0)
-        const { claimed, exhausted, ended } = await claimCalls(this.#sql, this.#queue, this.#options, this.#workerId, this.#options.maxConcurrentCalls)
+        const { claimed, exhausted, ended, nextDueMs } = await claimCalls(this.#sql, this.#queue, this.#options, this.#workerId, this.#options.maxConcurrentCalls)
         const takenAt = performance.now()
         this.#claimed(claimed, ended, freed)
         for (const call of claimed) this.#send(call, takenAt, false)
         if (this.#failures > 0) await this.#recovered()
         if (!exhausted) continue
-        await this.#armDueTimer()
+        this.#armDueTimer(nextDueMs)
       } catch (err) {
         if (this.#state !== 'running') break
         this.#failures++
@@ -207,8 +207,8 @@ export class Dispatcher {
     this.#reconciler.kick(this.#abort.signal)
   }
 
-  async #armDueTimer(): Promise<void> {
-    const untilDue = await msUntilNextDue(this.#sql)
+  /** A wake-up when the soonest waiting call is due (as the claim read it), if that comes before the next poll. */
+  #armDueTimer(untilDue: number | null): void {
     clearTimeout(this.#dueTimer)
     if (untilDue === null) return
     const delay = Math.max(0, untilDue) + 5
