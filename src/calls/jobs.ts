@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import { insertCall, type NewCall } from '../db/calls.ts'
 import type { WaitingFor } from './policy.ts'
 import { wakeWorkers } from '../db/locks.ts'
@@ -12,8 +13,13 @@ import type { CallRow } from './model.ts'
 
 /** A new call and its job, due when `call.dueAt` says (now when absent); the workers are woken when the transaction commits. */
 export async function insertCallWithJob(tx: Tx, queue: CallQueue, call: Omit<NewCall, 'jobId'>): Promise<CallRow> {
-  const jobId = await queue.enqueue(tx, { id: call.id, phone: call.phone, startAfter: call.dueAt ?? null })
-  return insertCall(tx, { ...call, jobId }) // which wakes the workers too
+  // The job's id is chosen here, so the two inserts go together (one round trip).
+  const jobId = randomUUID()
+  const [, row] = await Promise.all([
+    queue.enqueue(tx, { id: call.id, jobId, phone: call.phone, startAfter: call.dueAt ?? null }),
+    insertCall(tx, { ...call, jobId }), // which wakes the workers too
+  ])
+  return row
 }
 
 /**

@@ -12,7 +12,7 @@ import { cancelPending, databaseNow } from '../db/transitions.ts'
 import { emitCallEvents } from '../events/outbox.ts'
 import { deleteJob, insertCallWithJob, rescheduleCall } from './jobs.ts'
 import { DomainError, callNotCancellable, callNotFound, callNotPending, type CallRow, type CallStatus } from './model.ts'
-import { dueTime, NO_POLICY, windowOf, type CallingPolicy, type CallTiming } from './policy.ts'
+import { dueTime, NO_POLICY, policyRestricts, windowOf, type CallingPolicy, type CallTiming } from './policy.ts'
 import { timeZonesOf } from './timezones.ts'
 import type { CallingWindow } from './window.ts'
 
@@ -152,10 +152,7 @@ export function createCallService(deps: {
       }
       try {
         const call = await sql.begin(async (tx) => {
-          const { suppressed, now } = await suppressionAndNow(tx, input.to)
-          if (suppressed) throw phoneSuppressed(input.to)
-          const due = await firstDue(tx, timing, now)
-          return insertCallWithJob(tx, queue, {
+          const row = {
             id: randomUUID(),
             phone: input.to,
             scriptId: input.scriptId,
@@ -167,9 +164,18 @@ export function createCallService(deps: {
             notBefore: timing.not_before,
             callingWindow: window,
             timeZones: timing.time_zones,
-            dueAt: due.at,
-            waitingFor: due.waitingFor,
-          })
+          }
+          if (!policyRestricts(calling, timing)) {
+            // Due now whatever the clock says: the check and the writes go together (one round
+            // trip), and a listed number rolls the writes back.
+            const [{ suppressed }, call] = await Promise.all([suppressionAndNow(tx, input.to), insertCallWithJob(tx, queue, row)])
+            if (suppressed) throw phoneSuppressed(input.to)
+            return call
+          }
+          const { suppressed, now } = await suppressionAndNow(tx, input.to)
+          if (suppressed) throw phoneSuppressed(input.to)
+          const due = await firstDue(tx, timing, now)
+          return insertCallWithJob(tx, queue, { ...row, dueAt: due.at, waitingFor: due.waitingFor })
         })
         log.info('call created', { callId: call.id, phone: call.phone, to: 'PENDING', dueAt: call.next_attempt_at?.toISOString() })
         return { call, replayed: false }

@@ -197,8 +197,10 @@ export class CallQueue {
     await this.boss.stop({ graceful: true, close: true, timeout: 5_000 })
   }
 
-  async enqueue(tx: Tx, call: { id: string; phone: string; startAfter?: Date | null }): Promise<string> {
+  /** The call's job; `jobId` names it when the caller needs the id before this returns. */
+  async enqueue(tx: Tx, call: { id: string; jobId?: string; phone: string; startAfter?: Date | null }): Promise<string> {
     const jobId = await this.boss.send(CALLS_QUEUE, { callId: call.id }, {
+      ...(call.jobId ? { id: call.jobId } : {}),
       singletonKey: call.phone,
       ...(call.startAfter ? { startAfter: call.startAfter } : {}),
       db: onTx(tx),
