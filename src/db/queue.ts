@@ -66,11 +66,16 @@ export interface CallJob {
   callId: string
 }
 
-/** Runs pg-boss statements on a postgres.js transaction. */
+/**
+ * Runs pg-boss statements on a postgres.js transaction. Prepared, as our own statements are:
+ * postgres.js sends an unprepared statement with parameters in two round trips (it asks for the
+ * parameters' types first), and holds back the statements queued behind it meanwhile. pg-boss's
+ * statements are a few fixed texts per queue, so each connection prepares each once.
+ */
 function onTx(tx: Tx): IDatabase {
   return {
     async executeSql(text, values) {
-      const rows = await tx.unsafe(text, (values ?? []) as never[])
+      const rows = await tx.unsafe(text, (values ?? []) as never[], { prepare: true })
       return { rows: [...rows] }
     },
   }
