@@ -47,12 +47,14 @@ export async function endpointsFor(db: Db, type: string): Promise<Array<Pick<End
  * What writing events needs to read first, in one statement: the transaction's clock, which
  * stamps them, and the endpoints that take events now (`event_types` null: every type).
  */
-export async function eventTargets(db: Db): Promise<{ now: Date; endpoints: Array<Pick<EndpointRow, 'id' | 'event_types'>> }> {
-  const [row] = await db<{ now: Date; endpoints: Array<Pick<EndpointRow, 'id' | 'event_types'>> }[]>`
+export type EventTargets = { now: Date; endpoints: Array<Pick<EndpointRow, 'id' | 'event_types'>> }
+
+/** Not async: the query is sent when this is called, so it can take its place in inOrder(). */
+export function eventTargets(db: Db): Promise<EventTargets> {
+  return db<EventTargets[]>`
     SELECT now() AS now,
            COALESCE((SELECT jsonb_agg(jsonb_build_object('id', id, 'event_types', event_types) ORDER BY created_at)
-                     FROM event_endpoints WHERE disabled_at IS NULL), '[]') AS endpoints`
-  return row!
+                     FROM event_endpoints WHERE disabled_at IS NULL), '[]') AS endpoints`.then(([row]) => row!)
 }
 
 /**

@@ -21,11 +21,11 @@ export const WAKE_CHANNEL = 'call_orchestrator_wake'
 /**
  * Wakes every worker at commit (and only if the transaction commits). `slotFreed`: a call in
  * flight ended, so a waiting call may take its slot; the payload says when (the database's
- * clock, ms), which workers use to measure how long the slot stayed empty.
+ * clock, ms), which workers use to measure how long the slot stayed empty. Not async: the query is sent when this is called, so it can take its place in inOrder().
  */
-export async function wakeWorkers(tx: Tx, slotFreed = false): Promise<void> {
-  await tx`
-    SELECT pg_notify(${WAKE_CHANNEL}, CASE WHEN ${slotFreed} THEN ${SLOT_FREED} || (extract(epoch FROM clock_timestamp()) * 1000)::bigint ELSE '' END)`
+export function wakeWorkers(tx: Tx, slotFreed = false): Promise<void> {
+  return tx`
+    SELECT pg_notify(${WAKE_CHANNEL}, CASE WHEN ${slotFreed} THEN ${SLOT_FREED} || (extract(epoch FROM clock_timestamp()) * 1000)::bigint ELSE '' END)`.then(() => {})
 }
 
 /** The payload prefix of a wake-up sent because a slot was freed. */

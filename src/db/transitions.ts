@@ -235,8 +235,9 @@ export interface FinalStatus {
  * or corrects it if we had declared it FAILED without the provider's word (a timeout, an
  * unknown outcome). Returns the row as it was before and after.
  */
-export async function applyProviderFinal(tx: Tx, id: string, dial: number, final: FinalStatus): Promise<CallRow | undefined> {
-  const [row] = await tx<CallRow[]>`
+export function applyProviderFinal(tx: Tx, id: string, dial: number, final: FinalStatus): Promise<CallRow | undefined> {
+  // Not async: the query is sent when this is called, so it can take its place in inOrder().
+  return tx<CallRow[]>`
     UPDATE calls SET
       status           = ${final.status},
       provider_status  = ${final.providerStatus},
@@ -250,9 +251,12 @@ export async function applyProviderFinal(tx: Tx, id: string, dial: number, final
       updated_at       = now()
     WHERE id = ${id} AND dial = ${dial}
       AND (status = 'IN_PROGRESS' OR (status = 'FAILED' AND provider_status IS NULL))
-    RETURNING *`
-  return row
+    RETURNING *`.then(([row]) => row)
 }
+
+/** Whether applyProviderFinal changes this call (its WHERE, for a row the caller has locked). */
+export const finalWordApplies = (call: Pick<CallRow, 'status' | 'provider_status'>) =>
+  call.status === 'IN_PROGRESS' || (call.status === 'FAILED' && call.provider_status === null)
 
 /** PENDING → CANCELLED, by the client; returns those it cancelled (their jobs go next). */
 export async function cancelPending(tx: Tx, ids: string[]): Promise<CallRow[]> {

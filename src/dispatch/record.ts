@@ -1,7 +1,8 @@
 import type { CallRow } from '../calls/model.ts'
 import { completeJob } from '../calls/jobs.ts'
 import { lockCall } from '../db/calls.ts'
-import { endDials, markDialAccepted } from '../db/dials.ts'
+import { dialsOf, endDials, markDialAccepted } from '../db/dials.ts'
+import { eventTargets } from '../db/events.ts'
 import { emitCallEvents } from '../events/outbox.ts'
 import { wakeWorkers } from '../db/locks.ts'
 import { inOrder, type Sql } from '../db/sql.ts'
@@ -30,16 +31,19 @@ export async function recordDialResult(
   return sql.begin(async (tx) => {
     if (result.kind === 'accepted') {
       // Any request of the dial may report the acceptance: they are all the same provider call.
-      // The call, then its dial row (the order every transaction locks them in), in one round trip.
-      const [row] = await inOrder(
+      // The call, then its dial row (the order every transaction locks them in), then what the
+      // event reads, in one round trip.
+      const [row, , dials, targets] = await inOrder(
         t.markDialed(tx, sent.id, sent.dial, result.providerCallId, {
           timeoutSeconds: policy.callTimeoutSeconds,
           reconcileAfterSeconds: policy.reconcileAfterSeconds,
         }),
         markDialAccepted(tx, sent.id, sent.dial, result.providerCallId),
+        dialsOf(tx, [sent.id]),
+        eventTargets(tx),
       )
       if (row) {
-        await emitCallEvents(tx, queue, 'call.dialed', [row])
+        await emitCallEvents(tx, queue, 'call.dialed', [row], { dials, targets })
         return { outcome: 'dialed' as const, call: row }
       }
       // Its final word got here first: keep the provider's id all the same.

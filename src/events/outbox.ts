@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import { toResource, type CallRow } from '../calls/model.ts'
-import { dialsOf } from '../db/dials.ts'
+import { dialsOf, type DialRow } from '../db/dials.ts'
 import { wakeDeliveries } from '../db/locks.ts'
-import { eventTargets, insertEvents } from '../db/events.ts'
+import { eventTargets, insertEvents, type EventTargets } from '../db/events.ts'
 import type { CallQueue, DeliveryScope } from '../db/queue.ts'
 import type { Tx } from '../db/sql.ts'
 import { completeBatches, batchResource } from '../db/batches.ts'
@@ -53,7 +53,7 @@ interface Emitted {
  * Writes the events, a delivery row per endpoint that takes each, and the delivery jobs.
  * `targets` is what eventTargets() read in this transaction; the writes go together.
  */
-async function write(tx: Tx, queue: CallQueue, emitted: Emitted[], targets: Awaited<ReturnType<typeof eventTargets>>): Promise<void> {
+async function write(tx: Tx, queue: CallQueue, emitted: Emitted[], targets: EventTargets): Promise<void> {
   if (emitted.length === 0) return
   const events = emitted.map((e) => ({
     id: `msg_${randomUUID()}`,
@@ -83,11 +83,19 @@ async function write(tx: Tx, queue: CallQueue, emitted: Emitted[], targets: Awai
 
 /**
  * `type` for each of these calls (as they are now, after the change), each event carrying the
- * call resource; then batch.completed for any batch whose calls are now all final.
+ * call resource; then batch.completed for any batch whose calls are now all final. `read`: the
+ * calls' dials and the event targets, when the caller read them in this transaction after its
+ * changes (in the same round trip as those, with inOrder()); read here otherwise.
  */
-export async function emitCallEvents(tx: Tx, queue: CallQueue, type: CallEvent | ((call: CallRow) => CallEvent | undefined), calls: CallRow[]): Promise<void> {
+export async function emitCallEvents(
+  tx: Tx,
+  queue: CallQueue,
+  type: CallEvent | ((call: CallRow) => CallEvent | undefined),
+  calls: CallRow[],
+  read?: { dials: DialRow[]; targets: EventTargets },
+): Promise<void> {
   if (calls.length === 0) return
-  const [dials, targets] = await Promise.all([dialsOf(tx, calls.filter((c) => c.dial > 0).map((c) => c.id)), eventTargets(tx)])
+  const { dials, targets } = read ?? (await readForEvents(tx, calls))
   const emitted: Emitted[] = []
   for (const call of calls) {
     const t = typeof type === 'function' ? type(call) : type
@@ -95,6 +103,12 @@ export async function emitCallEvents(tx: Tx, queue: CallQueue, type: CallEvent |
   }
   await write(tx, queue, emitted, targets)
   await emitBatchesCompleted(tx, queue, [...new Set(calls.filter((c) => c.batch_id && c.ended_at).map((c) => c.batch_id!))])
+}
+
+/** What emitCallEvents needs to read for these calls: their dials and the event targets (one round trip). */
+export async function readForEvents(tx: Tx, calls: Array<Pick<CallRow, 'id' | 'dial'>>): Promise<{ dials: DialRow[]; targets: EventTargets }> {
+  const [dials, targets] = await Promise.all([dialsOf(tx, calls.filter((c) => c.dial > 0).map((c) => c.id)), eventTargets(tx)])
+  return { dials, targets }
 }
 
 /** batch.completed for each of these batches whose calls are now all final (once per batch). */
