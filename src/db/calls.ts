@@ -137,8 +137,11 @@ export async function countByStatus(db: Db): Promise<Record<CallStatus, number>>
 
 /** Not async: the query is sent when this is called, so it can take its place in inOrder(). */
 export function countInFlight(db: Db): Promise<number> {
-  return db<{ n: number }[]>`SELECT count(*)::int AS n FROM calls WHERE status = 'IN_PROGRESS'`.then(([row]) => row!.n)
+  return db<{ n: number }[]>`SELECT ${inFlightCount(db)} AS n`.then(([row]) => row!.n)
 }
+
+/** countInFlight as an expression, for a statement that reads it along with other things. */
+export const inFlightCount = (db: Db) => db`(SELECT count(*)::int FROM calls WHERE status = 'IN_PROGRESS')`
 
 /** Folds the status changes written since the last fold into the counters; workers do it every sweep. */
 export async function foldStatusCounts(db: Db): Promise<number> {

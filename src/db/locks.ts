@@ -21,7 +21,8 @@ export const WAKE_CHANNEL = 'call_orchestrator_wake'
 /**
  * Wakes every worker at commit (and only if the transaction commits). `slotFreed`: a call in
  * flight ended, so a waiting call may take its slot; the payload says when (the database's
- * clock, ms), which workers use to measure how long the slot stayed empty. Not async: the query is sent when this is called, so it can take its place in inOrder().
+ * clock, ms), which workers use to measure how long the slot stayed empty. Not async: the
+ * query is sent when this is called, so it can take its place in inOrder().
  */
 export function wakeWorkers(tx: Tx, slotFreed = false): Promise<void> {
   return tx`

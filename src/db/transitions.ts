@@ -1,4 +1,5 @@
 import type { CallRow } from '../calls/model.ts'
+import { inFlightCount } from './calls.ts'
 import type { Sql, Tx } from './sql.ts'
 
 // The dispatch side's state changes on calls. Each one is an UPDATE guarded by the state it
@@ -16,9 +17,9 @@ const seconds = (ms: number) => ms / 1000
 /**
  * PENDING → IN_PROGRESS for the calls whose jobs a claim fetched, starting their next dial with
  * its first request: the claiming worker holds it for `leaseMs`. The new dial's row goes into
- * call_dials in the same statement; what the provider said of an earlier dial stays. A call is skipped when its job is stale, when it has aged
- * out, or when its phone already has a call in flight (the partial unique index would refuse
- * it; checking first keeps the rest of the batch).
+ * call_dials in the same statement; what the provider said of an earlier dial stays. A call is
+ * skipped when its job is stale, when it has aged out, or when its phone already has a call in
+ * flight (the partial unique index would refuse it; checking first keeps the rest of the batch).
  */
 export function claimPending(
   tx: Tx,
@@ -393,7 +394,7 @@ export const nextDueMs = (db: Db) => db`
 export function claimHint(db: Db): Promise<{ paused: boolean; maxConcurrentCalls: number | null; inFlight: number; nextDueMs: number | null }> {
   return db<{ paused: boolean; max_concurrent_calls: number | null; in_flight: number; next_due_ms: number | null }[]>`
     SELECT paused, max_concurrent_calls,
-           (SELECT count(*)::int FROM calls WHERE status = 'IN_PROGRESS') AS in_flight,
+           ${inFlightCount(db)} AS in_flight,
            ${nextDueMs(db)} AS next_due_ms
     FROM dispatch_settings`.then(([row]) => ({
     paused: row!.paused,

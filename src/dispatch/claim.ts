@@ -52,16 +52,15 @@ export async function claimCalls(
   // Most wake-ups find every slot taken (every worker hears each freed slot, one fills it):
   // those end here, one read, no lock, no transaction.
   const hint = await t.claimHint(sql)
-  if (hint.paused || hint.inFlight >= (hint.maxConcurrentCalls ?? policy.maxConcurrentCalls)) {
-    return { claimed: [], exhausted: true, ended, nextDueMs: hint.nextDueMs }
-  }
+  const none = { claimed: [], exhausted: true, ended, nextDueMs: hint.nextDueMs }
+  if (hint.paused || hint.inFlight >= (hint.maxConcurrentCalls ?? policy.maxConcurrentCalls)) return none
   return sql.begin('isolation level read committed', async (tx) => {
     // The lock first, then the reads it guards, each with a snapshot taken once it is held.
     const [, settings, inFlight] = await inOrder(lockClaims(tx), readSettings(tx), countInFlight(tx))
-    if (settings.paused) return { claimed: [], exhausted: true, ended, nextDueMs: hint.nextDueMs }
+    if (settings.paused) return none
     const max = settings.maxConcurrentCalls ?? policy.maxConcurrentCalls
     const free = Math.min(limit, max - inFlight)
-    if (free <= 0) return { claimed: [], exhausted: true, ended, nextDueMs: hint.nextDueMs }
+    if (free <= 0) return none
     const jobs = await queue.fetch(tx, free)
     const allowed = await admit(tx, queue, policy.calling ?? NO_POLICY, jobs, ended)
     // When the soonest waiting call is due, read after the claim (its leases count) in the same round trip.

@@ -106,7 +106,7 @@ export async function emitCallEvents(
 }
 
 /** What emitCallEvents needs to read for these calls: their dials and the event targets (one round trip). */
-export async function readForEvents(tx: Tx, calls: Array<Pick<CallRow, 'id' | 'dial'>>): Promise<{ dials: DialRow[]; targets: EventTargets }> {
+async function readForEvents(tx: Tx, calls: Array<Pick<CallRow, 'id' | 'dial'>>): Promise<{ dials: DialRow[]; targets: EventTargets }> {
   const [dials, targets] = await Promise.all([dialsOf(tx, calls.filter((c) => c.dial > 0).map((c) => c.id)), eventTargets(tx)])
   return { dials, targets }
 }
