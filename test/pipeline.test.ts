@@ -1,4 +1,6 @@
 import t from 'tap'
+import net from 'node:net'
+import postgres from 'postgres'
 import { inOrder } from '../src/db/sql.ts'
 import { createTestDatabase } from './support/db.ts'
 
@@ -65,4 +67,83 @@ t.test('a query sent when made, listed after one only built, is refused: it went
   // Sent ones first, then built ones: the order written.
   const [a, b] = await db.sql.begin((tx) => inOrder(tx<{ x: number }[]>`SELECT 1 AS x`.execute(), tx<{ x: number }[]>`SELECT 2 AS x`))
   t.same([a[0]!.x, b[0]!.x], [1, 2])
+})
+
+// BEGIN sent with the transaction's first statements: patches/postgres+3.4.9.patch changes
+// postgres.js's sql.begin, which otherwise waits for BEGIN's answer before running the callback.
+
+/** A pool of one connection whose socket counts round trips: sends that follow an answer. */
+function countingPool(url: string) {
+  const { hostname, port } = new URL(url)
+  const wire = { trips: 0, answered: true }
+  const socket = () =>
+    new Promise<net.Socket>((resolve, reject) => {
+      const s = net.connect(Number(port || 5432), hostname === 'localhost' ? '127.0.0.1' : hostname)
+      const write = s.write.bind(s) as (...args: unknown[]) => boolean
+      s.write = ((...args: unknown[]) => {
+        if (wire.answered) wire.trips++
+        wire.answered = false
+        return write(...args)
+      }) as typeof s.write
+      s.on('data', () => (wire.answered = true))
+      s.once('error', reject).once('connect', () => resolve(s))
+    })
+  const sql = postgres(url, { max: 1, socket, onnotice: () => {} })
+  return { sql, wire }
+}
+
+t.test('a transaction sends BEGIN with its first statements, and COMMIT after them: two round trips', async (t) => {
+  const db = await createTestDatabase(t)
+  const { sql, wire } = countingPool(db.url)
+  t.teardown(() => sql.end({ timeout: 1 }))
+  await sql`SELECT 1 AS x`
+  await sql`SELECT 2 AS y`
+  wire.trips = 0
+  const [row] = await sql.begin((tx) => tx<{ x: number }[]>`SELECT 1 AS x`)
+  t.equal(row!.x, 1)
+  t.equal(wire.trips, 2, 'BEGIN and the SELECT in one, COMMIT in the other')
+  wire.trips = 0
+  const [a, b] = await sql.begin('isolation level read committed', (tx) => inOrder(tx<{ x: number }[]>`SELECT 1 AS x`, tx<{ y: number }[]>`SELECT 2 AS y`))
+  t.same([a[0]!.x, b[0]!.y], [1, 2])
+  t.equal(wire.trips, 2, 'with inOrder as well')
+})
+
+t.test('transactions waiting for the only connection each run whole, one after the other', async (t) => {
+  const db = await createTestDatabase(t)
+  await db.sql`CREATE TABLE pipeline_turns (tx int, n int)`
+  const { sql } = countingPool(db.url)
+  t.teardown(() => sql.end({ timeout: 1 }))
+  // Ten at once on one connection: nine wait for it with BEGIN queued. Each writes twice with a
+  // pause between and counts what the others committed: whole transactions only, never half.
+  const seen = await Promise.all(
+    Array.from({ length: 10 }, (_, i) =>
+      sql.begin(async (tx) => {
+        const [before] = await tx<{ n: number }[]>`SELECT count(*)::int AS n FROM pipeline_turns`
+        await tx`INSERT INTO pipeline_turns VALUES (${i}, 1)`
+        await new Promise((r) => setTimeout(r, 5))
+        await tx`INSERT INTO pipeline_turns VALUES (${i}, 2)`
+        return before!.n
+      }),
+    ),
+  )
+  t.same([...seen].sort((x, y) => x - y), Array.from({ length: 10 }, (_, i) => 2 * i), 'each saw only whole transactions before it')
+  const [{ n }] = (await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM pipeline_turns`) as [{ n: number }]
+  t.equal(n, 20)
+})
+
+t.test('a failed first statement rolls back, and the connection is left outside any transaction', async (t) => {
+  const db = await createTestDatabase(t)
+  await db.sql`CREATE TABLE pipeline_first (n int PRIMARY KEY)`
+  await db.sql`INSERT INTO pipeline_first VALUES (1)`
+  const { sql } = countingPool(db.url)
+  t.teardown(() => sql.end({ timeout: 1 }))
+  const err = await sql.begin((tx) => tx`INSERT INTO pipeline_first VALUES (1)`).catch((e: unknown) => e)
+  t.equal((err as { code?: string }).code, '23505')
+  // The same (only) connection: in an aborted transaction this would fail with 25P02, and
+  // inside an open one the insert below would vanish with it.
+  await sql`INSERT INTO pipeline_first VALUES (2)`
+  const [[first], [second]] = [await sql<{ x: string }[]>`SELECT txid_current()::text AS x`, await sql<{ x: string }[]>`SELECT txid_current()::text AS x`]
+  t.not(first!.x, second!.x, 'autocommit: each statement a transaction of its own')
+  const rows = await db.sql<{ n: number }[]>`SELECT n FROM pipeline_first ORDER BY n`
+  t.same(rows.map((r) => r.n), [1, 2])
 })
