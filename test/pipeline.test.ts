@@ -88,7 +88,8 @@ function countingPool(url: string) {
       s.on('data', () => (wire.answered = true))
       s.once('error', reject).once('connect', () => resolve(s))
     })
-  const sql = postgres(url, { max: 1, socket, onnotice: () => {} })
+  // \`socket\` is a documented option the type definitions leave out.
+  const sql = postgres(url, { max: 1, socket, onnotice: () => {} } as postgres.Options<{}>)
   return { sql, wire }
 }
 
@@ -127,8 +128,8 @@ t.test('transactions waiting for the only connection each run whole, one after t
     ),
   )
   t.same([...seen].sort((x, y) => x - y), Array.from({ length: 10 }, (_, i) => 2 * i), 'each saw only whole transactions before it')
-  const [{ n }] = (await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM pipeline_turns`) as [{ n: number }]
-  t.equal(n, 20)
+  const [row] = await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM pipeline_turns`
+  t.equal(row!.n, 20)
 })
 
 t.test('a failed first statement rolls back, and the connection is left outside any transaction', async (t) => {
@@ -146,4 +147,69 @@ t.test('a failed first statement rolls back, and the connection is left outside 
   t.not(first!.x, second!.x, 'autocommit: each statement a transaction of its own')
   const rows = await db.sql<{ n: number }[]>`SELECT n FROM pipeline_first ORDER BY n`
   t.same(rows.map((r) => r.n), [1, 2])
+})
+
+// tx.commit() (the same patch): COMMIT sent behind the last statements, not after their answers.
+
+t.test('a transaction that sends its own COMMIT behind its statements takes one round trip', async (t) => {
+  const db = await createTestDatabase(t)
+  await db.sql`CREATE TABLE pipeline_commit (n int PRIMARY KEY)`
+  const { sql, wire } = countingPool(db.url)
+  t.teardown(() => sql.end({ timeout: 1 }))
+  await sql`SELECT 1`
+  wire.trips = 0
+  const [inserted] = await sql.begin((tx) => inOrder(tx<{ n: number }[]>`INSERT INTO pipeline_commit VALUES (1) RETURNING n`, tx.commit()))
+  t.equal(inserted[0]!.n, 1)
+  t.equal(wire.trips, 1, 'BEGIN, the INSERT and COMMIT in one')
+  const rows = await db.sql<{ n: number }[]>`SELECT n FROM pipeline_commit`
+  t.same(rows.map((r) => r.n), [1], 'committed, as seen from another connection')
+})
+
+t.test('a failed statement ahead of the COMMIT rejects with its own error and keeps nothing', async (t) => {
+  const db = await createTestDatabase(t)
+  await db.sql`CREATE TABLE pipeline_commit (n int PRIMARY KEY)`
+  await db.sql`INSERT INTO pipeline_commit VALUES (1)`
+  const { sql } = countingPool(db.url)
+  t.teardown(() => sql.end({ timeout: 1 }))
+  const err = await sql
+    .begin((tx) => inOrder(tx`INSERT INTO pipeline_commit VALUES (2)`, tx`INSERT INTO pipeline_commit VALUES (1)`, tx.commit()))
+    .catch((e: unknown) => e)
+  t.equal((err as { code?: string }).code, '23505', 'the duplicate, not the aborted COMMIT behind it')
+  // The only connection is back outside any transaction: two statements, two transactions.
+  const [[first], [second]] = [await sql<{ x: string }[]>`SELECT txid_current()::text AS x`, await sql<{ x: string }[]>`SELECT txid_current()::text AS x`]
+  t.not(first!.x, second!.x)
+  const rows = await db.sql<{ n: number }[]>`SELECT n FROM pipeline_commit ORDER BY n`
+  t.same(rows.map((r) => r.n), [1], 'the first insert rolled back with the rest')
+})
+
+t.test('a failure the callback swallowed still fails the transaction, COMMIT or not', async (t) => {
+  const db = await createTestDatabase(t)
+  await db.sql`CREATE TABLE pipeline_commit (n int PRIMARY KEY)`
+  await db.sql`INSERT INTO pipeline_commit VALUES (1)`
+  const err = await db.sql
+    .begin((tx) =>
+      inOrder(
+        tx`INSERT INTO pipeline_commit VALUES (2)`.execute(),
+        tx`INSERT INTO pipeline_commit VALUES (1)`.catch(() => 'ignored'),
+        tx.commit(),
+      ),
+    )
+    .catch((e: unknown) => e)
+  t.equal((err as { code?: string }).code, '23505', 'rejected with the failure it swallowed: no COMMIT is taken for success')
+  const rows = await db.sql<{ n: number }[]>`SELECT n FROM pipeline_commit ORDER BY n`
+  t.same(rows.map((r) => r.n), [1])
+})
+
+t.test('nothing can be sent after the COMMIT: it would run outside the transaction', async (t) => {
+  const db = await createTestDatabase(t)
+  await db.sql`CREATE TABLE pipeline_commit (n int PRIMARY KEY)`
+  const err = await db.sql
+    .begin(async (tx) => {
+      await inOrder(tx`INSERT INTO pipeline_commit VALUES (1)`, tx.commit())
+      await tx`INSERT INTO pipeline_commit VALUES (2)`
+    })
+    .catch((e: unknown) => e)
+  t.equal((err as { code?: string }).code, 'COMMIT_SENT')
+  const rows = await db.sql<{ n: number }[]>`SELECT n FROM pipeline_commit ORDER BY n`
+  t.same(rows.map((r) => r.n), [1], 'the committed part stays; the late statement never ran')
 })

@@ -11,13 +11,28 @@ import type { CallRow } from './model.ts'
 // in-flight call has exactly one pg-boss job, keyed by its phone, and a call row and its job
 // change in the same transaction (the caller's `tx`), never one without the other.
 
-/** A new call and its job, due when `call.dueAt` says (now when absent); the workers are woken when the transaction commits. */
-export async function insertCallWithJob(tx: Tx, queue: CallQueue, call: Omit<NewCall, 'jobId'>): Promise<CallRow> {
-  // The job's id is chosen here, so the two inserts go together (one round trip).
+/**
+ * A new call and its job, due when `call.dueAt` says (now when absent); the workers are woken
+ * when the transaction commits. With `commit`, the transaction's COMMIT follows the two inserts
+ * on the wire without waiting for their answers: the caller has nothing left to do in the
+ * transaction, and whatever fails ahead of the COMMIT (a check the caller sent first, such as
+ * refuseSuppressed, or either insert) rolls back all of it instead.
+ */
+export async function insertCallWithJob(tx: Tx, queue: CallQueue, call: Omit<NewCall, 'jobId'>, options: { commit?: boolean } = {}): Promise<CallRow> {
+  // The job's id is chosen here, so the two inserts go together (one round trip). The call's
+  // insert is sent now, pg-boss's when it gets to it (an async path of its own), and the
+  // COMMIT once that one is sent. pg-boss answers a refused job with no row, which `enqueue`
+  // throws on, too late for a COMMIT already sent; it cannot refuse this one (a fresh id, and
+  // key_strict_fifo queues any number of jobs per key), and a call left without a job would
+  // be requeued by the orphan sweep.
   const jobId = randomUUID()
-  const [, row] = await Promise.all([
-    queue.enqueue(tx, { id: call.id, jobId, phone: call.phone, startAfter: call.dueAt ?? null }),
-    insertCall(tx, { ...call, jobId }), // which wakes the workers too
+  const row = insertCall(tx, { ...call, jobId }) // which wakes the workers too
+  let jobSent!: () => void
+  const sent = new Promise<void>((resolve) => (jobSent = resolve))
+  await Promise.all([
+    queue.enqueue(tx, { id: call.id, jobId, phone: call.phone, startAfter: call.dueAt ?? null }, jobSent),
+    row,
+    options.commit ? sent.then(() => tx.commit().execute()) : undefined,
   ])
   return row
 }

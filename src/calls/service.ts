@@ -5,7 +5,7 @@ import { lockClaimsShared } from '../db/locks.ts'
 import type { CallQueue } from '../db/queue.ts'
 import { readSettings } from '../db/settings.ts'
 import { PgError, pgErrorCode, type Sql, type Tx } from '../db/sql.ts'
-import { isSuppressed, suppressionAndNow } from '../db/suppressions.ts'
+import { isSuppressed, refuseSuppressed, suppressionAndNow } from '../db/suppressions.ts'
 import { silentLogger, type Logger } from '../log.ts'
 import { observeEnded } from './observe.ts'
 import { cancelPending, databaseNow } from '../db/transitions.ts'
@@ -166,11 +166,11 @@ export function createCallService(deps: {
             timeZones: timing.time_zones,
           }
           if (!policyRestricts(calling, timing)) {
-            // Due now whatever the clock says: the check and the writes go together (one round
-            // trip), and a listed number rolls the writes back.
-            const [{ suppressed }, call] = await Promise.all([suppressionAndNow(tx, input.to), insertCallWithJob(tx, queue, row)])
-            if (suppressed) throw phoneSuppressed(input.to)
-            return call
+            // Due now whatever the clock says: the do-not-call check, both inserts and COMMIT go
+            // out with BEGIN (one round trip); a listed number fails the check, which rolls the
+            // rest back.
+            void refuseSuppressed(tx, input.to).catch(() => { /* the transaction rejects with it */ })
+            return insertCallWithJob(tx, queue, row, { commit: true })
           }
           const { suppressed, now } = await suppressionAndNow(tx, input.to)
           if (suppressed) throw phoneSuppressed(input.to)
@@ -185,6 +185,7 @@ export function createCallService(deps: {
           const existing = await calls.findByIdempotencyKey(sql, idempotencyKey)
           if (existing) return replay(existing, hash!, idempotencyKey)
         }
+        if (pgErrorCode(err) === PgError.phoneSuppressed) throw phoneSuppressed(input.to)
         throw err
       }
     },

@@ -29,9 +29,12 @@ export interface NewCall {
   waitingFor?: WaitingFor | null
 }
 
-/** Inserts a PENDING call, and in the same statement wakes the workers for it (one round trip less). */
-export async function insertCall(tx: Db, call: NewCall): Promise<CallRow> {
-  const [row] = await tx<Array<CallRow & { woken: unknown }>>`
+/**
+ * Inserts a PENDING call, and in the same statement wakes the workers for it (one round trip
+ * less). Not async: the query is sent when this is called, ahead of anything sent after.
+ */
+export function insertCall(tx: Db, call: NewCall): Promise<CallRow> {
+  return tx<Array<CallRow & { woken: unknown }>>`
     WITH inserted AS (
     INSERT INTO calls (id, job_id, phone, script_id, metadata, expires_at, idempotency_key, request_hash,
                        not_before, calling_window, time_zones, next_attempt_at, waiting_for)
@@ -43,9 +46,10 @@ export async function insertCall(tx: Db, call: NewCall): Promise<CallRow> {
             CASE WHEN ${call.dueAt ?? null}::timestamptz > now() THEN ${call.dueAt ?? null}::timestamptz END,
             CASE WHEN ${call.dueAt ?? null}::timestamptz > now() THEN ${call.waitingFor ?? null} END)
     RETURNING *)
-    SELECT inserted.*, pg_notify(${WAKE_CHANNEL}, '') AS woken FROM inserted`
-  const { woken: _, ...inserted } = row!
-  return inserted
+    SELECT inserted.*, pg_notify(${WAKE_CHANNEL}, '') AS woken FROM inserted`.then(([row]) => {
+    const { woken: _, ...inserted } = row!
+    return inserted
+  })
 }
 
 export async function findByIdempotencyKey(db: Db, key: string): Promise<CallRow | undefined> {

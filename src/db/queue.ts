@@ -72,10 +72,12 @@ export interface CallJob {
  * parameters' types first), and holds back the statements queued behind it meanwhile. pg-boss's
  * statements are a few fixed texts per queue, so each connection prepares each once.
  */
-function onTx(tx: Tx): IDatabase {
+function onTx(tx: Tx, onSent?: () => void): IDatabase {
   return {
     async executeSql(text, values) {
-      const rows = await tx.unsafe(text, (values ?? []) as never[], { prepare: true })
+      const query = tx.unsafe(text, (values ?? []) as never[], { prepare: true }).execute()
+      onSent?.()
+      const rows = await query
       return { rows: [...rows] }
     },
   }
@@ -203,12 +205,12 @@ export class CallQueue {
   }
 
   /** The call's job; `jobId` names it when the caller needs the id before this returns. */
-  async enqueue(tx: Tx, call: { id: string; jobId?: string; phone: string; startAfter?: Date | null }): Promise<string> {
+  async enqueue(tx: Tx, call: { id: string; jobId?: string; phone: string; startAfter?: Date | null }, onSent?: () => void): Promise<string> {
     const jobId = await this.boss.send(CALLS_QUEUE, { callId: call.id }, {
       ...(call.jobId ? { id: call.jobId } : {}),
       singletonKey: call.phone,
       ...(call.startAfter ? { startAfter: call.startAfter } : {}),
-      db: onTx(tx),
+      db: onTx(tx, onSent),
     })
     if (!jobId) throw new Error(`pg-boss refused the job for call ${call.id}`)
     return jobId

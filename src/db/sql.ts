@@ -48,6 +48,8 @@ export function inOrder<const Q extends ReadonlyArray<PromiseLike<unknown>>>(...
 /** Postgres error codes this service reacts to. */
 export const PgError = {
   uniqueViolation: '23505',
+  /** Raised by refuse_suppressed() (sql/009): the number is on the do-not-call list. */
+  phoneSuppressed: 'DNC01',
 } as const
 
 export function pgErrorCode(err: unknown): string | undefined {

@@ -17,6 +17,15 @@ export async function isSuppressed(db: Db, phone: string): Promise<boolean> {
   return rows.length > 0
 }
 
+/**
+ * Fails the transaction with SQLSTATE DNC01 (`PgError.phoneSuppressed`) if `phone` is on the
+ * list, for a transaction that sends what follows without waiting for this answer. Not async:
+ * the query is sent when this is called, ahead of anything sent after.
+ */
+export function refuseSuppressed(tx: Tx, phone: string): Promise<unknown> {
+  return tx`SELECT refuse_suppressed(${phone})`.execute()
+}
+
 /** Whether `phone` is on the list, and the database's clock, in one round trip (a create needs both). */
 export async function suppressionAndNow(db: Db, phone: string): Promise<{ suppressed: boolean; now: Date }> {
   const [row] = await db<{ suppressed: boolean; now: Date }[]>`
