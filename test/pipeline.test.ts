@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import net from 'node:net'
 import postgres from 'postgres'
 import { inOrder } from '../src/db/sql.ts'
@@ -72,8 +72,8 @@ t.test('a query sent when made, listed after one only built, is refused: it went
 // BEGIN sent with the transaction's first statements: patches/postgres+3.4.9.patch changes
 // postgres.js's sql.begin, which otherwise waits for BEGIN's answer before running the callback.
 
-/** A pool of one connection whose socket counts round trips: sends that follow an answer. */
-function countingPool(url: string) {
+/** A pool of one connection whose socket counts round trips: sends that follow an answer. Ended with the test. */
+function countingPool(t: Test, url: string) {
   const { hostname, port } = new URL(url)
   const wire = { trips: 0, answered: true }
   const socket = () =>
@@ -90,13 +90,19 @@ function countingPool(url: string) {
     })
   // \`socket\` is a documented option the type definitions leave out.
   const sql = postgres(url, { max: 1, socket, onnotice: () => {} } as postgres.Options<{}>)
+  t.teardown(() => sql.end({ timeout: 1 }))
   return { sql, wire }
+}
+
+/** Whether this pool's connection is outside any transaction: two statements, two transactions. */
+async function autocommits(sql: postgres.Sql): Promise<boolean> {
+  const [[first], [second]] = [await sql<{ x: string }[]>`SELECT txid_current()::text AS x`, await sql<{ x: string }[]>`SELECT txid_current()::text AS x`]
+  return first!.x !== second!.x
 }
 
 t.test('a transaction sends BEGIN with its first statements, and COMMIT after them: two round trips', async (t) => {
   const db = await createTestDatabase(t)
-  const { sql, wire } = countingPool(db.url)
-  t.teardown(() => sql.end({ timeout: 1 }))
+  const { sql, wire } = countingPool(t, db.url)
   await sql`SELECT 1 AS x`
   await sql`SELECT 2 AS y`
   wire.trips = 0
@@ -112,8 +118,7 @@ t.test('a transaction sends BEGIN with its first statements, and COMMIT after th
 t.test('transactions waiting for the only connection each run whole, one after the other', async (t) => {
   const db = await createTestDatabase(t)
   await db.sql`CREATE TABLE pipeline_turns (tx int, n int)`
-  const { sql } = countingPool(db.url)
-  t.teardown(() => sql.end({ timeout: 1 }))
+  const { sql } = countingPool(t, db.url)
   // Ten at once on one connection: nine wait for it with BEGIN queued. Each writes twice with a
   // pause between and counts what the others committed: whole transactions only, never half.
   const seen = await Promise.all(
@@ -136,15 +141,13 @@ t.test('a failed first statement rolls back, and the connection is left outside 
   const db = await createTestDatabase(t)
   await db.sql`CREATE TABLE pipeline_first (n int PRIMARY KEY)`
   await db.sql`INSERT INTO pipeline_first VALUES (1)`
-  const { sql } = countingPool(db.url)
-  t.teardown(() => sql.end({ timeout: 1 }))
+  const { sql } = countingPool(t, db.url)
   const err = await sql.begin((tx) => tx`INSERT INTO pipeline_first VALUES (1)`).catch((e: unknown) => e)
   t.equal((err as { code?: string }).code, '23505')
   // The same (only) connection: in an aborted transaction this would fail with 25P02, and
   // inside an open one the insert below would vanish with it.
   await sql`INSERT INTO pipeline_first VALUES (2)`
-  const [[first], [second]] = [await sql<{ x: string }[]>`SELECT txid_current()::text AS x`, await sql<{ x: string }[]>`SELECT txid_current()::text AS x`]
-  t.not(first!.x, second!.x, 'autocommit: each statement a transaction of its own')
+  t.ok(await autocommits(sql), 'autocommit: each statement a transaction of its own')
   const rows = await db.sql<{ n: number }[]>`SELECT n FROM pipeline_first ORDER BY n`
   t.same(rows.map((r) => r.n), [1, 2])
 })
@@ -154,8 +157,7 @@ t.test('a failed first statement rolls back, and the connection is left outside 
 t.test('a transaction that sends its own COMMIT behind its statements takes one round trip', async (t) => {
   const db = await createTestDatabase(t)
   await db.sql`CREATE TABLE pipeline_commit (n int PRIMARY KEY)`
-  const { sql, wire } = countingPool(db.url)
-  t.teardown(() => sql.end({ timeout: 1 }))
+  const { sql, wire } = countingPool(t, db.url)
   await sql`SELECT 1`
   wire.trips = 0
   const [inserted] = await sql.begin((tx) => inOrder(tx<{ n: number }[]>`INSERT INTO pipeline_commit VALUES (1) RETURNING n`, tx.commit()))
@@ -169,15 +171,12 @@ t.test('a failed statement ahead of the COMMIT rejects with its own error and ke
   const db = await createTestDatabase(t)
   await db.sql`CREATE TABLE pipeline_commit (n int PRIMARY KEY)`
   await db.sql`INSERT INTO pipeline_commit VALUES (1)`
-  const { sql } = countingPool(db.url)
-  t.teardown(() => sql.end({ timeout: 1 }))
+  const { sql } = countingPool(t, db.url)
   const err = await sql
     .begin((tx) => inOrder(tx`INSERT INTO pipeline_commit VALUES (2)`, tx`INSERT INTO pipeline_commit VALUES (1)`, tx.commit()))
     .catch((e: unknown) => e)
   t.equal((err as { code?: string }).code, '23505', 'the duplicate, not the aborted COMMIT behind it')
-  // The only connection is back outside any transaction: two statements, two transactions.
-  const [[first], [second]] = [await sql<{ x: string }[]>`SELECT txid_current()::text AS x`, await sql<{ x: string }[]>`SELECT txid_current()::text AS x`]
-  t.not(first!.x, second!.x)
+  t.ok(await autocommits(sql), 'the only connection is back outside any transaction')
   const rows = await db.sql<{ n: number }[]>`SELECT n FROM pipeline_commit ORDER BY n`
   t.same(rows.map((r) => r.n), [1], 'the first insert rolled back with the rest')
 })

@@ -21,19 +21,14 @@ import type { CallRow } from './model.ts'
 export async function insertCallWithJob(tx: Tx, queue: CallQueue, call: Omit<NewCall, 'jobId'>, options: { commit?: boolean } = {}): Promise<CallRow> {
   // The job's id is chosen here, so the two inserts go together (one round trip). The call's
   // insert is sent now, pg-boss's when it gets to it (an async path of its own), and the
-  // COMMIT once that one is sent. pg-boss answers a refused job with no row, which `enqueue`
-  // throws on, too late for a COMMIT already sent; it cannot refuse this one (a fresh id, and
-  // key_strict_fifo queues any number of jobs per key), and a call left without a job would
-  // be requeued by the orphan sweep.
+  // COMMIT right behind that one (the transaction awaits the COMMIT's answer itself). pg-boss
+  // answers a refused job with no row, which `enqueue` throws on, too late for a COMMIT already
+  // sent; it cannot refuse this one (a fresh id, and key_strict_fifo queues any number of jobs
+  // per key), and a call left without a job would be requeued by the orphan sweep.
   const jobId = randomUUID()
   const row = insertCall(tx, { ...call, jobId }) // which wakes the workers too
-  let jobSent!: () => void
-  const sent = new Promise<void>((resolve) => (jobSent = resolve))
-  await Promise.all([
-    queue.enqueue(tx, { id: call.id, jobId, phone: call.phone, startAfter: call.dueAt ?? null }, jobSent),
-    row,
-    options.commit ? sent.then(() => tx.commit().execute()) : undefined,
-  ])
+  const sendCommit = options.commit ? () => void tx.commit().execute() : undefined
+  await Promise.all([queue.enqueue(tx, { id: call.id, jobId, phone: call.phone, startAfter: call.dueAt ?? null }, sendCommit), row])
   return row
 }
 
