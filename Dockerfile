@@ -1,5 +1,5 @@
 # One image for every mode: docker run IMAGE <api|worker|all|migrate|simulator>
-# Two stages: dependencies are installed (and patched) where npm and its cache live, and the
+# Two stages: dependencies are installed where npm and its cache live, and the
 # image that runs holds only production dependencies and our sources, owned by root and run as
 # the unprivileged "node" user. No build step: Node 24 runs the TypeScript sources directly.
 
@@ -7,8 +7,6 @@ FROM node:24-slim AS deps
 WORKDIR /app
 ENV NODE_ENV=production
 COPY package.json package-lock.json ./
-# npm ci applies patches/ (a fix for postgres.js 3.4.9; see the README's "Dependencies").
-COPY patches ./patches
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 
 FROM node:24-slim

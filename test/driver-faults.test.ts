@@ -3,11 +3,11 @@ import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { createTestDatabase } from './support/db.ts'
 
-// Two defects of postgres.js 3.4.9 (the newest release) that a terminated backend or a restarted
-// server sets off, which is why package.json applies patches/postgres+3.4.9.patch at install
-// (upstream: porsager/postgres#1066, #1154, #1208). Each scenario runs in a process of its own
-// against the real server, so the crash shows up here as an exit code instead of taking the
-// test runner down.
+// Two defects of postgres.js 3.4.9 that a terminated backend or a restarted server set off,
+// which this project once patched (upstream: porsager/postgres#1066, #1154, #1208); 4.x fixed
+// both, and these keep watch over the driver we run. Each scenario runs in a process of its own
+// against the real server, so a crash shows up here as an exit code instead of taking the test
+// runner down. Each waits for the driver to report the closed connection (onclose), not for time.
 
 const root = join(import.meta.dirname, '..')
 
@@ -16,8 +16,11 @@ function runScenario(url: string, body: string): Promise<{ code: number | null; 
     import postgres from 'postgres'
     import net from 'node:net'
     const url = ${JSON.stringify(url)}
-    const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
-    const within = (ms, p) => Promise.race([p, sleep(ms).then(() => { throw new Error('no answer within ' + ms + ' ms') })])
+    const within = (ms, p) => Promise.race([p, new Promise((_, reject) => setTimeout(() => reject(new Error('no answer within ' + ms + ' ms')), ms))])
+    // Resolves when the pool reports a connection closed.
+    let closedOne
+    const onclose = () => closedOne?.()
+    const closed = () => new Promise((r) => (closedOne = r))
     ${body}
   `
   return new Promise((resolve) => {
@@ -38,12 +41,13 @@ t.test('a query on a reserved connection whose backend was terminated fails, and
   const { code, output } = await runScenario(
     db.url,
     `
-    const sql = postgres(url, { max: 2, onnotice: () => {} })
+    const sql = postgres(url, { max: 2, onnotice: () => {}, onclose })
     const admin = postgres(url, { max: 1, onnotice: () => {} })
     const reserved = await sql.reserve()
     const [{ pid }] = await reserved\`SELECT pg_backend_pid() AS pid\`
+    const seen = closed()
     await admin\`SELECT pg_terminate_backend(\${pid})\`
-    await sleep(300) // the server has closed the socket, and the driver has seen it close
+    await within(5000, seen) // the server has closed the socket, and the driver has seen it close
     const result = await within(5000, reserved\`SELECT 1\`).then(() => 'answered', (err) => 'rejected ' + (err.code ?? err.message))
     // Not released: release() would put the dead connection back among the open ones (a
     // separate flaw of reserve(), which is why the service reserves no connection).
@@ -77,10 +81,11 @@ t.test('a socket that closes while a write is still queued does not leave its po
         resolve(s)
       })
     })
-    const sql = postgres(url, { max: 1, connect_timeout: 2, socket, onnotice: () => {} })
+    const sql = postgres(url, { max: 1, connect_timeout: 2, socket, onnotice: () => {}, onclose })
     await sql\`SELECT 1\`
+    const seen = closed()
     current.destroy()
-    await sleep(100)
+    await within(5000, seen)
     const after = await within(9000, sql\`SELECT 3 AS n\`).then(([r]) => 'answered ' + r.n, (err) => 'failed ' + (err.code ?? err.message))
     console.log('after', after, 'with', made, 'connections made')
     await sql.end({ timeout: 1 })

@@ -2,9 +2,7 @@ import type { CallRow } from '../calls/model.ts'
 import { recordCallback, type LockedForWord, type Verdict } from '../db/callbacks.ts'
 import { completeJob } from '../calls/jobs.ts'
 import { dueTime, NO_POLICY, type CallingPolicy } from '../calls/policy.ts'
-import { dialsEndedWith, dialsOf, endDials, markDialAccepted } from '../db/dials.ts'
-import { eventTargets } from '../db/events.ts'
-import { inOrder } from '../db/sql.ts'
+import { dialsEndedWith, endDials, markDialAccepted } from '../db/dials.ts'
 import { wakeWorkers } from '../db/locks.ts'
 import { emitCallEvents, eventOf } from '../events/outbox.ts'
 import type { Tx } from '../db/sql.ts'
@@ -113,33 +111,29 @@ export async function applyProviderWord(
     await record('applied', retried.last_error)
     return { verdict: 'applied', before: call.status, call: retried, reason: retried.last_error ?? undefined }
   }
-  // The call is locked, so whether the update changes it is known now, and the update goes out
-  // with everything it leads to: in order the update, the dial's end and what the event reads
-  // (so its resource shows how the dial ended); alongside, the rest. One round trip.
+  // The call is locked, so whether the update changes it is known now.
   if (!finalWordApplies(call)) return refuse('already_final', `call was already ${call.status}`)
   const corrected = call.status === 'FAILED'
   const reason = corrected ? `we had declared it FAILED (${call.last_error ?? 'no reason'}); the provider says ${word.providerStatus}` : null
-  const [[row, , dials, targets]] = await Promise.all([
-    inOrder(
-      applyProviderFinal(tx, call.id, call.dial, final),
-      endDials(tx, [
-        {
-          callId: call.id,
-          dial: call.dial,
-          outcome: word.providerStatus,
-          error: final.status === 'FAILED' ? `provider reported ${word.providerStatus}` : null,
-          providerCallId: word.providerCallId,
-        },
-      ]),
-      dialsOf(tx, [call.id]),
-      eventTargets(tx),
-    ),
-    record(corrected ? 'corrected' : 'applied', reason),
-    ...(corrected ? [] : [completeJob(tx, queue, call), wakeWorkers(tx, true)]),
-  ])
+  const row = await applyProviderFinal(tx, call.id, call.dial, final)
   if (!row) throw new Error(`call ${call.id} was locked as ${call.status} on dial ${call.dial}, yet its final update changed nothing`)
-  // A correction is reported too: the event of the status the call now has.
-  await emitCallEvents(tx, queue, eventOf, [row], { dials, targets })
+  await endDials(tx, [
+    {
+      callId: call.id,
+      dial: call.dial,
+      outcome: word.providerStatus,
+      error: final.status === 'FAILED' ? `provider reported ${word.providerStatus}` : null,
+      providerCallId: word.providerCallId,
+    },
+  ])
+  await record(corrected ? 'corrected' : 'applied', reason)
+  if (!corrected) {
+    await completeJob(tx, queue, call)
+    await wakeWorkers(tx, true)
+  }
+  // After endDials, so the event's resource shows how the dial ended. A correction is reported
+  // too: the event of the status the call now has.
+  await emitCallEvents(tx, queue, eventOf, [row])
   return { verdict: corrected ? 'corrected' : 'applied', before: call.status, call: row, reason: reason ?? undefined }
 }
 

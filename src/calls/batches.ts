@@ -1,19 +1,17 @@
 import { createHash, randomUUID } from 'node:crypto'
-import { findByIdempotencyKeys } from '../db/calls.ts'
-import { callsOfBatch, findBatchByKey, getBatch, insertBatch, insertBatchCalls, type BatchRow, type NewBatchCall } from '../db/batches.ts'
-import { lockClaimsShared, wakeWorkers } from '../db/locks.ts'
+import type { NewCall } from '../db/calls.ts'
+import { callsOfBatch, findBatchByKey, getBatch, insertBatch, type BatchRow } from '../db/batches.ts'
+import { lockClaimsShared } from '../db/locks.ts'
 import type { CallQueue } from '../db/queue.ts'
-import { PgError, pgErrorCode, type Sql } from '../db/sql.ts'
-import { suppressedAmong } from '../db/suppressions.ts'
-import { cancelPending, databaseNow } from '../db/transitions.ts'
+import type { Sql } from '../db/sql.ts'
+import { cancelPending } from '../db/transitions.ts'
 import { silentLogger, type Logger } from '../log.ts'
 import { observeEnded } from './observe.ts'
 import { emitBatchesCompleted, emitCallEvents } from '../events/outbox.ts'
+import { insertPlanned, planCreates, retryKeyRaces, type CreateCallInput } from './create.ts'
 import { deleteJob } from './jobs.ts'
 import { DomainError, type CallRow } from './model.ts'
-import { dueTime, NO_POLICY, windowOf, type CallingPolicy } from './policy.ts'
-import { fingerprint, type CreateCallInput } from './service.ts'
-import { timeZonesOf } from './timezones.ts'
+import { NO_POLICY, type CallingPolicy } from './policy.ts'
 
 // POST /calls/batch: up to MAX_BATCH calls in one request, answered item by item. Every valid
 // item is created in one transaction, with its job, by bulk statements (one INSERT for the
@@ -82,107 +80,52 @@ export function createBatchService(deps: {
 
   const attempt = async (items: Array<BatchItemInput | ItemProblem>, batchKey: string | undefined, requestHash: string): Promise<BatchOutcome> =>
     sql.begin(async (tx) => {
-      const now = await databaseNow(tx)
       const results: ItemResult[] = new Array(items.length)
-      const calls = new Map<string, CallRow>()
-      const valid: Array<{ index: number; input: BatchItemInput; hash: string | null }> = []
+      const valid: Array<{ index: number; input: BatchItemInput }> = []
       items.forEach((item, index) => {
         if (isProblem(item)) results[index] = { index, result: 'rejected', problem: item }
-        else valid.push({ index, input: item, hash: item.idempotencyKey ? fingerprint(item) : null })
+        else valid.push({ index, input: item })
+      })
+      // Each item judged as a single create is (src/calls/create.ts), in order, so an item
+      // that reuses an earlier item's key is a replay of it or a refusal.
+      const plans = await planCreates(tx, calling, valid.map((v) => ({ input: v.input, idempotencyKey: v.input.idempotencyKey ?? null })))
+      const calls = new Map<string, CallRow>()
+      const fresh: NewCall[] = []
+      plans.forEach((plan, i) => {
+        const index = valid[i]!.index
+        if (plan.kind === 'refused') {
+          // Every refusal of a create is 422 (src/http/problem.ts).
+          results[index] = { index, result: 'rejected', problem: { status: 422, code: plan.error.code, detail: plan.error.message } }
+        } else if (plan.kind === 'replay') {
+          results[index] = { index, result: 'replayed', callId: plan.callId }
+          if (plan.call) calls.set(plan.call.id, plan.call)
+        } else {
+          fresh.push({ ...plan.call, batchIndex: index })
+          results[index] = { index, result: 'created', callId: plan.call.id }
+        }
       })
 
-      // Items whose own key was used before: the same request is a replay, another a 422.
-      const keys = valid.flatMap((v) => (v.input.idempotencyKey ? [v.input.idempotencyKey] : []))
-      const existing = new Map((await findByIdempotencyKeys(tx, keys)).map((c) => [c.idempotency_key!, c]))
-      const suppressed = await suppressedAmong(tx, valid.map((v) => v.input.to))
-      const fresh: NewBatchCall[] = []
-      const claimedKeys = new Map<string, { id: string; hash: string | null }>()
-      for (const { index, input, hash } of valid) {
-        const reject = (status: number, code: string, detail: string) => (results[index] = { index, result: 'rejected', problem: { status, code, detail } })
-        const key = input.idempotencyKey
-        const earlier = key ? (existing.get(key) ?? claimedKeys.get(key)) : undefined
-        if (earlier) {
-          const earlierHash = 'request_hash' in earlier ? earlier.request_hash : earlier.hash
-          if (earlierHash !== hash) reject(422, 'idempotency_key_reused', `Idempotency-Key "${key}" was already used for a different call (${earlier.id}).`)
-          else {
-            results[index] = { index, result: 'replayed', callId: earlier.id }
-            if ('request_hash' in earlier) calls.set(earlier.id, earlier)
-          }
-          continue
-        }
-        if (suppressed.has(input.to)) {
-          reject(422, 'phone_suppressed', `${input.to} is on the do-not-call list; no call to it is made.`)
-          continue
-        }
-        const window = input.callingWindow ?? null
-        const zones = window?.timezone ? [window.timezone] : timeZonesOf(input.to)
-        if (windowOf(calling, { calling_window: window }) && !window?.timezone && zones.length === 0) {
-          reject(422, 'time_zone_unknown', `The time zone of ${input.to} cannot be told from the number, and a calling window applies; give callingWindow.timezone.`)
-          continue
-        }
-        const due = await dueTime(tx, calling, { phone: input.to, not_before: input.notBefore ?? null, calling_window: window, time_zones: zones }, now)
-        if (!due) {
-          reject(422, 'calling_window_never_opens', `The calling window is never open at once in all the time zones of ${input.to} (${zones.join(', ')}).`)
-          continue
-        }
-        const id = randomUUID()
-        if (key) claimedKeys.set(key, { id, hash })
-        fresh.push({
-          id,
-          jobId: randomUUID(),
-          phone: input.to,
-          scriptId: input.scriptId,
-          metadata: input.metadata ?? {},
-          expiresAt: input.expiresAt ?? null,
-          idempotencyKey: key ?? null,
-          requestHash: hash,
-          notBefore: input.notBefore ?? null,
-          callingWindow: window,
-          timeZones: zones,
-          dueAt: due.at,
-          waitingFor: due.waitingFor,
-          batchIndex: index,
-        })
-        results[index] = { index, result: 'created', callId: id }
-      }
-
       const batchId = randomUUID()
-      // Independent statements, sent together (postgres.js pipelines them on the transaction's connection).
-      const [batch, , rows] = await Promise.all([
-        insertBatch(tx, { id: batchId, idempotencyKey: batchKey ?? null, requestHash: batchKey ? requestHash : null, items: items.length, calls: fresh.length, results }),
-        queue.enqueueMany(tx, fresh.map((c) => ({ id: c.id, jobId: c.jobId, phone: c.phone, startAfter: c.dueAt }))),
-        insertBatchCalls(tx, batchId, deps.callTtlSeconds, fresh),
-        fresh.length ? wakeWorkers(tx) : undefined,
-      ])
-      for (const row of rows) calls.set(row.id, row)
+      const batch = await insertBatch(tx, { id: batchId, idempotencyKey: batchKey ?? null, requestHash: batchKey ? requestHash : null, items: items.length, calls: fresh.length, results })
+      for (const row of await insertPlanned(tx, queue, fresh, { ttlSeconds: deps.callTtlSeconds, batchId })) calls.set(row.id, row)
       // A batch none of whose items became a call is complete as it is made.
       if (fresh.length === 0) {
         await emitBatchesCompleted(tx, queue, [batchId])
         const done = (await getBatch(tx, batchId))!
         return { batch: done, items: results, calls, replayed: false }
       }
-      return { batch: { ...batch, by_status: fresh.length ? { PENDING: fresh.length } : ({} as Record<string, number>) }, items: results, calls, replayed: false }
+      return { batch: { ...batch, by_status: { PENDING: fresh.length } }, items: results, calls, replayed: false }
     })
 
   return {
     async create(items, batchKey, requestHash) {
-      if (batchKey) {
-        const existing = await findBatchByKey(sql, batchKey)
-        if (existing) return replay(existing, requestHash, batchKey)
+      const replayed = async () => {
+        const existing = batchKey ? await findBatchByKey(sql, batchKey) : undefined
+        return existing && replay(existing, requestHash, batchKey!)
       }
-      for (let tries = 1; ; tries++) {
-        try {
-          return await attempt(items, batchKey, requestHash)
-        } catch (err) {
-          // A key taken meanwhile by a concurrent request: the same batch (replay it) or an item
-          // key (look again: it is now a replay or a conflict like any other).
-          if (pgErrorCode(err) !== PgError.uniqueViolation || tries >= 3) throw err
-          if (batchKey) {
-            const existing = await findBatchByKey(sql, batchKey)
-            if (existing) return replay(existing, requestHash, batchKey)
-          }
-        }
-      }
+      // A key taken meanwhile by a concurrent request: the same batch (replayed) or an item's
+      // (the next attempt sees it as a replay or a refusal, like any other).
+      return (await replayed()) ?? retryKeyRaces(() => attempt(items, batchKey, requestHash), replayed)
     },
 
     async get(id) {

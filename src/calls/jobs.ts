@@ -1,5 +1,3 @@
-import { randomUUID } from 'node:crypto'
-import { insertCall, type NewCall } from '../db/calls.ts'
 import type { WaitingFor } from './policy.ts'
 import { wakeWorkers } from '../db/locks.ts'
 import type { CallQueue } from '../db/queue.ts'
@@ -9,28 +7,8 @@ import type { CallRow } from './model.ts'
 
 // The one rule every part keeps through this module, whether the API or dispatch: a waiting or
 // in-flight call has exactly one pg-boss job, keyed by its phone, and a call row and its job
-// change in the same transaction (the caller's `tx`), never one without the other.
-
-/**
- * A new call and its job, due when `call.dueAt` says (now when absent); the workers are woken
- * when the transaction commits. With `commit`, the transaction's COMMIT follows the two inserts
- * on the wire without waiting for their answers: the caller has nothing left to do in the
- * transaction, and whatever fails ahead of the COMMIT (a check the caller sent first, such as
- * refuseSuppressed, or either insert) rolls back all of it instead.
- */
-export async function insertCallWithJob(tx: Tx, queue: CallQueue, call: Omit<NewCall, 'jobId'>, options: { commit?: boolean } = {}): Promise<CallRow> {
-  // The job's id is chosen here, so the two inserts go together (one round trip). The call's
-  // insert is sent now, pg-boss's when it gets to it (an async path of its own), and the
-  // COMMIT right behind that one (the transaction awaits the COMMIT's answer itself). pg-boss
-  // answers a refused job with no row, which `enqueue` throws on, too late for a COMMIT already
-  // sent; it cannot refuse this one (a fresh id, and key_strict_fifo queues any number of jobs
-  // per key), and a call left without a job would be requeued by the orphan sweep.
-  const jobId = randomUUID()
-  const row = insertCall(tx, { ...call, jobId }) // which wakes the workers too
-  const sendCommit = options.commit ? () => void tx.commit().execute() : undefined
-  await Promise.all([queue.enqueue(tx, { id: call.id, jobId, phone: call.phone, startAfter: call.dueAt ?? null }, sendCommit), row])
-  return row
-}
+// change in the same transaction (the caller's `tx`), never one without the other. New calls
+// get theirs in src/calls/create.ts.
 
 /**
  * A PENDING call moves to a fresh job, due no sooner than `delaySeconds` from now nor than the

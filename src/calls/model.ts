@@ -159,6 +159,9 @@ export const callNotFound = (id: string) => new DomainError('call_not_found', `N
 export const callNotCancellable = (id: string, status: CallStatus) =>
   new DomainError('call_not_pending', `Call ${id} is ${status}; only a PENDING call can be cancelled.`, { callId: id, callStatus: status })
 
+export const callNotRetryable = (id: string, status: CallStatus) =>
+  new DomainError('call_not_retryable', `Call ${id} is ${status}; only a FAILED or EXPIRED call can be retried.`, { callId: id, callStatus: status })
+
 export const callNotPending = (id: string, status: CallStatus) =>
   new DomainError(
     'call_not_pending',

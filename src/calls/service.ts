@@ -1,32 +1,22 @@
-import { createHash, randomUUID } from 'node:crypto'
 import * as calls from '../db/calls.ts'
 import { dialsOf, type DialRow } from '../db/dials.ts'
-import { lockClaimsShared } from '../db/locks.ts'
+import { lockClaimsShared, wakeWorkers } from '../db/locks.ts'
 import type { CallQueue } from '../db/queue.ts'
 import { readSettings } from '../db/settings.ts'
-import { PgError, pgErrorCode, type Sql, type Tx } from '../db/sql.ts'
-import { isSuppressed, refuseSuppressed, suppressionAndNow } from '../db/suppressions.ts'
+import type { Sql, Tx } from '../db/sql.ts'
+import { isSuppressed } from '../db/suppressions.ts'
 import { silentLogger, type Logger } from '../log.ts'
 import { observeEnded } from './observe.ts'
-import { cancelPending, databaseNow } from '../db/transitions.ts'
+import { cancelPending, databaseNow, reopenEnded } from '../db/transitions.ts'
 import { emitCallEvents } from '../events/outbox.ts'
-import { deleteJob, insertCallWithJob, rescheduleCall } from './jobs.ts'
-import { DomainError, callNotCancellable, callNotFound, callNotPending, type CallRow, type CallStatus } from './model.ts'
-import { dueTime, NO_POLICY, policyRestricts, windowOf, type CallingPolicy, type CallTiming } from './policy.ts'
-import { timeZonesOf } from './timezones.ts'
+import { insertPlanned, phoneSuppressed, planCreates, retryKeyRaces, windowNeverOpens, zonesFor, type CreateCallInput } from './create.ts'
+import { deleteJob, rescheduleCall } from './jobs.ts'
+import { DomainError, callNotCancellable, callNotFound, callNotPending, callNotRetryable, type CallRow, type CallStatus } from './model.ts'
+import { dueTime, NO_POLICY, type CallingPolicy, type CallTiming } from './policy.ts'
 import type { CallingWindow } from './window.ts'
 
 // What clients can do to calls. Each function is one transaction; the HTTP layer only
 // validates input and shapes the answer.
-
-export interface CreateCallInput {
-  to: string
-  scriptId: string
-  metadata?: Record<string, unknown> | undefined
-  expiresAt?: Date | undefined
-  notBefore?: Date | undefined
-  callingWindow?: CallingWindow | undefined
-}
 
 export interface CallChange {
   to?: string | undefined
@@ -51,37 +41,16 @@ export interface CallService {
   update(id: string, change: CallChange): Promise<CallRow>
   /** PENDING → CANCELLED; a 409 naming its status otherwise. */
   cancel(id: string): Promise<CallRow>
+  /**
+   * FAILED or EXPIRED → PENDING, for a new dial: a 409 naming its status otherwise. It may wait
+   * until `expiresAt`, or by default as long as it first could, counted from now.
+   */
+  retry(id: string, options?: { expiresAt?: Date | undefined }): Promise<CallRow>
   list(q: calls.ListQuery): Promise<CallRow[]>
   /** The dials of these calls, for their resources. */
   dials(ids: string[]): Promise<DialRow[]>
   metrics(): Promise<CallMetrics>
 }
-
-/** Stable fingerprint of a create request, so a reused Idempotency-Key with another body is caught. */
-export function fingerprint(input: CreateCallInput): string {
-  const canonical = (value: unknown): unknown =>
-    value && typeof value === 'object' && !Array.isArray(value)
-      ? Object.fromEntries(
-          Object.keys(value)
-            .sort()
-            .map((k) => [k, canonical((value as Record<string, unknown>)[k])]),
-        )
-      : Array.isArray(value)
-        ? value.map(canonical)
-        : value
-  const body = {
-    to: input.to,
-    scriptId: input.scriptId,
-    metadata: input.metadata ?? {},
-    expiresAt: input.expiresAt?.toISOString() ?? null,
-    notBefore: input.notBefore?.toISOString() ?? null,
-    callingWindow: input.callingWindow ?? null,
-  }
-  return createHash('sha256').update(JSON.stringify(canonical(body))).digest('hex')
-}
-
-export const phoneSuppressed = (phone: string) =>
-  new DomainError('phone_suppressed', `${phone} is on the do-not-call list; no call to it is made.`, { phone })
 
 export function createCallService(deps: {
   sql: Sql
@@ -95,99 +64,28 @@ export function createCallService(deps: {
   const log = deps.log ?? silentLogger
   const calling = deps.calling ?? NO_POLICY
 
-  const replay = (existing: CallRow, hash: string, key: string) => {
-    if (existing.request_hash !== hash) {
-      throw new DomainError(
-        'idempotency_key_reused',
-        `Idempotency-Key "${key}" was already used for a different request (call ${existing.id}); use a new key for a new call.`,
-        { callId: existing.id },
-      )
-    }
-    return { call: existing, replayed: true }
-  }
-
-  /**
-   * The zones a call's window is judged in: the window's own timezone, else the number's (kept
-   * even while no window applies, so a window configured later can judge the call).
-   */
-  const zonesFor = (phone: string, window: CallingWindow | null): string[] => {
-    if (window?.timezone) return [window.timezone]
-    const zones = timeZonesOf(phone)
-    if (window && zones.length === 0) {
-      throw new DomainError(
-        'time_zone_unknown',
-        `The time zone of ${phone} cannot be told from the number, and a calling window applies; give callingWindow.timezone.`,
-        { phone },
-      )
-    }
-    return zones
-  }
-
   /** When a call may first go; a 422 when its window never opens in every one of its zones. */
-  const firstDue = async (tx: Tx, call: CallTiming, now?: Date) => {
-    const due = await dueTime(tx, calling, call, now ?? (await databaseNow(tx)))
-    if (!due) {
-      throw new DomainError(
-        'calling_window_never_opens',
-        `The calling window is never open at once in all the time zones of ${call.phone} (${call.time_zones.join(', ')}); give callingWindow.timezone or a wider window.`,
-        { phone: call.phone, timeZones: call.time_zones },
-      )
-    }
+  const firstDue = async (tx: Tx, call: CallTiming) => {
+    const due = await dueTime(tx, calling, call, await databaseNow(tx))
+    if (!due) throw windowNeverOpens(call.phone, call.time_zones)
     return due
   }
 
   return {
     async create(input, idempotencyKey) {
-      const hash = idempotencyKey ? fingerprint(input) : null
-      if (idempotencyKey) {
-        const existing = await calls.findByIdempotencyKey(sql, idempotencyKey)
-        if (existing) return replay(existing, hash!, idempotencyKey)
+      const created = await retryKeyRaces(() =>
+        sql.begin(async (tx) => {
+          const [plan] = await planCreates(tx, calling, [{ input, idempotencyKey: idempotencyKey ?? null }])
+          if (plan!.kind === 'refused') throw plan!.error
+          if (plan!.kind === 'replay') return { call: plan!.call!, replayed: true }
+          const [call] = await insertPlanned(tx, queue, [plan!.call], { ttlSeconds: deps.callTtlSeconds, batchId: null })
+          return { call: call!, replayed: false }
+        }),
+      )
+      if (!created.replayed) {
+        log.info('call created', { callId: created.call.id, phone: created.call.phone, to: 'PENDING', dueAt: created.call.next_attempt_at?.toISOString() })
       }
-      const window = input.callingWindow ?? null
-      const timing: CallTiming = {
-        phone: input.to,
-        not_before: input.notBefore ?? null,
-        calling_window: window,
-        time_zones: zonesFor(input.to, windowOf(calling, { calling_window: window })),
-      }
-      try {
-        const call = await sql.begin(async (tx) => {
-          const row = {
-            id: randomUUID(),
-            phone: input.to,
-            scriptId: input.scriptId,
-            metadata: input.metadata ?? {},
-            expiresAt: input.expiresAt ?? null,
-            ttlSeconds: deps.callTtlSeconds,
-            idempotencyKey: idempotencyKey ?? null,
-            requestHash: hash,
-            notBefore: timing.not_before,
-            callingWindow: window,
-            timeZones: timing.time_zones,
-          }
-          if (!policyRestricts(calling, timing)) {
-            // Due now whatever the clock says: the do-not-call check, both inserts and COMMIT go
-            // out with BEGIN (one round trip); a listed number fails the check, which rolls the
-            // rest back.
-            void refuseSuppressed(tx, input.to).catch(() => { /* the transaction rejects with it */ })
-            return insertCallWithJob(tx, queue, row, { commit: true })
-          }
-          const { suppressed, now } = await suppressionAndNow(tx, input.to)
-          if (suppressed) throw phoneSuppressed(input.to)
-          const due = await firstDue(tx, timing, now)
-          return insertCallWithJob(tx, queue, { ...row, dueAt: due.at, waitingFor: due.waitingFor })
-        })
-        log.info('call created', { callId: call.id, phone: call.phone, to: 'PENDING', dueAt: call.next_attempt_at?.toISOString() })
-        return { call, replayed: false }
-      } catch (err) {
-        // Two requests with the same new key raced; the loser answers like a replay.
-        if (idempotencyKey && pgErrorCode(err) === PgError.uniqueViolation) {
-          const existing = await calls.findByIdempotencyKey(sql, idempotencyKey)
-          if (existing) return replay(existing, hash!, idempotencyKey)
-        }
-        if (pgErrorCode(err) === PgError.phoneSuppressed) throw phoneSuppressed(input.to)
-        throw err
-      }
+      return created
     },
 
     async get(id) {
@@ -208,7 +106,7 @@ export function createCallService(deps: {
         if (phoneChanged && (await isSuppressed(tx, change.to!))) throw phoneSuppressed(change.to!)
         const rescheduled = phoneChanged || change.notBefore !== undefined || change.callingWindow !== undefined
         const ownWindow = change.callingWindow !== undefined ? change.callingWindow : current.calling_window
-        const timeZones = rescheduled ? zonesFor(change.to ?? current.phone, windowOf(calling, { calling_window: ownWindow })) : undefined
+        const timeZones = rescheduled ? zonesFor(calling, change.to ?? current.phone, ownWindow) : undefined
         const row = await calls.updatePendingPayload(tx, id, {
           phone: change.to,
           scriptId: change.scriptId,
@@ -247,6 +145,34 @@ export function createCallService(deps: {
       })
     },
 
+    async retry(id, options = {}) {
+      const retried = await sql.begin(async (tx) => {
+        // As cancel: a claim never sees the call halfway.
+        await lockClaimsShared(tx)
+        const current = await calls.lockCall(tx, id)
+        if (!current) throw callNotFound(id)
+        if (current.status !== 'FAILED' && current.status !== 'EXPIRED') throw callNotRetryable(id, current.status)
+        if (await isSuppressed(tx, current.phone)) throw phoneSuppressed(current.phone)
+        const now = await databaseNow(tx)
+        const waited = current.expires_at && current.expires_at.getTime() - current.created_at.getTime()
+        const expiresAt = options.expiresAt ?? (waited === null ? null : new Date(Math.max(current.expires_at!.getTime(), now.getTime() + waited)))
+        if (expiresAt && expiresAt.getTime() <= now.getTime()) {
+          throw new DomainError('expiry_passed', `expiresAt ${expiresAt.toISOString()} is not in the future; give a later one, or leave it out.`, { callId: id })
+        }
+        const due = await firstDue(tx, current)
+        // Its old job is done (or failed, which under key_strict_fifo would block the phone).
+        await deleteJob(tx, queue, current)
+        const jobId = await queue.enqueue(tx, { id, phone: current.phone, startAfter: due.at })
+        const row = await reopenEnded(tx, id, { jobId, expiresAt, dueAt: due.at, waitingFor: due.waitingFor })
+        if (!row) throw callNotRetryable(id, current.status)
+        await emitCallEvents(tx, queue, 'call.retry_scheduled', [row])
+        await wakeWorkers(tx)
+        return row
+      })
+      log.info('call retried', { callId: id, phone: retried.phone, to: 'PENDING', dueAt: retried.next_attempt_at?.toISOString() })
+      return retried
+    },
+
     async list(q) {
       const { rows, cursorFound } = await calls.listCalls(sql, q)
       if (!cursorFound) throw new DomainError('invalid_cursor', 'The cursor does not point at a known call; start again without it.')
@@ -256,7 +182,8 @@ export function createCallService(deps: {
     dials: (ids) => dialsOf(sql, ids),
 
     async metrics() {
-      const [counts, settings] = await Promise.all([calls.countByStatus(sql), readSettings(sql)])
+      const counts = await calls.countByStatus(sql)
+      const settings = await readSettings(sql)
       return {
         counts,
         inFlight: counts.IN_PROGRESS,

@@ -1,7 +1,4 @@
 import type { CallRow } from '../calls/model.ts'
-import type { WaitingFor } from '../calls/policy.ts'
-import type { CallingWindow } from '../calls/window.ts'
-import type { NewCall } from './calls.ts'
 import type { Sql, Tx } from './sql.ts'
 
 // Batches of calls (POST /calls/batch): one row per request, its calls inserted in one statement.
@@ -58,53 +55,6 @@ export async function getBatch(db: Db, id: string): Promise<BatchRow | undefined
 
 export async function callsOfBatch(db: Db, id: string): Promise<CallRow[]> {
   return db<CallRow[]>`SELECT * FROM calls WHERE batch_id = ${id} ORDER BY batch_index`
-}
-
-/** A call of a batch: every field a single create has, its due time computed, and its place in the request. */
-export interface NewBatchCall extends Omit<NewCall, 'ttlSeconds'> {
-  notBefore: Date | null
-  callingWindow: CallingWindow | null
-  timeZones: string[]
-  dueAt: Date
-  waitingFor: WaitingFor | null
-  batchIndex: number
-}
-
-/** Every call of a batch in one INSERT (its rows as one JSON array). */
-export async function insertBatchCalls(tx: Tx, batchId: string, ttlSeconds: number, calls: NewBatchCall[]): Promise<CallRow[]> {
-  if (calls.length === 0) return []
-  return tx<CallRow[]>`
-    INSERT INTO calls (id, job_id, phone, script_id, metadata, expires_at, idempotency_key, request_hash,
-                       not_before, calling_window, time_zones, next_attempt_at, waiting_for, batch_id, batch_index)
-    SELECT r.id, r.job_id, r.phone, r.script_id, r.metadata,
-           COALESCE(r.expires_at, now() + make_interval(secs => ${ttlSeconds})),
-           r.idempotency_key, r.request_hash, r.not_before, r.calling_window,
-           ARRAY(SELECT jsonb_array_elements_text(r.time_zones)),
-           CASE WHEN r.due_at > now() THEN r.due_at END,
-           CASE WHEN r.due_at > now() THEN r.waiting_for END,
-           ${batchId}, r.batch_index
-    FROM jsonb_to_recordset(${tx.json(
-      calls.map((c) => ({
-        id: c.id,
-        job_id: c.jobId,
-        phone: c.phone,
-        script_id: c.scriptId,
-        metadata: c.metadata,
-        expires_at: c.expiresAt,
-        idempotency_key: c.idempotencyKey,
-        request_hash: c.requestHash,
-        not_before: c.notBefore,
-        calling_window: c.callingWindow,
-        time_zones: c.timeZones,
-        due_at: c.dueAt,
-        waiting_for: c.waitingFor,
-        batch_index: c.batchIndex,
-      })) as never,
-    )}) AS r(id uuid, job_id uuid, phone text, script_id text, metadata jsonb, expires_at timestamptz,
-             idempotency_key text, request_hash text, not_before timestamptz, calling_window jsonb,
-             time_zones jsonb, due_at timestamptz, waiting_for text, batch_index int)
-    ORDER BY r.batch_index
-    RETURNING *`
 }
 
 /**

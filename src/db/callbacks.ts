@@ -1,6 +1,6 @@
 import type { CallRow } from '../calls/model.ts'
 import { lockClaimsShared } from './locks.ts'
-import { inOrder, type Sql, type Tx } from './sql.ts'
+import type { Sql, Tx } from './sql.ts'
 
 // The callbacks table: every word from the provider about a call's end (a webhook delivery or
 // a status look-up), with what we did with it.
@@ -20,12 +20,11 @@ export interface CallbackEntry {
   body: string | null
 }
 
-/** Not async: the query is sent when this is called, so it can take its place in inOrder(). */
-export function recordCallback(db: Sql | Tx, e: CallbackEntry): Promise<void> {
-  return db`
+export async function recordCallback(db: Sql | Tx, e: CallbackEntry): Promise<void> {
+  await db`
     INSERT INTO callbacks (source, webhook_id, call_id, dial, provider_call_id, provider_status, verdict, reason, body)
     VALUES (${e.source}, ${e.webhookId}, ${e.callId}, ${e.dial}, ${e.providerCallId}, ${e.providerStatus}, ${e.verdict},
-            ${e.reason}, ${e.body === null ? null : e.body.slice(0, 4096)})`.then(() => {})
+            ${e.reason}, ${e.body === null ? null : e.body.slice(0, 4096)})`
 }
 
 /** A call locked for the provider's word about it, and whether the word's webhook-id has been used. */
@@ -36,16 +35,16 @@ export interface LockedForWord {
 }
 
 /**
- * What applying a word starts with, in one round trip: the claim lock shared (src/db/locks.ts),
- * then the call's row (FOR UPDATE), then whether `webhookId` has already changed a call. That
- * look runs after the row lock is granted, so a duplicate delivery that waited on the first
- * one's lock sees it committed. Undefined when there is no such call.
+ * What applying a word starts with: the claim lock shared (src/db/locks.ts), then the call's
+ * row (FOR UPDATE), then whether `webhookId` has already changed a call. That look runs after
+ * the row lock is granted, so a duplicate delivery that waited on the first one's lock sees it
+ * committed. Undefined when there is no such call.
  */
 export async function lockForWord(tx: Tx, callId: string, webhookId: string | null): Promise<LockedForWord | undefined> {
-  const [, [call], used] = await inOrder(
-    lockClaimsShared(tx),
-    tx<CallRow[]>`SELECT * FROM calls WHERE id = ${callId} FOR UPDATE`,
-    tx`SELECT 1 FROM callbacks WHERE webhook_id = ${webhookId} AND verdict IN ('applied', 'corrected')`,
-  )
-  return call && { call, webhookIdUsed: used.length > 0 }
+  await lockClaimsShared(tx)
+  const [call] = await tx<CallRow[]>`SELECT * FROM calls WHERE id = ${callId} FOR UPDATE`
+  if (!call) return undefined
+  if (webhookId === null) return { call, webhookIdUsed: false }
+  const used = await tx`SELECT 1 FROM callbacks WHERE webhook_id = ${webhookId} AND verdict IN ('applied', 'corrected')`
+  return { call, webhookIdUsed: used.length > 0 }
 }

@@ -10,46 +10,68 @@ import type { Sql, Tx } from './sql.ts'
 
 type Db = Sql | Tx
 
+/** A call to insert PENDING: every field a create gives, its due time computed. */
 export interface NewCall {
   id: string
   jobId: string
   phone: string
   scriptId: string
   metadata: Record<string, unknown>
-  /** The client's deadline; without one, `ttlSeconds` from now on the database's clock. */
+  /** The client's deadline; without one, the caller's `ttlSeconds` from now on the database's clock. */
   expiresAt: Date | null
-  ttlSeconds: number
   idempotencyKey: string | null
   requestHash: string | null
-  notBefore?: Date | null
-  callingWindow?: CallingWindow | null
-  timeZones?: string[]
+  notBefore: Date | null
+  callingWindow: CallingWindow | null
+  timeZones: string[]
   /** When it may first be dialed (its job's start), and why it waits until then. */
-  dueAt?: Date | null
-  waitingFor?: WaitingFor | null
+  dueAt: Date
+  waitingFor: WaitingFor | null
+  /** Its place in its batch's request; null for a single create. */
+  batchIndex: number | null
 }
 
 /**
- * Inserts a PENDING call, and in the same statement wakes the workers for it (one round trip
- * less). Not async: the query is sent when this is called, ahead of anything sent after.
+ * PENDING calls, in one INSERT (their rows as one JSON array); the same statement wakes the
+ * workers when its transaction commits.
  */
-export function insertCall(tx: Db, call: NewCall): Promise<CallRow> {
-  return tx<Array<CallRow & { woken: unknown }>>`
+export async function insertCalls(tx: Tx, calls: NewCall[], options: { ttlSeconds: number; batchId: string | null }): Promise<CallRow[]> {
+  if (calls.length === 0) return []
+  const rows = await tx<Array<CallRow & { woken?: unknown }>>`
     WITH inserted AS (
     INSERT INTO calls (id, job_id, phone, script_id, metadata, expires_at, idempotency_key, request_hash,
-                       not_before, calling_window, time_zones, next_attempt_at, waiting_for)
-    VALUES (${call.id}, ${call.jobId}, ${call.phone}, ${call.scriptId}, ${tx.json(call.metadata as never)},
-            COALESCE(${call.expiresAt}::timestamptz, now() + make_interval(secs => ${call.ttlSeconds})),
-            ${call.idempotencyKey}, ${call.requestHash},
-            ${call.notBefore ?? null}, ${call.callingWindow ? tx.json(call.callingWindow as never) : null}::jsonb,
-            ${call.timeZones ?? []}::text[],
-            CASE WHEN ${call.dueAt ?? null}::timestamptz > now() THEN ${call.dueAt ?? null}::timestamptz END,
-            CASE WHEN ${call.dueAt ?? null}::timestamptz > now() THEN ${call.waitingFor ?? null} END)
+                       not_before, calling_window, time_zones, next_attempt_at, waiting_for, batch_id, batch_index)
+    SELECT r.id, r.job_id, r.phone, r.script_id, r.metadata,
+           COALESCE(r.expires_at, now() + make_interval(secs => ${options.ttlSeconds})),
+           r.idempotency_key, r.request_hash, r.not_before, r.calling_window,
+           ARRAY(SELECT jsonb_array_elements_text(r.time_zones)),
+           CASE WHEN r.due_at > now() THEN r.due_at END,
+           CASE WHEN r.due_at > now() THEN r.waiting_for END,
+           ${options.batchId}::uuid, r.batch_index
+    FROM jsonb_to_recordset(${tx.json(
+      calls.map((c) => ({
+        id: c.id,
+        job_id: c.jobId,
+        phone: c.phone,
+        script_id: c.scriptId,
+        metadata: c.metadata,
+        expires_at: c.expiresAt,
+        idempotency_key: c.idempotencyKey,
+        request_hash: c.requestHash,
+        not_before: c.notBefore,
+        calling_window: c.callingWindow,
+        time_zones: c.timeZones,
+        due_at: c.dueAt,
+        waiting_for: c.waitingFor,
+        batch_index: c.batchIndex,
+      })) as never,
+    )}) AS r(id uuid, job_id uuid, phone text, script_id text, metadata jsonb, expires_at timestamptz,
+             idempotency_key text, request_hash text, not_before timestamptz, calling_window jsonb,
+             time_zones jsonb, due_at timestamptz, waiting_for text, batch_index int)
+    ORDER BY r.batch_index
     RETURNING *)
-    SELECT inserted.*, pg_notify(${WAKE_CHANNEL}, '') AS woken FROM inserted`.then(([row]) => {
-    const { woken: _, ...inserted } = row!
-    return inserted
-  })
+    SELECT inserted.*, pg_notify(${WAKE_CHANNEL}, '') AS woken FROM inserted`
+  return rows.map(({ woken: _, ...row }) => row)
 }
 
 export async function findByIdempotencyKey(db: Db, key: string): Promise<CallRow | undefined> {
@@ -139,9 +161,9 @@ export async function countByStatus(db: Db): Promise<Record<CallStatus, number>>
   return counts
 }
 
-/** Not async: the query is sent when this is called, so it can take its place in inOrder(). */
-export function countInFlight(db: Db): Promise<number> {
-  return db<{ n: number }[]>`SELECT ${inFlightCount(db)} AS n`.then(([row]) => row!.n)
+export async function countInFlight(db: Db): Promise<number> {
+  const [row] = await db<{ n: number }[]>`SELECT ${inFlightCount(db)} AS n`
+  return row!.n
 }
 
 /** countInFlight as an expression, for a statement that reads it along with other things. */

@@ -20,37 +20,34 @@ export interface DialRow {
   ended_at: Date | null
 }
 
-/** Not async: the query is sent when this is called, so it can take its place in inOrder(). */
-export function markDialAccepted(tx: Tx, callId: string, dial: number, providerCallId: string): PromiseLike<unknown> {
-  return tx`
+export async function markDialAccepted(tx: Tx, callId: string, dial: number, providerCallId: string): Promise<void> {
+  await tx`
     UPDATE call_dials SET dialed_at = COALESCE(dialed_at, now()), provider_call_id = COALESCE(provider_call_id, ${providerCallId})
-    WHERE call_id = ${callId} AND dial = ${dial}`.execute()
+    WHERE call_id = ${callId} AND dial = ${dial}`
 }
 
 /**
  * How these dials ended. A later word may overwrite `unknown` (our timeout) with the provider's
  * own outcome, as it corrects the call; the provider's word itself is never overwritten.
- * Not async: the query is sent when this is called, so it can take its place in inOrder().
  */
-export function endDials(
+export async function endDials(
   tx: Tx,
   ends: Array<{ callId: string; dial: number; outcome: DialOutcome; error?: string | null; providerCallId?: string | null }>,
 ): Promise<void> {
-  if (ends.length === 0) return Promise.resolve()
-  return tx`
+  if (ends.length === 0) return
+  await tx`
     UPDATE call_dials d SET
       outcome = e.outcome, error = e.error, ended_at = now(),
       provider_call_id = COALESCE(d.provider_call_id, e.provider_call_id)
     FROM unnest(${ends.map((e) => e.callId)}::uuid[], ${ends.map((e) => e.dial)}::int[], ${ends.map((e) => e.outcome)}::text[],
                 ${ends.map((e) => e.error ?? null)}::text[], ${ends.map((e) => e.providerCallId ?? null)}::text[])
       AS e(call_id, dial, outcome, error, provider_call_id)
-    WHERE d.call_id = e.call_id AND d.dial = e.dial AND (d.outcome IS NULL OR d.outcome IN ('unknown', 'refused'))`.then(() => {})
+    WHERE d.call_id = e.call_id AND d.dial = e.dial AND (d.outcome IS NULL OR d.outcome IN ('unknown', 'refused'))`
 }
 
-/** Not async: the query is sent when this is called, so it can take its place in inOrder(). */
-export function dialsOf(db: Db, callIds: string[]): Promise<DialRow[]> {
-  if (callIds.length === 0) return Promise.resolve([])
-  return db<DialRow[]>`SELECT * FROM call_dials WHERE call_id = ANY(${callIds}::uuid[]) ORDER BY call_id, dial`.then((rows) => [...rows])
+export async function dialsOf(db: Db, callIds: string[]): Promise<DialRow[]> {
+  if (callIds.length === 0) return []
+  return [...(await db<DialRow[]>`SELECT * FROM call_dials WHERE call_id = ANY(${callIds}::uuid[]) ORDER BY call_id, dial`)]
 }
 
 /** Dials of this call that ended with `outcome`: what an outcome retry policy counts. */

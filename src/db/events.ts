@@ -49,12 +49,12 @@ export async function endpointsFor(db: Db, type: string): Promise<Array<Pick<End
  */
 export type EventTargets = { now: Date; endpoints: Array<Pick<EndpointRow, 'id' | 'event_types'>> }
 
-/** Not async: the query is sent when this is called, so it can take its place in inOrder(). */
-export function eventTargets(db: Db): Promise<EventTargets> {
-  return db<EventTargets[]>`
+export async function eventTargets(db: Db): Promise<EventTargets> {
+  const [row] = await db<EventTargets[]>`
     SELECT now() AS now,
            COALESCE((SELECT jsonb_agg(jsonb_build_object('id', id, 'event_types', event_types) ORDER BY created_at)
-                     FROM event_endpoints WHERE disabled_at IS NULL), '[]') AS endpoints`.then(([row]) => row!)
+                     FROM event_endpoints WHERE disabled_at IS NULL), '[]') AS endpoints`
+  return row!
 }
 
 /**

@@ -9,11 +9,13 @@ import type { Tx } from './sql.ts'
 // rows first. Freeing a slot needs no lock: a claim that misses it only claims less.
 export const CLAIM_LOCK = 7_261_002
 
-// Both send their query when called and return it, so that it can lead an inOrder() pipeline
-// (src/db/sql.ts) of the statements that must run under the lock.
-export const lockClaims = (tx: Tx) => tx`SELECT pg_advisory_xact_lock(${CLAIM_LOCK})`.execute()
+export async function lockClaims(tx: Tx): Promise<void> {
+  await tx`SELECT pg_advisory_xact_lock(${CLAIM_LOCK})`
+}
 
-export const lockClaimsShared = (tx: Tx) => tx`SELECT pg_advisory_xact_lock_shared(${CLAIM_LOCK})`.execute()
+export async function lockClaimsShared(tx: Tx): Promise<void> {
+  await tx`SELECT pg_advisory_xact_lock_shared(${CLAIM_LOCK})`
+}
 
 /** Workers LISTEN here; every change that may let a call start NOTIFYs it. */
 export const WAKE_CHANNEL = 'call_orchestrator_wake'
@@ -21,12 +23,11 @@ export const WAKE_CHANNEL = 'call_orchestrator_wake'
 /**
  * Wakes every worker at commit (and only if the transaction commits). `slotFreed`: a call in
  * flight ended, so a waiting call may take its slot; the payload says when (the database's
- * clock, ms), which workers use to measure how long the slot stayed empty. Not async: the
- * query is sent when this is called, so it can take its place in inOrder().
+ * clock, ms), which workers use to measure how long the slot stayed empty.
  */
-export function wakeWorkers(tx: Tx, slotFreed = false): Promise<void> {
-  return tx`
-    SELECT pg_notify(${WAKE_CHANNEL}, CASE WHEN ${slotFreed} THEN ${SLOT_FREED} || (extract(epoch FROM clock_timestamp()) * 1000)::bigint ELSE '' END)`.then(() => {})
+export async function wakeWorkers(tx: Tx, slotFreed = false): Promise<void> {
+  await tx`
+    SELECT pg_notify(${WAKE_CHANNEL}, CASE WHEN ${slotFreed}::boolean THEN ${SLOT_FREED} || (extract(epoch FROM clock_timestamp()) * 1000)::bigint ELSE '' END)`
 }
 
 /** The payload prefix of a wake-up sent because a slot was freed. */

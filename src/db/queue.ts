@@ -72,12 +72,10 @@ export interface CallJob {
  * parameters' types first), and holds back the statements queued behind it meanwhile. pg-boss's
  * statements are a few fixed texts per queue, so each connection prepares each once.
  */
-function onTx(tx: Tx, onSent?: () => void): IDatabase {
+function onTx(tx: Tx): IDatabase {
   return {
     async executeSql(text, values) {
-      const query = tx.unsafe(text, (values ?? []) as never[], { prepare: true }).execute()
-      onSent?.()
-      const rows = await query
+      const rows = await tx.unsafe(text, (values ?? []) as never[], { prepare: true })
       return { rows: [...rows] }
     },
   }
@@ -187,15 +185,15 @@ export class CallQueue {
   }
 
   /** Settled: fenced to the attempt that was fetched, so a late settle of an expired attempt changes nothing. */
-  async completeDelivery(job: DeliveryJob): Promise<void> {
-    await this.boss.complete(DELIVERIES_QUEUE, { id: job.jobId, retryCount: job.retryCount })
+  async completeDelivery(tx: Tx, job: DeliveryJob): Promise<void> {
+    await this.boss.complete(DELIVERIES_QUEUE, { id: job.jobId, retryCount: job.retryCount }, null, { db: onTx(tx) })
   }
 
   /** Fails an attempt so pg-boss retries it after its backoff; returns when the next try is due. */
-  async retryDelivery(sql: Sql, job: DeliveryJob, error: string): Promise<Date | null> {
-    await this.boss.fail(DELIVERIES_QUEUE, { id: job.jobId, retryCount: job.retryCount }, { error })
-    const [row] = await sql<{ start_after: Date }[]>`
-      SELECT start_after FROM ${sql(BOSS_SCHEMA)}.job WHERE name = ${DELIVERIES_QUEUE} AND id = ${job.jobId} AND state = 'retry'`
+  async retryDelivery(tx: Tx, job: DeliveryJob, error: string): Promise<Date | null> {
+    await this.boss.fail(DELIVERIES_QUEUE, { id: job.jobId, retryCount: job.retryCount }, { error }, { db: onTx(tx) })
+    const [row] = await tx<{ start_after: Date }[]>`
+      SELECT start_after FROM ${tx(BOSS_SCHEMA)}.job WHERE name = ${DELIVERIES_QUEUE} AND id = ${job.jobId} AND state = 'retry'`
     return row?.start_after ?? null
   }
 
@@ -204,13 +202,12 @@ export class CallQueue {
     await this.boss.stop({ graceful: true, close: true, timeout: 5_000 })
   }
 
-  /** The call's job; `jobId` names it when the caller needs the id before this returns. */
-  async enqueue(tx: Tx, call: { id: string; jobId?: string; phone: string; startAfter?: Date | null }, onSent?: () => void): Promise<string> {
+  /** The call's job, in the caller's transaction. */
+  async enqueue(tx: Tx, call: { id: string; phone: string; startAfter?: Date | null }): Promise<string> {
     const jobId = await this.boss.send(CALLS_QUEUE, { callId: call.id }, {
-      ...(call.jobId ? { id: call.jobId } : {}),
       singletonKey: call.phone,
       ...(call.startAfter ? { startAfter: call.startAfter } : {}),
-      db: onTx(tx, onSent),
+      db: onTx(tx),
     })
     if (!jobId) throw new Error(`pg-boss refused the job for call ${call.id}`)
     return jobId

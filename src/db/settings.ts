@@ -14,15 +14,10 @@ export interface DispatchSettings {
   updatedAt: Date
 }
 
-/** Not async: the query is sent when this is called, so it can take its place in inOrder(). */
-export function readSettings(db: Db): Promise<DispatchSettings> {
-  return db<{ paused: boolean; max_concurrent_calls: number | null; policy_hash: string | null; updated_at: Date }[]>`
-    SELECT paused, max_concurrent_calls, policy_hash, updated_at FROM dispatch_settings`.then(([row]) => ({
-    paused: row!.paused,
-    maxConcurrentCalls: row!.max_concurrent_calls,
-    policyHash: row!.policy_hash,
-    updatedAt: row!.updated_at,
-  }))
+export async function readSettings(db: Db): Promise<DispatchSettings> {
+  const [row] = await db<{ paused: boolean; max_concurrent_calls: number | null; policy_hash: string | null; updated_at: Date }[]>`
+    SELECT paused, max_concurrent_calls, policy_hash, updated_at FROM dispatch_settings`
+  return { paused: row!.paused, maxConcurrentCalls: row!.max_concurrent_calls, policyHash: row!.policy_hash, updatedAt: row!.updated_at }
 }
 
 /** Changes what is given, and wakes every worker to act on it when the transaction commits. */

@@ -1,6 +1,15 @@
 import postgres from 'postgres'
 
 export type Sql = postgres.Sql
+/**
+ * A transaction's handle, as `sql.begin` gives it to its callback. Every statement on it is
+ * awaited inside the callback before the next is made, and nothing is sent on it once the
+ * callback has returned: no Promise.all over async functions, no query left running. postgres.js
+ * 4 backs this up: it refuses a statement made on a transaction that has ended
+ * (UNSAFE_TRANSACTION), and a statement that fails aborts the whole transaction even when its
+ * error is caught, so nothing of a transaction ever commits on its own
+ * (test/transactions.test.ts).
+ */
 export type Tx = postgres.TransactionSql
 
 /** The service's own connection pool (postgres.js). pg-boss keeps a separate pool of its own. */
@@ -13,43 +22,9 @@ export function connect(url: string, options: { max?: number; applicationName?: 
   })
 }
 
-/**
- * Runs these statements of one transaction in this order without waiting between them.
- * postgres.js writes them to the socket together and PostgreSQL runs each after the one before,
- * just as if each were awaited before the next was sent: each sees what the earlier ones did,
- * takes its own snapshot when it starts (READ COMMITTED), and one that waits for a lock holds
- * back the rest. The transaction pays one round trip for all of them instead of one each, and
- * on a busy machine every round trip is also a wake-up of the backend and of this process.
- * Rejects with the first one's error (the transaction is then aborted and rolls back).
- *
- * A query is sent either when it is made (a function that returns `tx\`…\`.execute()` or
- * `tx\`…\`.then(…)` without awaiting it) or, if it was only built (`tx\`…\``), when this
- * sends it. Queries sent when made went out while the arguments were evaluated, before any
- * this sends, so they must come first; this throws rather than let the order differ from the
- * one written. Never pass the promise of an async function: it sends its query a microtask or
- * more after it is called, so its place would not be the one it has here. Statements whose
- * order does not matter (no lock order between them, neither reads what the other writes) can
- * simply share a Promise.all, which pipelines them all the same.
- */
-export function inOrder<const Q extends ReadonlyArray<PromiseLike<unknown>>>(...queries: Q): Promise<{ -readonly [K in keyof Q]: Awaited<Q[K]> }> {
-  let built = false
-  for (const q of queries) {
-    const query = q as { executed?: boolean; execute?: () => unknown }
-    const sent = query.execute === undefined || query.executed === true
-    if (sent && built) throw new Error('inOrder: a query sent when it was made is listed after one only built; it went out first, out of the order written')
-    if (!sent) {
-      built = true
-      query.execute!()
-    }
-  }
-  return Promise.all(queries) as Promise<{ -readonly [K in keyof Q]: Awaited<Q[K]> }>
-}
-
 /** Postgres error codes this service reacts to. */
 export const PgError = {
   uniqueViolation: '23505',
-  /** Raised by refuse_suppressed() (sql/009): the number is on the do-not-call list. */
-  phoneSuppressed: 'DNC01',
 } as const
 
 export function pgErrorCode(err: unknown): string | undefined {

@@ -17,27 +17,11 @@ export async function isSuppressed(db: Db, phone: string): Promise<boolean> {
   return rows.length > 0
 }
 
-/**
- * Fails the transaction with SQLSTATE DNC01 (`PgError.phoneSuppressed`) if `phone` is on the
- * list, for a transaction that sends what follows without waiting for this answer. Not async:
- * the query is sent when this is called, ahead of anything sent after.
- */
-export function refuseSuppressed(tx: Tx, phone: string): Promise<unknown> {
-  return tx`SELECT refuse_suppressed(${phone})`.execute()
-}
-
-/** Whether `phone` is on the list, and the database's clock, in one round trip (a create needs both). */
-export async function suppressionAndNow(db: Db, phone: string): Promise<{ suppressed: boolean; now: Date }> {
-  const [row] = await db<{ suppressed: boolean; now: Date }[]>`
-    SELECT EXISTS (SELECT 1 FROM suppressions WHERE phone = ${phone}) AS suppressed, now() AS now`
-  return row!
-}
-
-/** Of these phones, those on the list. */
-export async function suppressedAmong(db: Db, phones: string[]): Promise<Set<string>> {
-  if (phones.length === 0) return new Set()
-  const rows = await db<{ phone: string }[]>`SELECT phone FROM suppressions WHERE phone = ANY(${phones}::text[])`
-  return new Set(rows.map((r) => r.phone))
+/** Of these phones, those on the list; with the database's clock, which a create needs too (one statement). */
+export async function suppressedAmongAndNow(db: Db, phones: string[]): Promise<{ suppressed: Set<string>; now: Date }> {
+  const [row] = await db<{ suppressed: string[]; now: Date }[]>`
+    SELECT ARRAY(SELECT phone FROM suppressions WHERE phone = ANY(${phones}::text[])) AS suppressed, now() AS now`
+  return { suppressed: new Set(row!.suppressed), now: row!.now }
 }
 
 /** Which of these calls' numbers are on the do-not-call list. */

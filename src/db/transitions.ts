@@ -21,15 +21,14 @@ const seconds = (ms: number) => ms / 1000
  * skipped when its job is stale, when it has aged out, or when its phone already has a call in
  * flight (the partial unique index would refuse it; checking first keeps the rest of the batch).
  */
-export function claimPending(
+export async function claimPending(
   tx: Tx,
   jobs: Array<{ callId: string; jobId: string }>,
   workerId: number,
   leaseMs: number,
 ): Promise<CallRow[]> {
-  // Not async: the query is sent when this is called, so it can take its place in inOrder().
-  if (jobs.length === 0) return Promise.resolve([])
-  return tx<CallRow[]>`
+  if (jobs.length === 0) return []
+  const rows = await tx<CallRow[]>`
     WITH claimed AS (
     UPDATE calls c SET
       status             = 'IN_PROGRESS',
@@ -57,7 +56,8 @@ export function claimPending(
     RETURNING c.*),
     dials AS (
       INSERT INTO call_dials (call_id, dial, phone) SELECT id, dial, phone FROM claimed)
-    SELECT * FROM claimed`.then((rows) => [...rows])
+    SELECT * FROM claimed`
+  return [...rows]
 }
 
 export interface DueResend extends CallRow {
@@ -131,15 +131,14 @@ export async function settleExhausted(
 }
 
 /** The provider accepted this dial (any of its requests): wait for its final word. */
-export function markDialed(
+export async function markDialed(
   tx: Tx,
   id: string,
   dial: number,
   providerCallId: string,
   timing: { timeoutSeconds: number; reconcileAfterSeconds: number | null },
 ): Promise<CallRow | undefined> {
-  // Not async: the query is sent when this is called, so it can take its place in inOrder().
-  return tx<CallRow[]>`
+  const [row] = await tx<CallRow[]>`
     UPDATE calls SET
       provider_call_id = ${providerCallId}, dialed_at = now(), claimed_by = NULL, next_attempt_at = NULL,
       timeout_at = now() + make_interval(secs => ${timing.timeoutSeconds}),
@@ -147,7 +146,8 @@ export function markDialed(
       reconcile_at = now() + make_interval(secs => ${timing.reconcileAfterSeconds}),
       updated_at = now()
     WHERE id = ${id} AND status = 'IN_PROGRESS' AND dial = ${dial} AND dialed_at IS NULL
-    RETURNING *`.then(([row]) => row)
+    RETURNING *`
+  return row
 }
 
 /**
@@ -236,9 +236,8 @@ export interface FinalStatus {
  * or corrects it if we had declared it FAILED without the provider's word (a timeout, an
  * unknown outcome). Returns the row as it was before and after.
  */
-export function applyProviderFinal(tx: Tx, id: string, dial: number, final: FinalStatus): Promise<CallRow | undefined> {
-  // Not async: the query is sent when this is called, so it can take its place in inOrder().
-  return tx<CallRow[]>`
+export async function applyProviderFinal(tx: Tx, id: string, dial: number, final: FinalStatus): Promise<CallRow | undefined> {
+  const [row] = await tx<CallRow[]>`
     UPDATE calls SET
       status           = ${final.status},
       provider_status  = ${final.providerStatus},
@@ -252,7 +251,8 @@ export function applyProviderFinal(tx: Tx, id: string, dial: number, final: Fina
       updated_at       = now()
     WHERE id = ${id} AND dial = ${dial}
       AND (status = 'IN_PROGRESS' OR (status = 'FAILED' AND provider_status IS NULL))
-    RETURNING *`.then(([row]) => row)
+    RETURNING *`
+  return row
 }
 
 /** Whether applyProviderFinal changes this call (its WHERE, for a row the caller has locked). */
@@ -318,6 +318,28 @@ export async function retryAfterOutcome(
   return row
 }
 
+/**
+ * FAILED or EXPIRED → PENDING, retried by the client or an operator: a new job (made by the
+ * caller), due at `dueAt`, a new deadline, and nothing left of the dial that ended it but its
+ * row in call_dials. Undefined when the call is not FAILED or EXPIRED.
+ */
+export async function reopenEnded(
+  tx: Tx,
+  id: string,
+  change: { jobId: string; expiresAt: Date | null; dueAt: Date; waitingFor: string | null },
+): Promise<CallRow | undefined> {
+  const [row] = await tx<CallRow[]>`
+    UPDATE calls SET
+      status = 'PENDING', ended_at = NULL, job_id = ${change.jobId}, expires_at = ${change.expiresAt}, last_error = NULL,
+      next_attempt_at = CASE WHEN ${change.dueAt}::timestamptz > now() THEN ${change.dueAt}::timestamptz END,
+      waiting_for = CASE WHEN ${change.dueAt}::timestamptz > now() THEN ${change.waitingFor} END,
+      claimed_by = NULL, dialed_at = NULL, outcome_unknown_at = NULL, timeout_at = NULL, reconcile_at = NULL,
+      updated_at = now()
+    WHERE id = ${id} AND status IN ('FAILED', 'EXPIRED')
+    RETURNING *`
+  return row
+}
+
 /** PENDING calls waiting for a calling window or a cap, in id order after `after`, locked. */
 export async function waitingForPolicy(tx: Tx, after: string | undefined, limit: number): Promise<CallRow[]> {
   return tx<CallRow[]>`
@@ -373,9 +395,9 @@ export async function timeOutSilent(tx: Tx, timeoutSeconds: number, limit: numbe
  * How long until the soonest waiting call (a backoff, a lease) becomes due, in milliseconds of
  * the database's clock, so a worker can set one timer without trusting its own clock to agree.
  */
-export function msUntilNextDue(db: Db): Promise<number | null> {
-  // Not async: the query is sent when this is called, so it can take its place in inOrder().
-  return db<{ ms: number | null }[]>`SELECT ${nextDueMs(db)} AS ms`.then(([row]) => row?.ms ?? null)
+export async function msUntilNextDue(db: Db): Promise<number | null> {
+  const [row] = await db<{ ms: number | null }[]>`SELECT ${nextDueMs(db)} AS ms`
+  return row?.ms ?? null
 }
 
 /** msUntilNextDue as an expression, for a statement that reads it along with other things. */
@@ -391,17 +413,13 @@ export const nextDueMs = (db: Db) => db`
  * after its commit), so a hint that is already stale costs nothing. With it, when the
  * soonest waiting call is due.
  */
-export function claimHint(db: Db): Promise<{ paused: boolean; maxConcurrentCalls: number | null; inFlight: number; nextDueMs: number | null }> {
-  return db<{ paused: boolean; max_concurrent_calls: number | null; in_flight: number; next_due_ms: number | null }[]>`
+export async function claimHint(db: Db): Promise<{ paused: boolean; maxConcurrentCalls: number | null; inFlight: number; nextDueMs: number | null }> {
+  const [row] = await db<{ paused: boolean; max_concurrent_calls: number | null; in_flight: number; next_due_ms: number | null }[]>`
     SELECT paused, max_concurrent_calls,
            ${inFlightCount(db)} AS in_flight,
            ${nextDueMs(db)} AS next_due_ms
-    FROM dispatch_settings`.then(([row]) => ({
-    paused: row!.paused,
-    maxConcurrentCalls: row!.max_concurrent_calls,
-    inFlight: row!.in_flight,
-    nextDueMs: row!.next_due_ms,
-  }))
+    FROM dispatch_settings`
+  return { paused: row!.paused, maxConcurrentCalls: row!.max_concurrent_calls, inFlight: row!.in_flight, nextDueMs: row!.next_due_ms }
 }
 
 /** Dialed calls due for a status look-up; each is pushed `afterSeconds` ahead, so only one worker asks. */

@@ -6,7 +6,7 @@ import { lockClaims } from '../db/locks.ts'
 import { emitCallEvents } from '../events/outbox.ts'
 import { readSettings } from '../db/settings.ts'
 import { suppressedAmongCalls, suppressPendingCalls } from '../db/suppressions.ts'
-import { inOrder, type Sql, type Tx } from '../db/sql.ts'
+import type { Sql, Tx } from '../db/sql.ts'
 import * as t from '../db/transitions.ts'
 import type { CallQueue } from '../db/queue.ts'
 
@@ -56,20 +56,22 @@ export async function claimCalls(
   if (hint.paused || hint.inFlight >= (hint.maxConcurrentCalls ?? policy.maxConcurrentCalls)) return none
   return sql.begin('isolation level read committed', async (tx) => {
     // The lock first, then the reads it guards, each with a snapshot taken once it is held.
-    const [, settings, inFlight] = await inOrder(lockClaims(tx), readSettings(tx), countInFlight(tx))
+    await lockClaims(tx)
+    const settings = await readSettings(tx)
+    const inFlight = await countInFlight(tx)
     if (settings.paused) return none
     const max = settings.maxConcurrentCalls ?? policy.maxConcurrentCalls
     const free = Math.min(limit, max - inFlight)
     if (free <= 0) return none
     const jobs = await queue.fetch(tx, free)
     const allowed = await admit(tx, queue, policy.calling ?? NO_POLICY, jobs, ended)
-    // When the soonest waiting call is due, read after the claim (its leases count) in the same round trip.
-    let [claimed, nextDueMs] = await inOrder(t.claimPending(tx, allowed, workerId, policy.leaseMs), t.msUntilNextDue(tx))
+    const claimed = await t.claimPending(tx, allowed, workerId, policy.leaseMs)
     if (claimed.length < allowed.length) {
       const taken = new Set(claimed.map((c) => c.id))
       await settleUnclaimable(tx, queue, allowed.filter((j) => !taken.has(j.callId)), ended)
-      nextDueMs = await t.msUntilNextDue(tx)
     }
+    // When the soonest waiting call is due, read after the claim (its leases count).
+    const nextDueMs = await t.msUntilNextDue(tx)
     // More may be ready only if the batch came back full and left slots unused.
     return { claimed, exhausted: jobs.length < free || claimed.length === jobs.length, ended, nextDueMs }
   })
@@ -90,9 +92,11 @@ export interface Ended {
  */
 async function admit(tx: Tx, queue: CallQueue, calling: CallingPolicy, jobs: Array<{ callId: string; jobId: string }>, ended: Ended) {
   if (jobs.length === 0) return jobs
-  // Reads only, sent together (one round trip); the claim lock keeps the list from changing.
+  // The claim lock keeps the list from changing meanwhile.
   const ids = jobs.map((j) => j.callId)
-  const [locked, suppressed, now] = await Promise.all([lockCalls(tx, ids), suppressedAmongCalls(tx, ids), t.databaseNow(tx)])
+  const locked = await lockCalls(tx, ids)
+  const suppressed = await suppressedAmongCalls(tx, ids)
+  const now = await t.databaseNow(tx)
   const calls = new Map(locked.map((c) => [c.id, c]))
   const allowed: typeof jobs = []
   for (const job of jobs) {

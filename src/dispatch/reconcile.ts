@@ -1,4 +1,5 @@
-import { applyProviderWord, countProviderWord } from '../callbacks/apply.ts'
+import { applyProviderWord, countProviderWord, type WordOutcome } from '../callbacks/apply.ts'
+import type { CallingPolicy } from '../calls/policy.ts'
 import { metrics } from '../metrics.ts'
 import type { CallRow } from '../calls/model.ts'
 import { lockForWord } from '../db/callbacks.ts'
@@ -16,6 +17,39 @@ import type { CallQueue } from '../db/queue.ts'
 // the endpoint leaves the call to CALL_TIMEOUT_SECONDS.
 
 const CONCURRENCY = 4
+
+/**
+ * A status look-up's final answer about `call`'s dial, applied as a callback's would be (one
+ * transaction); undefined when the call is gone or has moved on to another dial meanwhile.
+ */
+export async function applyLookedUpWord(
+  sql: Sql,
+  queue: CallQueue,
+  call: Pick<CallRow, 'id' | 'dial'>,
+  answer: Extract<LookupResult, { kind: 'final' }>,
+  calling: CallingPolicy | undefined,
+): Promise<WordOutcome | undefined> {
+  return sql.begin(async (tx) => {
+    const locked = await lockForWord(tx, call.id, null)
+    // Only the dial we asked about: the call may have moved on while we asked.
+    if (!locked || locked.call.dial !== call.dial) return undefined
+    return applyProviderWord(tx, queue, locked, {
+      source: 'reconcile',
+      webhookId: null,
+      dial: call.dial,
+      providerCallId: answer.providerCallId,
+      providerStatus: answer.status,
+      durationSec: answer.durationSec,
+      completedAt: answer.completedAt,
+      body: JSON.stringify({
+        callId: answer.providerCallId,
+        status: answer.status,
+        durationSec: answer.durationSec,
+        completedAt: answer.completedAt?.toISOString() ?? null,
+      }),
+    }, calling)
+  })
+}
 
 export class Reconciler {
   readonly #sql: Sql
@@ -99,26 +133,7 @@ export class Reconciler {
         log.warn('status look-up failed; asking again later', { error: answer.error })
         return 'error'
       case 'final': {
-        const outcome = await this.#sql.begin(async (tx) => {
-          const locked = await lockForWord(tx, call.id, null)
-          // Only the dial we asked about: the call may have moved on while we asked.
-          if (!locked || locked.call.dial !== call.dial) return undefined
-          return applyProviderWord(tx, this.#queue, locked, {
-            source: 'reconcile',
-            webhookId: null,
-            dial: call.dial,
-            providerCallId: answer.providerCallId,
-            providerStatus: answer.status,
-            durationSec: answer.durationSec,
-            completedAt: answer.completedAt,
-            body: JSON.stringify({
-              callId: answer.providerCallId,
-              status: answer.status,
-              durationSec: answer.durationSec,
-              completedAt: answer.completedAt?.toISOString() ?? null,
-            }),
-          }, this.#policy.calling)
-        })
+        const outcome = await applyLookedUpWord(this.#sql, this.#queue, call, answer, this.#policy.calling)
         if (outcome) countProviderWord({ source: 'reconcile', durationSec: answer.durationSec, completedAt: answer.completedAt }, outcome)
         if (outcome?.verdict === 'applied' || outcome?.verdict === 'corrected') {
           log.info(`status look-up ${outcome.verdict}`, { providerStatus: answer.status, from: outcome.before, to: outcome.call.status })

@@ -1,11 +1,10 @@
 import type { CallRow } from '../calls/model.ts'
 import { completeJob } from '../calls/jobs.ts'
 import { lockCall } from '../db/calls.ts'
-import { dialsOf, endDials, markDialAccepted } from '../db/dials.ts'
-import { eventTargets } from '../db/events.ts'
+import { endDials, markDialAccepted } from '../db/dials.ts'
 import { emitCallEvents } from '../events/outbox.ts'
 import { wakeWorkers } from '../db/locks.ts'
-import { inOrder, type Sql } from '../db/sql.ts'
+import type { Sql } from '../db/sql.ts'
 import * as t from '../db/transitions.ts'
 import { retryDelayMs } from './backoff.ts'
 import type { DispatchPolicy } from './claim.ts'
@@ -31,19 +30,14 @@ export async function recordDialResult(
   return sql.begin(async (tx) => {
     if (result.kind === 'accepted') {
       // Any request of the dial may report the acceptance: they are all the same provider call.
-      // The call, then its dial row (the order every transaction locks them in), then what the
-      // event reads, in one round trip.
-      const [row, , dials, targets] = await inOrder(
-        t.markDialed(tx, sent.id, sent.dial, result.providerCallId, {
-          timeoutSeconds: policy.callTimeoutSeconds,
-          reconcileAfterSeconds: policy.reconcileAfterSeconds,
-        }),
-        markDialAccepted(tx, sent.id, sent.dial, result.providerCallId),
-        dialsOf(tx, [sent.id]),
-        eventTargets(tx),
-      )
+      // The call, then its dial row: the order every transaction locks them in.
+      const row = await t.markDialed(tx, sent.id, sent.dial, result.providerCallId, {
+        timeoutSeconds: policy.callTimeoutSeconds,
+        reconcileAfterSeconds: policy.reconcileAfterSeconds,
+      })
+      await markDialAccepted(tx, sent.id, sent.dial, result.providerCallId)
       if (row) {
-        await emitCallEvents(tx, queue, 'call.dialed', [row], { dials, targets })
+        await emitCallEvents(tx, queue, 'call.dialed', [row])
         return { outcome: 'dialed' as const, call: row }
       }
       // Its final word got here first: keep the provider's id all the same.
@@ -57,12 +51,10 @@ export async function recordDialResult(
       return { outcome: 'stale' as const }
     }
     const fail = async (error: string) => {
-      const [row] = await Promise.all([
-        t.failAttempt(tx, call.id, call.attempts, error),
-        endDials(tx, [{ callId: call.id, dial: call.dial, outcome: 'refused', error }]),
-        completeJob(tx, queue, call),
-        wakeWorkers(tx, true),
-      ])
+      const row = await t.failAttempt(tx, call.id, call.attempts, error)
+      await endDials(tx, [{ callId: call.id, dial: call.dial, outcome: 'refused', error }])
+      await completeJob(tx, queue, call)
+      await wakeWorkers(tx, true)
       // After endDials: the event's resource shows the dial refused.
       if (row) await emitCallEvents(tx, queue, 'call.failed', [row])
       return { outcome: 'failed' as const, call: row }

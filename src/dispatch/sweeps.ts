@@ -41,15 +41,33 @@ export async function sweep(
   const ended = (rows: CallRow[], what: string) => {
     for (const row of rows) log.info(what, { callId: row.id, phone: row.phone, dial: row.dial, attempt: row.attempts, from: 'IN_PROGRESS', to: row.status, error: row.last_error })
   }
-  const expired = await sql.begin(async (tx) => {
+  const expired = await expireDueCalls(sql, queue)
+  observeEnded(log, expired, 'EXPIRED')
+  const timedOut = await timeOutSilentCalls(sql, queue, policy)
+  metrics.timedOut.inc(timedOut.length)
+  ended(timedOut, 'call timed out')
+  const exhausted = await settleExhaustedCalls(sql, queue, policy)
+  ended(exhausted.failed, 'call failed: out of requests')
+  const unblocked = await deleteStrandedJobs(sql, queue)
+  const requeued = await requeueJobless(sql, queue, cursor)
+  await foldStatusCounts(sql)
+  return { expired: expired.length, timedOut: timedOut.length, held: exhausted.held, exhaustedFailed: exhausted.failed.length, unblocked, requeued }
+}
+
+/** PENDING calls past their expiry → EXPIRED, their jobs deleted. */
+export async function expireDueCalls(sql: Sql, queue: CallQueue): Promise<CallRow[]> {
+  return sql.begin(async (tx) => {
     await lockClaimsShared(tx)
     const rows = await t.expireDue(tx, BATCH)
     for (const row of rows) await deleteJob(tx, queue, row)
     await emitCallEvents(tx, queue, 'call.expired', rows)
     return rows
   })
-  observeEnded(log, expired, 'EXPIRED')
-  const timedOut = await sql.begin(async (tx) => {
+}
+
+/** In-flight calls with no final word by their timeout → FAILED, their slots freed. */
+export async function timeOutSilentCalls(sql: Sql, queue: CallQueue, policy: Pick<DispatchPolicy, 'callTimeoutSeconds'>): Promise<CallRow[]> {
+  return sql.begin(async (tx) => {
     const rows = await t.timeOutSilent(tx, policy.callTimeoutSeconds, BATCH)
     await endDials(tx, rows.map((row) => ({ callId: row.id, dial: row.dial, outcome: 'unknown', error: row.last_error })))
     for (const row of rows) await completeJob(tx, queue, row)
@@ -57,9 +75,15 @@ export async function sweep(
     if (rows.length) await wakeWorkers(tx, true)
     return rows
   })
-  metrics.timedOut.inc(timedOut.length)
-  ended(timedOut, 'call timed out')
-  const exhausted = await sql.begin(async (tx) => {
+}
+
+/** Calls out of requests: held for their final word, or FAILED when every request was refused. */
+export async function settleExhaustedCalls(
+  sql: Sql,
+  queue: CallQueue,
+  policy: Pick<DispatchPolicy, 'maxAttempts' | 'callTimeoutSeconds'>,
+): Promise<{ held: number; failed: CallRow[] }> {
+  return sql.begin(async (tx) => {
     const { held, failed } = await t.settleExhausted(tx, policy.maxAttempts, policy.callTimeoutSeconds, BATCH)
     await endDials(tx, failed.map((row) => ({ callId: row.id, dial: row.dial, outcome: 'refused', error: row.last_error })))
     for (const row of failed) await completeJob(tx, queue, row)
@@ -67,17 +91,17 @@ export async function sweep(
     if (failed.length) await wakeWorkers(tx, true)
     return { held: held.length, failed }
   })
-  ended(exhausted.failed, 'call failed: out of requests')
-  const unblocked = await sql.begin(async (tx) => {
+}
+
+/** Failed pg-boss jobs whose call has moved on: under key_strict_fifo they would block their phone for good. */
+export async function deleteStrandedJobs(sql: Sql, queue: CallQueue): Promise<number> {
+  return sql.begin(async (tx) => {
     await lockClaimsShared(tx)
     const jobs = await queue.failedJobsWithoutLiveCall(tx, BATCH)
     for (const jobId of jobs) await queue.delete(tx, jobId)
     if (jobs.length) await wakeWorkers(tx)
     return jobs.length
   })
-  const requeued = await requeueJobless(sql, queue, cursor)
-  await foldStatusCounts(sql)
-  return { expired: expired.length, timedOut: timedOut.length, held: exhausted.held, exhaustedFailed: exhausted.failed.length, unblocked, requeued }
 }
 
 /**
@@ -86,7 +110,7 @@ export async function sweep(
  * one a new job, due when the call is. Under the shared claim lock, so no claim is halfway
  * through moving one of them.
  */
-async function requeueJobless(sql: Sql, queue: CallQueue, cursor: { pending?: string | undefined }): Promise<number> {
+export async function requeueJobless(sql: Sql, queue: CallQueue, cursor: { pending?: string | undefined }): Promise<number> {
   return sql.begin(async (tx) => {
     await lockClaimsShared(tx)
     const { orphans, last } = await queue.pendingWithoutLiveJob(tx, cursor.pending, BATCH)

@@ -4,7 +4,7 @@ import { signPayload } from '../callbacks/signature.ts'
 import { isIP } from 'node:net'
 import { getEndpoint, pendingDeliveries, recordAttempt, type EndpointRow, type EventRow } from '../db/events.ts'
 import { EVENTS_PER_JOB, type CallQueue, type DeliveryJob } from '../db/queue.ts'
-import { isDatabaseUnavailable, type Sql } from '../db/sql.ts'
+import { isDatabaseUnavailable, type Sql, type Tx } from '../db/sql.ts'
 import { EVENTS_CHANNEL } from '../db/locks.ts'
 import { WakeListener } from '../dispatch/wake-listener.ts'
 import type { Logger } from '../log.ts'
@@ -169,7 +169,10 @@ export class EventDelivery {
     await Promise.all(active)
   }
 
-  /** One job: the scope's undelivered events, in order, until one fails. Then settles the job. */
+  /**
+   * One job: the scope's undelivered events, in order, until one fails. Each attempt is written
+   * down as it ends; the job is settled in the same transaction as the attempt that ends it.
+   */
   async #send(job: DeliveryJob): Promise<void> {
     const log = this.#log.child({ jobId: job.jobId, endpointId: job.endpointId, callId: job.callId, batchId: job.batchId })
     const endpoint = await getEndpoint(this.#sql, job.endpointId)
@@ -182,7 +185,7 @@ export class EventDelivery {
       const ok = answer.status !== null && answer.status >= 200 && answer.status < 300
       const delivery = { eventId: event.id, endpointId: job.endpointId, statusCode: answer.status }
       if (ok) {
-        await this.#record(log, { ...delivery, status: 'delivered', error: null, nextAttemptAt: null })
+        await this.#settle(log, event.id, (tx) => recordAttempt(tx, { ...delivery, status: 'delivered', error: null, nextAttemptAt: null }))
         metrics.eventDeliveries.inc({ result: 'delivered' })
         sent++
         continue
@@ -191,30 +194,39 @@ export class EventDelivery {
       if (job.retryCount >= job.retryLimit) {
         // Given up on this event; the scope's later events go on in a fresh job with fresh retries.
         log.warn('event delivery given up', { eventId: event.id, error, attempts: event.attempts + 1 })
-        await this.#record(log, { ...delivery, status: 'failed', error, nextAttemptAt: null })
+        await this.#settle(log, event.id, async (tx) => {
+          await this.#queue.enqueueDeliveries(tx, [job])
+          await this.#queue.completeDelivery(tx, job)
+          await recordAttempt(tx, { ...delivery, status: 'failed', error, nextAttemptAt: null })
+        })
         metrics.eventDeliveries.inc({ result: 'given_up' })
-        await this.#sql.begin((tx) => this.#queue.enqueueDeliveries(tx, [job]))
-        await this.#queue.completeDelivery(job)
         return
       }
-      const next = await this.#queue.retryDelivery(this.#sql, job, error)
-      await this.#record(log, { ...delivery, status: 'pending', error, nextAttemptAt: next })
+      const next = await this.#settle(log, event.id, async (tx) => {
+        const next = await this.#queue.retryDelivery(tx, job, error)
+        await recordAttempt(tx, { ...delivery, status: 'pending', error, nextAttemptAt: next })
+        return next
+      })
       metrics.eventDeliveries.inc({ result: 'failed' })
       log.info('event delivery failed; retried later', { eventId: event.id, error, nextAttemptAt: next?.toISOString() })
       return
     }
-    // A full page sent: there may be more behind it.
-    if (sent === EVENTS_PER_JOB) await this.#sql.begin((tx) => this.#queue.enqueueDeliveries(tx, [job]))
-    await this.#queue.completeDelivery(job)
+    await this.#settle(log, null, async (tx) => {
+      // A full page sent: there may be more behind it.
+      if (sent === EVENTS_PER_JOB) await this.#queue.enqueueDeliveries(tx, [job])
+      await this.#queue.completeDelivery(tx, job)
+    })
   }
 
-  async #record(log: Logger, attempt: Parameters<typeof recordAttempt>[1]): Promise<void> {
+  /**
+   * One transaction that writes down an attempt and, when it ends the job, settles the job.
+   * Unwritten, the event stays pending and the job expires and is tried again: at least once.
+   */
+  async #settle<T>(log: Logger, eventId: string | null, write: (tx: Tx) => Promise<T>): Promise<T> {
     try {
-      await recordAttempt(this.#sql, attempt)
+      return await this.#sql.begin(write)
     } catch (err) {
-      if (!isDatabaseUnavailable(err)) throw err
-      // Unrecorded, the event stays pending; the job expires and is tried again: at least once.
-      log.warn('database unavailable while recording an event delivery; it will be sent again', { err, eventId: attempt.eventId })
+      if (isDatabaseUnavailable(err)) log.warn('database unavailable while recording an event delivery; it will be sent again', { err, eventId })
       throw err
     }
   }

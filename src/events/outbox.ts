@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { toResource, type CallRow } from '../calls/model.ts'
-import { dialsOf, type DialRow } from '../db/dials.ts'
+import { dialsOf } from '../db/dials.ts'
 import { wakeDeliveries } from '../db/locks.ts'
 import { eventTargets, insertEvents, type EventTargets } from '../db/events.ts'
 import type { CallQueue, DeliveryScope } from '../db/queue.ts'
@@ -51,7 +51,7 @@ interface Emitted {
 
 /**
  * Writes the events, a delivery row per endpoint that takes each, and the delivery jobs.
- * `targets` is what eventTargets() read in this transaction; the writes go together.
+ * `targets` is what eventTargets() read in this transaction.
  */
 async function write(tx: Tx, queue: CallQueue, emitted: Emitted[], targets: EventTargets): Promise<void> {
   if (emitted.length === 0) return
@@ -73,29 +73,25 @@ async function write(tx: Tx, queue: CallQueue, emitted: Emitted[], targets: Even
       scopes.set(`${scope.endpointId}:${scope.callId}:${scope.batchId}`, scope)
     }
   }
-  // Independent statements, sent together (one round trip).
-  await Promise.all([
-    insertEvents(tx, events, deliveries),
-    queue.enqueueDeliveries(tx, [...scopes.values()]),
-    deliveries.length ? wakeDeliveries(tx) : undefined,
-  ])
+  await insertEvents(tx, events, deliveries)
+  await queue.enqueueDeliveries(tx, [...scopes.values()])
+  if (deliveries.length) await wakeDeliveries(tx)
 }
 
 /**
  * `type` for each of these calls (as they are now, after the change), each event carrying the
- * call resource; then batch.completed for any batch whose calls are now all final. `read`: the
- * calls' dials and the event targets, when the caller read them in this transaction after its
- * changes (in the same round trip as those, with inOrder()); read here otherwise.
+ * call resource (with its dials as they are now); then batch.completed for any batch whose
+ * calls are now all final.
  */
 export async function emitCallEvents(
   tx: Tx,
   queue: CallQueue,
   type: CallEvent | ((call: CallRow) => CallEvent | undefined),
   calls: CallRow[],
-  read?: { dials: DialRow[]; targets: EventTargets },
 ): Promise<void> {
   if (calls.length === 0) return
-  const { dials, targets } = read ?? (await readForEvents(tx, calls))
+  const dials = await dialsOf(tx, calls.filter((c) => c.dial > 0).map((c) => c.id))
+  const targets = await eventTargets(tx)
   const emitted: Emitted[] = []
   for (const call of calls) {
     const t = typeof type === 'function' ? type(call) : type
@@ -103,12 +99,6 @@ export async function emitCallEvents(
   }
   await write(tx, queue, emitted, targets)
   await emitBatchesCompleted(tx, queue, [...new Set(calls.filter((c) => c.batch_id && c.ended_at).map((c) => c.batch_id!))])
-}
-
-/** What emitCallEvents needs to read for these calls: their dials and the event targets (one round trip). */
-async function readForEvents(tx: Tx, calls: Array<Pick<CallRow, 'id' | 'dial'>>): Promise<{ dials: DialRow[]; targets: EventTargets }> {
-  const [dials, targets] = await Promise.all([dialsOf(tx, calls.filter((c) => c.dial > 0).map((c) => c.id)), eventTargets(tx)])
-  return { dials, targets }
 }
 
 /** batch.completed for each of these batches whose calls are now all final (once per batch). */
