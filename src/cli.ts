@@ -1,8 +1,11 @@
 import { existsSync, readFileSync } from 'node:fs'
-import { parseEnv } from 'node:util'
-import { checkModeConfig, ConfigError, configVariables, loadConfig } from './config.ts'
+import { parseArgs, parseEnv } from 'node:util'
+import * as v from 'valibot'
+import { checkModeConfig, ConfigError, configVariables, loadConfig, type Config } from './config.ts'
+import { DomainError, toResource } from './calls/model.ts'
+import { CallId, RetryCallBody } from './http/schemas.ts'
 import { createLogger } from './log.ts'
-import { startOrchestrator, type Mode } from './runtime.ts'
+import { runCallAction, startOrchestrator, type CallAction, type Mode } from './runtime.ts'
 
 // bin/orchestrator <mode>: the single entry point. Exit codes: 0 clean stop, 1 failure while
 // running, 2 bad usage, 78 bad configuration (EX_CONFIG).
@@ -15,13 +18,22 @@ const MODES: Record<Mode, string> = {
   simulator: 'a fake AI-call provider on SIMULATOR_PORT, for local runs and load tests',
 }
 
+const CALL_COMMANDS = [
+  '  calls cancel <id>                       a PENDING call → CANCELLED, as POST /calls/:id/cancel',
+  '  calls retry <id> [--expires-at <time>]  a FAILED or EXPIRED call → PENDING for a new dial, as POST /calls/:id/retry',
+]
+
 function help(): string {
   const example = readFileSync(new URL('../.env.example', import.meta.url), 'utf8')
   return [
     'usage: bin/orchestrator <mode>',
+    '       bin/orchestrator calls <cancel|retry> <id> [--expires-at <ISO 8601 time>]',
     '',
     'modes:',
     ...Object.entries(MODES).map(([mode, text]) => `  ${mode.padEnd(10)} ${text}`),
+    '',
+    'commands (each prints the call as the API shows it, or says why it was refused, exit 1):',
+    ...CALL_COMMANDS,
     '',
     'Configuration comes from the environment (and from .env in the working directory, if present).',
     'Every variable, its default and its meaning (from .env.example):',
@@ -37,25 +49,65 @@ function environment(): Record<string, string | undefined> {
   return { ...fromFile, ...process.env }
 }
 
+/** The configuration, or undefined after saying what is wrong with it (exit 78). */
+function configuration(check: (config: Config) => void = () => {}): Config | undefined {
+  try {
+    const config = loadConfig(environment())
+    check(config)
+    return config
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err
+    process.stderr.write(`bin/orchestrator: ${err.message}\nSee bin/orchestrator --help for every variable (${configVariables.length} in all).\n`)
+    return undefined
+  }
+}
+
+/** bin/orchestrator calls <cancel|retry> <id> [--expires-at <time>]. */
+async function callCommand(argv: string[]): Promise<number> {
+  const usage = (why: string) => {
+    process.stderr.write(`bin/orchestrator calls: ${why}\nusage:\n${CALL_COMMANDS.join('\n')}\n`)
+    return 2
+  }
+  let parsed
+  try {
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: { 'expires-at': { type: 'string' } } })
+  } catch (err) {
+    return usage((err as Error).message)
+  }
+  const [action, id, ...extra] = parsed.positionals
+  if ((action !== 'cancel' && action !== 'retry') || id === undefined || extra.length > 0) return usage('give an action (cancel or retry) and one call id')
+  if (!v.is(CallId, id)) return usage(`"${id}" is not a call id (a UUID)`)
+  const expires = v.safeParse(RetryCallBody, { expiresAt: parsed.values['expires-at'] })
+  if (!expires.success) return usage(`--expires-at ${expires.issues[0].message}`)
+  if (action === 'cancel' && expires.output.expiresAt) return usage('--expires-at goes with retry only')
+  const config = configuration()
+  if (!config) return 78
+  const log = createLogger(config.logLevel, { mode: 'calls' }, { format: config.logFormat })
+  const command: CallAction = action === 'cancel' ? { action, id } : { action, id, expiresAt: expires.output.expiresAt }
+  try {
+    const call = await runCallAction(config, log, command)
+    process.stdout.write(`${JSON.stringify(toResource(call), null, 2)}\n`)
+    return 0
+  } catch (err) {
+    const why = err instanceof DomainError ? `${err.message} (${err.code})` : (err as Error).message
+    process.stderr.write(`bin/orchestrator calls ${action}: ${why}\n`)
+    return 1
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   const mode = argv[0]
   if (mode === undefined || mode === '--help' || mode === '-h' || mode === 'help') {
     process.stdout.write(help())
     return mode === undefined ? 2 : 0
   }
+  if (mode === 'calls') return callCommand(argv.slice(1))
   if (!(mode in MODES) || argv.length > 1) {
     process.stderr.write(`bin/orchestrator: unknown mode or extra arguments: ${argv.join(' ')}\n\n${help()}`)
     return 2
   }
-  let config
-  try {
-    config = loadConfig(environment())
-    checkModeConfig(mode as Mode, config)
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err
-    process.stderr.write(`bin/orchestrator: ${err.message}\nSee bin/orchestrator --help for every variable (${configVariables.length} in all).\n`)
-    return 78
-  }
+  const config = configuration((c) => checkModeConfig(mode as Mode, c))
+  if (!config) return 78
   const log = createLogger(config.logLevel, { mode }, { format: config.logFormat })
   // Signals are handled from here on, so a process still waiting for its database stops
   // cleanly too. The first one stops gracefully; a second one exits at once.

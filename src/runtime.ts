@@ -23,6 +23,7 @@ import { createApp } from './http/app.ts'
 import { createWorkerApp } from './http/worker-app.ts'
 import { listen, type RunningServer } from './http/serve.ts'
 import type { Logger } from './log.ts'
+import type { CallRow } from './calls/model.ts'
 import { ProviderSimulator } from './simulator/simulator.ts'
 
 // Builds the parts a mode asks for, starts them in order, and stops them in reverse.
@@ -92,6 +93,42 @@ async function database(config: Config, log: Logger): Promise<{ url: string; emb
   log.info('DATABASE_URL is not set: using an embedded PostgreSQL', { dataDir: config.embeddedPg.dir, port: config.embeddedPg.port })
   const embedded = await startEmbeddedPostgres({ dir, port: config.embeddedPg.port }, log)
   return { url: embedded.url, embedded }
+}
+
+/** What `bin/orchestrator calls <action> <id>` asks of one call. */
+export type CallAction = { action: 'cancel'; id: string } | { action: 'retry'; id: string; expiresAt?: Date | undefined }
+
+/**
+ * One action on one call, through the very service the API answers POST /calls/:id/cancel and
+ * /retry with (src/calls/service.ts), for operators at a shell. Returns the call as it is now.
+ */
+export async function runCallAction(config: Config, log: Logger, command: CallAction): Promise<CallRow> {
+  const db = await database(config, log)
+  const sql = connect(db.url, { max: 2 })
+  const queue = new CallQueue(db.url, log.child({ part: 'pg-boss' }), {
+    supervise: false,
+    deliveryRetry: config.events.retry,
+    deliveryTimeoutMs: config.events.timeoutMs,
+  })
+  try {
+    if (!(await isMigrated(sql, (await readMigrations()).length))) {
+      throw new Error('the database is not migrated: run bin/orchestrator migrate (or start the service) first')
+    }
+    await queue.start()
+    const calls = createCallService({
+      sql,
+      queue,
+      callTtlSeconds: config.dispatch.callTtlSeconds,
+      maxConcurrentCalls: config.dispatch.maxConcurrentCalls,
+      calling: config.policy,
+      log,
+    })
+    return command.action === 'cancel' ? await calls.cancel(command.id) : await calls.retry(command.id, { expiresAt: command.expiresAt })
+  } finally {
+    await queue.stop().catch(() => {})
+    await sql.end({ timeout: 5 })
+    await db.embedded?.stop()
+  }
 }
 
 export async function startOrchestrator(

@@ -58,8 +58,10 @@ export async function migrate(sql: Sql, dir = sqlDir): Promise<number[]> {
   })
 }
 
-/** True when every migration this build knows is applied (for /readyz). */
+/** True when every migration this build knows is applied (for /readyz); false on a database never migrated. */
 export async function isMigrated(sql: Sql, expected: number): Promise<boolean> {
+  const [table] = await sql<{ exists: boolean }[]>`SELECT to_regclass('schema_migrations') IS NOT NULL AS exists`
+  if (!table!.exists) return false
   const [row] = await sql<{ n: number }[]>`
     SELECT count(*)::int AS n FROM schema_migrations WHERE version <= ${expected}`
   return row?.n === expected

@@ -32,7 +32,7 @@ export interface AppDeps {
   suppressions?: SuppressionService | undefined
   /** /dispatch, pause and the limit at run time, when given. */
   dispatch?: DispatchControl | undefined
-  /** POST /calls/batch, a batch's read and cancel, and POST /calls/:id/cancel, when given. */
+  /** POST /calls/batch, a batch's read and cancel, and POST /calls/:id/cancel and /retry, when given. */
   batches?: BatchService | undefined
   /** /event-endpoints and /events, when given. */
   events?: EventService | undefined
@@ -57,6 +57,7 @@ export const ALLOWED: Record<string, string[]> = {
   '/calls/batch/:id/cancel': ['POST'],
   '/calls/:id': ['GET', 'PATCH'],
   '/calls/:id/cancel': ['POST'],
+  '/calls/:id/retry': ['POST'],
   '/metrics': ['GET'],
   '/callbacks/call-status': ['POST'],
   '/suppressions': ['GET'],
@@ -81,7 +82,7 @@ const served = (path: string, deps: AppDeps): boolean =>
   path === '/callbacks/call-status' ? !!deps.callbacks
   : path.startsWith('/suppressions') ? !!deps.suppressions
   : path.startsWith('/dispatch') ? !!deps.dispatch
-  : path.startsWith('/calls/batch') || path.endsWith('/cancel') ? !!deps.batches
+  : path.startsWith('/calls/batch') || path.endsWith('/cancel') || path.endsWith('/retry') ? !!deps.batches
   : path.startsWith('/event') ? !!deps.events
   : path === '/' || path === '/login' || path === '/logout' || path.startsWith('/status') ? !!deps.status
   : true

@@ -28,6 +28,8 @@ export class HttpProblem extends Error {
 const statusOfCode: Record<string, ContentfulStatusCode> = {
   call_not_found: 404,
   call_not_pending: 409,
+  call_not_retryable: 409,
+  expiry_passed: 422,
   idempotency_key_reused: 422,
   invalid_cursor: 400,
   phone_suppressed: 422,

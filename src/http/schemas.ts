@@ -137,6 +137,11 @@ export const UpdateCallBody = v.pipe(
 
 export const Phone = e164
 
+/** POST /calls/:id/retry: the body is optional; without expiresAt the call may wait as long as it first could. */
+export const RetryCallBody = v.strictObject({
+  expiresAt: v.optional(futureTimestamp),
+})
+
 /** One item of POST /calls/batch: a call, with an Idempotency-Key of its own if the client wants one. */
 export const BatchItem = v.strictObject({
   ...CreateCallBody.entries,

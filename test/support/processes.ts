@@ -10,13 +10,14 @@ export interface Proc {
   exited: Promise<number | null>
 }
 
-/** Runs bin/orchestrator <mode> with exactly `env` (plus PATH/HOME), collecting its output. */
+/** Runs bin/orchestrator <mode> [args] with exactly `env` (plus PATH/HOME), collecting its output. */
 export function runBinary(
   t: { teardown(fn: () => Promise<void> | void): void },
   mode: string,
   env: Record<string, string>,
+  args: string[] = [],
 ): Proc {
-  const child = spawn(binary, [mode], {
+  const child = spawn(binary, [mode, ...args], {
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'warn', METRICS_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })

@@ -104,6 +104,13 @@ export const OPERATIONS: Operation[] = [
     answers: { 200: { description: 'The call, now CANCELLED.', schema: r.Call } }, problems: [callNotFound, pending],
   },
   {
+    method: 'post', path: '/calls/:id/retry', id: 'retryCall', tag: 'Calls', access: 'token', summary: 'Dial a FAILED or EXPIRED call again.',
+    description: 'The call goes back to PENDING with a new job and is dialed under its next dial, when its calling rules allow. It may wait until expiresAt, or by default as long as it first could, counted from now. A call whose last dial ended with an unknown outcome may have been placed: retrying it may ring the person twice.',
+    pathParams: { id: callId }, body: { schema: s.RetryCallBody, required: false, example: { expiresAt: '2030-01-01T09:00:00Z' } },
+    answers: { 200: { description: 'The call, PENDING again.', schema: r.Call } },
+    problems: [callNotFound, [409, 'call_not_retryable'], [422, 'phone_suppressed'], [422, 'calling_window_never_opens'], [422, 'expiry_passed']],
+  },
+  {
     method: 'post', path: '/calls/batch', id: 'createBatch', tag: 'Batches', access: 'token', idempotent: true,
     summary: 'Create up to 1000 calls at once; each item is accepted or refused on its own.',
     description: 'The body may be up to 2 MiB. Each item has the fields of POST /calls and an optional idempotencyKey of its own; a refused item is answered with its index and problem, and the others are still created.',

@@ -101,6 +101,12 @@ export function batchRoutes(app: Hono, calls: CallService, batches: BatchService
     const id = s.parse(s.CallId, c.req.param('id'), 'path.id')
     return c.json((await resources([await calls.cancel(id)]))[0]!)
   })
+
+  app.post('/calls/:id/retry', async (c) => {
+    const id = s.parse(s.CallId, c.req.param('id'), 'path.id')
+    const body = s.parseBody(s.RetryCallBody, await readJson(c, undefined, true))
+    return c.json((await resources([await calls.retry(id, body)]))[0]!)
+  })
 }
 
 /** A batch may carry a thousand calls: up to 2 MiB. */
