@@ -33,9 +33,7 @@ export async function changeSettings(tx: Tx, change: { paused?: boolean; maxConc
   return readSettings(tx)
 }
 
-/** Records the calling policy waiting calls are now computed with; returns the one before. */
-export async function swapPolicyHash(tx: Tx, hash: string): Promise<string | null> {
-  const [row] = await tx<{ policy_hash: string | null }[]>`SELECT policy_hash FROM dispatch_settings FOR UPDATE`
+/** Records the calling policy waiting calls are now computed with. */
+export async function recordPolicyHash(tx: Tx, hash: string): Promise<void> {
   await tx`UPDATE dispatch_settings SET policy_hash = ${hash}`
-  return row!.policy_hash
 }

@@ -1,6 +1,6 @@
 import { completeJob, deleteJob, requeueCall, rescheduleCall } from '../calls/jobs.ts'
 import { dueTime, policyHash, type CallingPolicy } from '../calls/policy.ts'
-import { swapPolicyHash } from '../db/settings.ts'
+import { readSettings, recordPolicyHash } from '../db/settings.ts'
 import type { CallRow } from '../calls/model.ts'
 import { foldStatusCounts } from '../db/calls.ts'
 import { silentLogger, type Logger } from '../log.ts'
@@ -9,7 +9,7 @@ import { observeEnded } from '../calls/observe.ts'
 import { endDials } from '../db/dials.ts'
 import { emitCallEvents } from '../events/outbox.ts'
 import { lockClaimsShared, wakeWorkers } from '../db/locks.ts'
-import type { Sql } from '../db/sql.ts'
+import type { Sql, Tx } from '../db/sql.ts'
 import * as t from '../db/transitions.ts'
 import type { DispatchPolicy } from './claim.ts'
 import type { CallQueue } from '../db/queue.ts'
@@ -124,25 +124,35 @@ export async function requeueJobless(sql: Sql, queue: CallQueue, cursor: { pendi
  * A worker that starts under another calling policy (CALLING_WINDOW, the caps) than the one
  * waiting calls' due times were computed with computes them again, so a wider window or a
  * higher cap lets them go sooner (a narrower one the claim enforces anyway). Returns how many.
+ * The policy is recorded as applied by the transaction that reschedules the last calls, so a
+ * worker that stops halfway leaves the work to the next one to start.
  */
 export async function applyPolicyChange(sql: Sql, queue: CallQueue, calling: CallingPolicy): Promise<number> {
   const hash = policyHash(calling)
-  const before = await sql.begin((tx) => swapPolicyHash(tx, hash))
-  if (before === hash || before === null) return 0
+  const { policyHash: before } = await readSettings(sql)
+  if (before === hash) return 0
   let moved = 0
   for (let after: string | undefined; ; ) {
     const batch = await sql.begin(async (tx) => {
-      await lockClaimsShared(tx)
-      const calls = await t.waitingForPolicy(tx, after, BATCH)
-      const now = await t.databaseNow(tx)
-      for (const call of calls) {
-        const due = await dueTime(tx, calling, call, now)
-        if (due) await rescheduleCall(tx, queue, call, due.at, due.waitingFor)
-      }
+      // The first policy recorded: every waiting call was computed with it.
+      const calls = before === null ? [] : await rescheduleForPolicy(tx, queue, calling, after)
+      if (calls.length < BATCH) await recordPolicyHash(tx, hash)
       return calls
     })
     moved += batch.length
     if (batch.length < BATCH) return moved
     after = batch.at(-1)!.id
   }
+}
+
+/** The next BATCH of calls waiting for a window or a cap after `after`, due again under `calling`. */
+async function rescheduleForPolicy(tx: Tx, queue: CallQueue, calling: CallingPolicy, after: string | undefined): Promise<CallRow[]> {
+  await lockClaimsShared(tx)
+  const calls = await t.waitingForPolicy(tx, after, BATCH)
+  const now = await t.databaseNow(tx)
+  for (const call of calls) {
+    const due = await dueTime(tx, calling, call, now)
+    if (due) await rescheduleCall(tx, queue, call, due.at, due.waitingFor)
+  }
+  return calls
 }

@@ -149,7 +149,7 @@ export class EventDelivery {
         }
       }
       for (const job of jobs) {
-        const run: Promise<void> = this.#send(job)
+        const run: Promise<void> = sendDeliveryJob({ sql: this.#sql, queue: this.#queue, options: this.#options, log: this.#log }, job)
           .catch((err) => this.#log.warn('event delivery not settled; pg-boss will expire and retry it', { err, jobId: job.jobId }))
           .finally(() => {
             active.delete(run)
@@ -168,66 +168,69 @@ export class EventDelivery {
     }
     await Promise.all(active)
   }
+}
 
-  /**
-   * One job: the scope's undelivered events, in order, until one fails. Each attempt is written
-   * down as it ends; the job is settled in the same transaction as the attempt that ends it.
-   */
-  async #send(job: DeliveryJob): Promise<void> {
-    const log = this.#log.child({ jobId: job.jobId, endpointId: job.endpointId, callId: job.callId, batchId: job.batchId })
-    const endpoint = await getEndpoint(this.#sql, job.endpointId)
-    // A removed endpoint's pending deliveries were marked failed when it was removed.
-    const events = endpoint && !endpoint.disabled_at ? await pendingDeliveries(this.#sql, job, EVENTS_PER_JOB) : []
-    let sent = 0
-    for (const event of events) {
-      const body = JSON.stringify(event.payload)
-      const answer = await post(endpoint!.url, body, webhookHeaders(endpoint!, event, body, Math.floor(Date.now() / 1000)), this.#options)
-      const ok = answer.status !== null && answer.status >= 200 && answer.status < 300
-      const delivery = { eventId: event.id, endpointId: job.endpointId, statusCode: answer.status }
-      if (ok) {
-        await this.#settle(log, event.id, (tx) => recordAttempt(tx, { ...delivery, status: 'delivered', error: null, nextAttemptAt: null }))
-        metrics.eventDeliveries.inc({ result: 'delivered' })
-        sent++
-        continue
-      }
-      const error = answer.error ?? `answered ${answer.status}`
-      if (job.retryCount >= job.retryLimit) {
-        // Given up on this event; the scope's later events go on in a fresh job with fresh retries.
-        log.warn('event delivery given up', { eventId: event.id, error, attempts: event.attempts + 1 })
-        await this.#settle(log, event.id, async (tx) => {
-          await this.#queue.enqueueDeliveries(tx, [job])
-          await this.#queue.completeDelivery(tx, job)
-          await recordAttempt(tx, { ...delivery, status: 'failed', error, nextAttemptAt: null })
-        })
-        metrics.eventDeliveries.inc({ result: 'given_up' })
-        return
-      }
-      const next = await this.#settle(log, event.id, async (tx) => {
-        const next = await this.#queue.retryDelivery(tx, job, error)
-        await recordAttempt(tx, { ...delivery, status: 'pending', error, nextAttemptAt: next })
-        return next
-      })
-      metrics.eventDeliveries.inc({ result: 'failed' })
-      log.info('event delivery failed; retried later', { eventId: event.id, error, nextAttemptAt: next?.toISOString() })
-      return
-    }
-    await this.#settle(log, null, async (tx) => {
-      // A full page sent: there may be more behind it.
-      if (sent === EVENTS_PER_JOB) await this.#queue.enqueueDeliveries(tx, [job])
-      await this.#queue.completeDelivery(tx, job)
-    })
-  }
-
-  /**
-   * One transaction that writes down an attempt and, when it ends the job, settles the job.
-   * Unwritten, the event stays pending and the job expires and is tried again: at least once.
-   */
-  async #settle<T>(log: Logger, eventId: string | null, write: (tx: Tx) => Promise<T>): Promise<T> {
+/**
+ * One delivery job: the scope's undelivered events, in order, until one fails. Each attempt is
+ * written down as it ends, and the one that ends the job (its last event, or a failure) in the
+ * same transaction that settles the job with pg-boss: completed, retried later, or given up
+ * with a fresh job for the events behind it.
+ */
+export async function sendDeliveryJob(deps: { sql: Sql; queue: CallQueue; options: DeliveryOptions; log: Logger }, job: DeliveryJob): Promise<void> {
+  const { sql, queue } = deps
+  const log = deps.log.child({ jobId: job.jobId, endpointId: job.endpointId, callId: job.callId, batchId: job.batchId })
+  const endpoint = await getEndpoint(sql, job.endpointId)
+  // A removed endpoint's pending deliveries were marked failed when it was removed.
+  const events = endpoint && !endpoint.disabled_at ? await pendingDeliveries(sql, job, EVENTS_PER_JOB) : []
+  const settle = async <T>(eventId: string | null, write: (tx: Tx) => Promise<T>): Promise<T> => {
     try {
-      return await this.#sql.begin(write)
+      return await sql.begin(write)
     } catch (err) {
+      // Unwritten, the event stays pending and the job expires and is tried again: at least once.
       if (isDatabaseUnavailable(err)) log.warn('database unavailable while recording an event delivery; it will be sent again', { err, eventId })
       throw err
     }
   }
+  for (const [i, event] of events.entries()) {
+    const body = JSON.stringify(event.payload)
+    const answer = await post(endpoint!.url, body, webhookHeaders(endpoint!, event, body, Math.floor(Date.now() / 1000)), deps.options)
+    const ok = answer.status !== null && answer.status >= 200 && answer.status < 300
+    const delivery = { eventId: event.id, endpointId: job.endpointId, statusCode: answer.status }
+    if (ok) {
+      const delivered = { ...delivery, status: 'delivered' as const, error: null, nextAttemptAt: null }
+      if (i < events.length - 1) await settle(event.id, (tx) => recordAttempt(tx, delivered))
+      else {
+        await settle(event.id, async (tx) => {
+          // A full page sent: there may be more behind it.
+          if (events.length === EVENTS_PER_JOB) await queue.enqueueDeliveries(tx, [job])
+          await queue.completeDelivery(tx, job)
+          await recordAttempt(tx, delivered)
+        })
+      }
+      metrics.eventDeliveries.inc({ result: 'delivered' })
+      continue
+    }
+    const error = answer.error ?? `answered ${answer.status}`
+    if (job.retryCount >= job.retryLimit) {
+      // Given up on this event; the scope's later events go on in a fresh job with fresh retries.
+      log.warn('event delivery given up', { eventId: event.id, error, attempts: event.attempts + 1 })
+      await settle(event.id, async (tx) => {
+        await queue.enqueueDeliveries(tx, [job])
+        await queue.completeDelivery(tx, job)
+        await recordAttempt(tx, { ...delivery, status: 'failed', error, nextAttemptAt: null })
+      })
+      metrics.eventDeliveries.inc({ result: 'given_up' })
+      return
+    }
+    const next = await settle(event.id, async (tx) => {
+      const next = await queue.retryDelivery(tx, job, error)
+      await recordAttempt(tx, { ...delivery, status: 'pending', error, nextAttemptAt: next })
+      return next
+    })
+    metrics.eventDeliveries.inc({ result: 'failed' })
+    log.info('event delivery failed; retried later', { eventId: event.id, error, nextAttemptAt: next?.toISOString() })
+    return
+  }
+  // Nothing was pending (sent by an earlier attempt, or the endpoint was removed).
+  if (events.length === 0) await settle(null, (tx) => queue.completeDelivery(tx, job))
 }

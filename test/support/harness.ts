@@ -10,6 +10,7 @@ import { createEventService } from '../../src/events/endpoints.ts'
 import { createApp } from '../../src/http/app.ts'
 import { silentLogger } from '../../src/log.ts'
 import { NO_FAULTS, ProviderSimulator, type SimulatorOptions } from '../../src/simulator/simulator.ts'
+import type { Sql } from '../../src/db/sql.ts'
 import { createTestDatabase, type TestDatabase } from './db.ts'
 
 export const WEBHOOK_SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'
@@ -44,31 +45,34 @@ export async function createHarness(
     deliveryRetry?: DeliveryRetry
     /** How often an open status page is updated (1 s by default). */
     statusIntervalMs?: number
+    /** The pool the services run on, made from the test database's (test/support/faults.ts); `sql` stays the plain one. */
+    services?: (sql: Sql) => Sql
   } = {},
 ): Promise<Harness> {
   const db = await createTestDatabase(t)
+  const sql = options.services?.(db.sql) ?? db.sql
   const queue = new CallQueue(db.url, silentLogger, { supervise: false, deliveryRetry: options.deliveryRetry ?? { limit: 20, baseSeconds: 1, maxSeconds: 1 } })
   await queue.start()
   t.teardown(() => queue.stop())
   const app = createApp({
     calls: createCallService({
-      sql: db.sql,
+      sql,
       queue,
       callTtlSeconds: options.callTtlSeconds ?? 86_400,
       maxConcurrentCalls: options.maxConcurrentCalls ?? 30,
       calling: options.calling,
     }),
-    suppressions: createSuppressionService({ sql: db.sql, queue }),
-    dispatch: createDispatchControl({ sql: db.sql, maxConcurrentCalls: options.maxConcurrentCalls ?? 30 }),
-    batches: createBatchService({ sql: db.sql, queue, callTtlSeconds: options.callTtlSeconds ?? 86_400, calling: options.calling }),
-    events: createEventService({ sql: db.sql, queue, allowInsecureUrls: options.allowInsecureEventUrls ?? true }),
-    status: { read: () => readStatus(db.sql, options.maxConcurrentCalls ?? 30) },
+    suppressions: createSuppressionService({ sql, queue }),
+    dispatch: createDispatchControl({ sql, maxConcurrentCalls: options.maxConcurrentCalls ?? 30 }),
+    batches: createBatchService({ sql, queue, callTtlSeconds: options.callTtlSeconds ?? 86_400, calling: options.calling }),
+    events: createEventService({ sql, queue, allowInsecureUrls: options.allowInsecureEventUrls ?? true }),
+    status: { read: () => readStatus(sql, options.maxConcurrentCalls ?? 30) },
     statusIntervalMs: options.statusIntervalMs,
     apiTokens: options.apiTokens ?? [],
     log: silentLogger,
     ready: async () => ({ ok: true, detail: 'ready' }),
     callbacks: createCallbackRoute({
-      sql: db.sql,
+      sql,
       queue,
       secrets: options.webhookSecrets ?? [WEBHOOK_SECRET],
       apiKey: options.webhookApiKey,
