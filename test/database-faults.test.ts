@@ -96,6 +96,7 @@ t.test('terminated backends and a restarted server: every process resumes by its
 
   // 2. The server goes away: every route answers 503 problem+json with Retry-After.
   await admin.end({ timeout: 1 })
+  const logged = workers.map((w) => w.output().length)
   await pg.stop()
   const during = [
     await create(9_999),
@@ -115,7 +116,8 @@ t.test('terminated backends and a restarted server: every process resumes by its
     t.ok(res.retryAfter, 'with Retry-After')
   }
   t.equal((await request(`${base}/readyz`)).status, 503, 'not ready while the database is away')
-  await new Promise((r) => setTimeout(r, 3_000))
+  // The outage lasts until every worker has met it, not for a guessed time.
+  await waitFor('every worker to meet the outage', async () => workers.every((w, i) => /database unavailable|claim loop error/.test(w.output().slice(logged[i]))), 60_000)
   await pg.start()
 
   // 3. Back: the rest of the calls, and every call ends.

@@ -158,16 +158,21 @@ t.test('one call’s events arrive in the order they happened, even when the lat
   const call = await insertCall(h, { status: 'COMPLETED' })
   let release!: () => void
   const gate = new Promise<void>((resolve) => (release = resolve))
-  let started!: () => void
-  const begun = new Promise<void>((resolve) => (started = resolve))
+  let started!: (at: Date) => void
+  const begun = new Promise<Date>((resolve) => (started = resolve))
   const later = h.sql.begin(async (tx) => {
-    await tx`SELECT now()` // this transaction's start is now
-    started()
+    const [row] = await tx<{ now: Date }[]>`SELECT now()` // this transaction's start is now
+    started(row!.now)
     await gate
     await emitCallEvents(tx, h.queue, 'call.completed', [call])
   })
-  await begun
-  await new Promise((r) => setTimeout(r, 20))
+  const start = await begun
+  // The next transaction must start on a later millisecond (a JS Date's resolution) of the
+  // database's clock: wait for the clock, not for a guessed time.
+  await waitFor('the database clock to move on', async () => {
+    const [row] = await h.sql<{ moved: boolean }[]>`SELECT clock_timestamp() >= ${start}::timestamptz + interval '1 millisecond' AS moved`
+    return row!.moved
+  })
   await h.sql.begin((tx) => emitCallEvents(tx, h.queue, 'call.dialed', [{ ...call, status: 'IN_PROGRESS' } as CallRow]))
   release()
   await later
@@ -241,7 +246,14 @@ t.test('a removed endpoint gets nothing more; what was pending for it is marked 
   const [d] = await deliveries(h)
   t.match(d, { status: 'failed', last_error: 'endpoint removed' })
   const seen = receiver.received.length
-  await new Promise((r) => setTimeout(r, 2_500))
+  // The delivery job runs again after its backoff, finds the endpoint removed and ends: wait
+  // for that, rather than for a while.
+  await waitFor('the endpoint’s delivery jobs to end', async () => {
+    const [row] = await h.sql<{ n: number }[]>`
+      SELECT count(*)::int AS n FROM pgboss.job
+      WHERE name = 'event-deliveries' AND data->>'endpointId' = ${endpoint.id} AND state IN ('created', 'retry', 'active')`
+    return row!.n === 0
+  }, 30_000)
   t.ok(receiver.received.length <= seen + 1, 'at most the attempt under way when it was removed')
 })
 

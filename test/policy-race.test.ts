@@ -1,6 +1,6 @@
 import t from 'tap'
 import { listen } from '../src/http/serve.ts'
-import { createHarness, startSimulator, workerEnv } from './support/harness.ts'
+import { createHarness, startSimulator, workerEnv, type Harness } from './support/harness.ts'
 import { runBinary, waitFor } from './support/processes.ts'
 
 // Four worker processes race the run-time controls, judged from the provider's side: after a
@@ -10,6 +10,22 @@ import { runBinary, waitFor } from './support/processes.ts'
 const CALLS = 240
 const PHONES = 40
 const LIMIT = 12
+
+/**
+ * Resolves once every one of `count` running workers has swept twice from now (workers.
+ * last_seen_at, on the database's clock): a worker sweeps at the top of its loop and claims right
+ * after, so by its second sweep it has claimed at least once since this was called.
+ */
+async function everyWorkerLoops(h: Harness, count: number): Promise<void> {
+  let since = (await h.sql<{ at: string }[]>`SELECT clock_timestamp()::text AS at`)[0]!.at
+  for (const sweep of ['first', 'second']) {
+    since = await waitFor(`every worker's ${sweep} sweep`, async () => {
+      const [row] = await h.sql<{ n: number; latest: string }[]>`
+        SELECT count(*)::int AS n, max(last_seen_at)::text AS latest FROM workers WHERE stopped_at IS NULL AND last_seen_at > ${since}::timestamptz`
+      return row!.n === count && row!.latest
+    }, 60_000)
+  }
+}
 
 t.test('4 workers racing a pause, a freshly suppressed number and a lowered limit', async (t) => {
   const h = await createHarness(t, { maxConcurrentCalls: LIMIT })
@@ -24,20 +40,18 @@ t.test('4 workers racing a pause, a freshly suppressed number and a lowered limi
 
   // 1. Pause: once answered, no claim starts a dial.
   t.equal((await h.call('POST', '/dispatch/pause')).body.paused, true)
-  await new Promise((r) => setTimeout(r, 2_000))
-  const placedWhilePaused = sim.stats().accepted
   // Compared in SQL: updated_at has microseconds, a JS Date only milliseconds.
-  const [late] = await h.sql<{ n: number }[]>`
-    SELECT count(*)::int AS n FROM call_dials WHERE started_at > (SELECT updated_at FROM dispatch_settings)`
-  t.equal(late!.n, 0, 'no dial started after the pause was answered')
+  const [paused] = await h.sql<{ at: string }[]>`SELECT updated_at::text AS at FROM dispatch_settings`
+  await everyWorkerLoops(h, workers.length)
+  const [late] = await h.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM call_dials WHERE started_at > ${paused!.at}::timestamptz`
+  t.equal(late!.n, 0, 'no dial started after the pause was answered, though every worker claimed since')
 
   // 2. While paused, a number with waiting calls goes on the do-not-call list.
   const [target] = await h.sql<{ phone: string }[]>`
     SELECT phone FROM calls WHERE status = 'PENDING' GROUP BY phone ORDER BY count(*) DESC LIMIT 1`
   const listed = await h.call('PUT', `/suppressions/${encodeURIComponent(target!.phone)}`, { reason: 'race' })
   t.ok(listed.body.callsSuppressed > 0, `${listed.body.callsSuppressed} waiting calls to it ended`)
-  await new Promise((r) => setTimeout(r, 1_000))
-  t.equal(sim.stats().accepted, placedWhilePaused, 'nothing was placed while paused')
+  await everyWorkerLoops(h, workers.length)
 
   // 3. Resume with a lower limit.
   const lowered = await h.call('PUT', '/dispatch/settings', { maxConcurrentCalls: 3 })
@@ -45,15 +59,19 @@ t.test('4 workers racing a pause, a freshly suppressed number and a lowered limi
   const [lowered2] = await h.sql<{ at: Date }[]>`SELECT updated_at AS at FROM dispatch_settings`
   const loweredAt = lowered2!.at
   await h.call('POST', '/dispatch/resume')
+  const [resumed] = await h.sql<{ at: string }[]>`SELECT updated_at::text AS at FROM dispatch_settings`
 
   await waitFor('every call to end', async () => {
     const [row] = await h.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM calls WHERE status IN ('PENDING', 'IN_PROGRESS')`
     return row!.n === 0
   }, 240_000)
 
-  const dials = await h.sql<{ call_id: string; dial: number; phone: string; started_at: Date }[]>`SELECT call_id, dial, phone, started_at FROM call_dials`
+  const dials = await h.sql<{ call_id: string; dial: number; phone: string; started_at: Date; while_paused: boolean }[]>`
+    SELECT call_id, dial, phone, started_at, started_at > ${paused!.at}::timestamptz AND started_at < ${resumed!.at}::timestamptz AS while_paused
+    FROM call_dials`
   const startedAt = new Map(dials.map((d) => [`${d.call_id}:${d.dial}`, d]))
   const placed = sim.dials.filter((d) => d.providerCallId)
+  t.same(placed.filter((d) => startedAt.get(d.idempotencyKey)!.while_paused).map((d) => d.idempotencyKey), [], 'the provider placed nothing claimed while paused')
   const afterLimit = placed.filter((d) => startedAt.get(d.idempotencyKey)!.started_at.getTime() > loweredAt.getTime())
   // How many went before the pause depends on the machine's load; a quarter of them is plenty.
   t.ok(afterLimit.length >= CALLS / 4, `${afterLimit.length} calls placed under the lower limit`)

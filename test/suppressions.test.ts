@@ -3,6 +3,7 @@ import { claimCalls, type DispatchPolicy } from '../src/dispatch/claim.ts'
 import { CLAIM_LOCK } from '../src/db/locks.ts'
 import { TEST_DISPATCH } from './support/dispatcher.ts'
 import { insertCall, newPhone, postCall } from './support/factory.ts'
+import { waitFor } from './support/processes.ts'
 import { createHarness, registerWorker } from './support/harness.ts'
 import { callRow, jobOf, tableSnapshot } from './support/inspect.ts'
 
@@ -133,18 +134,26 @@ t.test('a pause is stamped when it took effect: after the claim it waited for, n
   let releasedAt: Date | undefined
   let holding!: () => void
   const held = new Promise<void>((resolve) => (holding = resolve))
-  // A claim under way: it holds the claim lock (as claimCalls does) for a moment.
+  let release!: () => void
+  const gate = new Promise<void>((resolve) => (release = resolve))
+  // A claim under way: it holds the claim lock (as claimCalls does) until the pause waits for it.
   const claim = h.sql.begin(async (tx) => {
     await tx`SELECT pg_advisory_xact_lock(${CLAIM_LOCK})`
     holding()
-    await tx`SELECT pg_sleep(0.3)`
+    await gate
     const [now] = await tx<{ at: Date }[]>`SELECT clock_timestamp() AS at`
     releasedAt = now!.at
   })
   await held
-  const paused = await h.call('POST', '/dispatch/pause')
+  const paused = h.call('POST', '/dispatch/pause')
+  await waitFor('the pause to wait for the claim lock', async () => {
+    const [row] = await h.sql<{ n: number }[]>`
+      SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND objid = ${CLAIM_LOCK} AND NOT granted`
+    return row!.n > 0
+  })
+  release()
   await claim
-  t.equal(paused.status, 200)
+  t.equal((await paused).status, 200)
   const [row] = await h.sql<{ updated_at: Date }[]>`SELECT updated_at FROM dispatch_settings`
   t.ok(row!.updated_at.getTime() >= releasedAt!.getTime(), `stamped ${row!.updated_at.toISOString()}, the claim let go at ${releasedAt!.toISOString()}`)
 })

@@ -1,6 +1,6 @@
 import t from 'tap'
 import postgres from 'postgres'
-import { connect, type Sql } from '../src/db/sql.ts'
+import { connect, type Sql, type Tx } from '../src/db/sql.ts'
 import { createTestDatabase } from './support/db.ts'
 
 // The driver's side of "a transaction changes everything or nothing" (src/db/sql.ts, Tx). With
@@ -20,18 +20,17 @@ t.test('a statement made after its transaction failed is refused, and nothing of
   const db = await createTestDatabase(t)
   const rows = await table(db.sql, 'late_after_failure')
   for (let run = 0; run < 20; run++) {
-    let late: Promise<unknown> | undefined
+    let handle: Tx | undefined
     const err = await errorOf(
       db.sql.begin(async (tx) => {
-        // A path that runs late, as an async function in a Promise.all did: it makes its
-        // statement 20 ms after the transaction's first statement has failed.
-        late = new Promise((r) => setTimeout(r, 20)).then(() => tx`INSERT INTO late_after_failure VALUES (${100 + run})`)
-        late.catch(() => {})
+        handle = tx
         await tx`INSERT INTO late_after_failure VALUES (1)` // a duplicate: the transaction fails here
       }),
     )
     t.equal(err?.code, '23505', 'the transaction fails with the duplicate')
-    const lateErr = await errorOf(late!)
+    // A path that runs late, as an async function in a Promise.all did: it makes its statement
+    // on the transaction's handle once the transaction has failed and rolled back.
+    const lateErr = await errorOf(handle!`INSERT INTO late_after_failure VALUES (${100 + run})`)
     t.ok(lateErr, `the late statement was refused (${lateErr?.code})`)
   }
   t.same(await rows(), [1], 'no late statement ran outside the transaction')
@@ -40,13 +39,12 @@ t.test('a statement made after its transaction failed is refused, and nothing of
 t.test('a statement made after the callback returned (fire and forget) is refused, and the rest commits', async (t) => {
   const db = await createTestDatabase(t)
   const rows = await table(db.sql, 'fire_and_forget')
-  let late: Promise<unknown> | undefined
+  let handle: Tx | undefined
   await db.sql.begin(async (tx) => {
+    handle = tx
     await tx`INSERT INTO fire_and_forget VALUES (2)`
-    late = new Promise((r) => setTimeout(r, 20)).then(() => tx`INSERT INTO fire_and_forget VALUES (3)`)
-    late.catch(() => {})
   })
-  const lateErr = await errorOf(late!)
+  const lateErr = await errorOf(handle!`INSERT INTO fire_and_forget VALUES (3)`)
   t.equal(lateErr?.code, 'UNSAFE_TRANSACTION', 'refused: the transaction has ended')
   t.same(await rows(), [1, 2], 'what the transaction did, and nothing after it')
 })
