@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import t, { type Test } from 'tap'
 import { NO_POLICY, type CallingPolicy } from '../src/calls/policy.ts'
 import type { CallRow } from '../src/calls/model.ts'
+import { carryOutRequestedActions } from '../src/calls/requests.ts'
 import { claimCalls } from '../src/dispatch/claim.ts'
 import { applyLookedUpWord } from '../src/dispatch/reconcile.ts'
 import { recordDialResult } from '../src/dispatch/record.ts'
@@ -323,5 +324,23 @@ t.test('event deliveries: fetched, delivered, retried, given up', async (t) => {
     const [last] = await h.queue.fetchDeliveries(h.sql, 1, 4)
     await failEachStatement(t, faults, h.sql, () => sendDeliveryJob(deps, { ...last!, retryCount: last!.retryLimit }), injected)
     t.equal((await h.sql`SELECT 1 FROM event_deliveries WHERE status = 'failed'`).length, 1)
+  })
+})
+
+t.test('requests filed from SQL: carried out, or refused, and written down in the same transaction', async (t) => {
+  const { h, faults } = await setup(t)
+  const deps = { queue: h.queue, calling: NO_POLICY }
+  const refused = await claimedCall(h, await registerWorker(h))
+  await recordDialResult(h.sql, h.queue, POLICY, refused, { kind: 'not_placed', retry: false, error: 'no such script' })
+  await h.sql`SELECT request_retry(${refused.id})`
+  t.test('a retry, done', async (t) => {
+    await failEachStatement(t, faults, h.sql, () => carryOutRequestedActions(faults.sql, deps, 1), injected)
+    t.same((await h.sql`SELECT outcome FROM call_actions`).map((r) => r.outcome), ['done'])
+  })
+  t.test('a retry of a call that completed, refused', async (t) => {
+    const completed = await insertCall(h, { status: 'COMPLETED' })
+    await h.sql`SELECT request_retry(${completed.id})`
+    await failEachStatement(t, faults, h.sql, () => carryOutRequestedActions(faults.sql, deps, 1), injected)
+    t.same((await h.sql`SELECT outcome FROM call_actions ORDER BY id`).map((r) => r.outcome), ['done', 'refused'])
   })
 })

@@ -1,8 +1,13 @@
+import { randomUUID } from 'node:crypto'
 import t from 'tap'
-import { insertCall, newPhone } from './support/factory.ts'
-import { createHarness, registerWorker } from './support/harness.ts'
+import { startDispatcher } from './support/dispatcher.ts'
+import { startFakeProvider } from './support/fake-provider.ts'
+import { insertCall, newPhone, postCall } from './support/factory.ts'
+import { createHarness, registerWorker, type Harness } from './support/harness.ts'
+import { callRow } from './support/inspect.ts'
+import { waitFor } from './support/processes.ts'
 
-// sql/008_operator_views.sql: the views operators read.
+// sql/008_operator_views.sql: the views operators read; sql/011: the requests they file.
 
 t.test('calls_in_flight: each call in flight, its state, its worker and how long', async (t) => {
   const h = await createHarness(t)
@@ -126,4 +131,79 @@ t.test('event_deliveries_failing: given up or being retried, with the last answe
     { ...base, event_id: 'msg_failed', status: 'failed', attempts: 20, last_status_code: 500, last_error: 'HTTP 500', next_retry_at: null },
     { ...base, event_id: 'msg_retrying', status: 'pending', attempts: 2, last_status_code: null, last_error: 'timed out after 10000 ms', next_retry_at: new Date('2026-01-01T10:00:40Z') },
   ])
+})
+
+// sql/011_call_actions.sql: cancels and retries requested from psql, carried out by a worker
+// through the API's own code (src/calls/actions.ts).
+
+const actionOf = async (h: Harness, id: string) => {
+  const [row] = await h.sql<Array<{ action: string; outcome: string | null; detail: string | null; requested_by: string }>>`
+    SELECT action, outcome, detail, requested_by FROM call_actions WHERE id = ${id}`
+  return row!
+}
+const done = (h: Harness, id: string) => waitFor(`request ${id} to be carried out`, async () => (await actionOf(h, id)).outcome !== null, 30_000)
+
+t.test('request_retry: a worker, woken by the request, retries the call as the API does', async (t) => {
+  const h = await createHarness(t)
+  let n = 0
+  const fake = await startFakeProvider(t, () => (++n === 1 ? { status: 400, body: { error: 'no such script' } } : { status: 202, body: { callId: `p-${n}` } }))
+  await startDispatcher(t, h, fake.url) // polls once a minute: only the request's wake-up can get it going
+  const call = await postCall(h, { to: newPhone() })
+  await waitFor('the call to fail', async () => (await callRow(h, call.id)).status === 'FAILED', 30_000)
+  const id = (await h.sql<{ id: string }[]>`SELECT request_retry(${call.id}) AS id`)[0]!.id
+  await done(h, id)
+  t.match(await actionOf(h, id), { action: 'retry', outcome: 'done', detail: 'the call is PENDING', requested_by: 'postgres' })
+  await waitFor('the retry to be dialed', async () => (await callRow(h, call.id)).dialed_at !== null, 30_000)
+  t.same(fake.received.map((r) => r.headers['idempotency-key']), [`${call.id}:1`, `${call.id}:2`], 'a new dial, under a new key')
+  const events = await h.sql<{ type: string }[]>`SELECT type FROM events WHERE call_id = ${call.id} ORDER BY seq`
+  t.same(events.map((e) => e.type), ['call.failed', 'call.retry_scheduled', 'call.dialed'])
+})
+
+t.test('request_cancel: done for a PENDING call; refused, with the API’s reason, for one in flight or not there', async (t) => {
+  const h = await createHarness(t)
+  const fake = await startFakeProvider(t, () => ({ status: 202, body: { callId: 'p' } }))
+  await startDispatcher(t, h, fake.url)
+  await h.call('POST', '/dispatch/pause') // so the pending call stays PENDING until cancelled
+  const pending = await postCall(h, { to: newPhone() })
+  const flying = await insertCall(h, { status: 'IN_PROGRESS' })
+  const before = await callRow(h, flying.id)
+  const missing = randomUUID()
+  const ids: string[] = []
+  for (const callId of [pending.id, flying.id, missing]) ids.push((await h.sql<{ id: string }[]>`SELECT request_cancel(${callId}) AS id`)[0]!.id)
+  for (const id of ids) await done(h, id)
+  t.match(await actionOf(h, ids[0]!), { outcome: 'done', detail: 'the call is CANCELLED' })
+  t.match(await actionOf(h, ids[1]!), { outcome: 'refused', detail: `Call ${flying.id} is IN_PROGRESS; only a PENDING call can be cancelled. (call_not_pending)` })
+  t.match(await actionOf(h, ids[2]!), { outcome: 'refused', detail: `No call has id ${missing}. (call_not_found)` })
+  t.equal((await callRow(h, pending.id)).status, 'CANCELLED')
+  t.same(await callRow(h, flying.id), before, 'the refused request changed nothing')
+  t.same((await h.sql<{ type: string }[]>`SELECT type FROM events`).map((e) => e.type), ['call.cancelled'], 'one event: the cancel that was done')
+})
+
+t.test('requests filed at once, two workers: each carried out once', async (t) => {
+  const h = await createHarness(t)
+  const fake = await startFakeProvider(t, () => ({ status: 202, body: { callId: 'p' } }))
+  await h.call('POST', '/dispatch/pause')
+  const calls = await Promise.all(Array.from({ length: 12 }, () => postCall(h, { to: newPhone() })))
+  await startDispatcher(t, h, fake.url)
+  await startDispatcher(t, h, fake.url)
+  await h.sql.begin(async (tx) => {
+    for (const call of calls) await tx`SELECT request_cancel(${call.id})`
+  })
+  await waitFor('every request to be carried out', async () => (await h.sql`SELECT 1 FROM call_actions WHERE done_at IS NULL`).length === 0, 30_000)
+  const outcomes = await h.sql<{ outcome: string; n: number }[]>`SELECT outcome, count(*)::int AS n FROM call_actions GROUP BY outcome`
+  t.same(outcomes, [{ outcome: 'done', n: 12 }])
+  const [events] = await h.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM events WHERE type = 'call.cancelled'`
+  t.equal(events!.n, 12, 'one call.cancelled each')
+})
+
+t.test('the request functions are not PUBLIC, and name everything by schema', async (t) => {
+  const h = await createHarness(t)
+  await h.sql`CREATE ROLE orchestrator_stranger NOLOGIN`
+  t.teardown(() => h.sql`DROP ROLE IF EXISTS orchestrator_stranger`.then(() => {}))
+  const [row] = await h.sql<{ cancel: boolean; retry: boolean }[]>`
+    SELECT has_function_privilege('orchestrator_stranger', 'request_cancel(uuid)', 'EXECUTE') AS cancel,
+           has_function_privilege('orchestrator_stranger', 'request_retry(uuid, timestamptz)', 'EXECUTE') AS retry`
+  t.same(row, { cancel: false, retry: false })
+  const configs = await h.sql<{ config: string[] }[]>`SELECT proconfig AS config FROM pg_proc WHERE proname IN ('request_cancel', 'request_retry')`
+  t.same(configs.map((c) => c.config), [['search_path=pg_catalog, pg_temp'], ['search_path=pg_catalog, pg_temp']])
 })

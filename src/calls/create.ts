@@ -3,8 +3,9 @@ import { findByIdempotencyKeys, insertCalls, type NewCall } from '../db/calls.ts
 import type { CallQueue } from '../db/queue.ts'
 import { PgError, pgErrorCode, type Tx } from '../db/sql.ts'
 import { suppressedAmongAndNow } from '../db/suppressions.ts'
+import { databaseNow } from '../db/transitions.ts'
 import { DomainError, type CallRow } from './model.ts'
-import { dueTime, windowOf, type CallingPolicy } from './policy.ts'
+import { dueTime, windowOf, type CallingPolicy, type CallTiming, type WaitingFor } from './policy.ts'
 import { timeZonesOf } from './timezones.ts'
 import type { CallingWindow } from './window.ts'
 
@@ -89,6 +90,13 @@ export function zonesFor(calling: CallingPolicy, phone: string, window: CallingW
   const zones = timeZonesOf(phone)
   if (windowOf(calling, { calling_window: window }) && zones.length === 0) throw timeZoneUnknown(phone)
   return zones
+}
+
+/** When a call may first go under `calling`; a 422 when its window never opens in every one of its zones. */
+export async function firstDue(tx: Tx, calling: CallingPolicy, call: CallTiming): Promise<{ at: Date; waitingFor: WaitingFor | null }> {
+  const due = await dueTime(tx, calling, call, await databaseNow(tx))
+  if (!due) throw windowNeverOpens(call.phone, call.time_zones)
+  return due
 }
 
 /**

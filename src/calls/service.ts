@@ -1,18 +1,17 @@
 import * as calls from '../db/calls.ts'
 import { dialsOf, type DialRow } from '../db/dials.ts'
-import { lockClaimsShared, wakeWorkers } from '../db/locks.ts'
+import { lockClaimsShared } from '../db/locks.ts'
 import type { CallQueue } from '../db/queue.ts'
 import { readSettings } from '../db/settings.ts'
-import type { Sql, Tx } from '../db/sql.ts'
+import type { Sql } from '../db/sql.ts'
 import { isSuppressed } from '../db/suppressions.ts'
 import { silentLogger, type Logger } from '../log.ts'
 import { observeEnded } from './observe.ts'
-import { cancelPending, databaseNow, reopenEnded } from '../db/transitions.ts'
-import { emitCallEvents } from '../events/outbox.ts'
-import { insertPlanned, phoneSuppressed, planCreates, retryKeyRaces, windowNeverOpens, zonesFor, type CreateCallInput } from './create.ts'
-import { deleteJob, rescheduleCall } from './jobs.ts'
-import { DomainError, callNotCancellable, callNotFound, callNotPending, callNotRetryable, type CallRow, type CallStatus } from './model.ts'
-import { dueTime, NO_POLICY, type CallingPolicy, type CallTiming } from './policy.ts'
+import { cancelCall, retryCall } from './actions.ts'
+import { firstDue, insertPlanned, phoneSuppressed, planCreates, retryKeyRaces, zonesFor, type CreateCallInput } from './create.ts'
+import { rescheduleCall } from './jobs.ts'
+import { DomainError, callNotFound, callNotPending, type CallRow, type CallStatus } from './model.ts'
+import { NO_POLICY, type CallingPolicy } from './policy.ts'
 import type { CallingWindow } from './window.ts'
 
 // What clients can do to calls. Each function is one transaction; the HTTP layer only
@@ -64,12 +63,6 @@ export function createCallService(deps: {
   const log = deps.log ?? silentLogger
   const calling = deps.calling ?? NO_POLICY
 
-  /** When a call may first go; a 422 when its window never opens in every one of its zones. */
-  const firstDue = async (tx: Tx, call: CallTiming) => {
-    const due = await dueTime(tx, calling, call, await databaseNow(tx))
-    if (!due) throw windowNeverOpens(call.phone, call.time_zones)
-    return due
-  }
 
   return {
     async create(input, idempotencyKey) {
@@ -118,7 +111,7 @@ export function createCallService(deps: {
         if (!row) throw callNotPending(id, current.status)
         // A new number needs a new job (jobs are keyed by phone); a new schedule a new due time.
         if (rescheduled) {
-          const due = await firstDue(tx, row)
+          const due = await firstDue(tx, calling, row)
           row.job_id = await rescheduleCall(tx, queue, row, due.at, due.waitingFor)
           const fresh = await calls.getCall(tx, id)
           return fresh!
@@ -128,47 +121,13 @@ export function createCallService(deps: {
     },
 
     async cancel(id) {
-      return sql.begin(async (tx) => {
-        // As PATCH: a claim of this call either committed first (we see IN_PROGRESS and refuse)
-        // or waits for us and finds it CANCELLED; it is never both cancelled and dialed.
-        await lockClaimsShared(tx)
-        const current = await calls.lockCall(tx, id)
-        if (!current) throw callNotFound(id)
-        const [cancelled] = await cancelPending(tx, [id])
-        if (!cancelled) throw callNotCancellable(id, current.status)
-        await deleteJob(tx, queue, cancelled)
-        await emitCallEvents(tx, queue, 'call.cancelled', [cancelled])
-        return cancelled
-      }).then((cancelled) => {
-        observeEnded(log, [cancelled], 'CANCELLED')
-        return cancelled
-      })
+      const cancelled = await sql.begin((tx) => cancelCall(tx, queue, id))
+      observeEnded(log, [cancelled], 'CANCELLED')
+      return cancelled
     },
 
     async retry(id, options = {}) {
-      const retried = await sql.begin(async (tx) => {
-        // As cancel: a claim never sees the call halfway.
-        await lockClaimsShared(tx)
-        const current = await calls.lockCall(tx, id)
-        if (!current) throw callNotFound(id)
-        if (current.status !== 'FAILED' && current.status !== 'EXPIRED') throw callNotRetryable(id, current.status)
-        if (await isSuppressed(tx, current.phone)) throw phoneSuppressed(current.phone)
-        const now = await databaseNow(tx)
-        const waited = current.expires_at && current.expires_at.getTime() - current.created_at.getTime()
-        const expiresAt = options.expiresAt ?? (waited === null ? null : new Date(Math.max(current.expires_at!.getTime(), now.getTime() + waited)))
-        if (expiresAt && expiresAt.getTime() <= now.getTime()) {
-          throw new DomainError('expiry_passed', `expiresAt ${expiresAt.toISOString()} is not in the future; give a later one, or leave it out.`, { callId: id })
-        }
-        const due = await firstDue(tx, current)
-        // Its old job is done (or failed, which under key_strict_fifo would block the phone).
-        await deleteJob(tx, queue, current)
-        const jobId = await queue.enqueue(tx, { id, phone: current.phone, startAfter: due.at })
-        const row = await reopenEnded(tx, id, { jobId, expiresAt, dueAt: due.at, waitingFor: due.waitingFor })
-        if (!row) throw callNotRetryable(id, current.status)
-        await emitCallEvents(tx, queue, 'call.retry_scheduled', [row])
-        await wakeWorkers(tx)
-        return row
-      })
+      const retried = await sql.begin((tx) => retryCall(tx, { queue, calling }, id, options))
       log.info('call retried', { callId: id, phone: retried.phone, to: 'PENDING', dueAt: retried.next_attempt_at?.toISOString() })
       return retried
     },

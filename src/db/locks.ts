@@ -33,6 +33,9 @@ export async function wakeWorkers(tx: Tx, slotFreed = false): Promise<void> {
 /** The payload prefix of a wake-up sent because a slot was freed. */
 export const SLOT_FREED = 'freed:'
 
+/** The payload of a wake-up sent by request_cancel() and request_retry() (sql/011_call_actions.sql). */
+export const ACTION_FILED = 'action'
+
 /** Event delivery loops LISTEN here; a transaction that writes events NOTIFYs it. */
 export const EVENTS_CHANNEL = 'call_orchestrator_events'
 

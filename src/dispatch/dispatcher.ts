@@ -5,7 +5,8 @@ import { NO_POLICY } from '../calls/policy.ts'
 import { isDatabaseUnavailable, type Sql } from '../db/sql.ts'
 import { reconcileAllNow, registerWorker, touchWorker } from '../db/transitions.ts'
 import type { Logger } from '../log.ts'
-import { SLOT_FREED } from '../db/locks.ts'
+import { ACTION_FILED, SLOT_FREED } from '../db/locks.ts'
+import { carryOutRequestedActions } from '../calls/requests.ts'
 import { metrics } from '../metrics.ts'
 import { observeEnded } from '../calls/observe.ts'
 import { claimCalls, LEASE_MARGIN_MS, takeResends, type DispatchPolicy, type Ended } from './claim.ts'
@@ -54,6 +55,8 @@ export class Dispatcher {
   readonly #inFlight = new Set<Promise<void>>()
   /** When slots were freed (database clock, ms), as heard since the last claim. */
   #freedAt: number[] = []
+  /** An operator filed a cancel or retry from SQL (call_actions): carry it out on the next turn. */
+  #actionsFiled = true
   readonly #abort = new AbortController()
 
   constructor(deps: { sql: Sql; databaseUrl: string; queue: CallQueue; provider: ProviderClient; options: DispatcherOptions; log: Logger }) {
@@ -120,6 +123,7 @@ export class Dispatcher {
   /** A NOTIFY: a slot freed says when, for the refill-time histogram. */
   #woken(payload: string): void {
     if (payload.startsWith(SLOT_FREED) && this.#freedAt.length < 1_000) this.#freedAt.push(Number(payload.slice(SLOT_FREED.length)))
+    if (payload === ACTION_FILED) this.#actionsFiled = true
     this.wake()
   }
 
@@ -145,6 +149,7 @@ export class Dispatcher {
       try {
         if (Date.now() - this.#lastSweep >= this.#options.pollMs) await this.#sweep()
         this.#wakeRequested = false
+        if (this.#actionsFiled) await this.#carryOutActions()
         for (const call of await takeResends(this.#sql, this.#options, this.#workerId, this.#options.maxConcurrentCalls)) {
           metrics.claims.inc()
           this.#send(call, performance.now(), call.lapsed)
@@ -193,10 +198,29 @@ export class Dispatcher {
 
   async #sweep(): Promise<void> {
     this.#lastSweep = Date.now()
+    // A request filed while no worker was listening is found here.
+    this.#actionsFiled = true
     await touchWorker(this.#sql, this.#workerId)
     const result = await sweep(this.#sql, this.#queue, this.#options, this.#sweepCursor, this.#log.child({ worker: this.#workerId }))
     if (Object.values(result).some((n) => n > 0)) this.#log.info('sweep', { worker: this.#workerId, ...result })
     this.#reconciler.kick(this.#abort.signal)
+  }
+
+  /** Cancels and retries filed from SQL, carried out with the API's own code. */
+  async #carryOutActions(): Promise<void> {
+    this.#actionsFiled = false
+    const results = await carryOutRequestedActions(this.#sql, { queue: this.#queue, calling: this.#options.calling ?? NO_POLICY })
+    for (const r of results) {
+      this.#log.info(`requested ${r.request.action} ${r.outcome}`, {
+        worker: this.#workerId,
+        callId: r.request.call_id,
+        requestedBy: r.request.requested_by,
+        request: r.request.id,
+        detail: r.detail,
+      })
+    }
+    // A full round may have left more behind it.
+    if (results.length === 20) this.#actionsFiled = true
   }
 
   /** The database is back after an outage: callbacks may have been lost meanwhile, so ask about every dialed call. */

@@ -58,17 +58,22 @@ export function withFaults(sql: Sql): Faults {
       },
       get(target, prop) {
         if (prop === 'unsafe') return (...args: Parameters<Tx['unsafe']>) => counted(target, target.unsafe(...args))
+        // A savepoint (or a begin nested in the transaction) runs its callback on a handle of its own.
+        if (prop === 'savepoint' || prop === 'begin') return nested(target, prop)
         return Reflect.get(target, prop)
       },
     })
 
+  // begin (or savepoint) with its callback given the counting handle.
+  const nested = (target: Sql | Tx, method: 'begin' | 'savepoint') =>
+    (...args: unknown[]) => {
+      const fn = args.pop() as (tx: Tx) => unknown
+      return (target[method as 'begin'] as (...a: unknown[]) => unknown)(...args, (tx: Tx) => fn(wrap(tx)))
+    }
+
   const faulty = new Proxy(sql, {
     get(target, prop) {
-      if (prop !== 'begin') return Reflect.get(target, prop)
-      return (...args: unknown[]) => {
-        const fn = args.pop() as (tx: Tx) => unknown
-        return (target.begin as (...a: unknown[]) => unknown)(...args, (tx: Tx) => fn(wrap(tx)))
-      }
+      return prop === 'begin' ? nested(target, 'begin') : Reflect.get(target, prop)
     },
   })
 
