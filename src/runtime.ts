@@ -95,6 +95,17 @@ async function database(config: Config, log: Logger): Promise<{ url: string; emb
   return { url: embedded.url, embedded }
 }
 
+/** The call service as the configuration sets it up: the API's, and the command's. */
+const callServiceFor = (config: Config, sql: Sql, queue: CallQueue, log: Logger) =>
+  createCallService({
+    sql,
+    queue,
+    callTtlSeconds: config.dispatch.callTtlSeconds,
+    maxConcurrentCalls: config.dispatch.maxConcurrentCalls,
+    calling: config.policy,
+    log,
+  })
+
 /** What `bin/orchestrator calls <action> <id>` asks of one call. */
 export type CallAction = { action: 'cancel'; id: string } | { action: 'retry'; id: string; expiresAt?: Date | undefined }
 
@@ -115,14 +126,7 @@ export async function runCallAction(config: Config, log: Logger, command: CallAc
       throw new Error('the database is not migrated: run bin/orchestrator migrate (or start the service) first')
     }
     await queue.start()
-    const calls = createCallService({
-      sql,
-      queue,
-      callTtlSeconds: config.dispatch.callTtlSeconds,
-      maxConcurrentCalls: config.dispatch.maxConcurrentCalls,
-      calling: config.policy,
-      log,
-    })
+    const calls = callServiceFor(config, sql, queue, log)
     return command.action === 'cancel' ? await calls.cancel(command.id) : await calls.retry(command.id, { expiresAt: command.expiresAt })
   } finally {
     await queue.stop().catch(() => {})
@@ -205,14 +209,7 @@ export async function startOrchestrator(
       if (webhook.secrets.length === 0 && !webhook.apiKey) {
         log.warn('neither WEBHOOK_SECRET nor WEBHOOK_API_KEY is set: every provider callback will be refused')
       }
-      const callService = createCallService({
-        sql,
-        queue,
-        callTtlSeconds: config.dispatch.callTtlSeconds,
-        maxConcurrentCalls: config.dispatch.maxConcurrentCalls,
-        calling: config.policy,
-        log,
-      })
+      const callService = callServiceFor(config, sql, queue, log)
       const app = createApp({
         calls: callService,
         apiTokens: config.http.apiTokens,
