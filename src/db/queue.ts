@@ -133,10 +133,9 @@ export class CallQueue {
     // createQueue leaves an existing queue as it is; a queue made by an older version had a
     // shorter retention. Jobs already queued keep the keep_until they were given.
     await this.boss.updateQueue(CALLS_QUEUE, options)
+    // Every delivery job carries its own retry settings (enqueueDeliveries), so the queue's
+    // defaults, set by the first process to create it, decide nothing.
     await this.boss.createQueue(DELIVERIES_QUEUE, { policy: 'key_strict_fifo', ...this.#deliveryOptions })
-    // The queue's own settings are what jobs written by SQL get (retry_call and cancel_call's
-    // events, sql/008_operator_views.sql), so they follow EVENT_RETRY_* as this process has them.
-    await this.boss.updateQueue(DELIVERIES_QUEUE, this.#deliveryOptions)
   }
 
   /** Jobs for new calls, many at once (one statement); their ids are given. */
