@@ -5,11 +5,13 @@
 //      │                  │ │     no word by timeout_at──▶ FAILED
 //      │                  └─┘ no answer (timeout, dropped connection, 5xx), 408/409/425/429:
 //      │                      re-sent under the same Idempotency-Key, slot and phone kept
-//      └─TTL passed──▶ EXPIRED
+//      ├─TTL passed──▶ EXPIRED
+//      ├─cancel──▶ CANCELLED      ├─number put on the do-not-call list──▶ SUPPRESSED
+//      └◀─ BUSY/NO_ANSWER/FAILED under an outcome retry policy; FAILED or EXPIRED retried
 //
 // The provider's later word on a call we declared FAILED without it corrects the record.
-// Client operations live in src/db/calls.ts, dispatch transitions in src/db/transitions.ts;
-// each is an UPDATE guarded by the state it leaves.
+// Queries on calls live in src/db/calls.ts, state changes in src/db/transitions.ts; each is an
+// UPDATE guarded by the state it leaves.
 
 /**
  * The longest a call may wait to be dialed (CALL_TTL_SECONDS, `expiresAt`): pg-boss deletes a
