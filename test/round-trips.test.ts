@@ -1,7 +1,11 @@
 import t from 'tap'
 import dc from 'node:diagnostics_channel'
-import { createHarness } from './support/harness.ts'
-import { newPhone } from './support/factory.ts'
+import type { CallRow } from '../src/calls/model.ts'
+import { claimCalls } from '../src/dispatch/claim.ts'
+import { recordDialResult } from '../src/dispatch/record.ts'
+import { POLICY, sendSigned } from './support/callbacks.ts'
+import { createHarness, registerWorker, type Harness } from './support/harness.ts'
+import { newPhone, postCall } from './support/factory.ts'
 
 // Round trips to PostgreSQL on the hot paths (README "Performance"). Every statement of a
 // transaction is awaited before the next is made (src/db/sql.ts, Tx), so each statement sent,
@@ -32,3 +36,31 @@ t.test('POST /calls for a number with no calling rules: five round trips', async
   const [row] = await h.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM calls WHERE id = ${res.body.id} AND job_id IS NOT NULL`
   t.equal(row!.n, 1, 'committed, with its job')
 })
+
+t.test('an accepted dial and the completed callback that ends the call, with no event endpoint: seven and thirteen', async (t) => {
+  const h = await createHarness(t)
+  const worker = await registerWorker(h)
+  // One of each first: the counted ones are the second, on warm connections.
+  const warm = await dialedCall(h, worker)
+  await sendSigned(h, warm.id, { callId: warm.provider_call_id, status: 'COMPLETED' })
+  const call = await claimed(h, worker)
+  const { counter, restore } = countStatements(h.name)
+  t.teardown(restore)
+  await recordDialResult(h.sql, h.queue, POLICY, call, { kind: 'accepted', providerCallId: 'p-counted' })
+  t.equal(counter.statements.length, 7, `accepted: BEGIN; the call; its dial; its dials and the event targets, read for the event; the event; COMMIT (${counter.statements.join(' | ')})`)
+  counter.statements = []
+  const res = await sendSigned(h, call.id, { callId: 'p-counted', status: 'COMPLETED', durationSec: 30 })
+  t.equal(res.status, 200)
+  t.equal(counter.statements.length, 13, `completed: BEGIN; the claim lock; the call; the webhook-id; the update; its dial; the callback kept; the job completed; the workers woken; the event's two reads and its write; COMMIT (${counter.statements.join(' | ')})`)
+})
+
+async function claimed(h: Harness, worker: number): Promise<CallRow> {
+  const { id } = await postCall(h, { to: newPhone() })
+  const { claimed } = await claimCalls(h.sql, h.queue, POLICY, worker, 30)
+  return claimed.find((c) => c.id === id)!
+}
+
+async function dialedCall(h: Harness, worker: number): Promise<CallRow> {
+  const call = await claimed(h, worker)
+  return (await recordDialResult(h.sql, h.queue, POLICY, call, { kind: 'accepted', providerCallId: `p-${call.id}` })).call!
+}
