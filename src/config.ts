@@ -85,6 +85,7 @@ const EnvSchema = v.object({
   PUBLIC_BASE_URL: v.optional(httpUrl),
   WEBHOOK_SECRET: list,
   WEBHOOK_API_KEY: optionalString,
+  CALLBACK_URL_SECRET: optionalString,
   EVENT_WEBHOOK_URL: v.optional(httpUrl),
   EVENT_WEBHOOK_SECRET: list,
   EVENT_TYPES: list,
@@ -141,7 +142,8 @@ export interface Config {
   provider: { baseUrl: string | undefined; apiKey: string | undefined; timeoutMs: number }
   publicBaseUrl: string
   policy: CallingPolicy
-  webhook: { secrets: string[]; apiKey: string | undefined }
+  /** WEBHOOK_SECRET, WEBHOOK_API_KEY, and CALLBACK_URL_SECRET (the key of the webhook URLs' tokens). */
+  webhook: { secrets: string[]; apiKey: string | undefined; urlSecret: string | undefined }
   events: {
     /** The endpoint the operator configures (EVENT_WEBHOOK_URL); more can be added through the API. */
     endpoint: { url: string; secrets: string[]; eventTypes: string[] | null } | null
@@ -295,6 +297,9 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   if (e.WEBHOOK_SECRET.length > 2) {
     throw new ConfigError('WEBHOOK_SECRET: at most two secrets (current and previous) during rotation')
   }
+  if (e.CALLBACK_URL_SECRET !== undefined && e.CALLBACK_URL_SECRET.length < 32) {
+    throw new ConfigError('CALLBACK_URL_SECRET: at least 32 characters (openssl rand -base64 32)')
+  }
   return {
     databaseUrl: e.DATABASE_URL,
     databasePoolMax: e.DATABASE_POOL_MAX,
@@ -319,7 +324,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     },
     publicBaseUrl: e.PUBLIC_BASE_URL ?? `http://127.0.0.1:${e.PORT}`,
     policy: parsePolicy(e),
-    webhook: { secrets: e.WEBHOOK_SECRET, apiKey: e.WEBHOOK_API_KEY },
+    webhook: { secrets: e.WEBHOOK_SECRET, apiKey: e.WEBHOOK_API_KEY, urlSecret: e.CALLBACK_URL_SECRET },
     events: parseEvents(e),
     logLevel: e.LOG_LEVEL,
     logFormat: e.LOG_FORMAT,
@@ -360,7 +365,15 @@ export function checkModeConfig(mode: Mode, config: Config): void {
   }
   if (dials && config.webhook.secrets.length === 0 && !config.webhook.apiKey) {
     throw new ConfigError(
-      'WEBHOOK_SECRET: the webhook URLs a worker hands the provider carry a token made with WEBHOOK_SECRET (or WEBHOOK_API_KEY); set the same one as the API',
+      'WEBHOOK_SECRET: the webhook URLs a worker hands the provider carry a token made with WEBHOOK_SECRET (or CALLBACK_URL_SECRET); set the same one as the API',
+    )
+  }
+  // The key that makes webhook URL tokens never travels: not WEBHOOK_API_KEY, which every
+  // API-key callback carries, so whoever saw one could mint URLs for every other call.
+  const servesCallbacks = mode === 'api' || mode === 'all' || mode === 'worker'
+  if (servesCallbacks && config.webhook.apiKey && config.webhook.secrets.length === 0 && !config.webhook.urlSecret) {
+    throw new ConfigError(
+      'CALLBACK_URL_SECRET: with WEBHOOK_API_KEY and no WEBHOOK_SECRET, the webhook URLs need a key of their own that never travels; set CALLBACK_URL_SECRET (the same for the API and every worker)',
     )
   }
   if (mode === 'simulator' && config.webhook.secrets.length === 0) {

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createCallbackRoute } from './callbacks/route.ts'
+import { urlTokenSecrets } from './callbacks/token.ts'
 import { createBatchService } from './calls/batches.ts'
 import { createCallService } from './calls/service.ts'
 import { createSuppressionService } from './calls/suppressions.ts'
@@ -57,10 +58,10 @@ export function simulatorFromConfig(config: Config, secret: string, log: Logger)
   )
 }
 
-/** The secret callback URL tokens are made with: the first webhook secret, or else the API key. */
+/** The key callback URL tokens are made with: CALLBACK_URL_SECRET, or else the first webhook secret. */
 function callbackSecret(webhook: Config['webhook']): string {
-  const secret = webhook.secrets[0] ?? webhook.apiKey
-  if (!secret) throw new Error('callback URLs need WEBHOOK_SECRET or WEBHOOK_API_KEY') // checkModeConfig refuses this first
+  const secret = urlTokenSecrets(webhook)[0]
+  if (!secret) throw new Error('callback URLs need WEBHOOK_SECRET or CALLBACK_URL_SECRET') // checkModeConfig refuses this first
   return secret
 }
 
@@ -223,7 +224,7 @@ export async function startOrchestrator(
             return { ok: false, detail: `database unreachable: ${(err as Error).message}` }
           }
         },
-        callbacks: createCallbackRoute({ sql, queue, secrets: webhook.secrets, apiKey: webhook.apiKey, log, calling: config.policy }),
+        callbacks: createCallbackRoute({ sql, queue, secrets: webhook.secrets, apiKey: webhook.apiKey, urlSecret: webhook.urlSecret, log, calling: config.policy }),
         suppressions: createSuppressionService({ sql, queue, log }),
         dispatch: createDispatchControl({ sql, maxConcurrentCalls: config.dispatch.maxConcurrentCalls }),
         batches: createBatchService({ sql, queue, callTtlSeconds: config.dispatch.callTtlSeconds, calling: config.policy, log }),

@@ -217,14 +217,16 @@ t.test('rotated secrets: signatures made with either secret are accepted', async
   })
 })
 
-t.test('the API-key alternative', async (t) => {
-  const h = await createHarness(t, { webhookSecrets: [], webhookApiKey: 'k' })
+const URL_SECRET = 'a callback URL secret of 32 chars or more'
+
+t.test('the API-key alternative (with CALLBACK_URL_SECRET, which the URLs are made with)', async (t) => {
+  const h = await createHarness(t, { webhookSecrets: [], webhookApiKey: 'k', callbackUrlSecret: URL_SECRET })
   const worker = await registerWorker(h)
   const json = { 'content-type': 'application/json' }
 
   t.test('Authorization: Bearer <key> is accepted', async (t) => {
     const { call, body } = await dialedCall(h, worker)
-    const res = await deliver(h, body, { ...json, authorization: 'Bearer k' }, callbackPath(call.id, 1, 'k'))
+    const res = await deliver(h, body, { ...json, authorization: 'Bearer k' }, callbackPath(call.id, 1, URL_SECRET))
     t.equal(res.status, 200)
     t.equal(res.body.verdict, 'applied')
     t.equal((await callRow(h, call.id)).status, 'COMPLETED')
@@ -232,7 +234,7 @@ t.test('the API-key alternative', async (t) => {
 
   t.test('X-Api-Key: <key> is accepted', async (t) => {
     const { call, body } = await dialedCall(h, worker)
-    const res = await deliver(h, body, { ...json, 'x-api-key': 'k' }, callbackPath(call.id, 1, 'k'))
+    const res = await deliver(h, body, { ...json, 'x-api-key': 'k' }, callbackPath(call.id, 1, URL_SECRET))
     t.equal(res.status, 200)
     t.equal((await callRow(h, call.id)).status, 'COMPLETED')
   })
@@ -242,14 +244,40 @@ t.test('the API-key alternative', async (t) => {
     const wrong: Record<string, string>[] = [{ authorization: 'Bearer kk' }, { 'x-api-key': 'K' }, { authorization: 'k' }, { 'x-api-key': '' }, {}]
     for (const headers of wrong) {
       t.test(JSON.stringify(headers), async (t) => {
-        await assertRefused(t, h, call.id, () => deliver(h, body, { ...json, ...headers }, callbackPath(call.id, 1, 'k')), 'invalid_api_key')
+        await assertRefused(t, h, call.id, () => deliver(h, body, { ...json, ...headers }, callbackPath(call.id, 1, URL_SECRET)), 'invalid_api_key')
       })
     }
   })
 
+  t.test('a URL minted with the API key, which every API-key callback carries, is refused', async (t) => {
+    const { call, body } = await dialedCall(h, worker)
+    await assertRefused(t, h, call.id, () => deliver(h, body, { ...json, authorization: 'Bearer k' }, callbackPath(call.id, 1, 'k')), 'invalid_callback_url')
+  })
+
   t.test('a Standard Webhooks signature does not replace the key when no secret is configured', async (t) => {
     const { call, body } = await dialedCall(h, worker)
-    await assertRefused(t, h, call.id, () => deliver(h, body, signHeaders(body), callbackPath(call.id, 1, 'k')), 'invalid_api_key')
+    await assertRefused(t, h, call.id, () => deliver(h, body, signHeaders(body), callbackPath(call.id, 1, URL_SECRET)), 'invalid_api_key')
+  })
+})
+
+t.test('a secret and an API key both configured: the key is no way around the signature', async (t) => {
+  const h = await createHarness(t, { webhookApiKey: 'k' })
+  const worker = await registerWorker(h)
+  const json = { 'content-type': 'application/json' }
+
+  t.test('an unsigned callback with the right key, at the right URL, is refused', async (t) => {
+    const { call, body } = await dialedCall(h, worker)
+    await assertRefused(t, h, call.id, () => deliver(h, body, { ...json, authorization: 'Bearer k' }, callbackPath(call.id)), 'invalid_signature')
+  })
+
+  t.test('a URL minted with the API key is refused, even signed', async (t) => {
+    const { call, body } = await dialedCall(h, worker)
+    await assertRefused(t, h, call.id, () => deliver(h, body, signHeaders(body), callbackPath(call.id, 1, 'k')), 'invalid_callback_url')
+  })
+
+  t.test('signed, at the URL made with the secret: applied', async (t) => {
+    const { call, body } = await dialedCall(h, worker)
+    t.equal((await deliver(h, body, signHeaders(body), callbackPath(call.id))).body.verdict, 'applied')
   })
 })
 

@@ -12,6 +12,10 @@ const cases: Array<[string, Record<string, string>, RegExp]> = [
   ['api', { PORT: 'http' }, /PORT/],
   ['migrate', { DATABASE_URL: 'mysql://x' }, /DATABASE_URL/],
   ['worker', { CALL_TTL_SECONDS: '0' }, /CALL_TTL_SECONDS/],
+  // The webhook URLs' tokens are never made with the API key every API-key callback carries.
+  ['api', { DATABASE_URL: 'postgres://nobody@127.0.0.1:1/x', WEBHOOK_API_KEY: 'k' }, /CALLBACK_URL_SECRET/],
+  ['worker', { DATABASE_URL: 'postgres://nobody@127.0.0.1:1/x', PROVIDER_BASE_URL: 'http://127.0.0.1:9', WEBHOOK_API_KEY: 'k' }, /CALLBACK_URL_SECRET/],
+  ['api', { CALLBACK_URL_SECRET: 'too short' }, /CALLBACK_URL_SECRET/],
 ]
 
 for (const [mode, env, variable] of cases) {

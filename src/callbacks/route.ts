@@ -14,7 +14,7 @@ import type { CallingPolicy } from '../calls/policy.ts'
 import { metrics } from '../metrics.ts'
 import { applyProviderWord, countProviderWord } from './apply.ts'
 import { verifyCallbackSignature } from './signature.ts'
-import { verifyCallbackToken } from './token.ts'
+import { urlTokenSecrets, verifyCallbackToken } from './token.ts'
 
 // POST /callbacks/call-status?callId=…&dial=…&token=…: the provider's final word on a call.
 // In this order: authenticated (Standard Webhooks signature, or a static API key), addressed to
@@ -50,8 +50,12 @@ export interface CallbackDeps {
   queue: CallQueue
   /** For outcome retries (a BUSY callback may start a new dial rather than end the call). */
   calling?: CallingPolicy | undefined
+  /** WEBHOOK_SECRET: with one, every callback must be signed. */
   secrets: readonly string[]
+  /** WEBHOOK_API_KEY: accepted only when no secret is configured. */
   apiKey: string | undefined
+  /** CALLBACK_URL_SECRET: the URL tokens' key when set, else the secrets (src/callbacks/token.ts). */
+  urlSecret?: string | undefined
   log: Logger
 }
 
@@ -61,7 +65,7 @@ export interface CallbackRoute {
 
 export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
   const { sql, queue, log } = deps
-  const tokenSecrets = [...deps.secrets, ...(deps.apiKey ? [deps.apiKey] : [])]
+  const tokenSecrets = urlTokenSecrets(deps)
   const floods = throttled(log, 5_000)
 
   /** Refused before it proved who sent it or that we issued its URL: counted, logged, not stored. */
@@ -75,12 +79,12 @@ export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
     const body = await readBody(c)
 
     let webhookId: string | null = null
-    if (tokenSecrets.length === 0) {
-      throw refuse(401, 'callbacks_not_configured', 'Callback authentication is not configured (WEBHOOK_SECRET or WEBHOOK_API_KEY); every callback is refused.')
+    if (tokenSecrets.length === 0 || (deps.secrets.length === 0 && !deps.apiKey)) {
+      throw refuse(401, 'callbacks_not_configured', 'Callback authentication is not configured (WEBHOOK_SECRET, or WEBHOOK_API_KEY with CALLBACK_URL_SECRET); every callback is refused.')
     }
     const presentedKey = bearerToken(c.req.header('authorization')) ?? c.req.header('x-api-key')
-    const signed = c.req.header('webhook-signature') !== undefined
-    if (deps.secrets.length > 0 && (signed || !deps.apiKey)) {
+    // With a secret configured every callback must be signed: the API key is no way around it.
+    if (deps.secrets.length > 0) {
       const check = verifyCallbackSignature(
         { id: c.req.header('webhook-id'), timestamp: c.req.header('webhook-timestamp'), signature: c.req.header('webhook-signature') },
         body,

@@ -38,6 +38,8 @@ export async function createHarness(
     maxConcurrentCalls?: number
     webhookSecrets?: string[]
     webhookApiKey?: string
+    /** CALLBACK_URL_SECRET: the key of the webhook URLs' tokens (default: the webhook secret). */
+    callbackUrlSecret?: string
     calling?: CallingPolicy
     /** Event endpoints may be http:// and loopback; true unless a test says otherwise. */
     allowInsecureEventUrls?: boolean
@@ -76,6 +78,7 @@ export async function createHarness(
       queue,
       secrets: options.webhookSecrets ?? [WEBHOOK_SECRET],
       apiKey: options.webhookApiKey,
+      urlSecret: options.callbackUrlSecret,
       log: silentLogger,
       calling: options.calling,
     }),
