@@ -97,3 +97,26 @@ export function throttled(log: Logger, intervalMs: number): Pick<Logger, 'warn' 
   }
   return { warn: emit('warn'), error: emit('error') }
 }
+
+/**
+ * Requests refused before they proved who sent them (forged callbacks, wrong tokens) are logged
+ * at debug level only, so a flood of them writes nothing an attacker chose at info; this sums
+ * them up instead: one warning per window, with the count by reason, once the window ends.
+ */
+export function refusalTally(log: Logger, message: string, windowMs = 60_000): { count(reason: string): void } {
+  let byReason = new Map<string, number>()
+  let timer: NodeJS.Timeout | undefined
+  const flush = () => {
+    timer = undefined
+    const counts = Object.fromEntries(byReason)
+    byReason = new Map()
+    const total = Object.values(counts).reduce((a, b) => a + b, 0)
+    if (total > 0) log.warn(message, { refused: total, seconds: Math.round(windowMs / 1000), byReason: counts })
+  }
+  return {
+    count(reason) {
+      byReason.set(reason, (byReason.get(reason) ?? 0) + 1)
+      timer ??= setTimeout(flush, windowMs).unref()
+    },
+  }
+}

@@ -1,6 +1,7 @@
+import { randomUUID } from 'node:crypto'
 import t from 'tap'
-import { createLogger, maskPhone, throttled } from '../src/log.ts'
-import { WEBHOOK_SECRET } from './support/harness.ts'
+import { createLogger, maskPhone, refusalTally, throttled } from '../src/log.ts'
+import { createHarness, WEBHOOK_SECRET } from './support/harness.ts'
 import { freePort, runBinary, waitFor } from './support/processes.ts'
 
 // The log lines people and collectors read: JSON, with scope, masked phones and no secrets.
@@ -97,4 +98,30 @@ t.test('LOG_FORMAT=pretty prints lines for people, not JSON', async (t) => {
   t.match(line, /INFO/)
   proc.child.kill('SIGTERM')
   await proc.exited
+})
+
+t.test('refusals are summed up once a window has passed: how many, by reason', async (t) => {
+  const { log, lines } = capture()
+  const tally = refusalTally(log, 'refused lately', 50)
+  for (const reason of ['invalid_signature', 'invalid_signature', 'unauthorized']) tally.count(reason)
+  await waitFor('the summary', async () => lines.length > 0, 10_000)
+  t.same(lines.map(({ level, msg, refused, byReason }) => ({ level, msg, refused, byReason })), [
+    { level: 'warn', msg: 'refused lately', refused: 3, byReason: { invalid_signature: 2, unauthorized: 1 } },
+  ])
+})
+
+t.test('50 forged callbacks and 20 requests with a wrong token write nothing at info level or above', async (t) => {
+  const { log, lines } = capture('info')
+  const h = await createHarness(t, { log, apiTokens: ['a-token-for-this-test'] })
+  const forged = JSON.stringify({ callId: 'p', status: 'NO_ANSWER' })
+  for (let i = 0; i < 50; i++) {
+    const res = await h.app.request(`/callbacks/call-status?callId=${randomUUID()}&dial=1&token=${'x'.repeat(43)}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-request-id': `chosen-by-the-sender-${i}` },
+      body: forged,
+    })
+    t.equal(res.status, 401)
+  }
+  for (let i = 0; i < 20; i++) t.equal((await h.call('GET', '/calls', undefined, { authorization: 'Bearer wrong' })).status, 401)
+  t.same(lines, [], 'not a line (each is at debug level, and summed up once a minute)')
 })

@@ -237,3 +237,41 @@ t.test('constraints reject rows that contradict themselves', async (t) => {
   const [count] = await sql<{ n: number }[]>`SELECT count(*)::int AS n FROM calls`
   t.equal(count!.n, 7, 'only the valid rows were written')
 })
+
+t.test('012 folds the duplicate rows stored before it into the row each repeated', async (t) => {
+  const server = process.env.TEST_SERVER_URL
+  if (!server) throw new Error('run with npm test')
+  const name = `orchestrator_test_012_${randomBytes(6).toString('hex')}`
+  const admin = postgres(withDatabase(server, 'postgres'), { max: 1, onnotice: () => {} })
+  await admin.unsafe(`CREATE DATABASE ${name}`)
+  const sql = connect(withDatabase(server, name), { max: 2 })
+  const dir = await mkdtemp(join(tmpdir(), 'orchestrator-migrations-'))
+  t.teardown(async () => {
+    await sql.end({ timeout: 5 })
+    await admin.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+    await admin.end()
+    await rm(dir, { recursive: true, force: true })
+  })
+  // The database as 011 left it, with callbacks as they were stored then.
+  for (const m of (await readMigrations()).filter((m) => m.version <= 11)) {
+    await writeFile(join(dir, `${String(m.version).padStart(3, '0')}_${m.name}.sql`), m.text)
+  }
+  await migrate(sql, `${dir}/`)
+  await sql`
+    INSERT INTO callbacks (received_at, source, webhook_id, verdict, reason) VALUES
+      ('2026-01-01T10:00:00Z', 'webhook', 'msg_a', 'applied', NULL),
+      ('2026-01-01T10:01:00Z', 'webhook', 'msg_a', 'duplicate', 'webhook-id already applied'),
+      ('2026-01-01T10:02:00Z', 'webhook', 'msg_a', 'duplicate', 'webhook-id already applied'),
+      ('2026-01-01T10:03:00Z', 'webhook', 'msg_b', 'stale', 'for dial 1'),
+      ('2026-01-01T10:04:00Z', 'webhook', 'msg_b', 'stale', 'for dial 1'),
+      ('2026-01-01T10:05:00Z', 'reconcile', NULL, 'applied', NULL)`
+  t.same(await migrate(sql), [12])
+  const rows = await sql<{ webhook_id: string | null; verdict: string; dedupe_key: string | null; repeats: number; last_repeat_at: Date | null }[]>`
+    SELECT webhook_id, verdict, dedupe_key, repeats, last_repeat_at FROM callbacks ORDER BY id`
+  t.same(rows, [
+    { webhook_id: 'msg_a', verdict: 'applied', dedupe_key: 'msg_a', repeats: 2, last_repeat_at: new Date('2026-01-01T10:02:00Z') },
+    { webhook_id: 'msg_b', verdict: 'stale', dedupe_key: null, repeats: 0, last_repeat_at: null },
+    { webhook_id: 'msg_b', verdict: 'stale', dedupe_key: null, repeats: 0, last_repeat_at: null },
+    { webhook_id: null, verdict: 'applied', dedupe_key: null, repeats: 0, last_repeat_at: null },
+  ], 'the duplicates counted on the applied row; rows that changed no call left as they were')
+})

@@ -1,5 +1,5 @@
 import type { CallRow } from '../calls/model.ts'
-import { recordCallback, type LockedForWord, type Verdict } from '../db/callbacks.ts'
+import { countRepeat, recordCallback, type DeliveryKeys, type LockedForWord, type Verdict } from '../db/callbacks.ts'
 import { completeJob } from '../calls/jobs.ts'
 import { dueTime, NO_POLICY, type CallingPolicy } from '../calls/policy.ts'
 import { dialsEndedWith, endDials, markDialAccepted } from '../db/dials.ts'
@@ -20,6 +20,8 @@ import { metrics } from '../metrics.ts'
 export interface ProviderWord {
   source: 'webhook' | 'reconcile'
   webhookId: string | null
+  /** How a repeat of it is told (src/db/callbacks.ts); null for a look-up. */
+  keys: DeliveryKeys | null
   /** The dial the word is about: the one its webhook URL named, or the one a look-up asked about. */
   dial: number
   providerCallId: string
@@ -66,6 +68,7 @@ export async function applyProviderWord(
     recordCallback(tx, {
       source: word.source,
       webhookId: word.webhookId,
+      keys: word.keys,
       callId: call.id,
       dial: word.dial,
       providerCallId: word.providerCallId,
@@ -79,7 +82,11 @@ export async function applyProviderWord(
     return { verdict, before: call.status, call, reason }
   }
 
-  if (locked.webhookIdUsed) return refuse('duplicate', 'webhook-id already applied')
+  // Delivered before (a replay, or the provider trying again): counted on the first one's row.
+  if (locked.repeated) {
+    await countRepeat(tx, word.keys!)
+    return { verdict: 'duplicate', before: call.status, call }
+  }
   if (word.dial < call.dial) {
     return refuse('stale', `for dial ${word.dial}; the call is on dial ${call.dial}`)
   }

@@ -1,6 +1,6 @@
 import type { Context } from 'hono'
 import * as v from 'valibot'
-import { lockForWord, recordCallback } from '../db/callbacks.ts'
+import { countRepeat, deliveryKeys, keepCallback, lockForWord } from '../db/callbacks.ts'
 import { PgError, pgErrorCode, type Sql } from '../db/sql.ts'
 import { FINAL_PROVIDER_STATUSES } from '../dispatch/provider.ts'
 import type { CallQueue } from '../db/queue.ts'
@@ -9,7 +9,7 @@ import { readBody } from '../http/body.ts'
 import { isJsonObject, textFault } from '../http/input.ts'
 import { HttpProblem } from '../http/problem.ts'
 import { singleQuery, timestamp } from '../http/schemas.ts'
-import { throttled, type Logger } from '../log.ts'
+import { refusalTally, throttled, type Logger } from '../log.ts'
 import type { CallingPolicy } from '../calls/policy.ts'
 import { metrics } from '../metrics.ts'
 import { applyProviderWord, countProviderWord } from './apply.ts'
@@ -68,20 +68,38 @@ export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
   const tokenSecrets = urlTokenSecrets(deps)
   const floods = throttled(log, 5_000)
 
-  /** Refused before it proved who sent it or that we issued its URL: counted, logged, not stored. */
+  const refusals = refusalTally(log, 'callbacks refused in the last minute')
+
+  /**
+   * Refused before it proved who sent it or that we issued its URL: counted, and logged at
+   * debug level and in a summary once a minute, never stored.
+   */
   const refuse = (status: 400 | 401, code: string, detail: string) => {
     metrics.callbacksRefused.inc({ reason: code })
-    floods.warn('callback refused', { code, reason: detail })
+    log.debug('callback refused', { code, reason: detail })
+    refusals.count(code)
     return new HttpProblem(status, code, detail)
   }
 
   const handle = async (c: Context): Promise<Response> => {
-    const body = await readBody(c)
-
-    let webhookId: string | null = null
     if (tokenSecrets.length === 0 || (deps.secrets.length === 0 && !deps.apiKey)) {
       throw refuse(401, 'callbacks_not_configured', 'Callback authentication is not configured (WEBHOOK_SECRET, or WEBHOOK_API_KEY with CALLBACK_URL_SECRET); every callback is refused.')
     }
+    // The URL first: it needs no body, so a request at a URL we never issued costs no read.
+    let query: Record<string, string>
+    try {
+      query = singleQuery(c.req.queries())
+    } catch {
+      throw refuse(401, 'invalid_callback_url', 'The callback URL is not one we issued: a query parameter is repeated.')
+    }
+    const url = v.safeParse(CallbackUrl, query)
+    if (!url.success || !verifyCallbackToken(url.output.token, url.output.callId, url.output.dial, tokenSecrets)) {
+      throw refuse(401, 'invalid_callback_url', 'The callback URL is not one we issued for a call: use the webhookUrl sent with the dial, as it is.')
+    }
+    const { callId, dial } = url.output
+
+    const body = await readBody(c)
+    let webhookId: string | null = null
     const presentedKey = bearerToken(c.req.header('authorization')) ?? c.req.header('x-api-key')
     // With a secret configured every callback must be signed: the API key is no way around it.
     if (deps.secrets.length > 0) {
@@ -96,24 +114,23 @@ export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
       throw refuse(401, 'invalid_api_key', 'Callback API key missing or wrong.')
     }
 
-    let query: Record<string, string>
-    try {
-      query = singleQuery(c.req.queries())
-    } catch {
-      throw refuse(401, 'invalid_callback_url', 'The callback URL is not one we issued: a query parameter is repeated.')
+    // A delivery we have had before (a replay, or the provider trying again) is counted on the
+    // first one's row and changes nothing (src/db/callbacks.ts, DeliveryKeys).
+    const keys = deliveryKeys(webhookId, body)
+    const duplicate = () => {
+      metrics.callbacks.inc({ source: 'webhook', verdict: 'duplicate' })
+      log.debug('callback delivered again', { callId, dial, webhookId: webhookId ?? undefined })
+      return c.json({ verdict: 'duplicate', callId })
     }
-    const url = v.safeParse(CallbackUrl, query)
-    if (!url.success || !verifyCallbackToken(url.output.token, url.output.callId, url.output.dial, tokenSecrets)) {
-      throw refuse(401, 'invalid_callback_url', 'The callback URL is not one we issued for a call: use the webhookUrl sent with the dial, as it is.')
-    }
-    const { callId, dial } = url.output
+    if (await countRepeat(sql, keys)) return duplicate()
 
-    // From here the sender is authenticated and the URL is ours: what it sends is kept.
+    // From here the sender is authenticated and the URL is ours: what it sends is kept, once.
     const keep = async (verdict: 'rejected' | 'unknown_call', reason: string, extra: { providerCallId?: string; providerStatus?: string; body?: string } = {}) => {
       floods.warn('callback rejected', { callId, dial, reason })
-      await recordCallback(sql, {
+      await keepCallback(sql, {
         source: 'webhook',
         webhookId,
+        keys,
         callId: verdict === 'unknown_call' ? null : callId,
         dial,
         providerCallId: extra.providerCallId ?? null,
@@ -149,11 +166,12 @@ export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
 
     try {
       const outcome = await sql.begin(async (tx) => {
-        const locked = await lockForWord(tx, callId, webhookId)
+        const locked = await lockForWord(tx, callId, keys)
         if (!locked) return undefined
         return applyProviderWord(tx, queue, locked, {
           source: 'webhook',
           webhookId,
+          keys,
           dial,
           providerCallId: cb.callId,
           providerStatus: cb.status,
@@ -166,6 +184,7 @@ export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
         await keep('unknown_call', `no call ${callId}`, word)
         throw new HttpProblem(404, 'call_not_found', `No call ${callId}; the callback changed nothing.`)
       }
+      if (outcome.verdict === 'duplicate') return duplicate()
       countProviderWord(timing, outcome, receivedAt)
       const fields = { callId, dial, providerStatus: cb.status, webhookId: webhookId ?? undefined, from: outcome.before, to: outcome.call.status }
       if (outcome.verdict === 'rejected') {
@@ -180,10 +199,10 @@ export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
     } catch (err) {
       if (pgErrorCode(err) === PgError.uniqueViolation) {
         const constraint = (err as { constraint_name?: string }).constraint_name
-        // Two deliveries of one webhook-id raced past the check: the index kept one.
-        if (constraint === 'callbacks_applied_webhook_id') {
-          metrics.callbacks.inc({ source: 'webhook', verdict: 'duplicate' })
-          return c.json({ verdict: 'duplicate', callId })
+        // Two deliveries of one key raced past the check: the index kept one.
+        if (constraint === 'callbacks_dedupe_key') {
+          await countRepeat(sql, keys)
+          return duplicate()
         }
         if (constraint === 'calls_provider_call_id_key') {
           await keep('rejected', `provider callId ${cb.callId} already belongs to another call`, word)

@@ -36,6 +36,7 @@ export async function applyLookedUpWord(
     return applyProviderWord(tx, queue, locked, {
       source: 'reconcile',
       webhookId: null,
+      keys: null,
       dial: call.dial,
       providerCallId: answer.providerCallId,
       providerStatus: answer.status,

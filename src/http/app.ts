@@ -9,7 +9,7 @@ import type { SuppressionService } from '../calls/suppressions.ts'
 import { isDatabaseUnavailable } from '../db/sql.ts'
 import type { DispatchControl } from '../dispatch/control.ts'
 import { Gauge, Registry } from 'prom-client'
-import { throttled, type Logger } from '../log.ts'
+import { refusalTally, throttled, type Logger } from '../log.ts'
 import { exposition, metrics } from '../metrics.ts'
 import { bearerToken, matchesSecret } from './auth.ts'
 import { openApiRoutes } from './openapi/routes.ts'
@@ -115,10 +115,15 @@ export function createApp(deps: AppDeps): Hono {
   // One line per request: method, path (never the query: callback URLs carry tokens there),
   // status and time, under a request id the client can quote (X-Request-Id, theirs or ours).
   // Probes and scrapes only at debug level, or they would drown the rest.
+  // Refused requests (401, 403) only at debug level: whoever sends them chooses their path and
+  // request id, and a flood of them would fill the log. They are summed up once a minute.
+  const refusals = refusalTally(deps.log, 'requests refused in the last minute')
   app.use('*', requestId({ limitLength: 128 }), async (c, next) => {
     const started = performance.now()
     await next()
-    const quiet = c.req.path === '/healthz' || c.req.path === '/readyz' || c.req.path === '/metrics'
+    const refused = c.res.status === 401 || c.res.status === 403
+    if (refused && c.req.path !== '/callbacks/call-status') refusals.count(`${c.res.status}`)
+    const quiet = refused || c.req.path === '/healthz' || c.req.path === '/readyz' || c.req.path === '/metrics'
     deps.log[quiet ? 'debug' : 'info']('request', {
       requestId: c.get('requestId'),
       method: c.req.method,

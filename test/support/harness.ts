@@ -8,7 +8,7 @@ import { CallQueue, type DeliveryRetry } from '../../src/db/queue.ts'
 import { readStatus } from '../../src/db/status.ts'
 import { createEventService } from '../../src/events/endpoints.ts'
 import { createApp } from '../../src/http/app.ts'
-import { silentLogger } from '../../src/log.ts'
+import { silentLogger, type Logger } from '../../src/log.ts'
 import { NO_FAULTS, ProviderSimulator, type SimulatorOptions } from '../../src/simulator/simulator.ts'
 import type { Sql } from '../../src/db/sql.ts'
 import { createTestDatabase, type TestDatabase } from './db.ts'
@@ -49,6 +49,8 @@ export async function createHarness(
     statusIntervalMs?: number
     /** The pool the services run on, made from the test database's (test/support/faults.ts); `sql` stays the plain one. */
     services?: (sql: Sql) => Sql
+    /** Where the app and the callback route log; nowhere by default. */
+    log?: Logger
   } = {},
 ): Promise<Harness> {
   const db = await createTestDatabase(t)
@@ -71,7 +73,7 @@ export async function createHarness(
     status: { read: () => readStatus(sql, options.maxConcurrentCalls ?? 30) },
     statusIntervalMs: options.statusIntervalMs,
     apiTokens: options.apiTokens ?? [],
-    log: silentLogger,
+    log: options.log ?? silentLogger,
     ready: async () => ({ ok: true, detail: 'ready' }),
     callbacks: createCallbackRoute({
       sql,
@@ -79,7 +81,7 @@ export async function createHarness(
       secrets: options.webhookSecrets ?? [WEBHOOK_SECRET],
       apiKey: options.webhookApiKey,
       urlSecret: options.callbackUrlSecret,
-      log: silentLogger,
+      log: options.log ?? silentLogger,
       calling: options.calling,
     }),
   })
