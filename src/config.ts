@@ -61,9 +61,10 @@ const EnvSchema = v.object({
   DATABASE_POOL_MAX: int(10, 2, 200),
   EMBEDDED_PG_DIR: v.optional(v.string(), '.data/postgres'),
   EMBEDDED_PG_PORT: int(25432, 1, 65535),
-  HOST: v.optional(v.string(), '0.0.0.0'),
+  HOST: optionalString,
   PORT: int(3000, 0, 65535),
   API_TOKENS: list,
+  ALLOWED_HOSTS: list,
   MAX_CONCURRENT_CALLS: int(30, 1, 10_000),
   MAX_ATTEMPTS: int(3, 1, 100),
   RETRY_BASE_SECONDS: int(5, 1, 86_400),
@@ -125,7 +126,12 @@ export interface Config {
   databaseUrl: string | undefined
   databasePoolMax: number
   embeddedPg: { dir: string; port: number }
-  http: { host: string; port: number; apiTokens: string[] }
+  /**
+   * `host`: HOST, or when it is unset 127.0.0.1 while API_TOKENS is unset (an open API reachable
+   * from this machine only) and 0.0.0.0 otherwise. `allowedHosts`: ALLOWED_HOSTS, the Host
+   * headers the API answers (empty: any).
+   */
+  http: { host: string; hostGiven: boolean; port: number; apiTokens: string[]; allowedHosts: string[] }
   dispatch: {
     maxConcurrentCalls: number
     maxAttempts: number
@@ -304,7 +310,13 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     databaseUrl: e.DATABASE_URL,
     databasePoolMax: e.DATABASE_POOL_MAX,
     embeddedPg: { dir: e.EMBEDDED_PG_DIR, port: e.EMBEDDED_PG_PORT },
-    http: { host: e.HOST, port: e.PORT, apiTokens: e.API_TOKENS },
+    http: {
+      host: e.HOST ?? (e.API_TOKENS.length > 0 ? '0.0.0.0' : '127.0.0.1'),
+      hostGiven: e.HOST !== undefined,
+      port: e.PORT,
+      apiTokens: e.API_TOKENS,
+      allowedHosts: e.ALLOWED_HOSTS.map((h) => h.toLowerCase()),
+    },
     dispatch: {
       maxConcurrentCalls: e.MAX_CONCURRENT_CALLS,
       maxAttempts: e.MAX_ATTEMPTS,

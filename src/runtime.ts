@@ -205,7 +205,11 @@ export async function startOrchestrator(
     let apiPort: number | undefined
     if (mode === 'api' || mode === 'all') {
       if (config.http.apiTokens.length === 0) {
-        log.warn('API_TOKENS is not set: /calls and /metrics accept requests from anyone who can reach this port')
+        log.warn(
+          config.http.hostGiven
+            ? `API_TOKENS is not set: every route accepts requests from anyone who can reach ${config.http.host}`
+            : 'API_TOKENS is not set: listening on 127.0.0.1 only, so nothing beyond this machine can reach the open API (set HOST to listen elsewhere)',
+        )
       }
       if (webhook.secrets.length === 0 && !webhook.apiKey) {
         log.warn('neither WEBHOOK_SECRET nor WEBHOOK_API_KEY is set: every provider callback will be refused')
@@ -214,6 +218,7 @@ export async function startOrchestrator(
       const app = createApp({
         calls: callService,
         apiTokens: config.http.apiTokens,
+        allowedHosts: config.http.allowedHosts,
         log,
         ready: async () => {
           try {

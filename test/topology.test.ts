@@ -3,6 +3,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { parse } from 'yaml'
 import { createTestDatabase } from './support/db.ts'
+import { WEBHOOK_SECRET } from './support/harness.ts'
 import { freePort, runBinary, waitFor, type Proc } from './support/processes.ts'
 
 // No Docker engine runs here, so this starts compose.yaml's services by hand: each service's
@@ -23,14 +24,25 @@ interface Service {
   image?: string
 }
 
-/** `${NAME:-default}` as compose reads it, with nothing set in the environment. */
-const interpolate = (value: string) => value.replace(/\$\{[A-Z_]+:-([^}]*)\}/g, '$1')
+/** What the test sets for compose's required variables, `${NAME:?message}`. */
+const REQUIRED: Record<string, string> = { WEBHOOK_SECRET, API_TOKENS: 'a-token-of-32-characters-or-more!' }
+
+/** `${NAME:-default}` and `${NAME:?message}` as compose reads them, with REQUIRED set in the environment. */
+const interpolate = (value: string) =>
+  value.replace(/\$\{([A-Z_]+):-([^}]*)\}/g, '$2').replace(/\$\{([A-Z_]+):\?[^}]*\}/g, (_, name: string) => {
+    if (!(name in REQUIRED)) throw new Error(`compose.yaml requires ${name}, which this test does not set`)
+    return REQUIRED[name]!
+  })
 
 t.test('compose.yaml, started by hand: migrate, simulator, API and two workers serve calls and answer their health checks', async (t) => {
   const compose = parse(await readFile(join(root, 'compose.yaml'), 'utf8'), { merge: true }) as { services: Record<string, Service> }
   const services = compose.services
   t.same(Object.keys(services).sort(), ['api', 'migrate', 'postgres', 'prometheus', 'simulator', 'worker'])
   t.same(services.prometheus!.profiles, ['monitoring'], 'Prometheus only on request')
+  const declared = services.api!.environment ?? {}
+  for (const name of ['API_TOKENS', 'WEBHOOK_SECRET']) {
+    t.match(String(declared[name]), new RegExp(`^\\$\\{${name}:\\?`), `${name} is required: compose refuses to start without it, and no value is committed`)
+  }
 
   const db = await createTestDatabase(t)
   // Where each service name compose resolves is reachable here.
@@ -82,14 +94,14 @@ t.test('compose.yaml, started by hand: migrate, simulator, API and two workers s
     Array.from({ length: 20 }, (_, i) =>
       fetch(`${base}/calls`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${REQUIRED.API_TOKENS}` },
         body: JSON.stringify({ to: `+1415555${String(1000 + i)}`, scriptId: 'compose' }),
       }).then((r) => r.status),
     ),
   )
   t.ok(created.every((s) => s === 201), 'the API takes calls')
   const done = await waitFor('every call to end', async () => {
-    const m = (await (await fetch(`${base}/metrics`)).json()) as { calls: Record<string, number> }
+    const m = (await (await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${REQUIRED.API_TOKENS}` } })).json()) as { calls: Record<string, number> }
     return m.calls.COMPLETED === 20 ? m : undefined
   }, 120_000)
   t.equal(done.calls.COMPLETED, 20, 'dialed by the workers through the simulator, completed by its signed callbacks')

@@ -11,7 +11,7 @@ import type { DispatchControl } from '../dispatch/control.ts'
 import { Gauge, Registry } from 'prom-client'
 import { refusalTally, throttled, type Logger } from '../log.ts'
 import { exposition, metrics } from '../metrics.ts'
-import { bearerToken, matchesSecret } from './auth.ts'
+import { bearerToken, hostName, matchesSecret, sameOrigin } from './auth.ts'
 import { openApiRoutes } from './openapi/routes.ts'
 import { HttpProblem, problemResponse, toProblem } from './problem.ts'
 import { batchRoutes, callRoutes } from './routes/calls.ts'
@@ -25,6 +25,8 @@ export interface AppDeps {
   /** Database reachable and every migration applied. */
   ready: () => Promise<{ ok: boolean; detail: string }>
   apiTokens: readonly string[]
+  /** ALLOWED_HOSTS: the Host headers answered (but on /healthz and /readyz); empty or absent: any. */
+  allowedHosts?: readonly string[] | undefined
   log: Logger
   /** Mounted at POST /callbacks/call-status when given (src/callbacks/route.ts). */
   callbacks?: CallbackRoute | undefined
@@ -87,6 +89,8 @@ const served = (path: string, deps: AppDeps): boolean =>
   : path === '/' || path === '/login' || path === '/logout' || path.startsWith('/status') ? !!deps.status
   : true
 
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
+
 /** What a 503 asks clients to wait before trying again while the database is away. */
 const RETRY_AFTER_SECONDS = 2
 
@@ -131,6 +135,28 @@ export function createApp(deps: AppDeps): Hono {
       status: c.res.status,
       ms: Math.round((performance.now() - started) * 10) / 10,
     })
+  })
+  // DNS rebinding: a name the attacker controls, pointed at this server, would make a victim's
+  // browser send requests here as "same origin". With ALLOWED_HOSTS, only our own names are answered.
+  const allowedHosts = new Set(deps.allowedHosts ?? [])
+  if (allowedHosts.size > 0) {
+    app.use('*', async (c, next) => {
+      const probe = c.req.path === '/healthz' || c.req.path === '/readyz'
+      if (!probe && !allowedHosts.has(hostName(c.req.header('host')))) {
+        throw new HttpProblem(403, 'host_not_allowed', 'This API does not answer to that host name (ALLOWED_HOSTS).')
+      }
+      await next()
+    })
+  }
+  // A page on another site can make a browser send a simple POST (a form, text/plain) with no
+  // preflight: a request that changes something and says it comes from another origin is
+  // refused. curl and servers send neither Origin nor Sec-Fetch-Site, and are not refused; nor
+  // is the provider's callback, whose signature and URL token decide.
+  app.use('*', async (c, next) => {
+    if (!SAFE_METHODS.has(c.req.method) && c.req.path !== '/callbacks/call-status' && !sameOrigin(c)) {
+      throw new HttpProblem(403, 'cross_origin', 'A request from a page on another site is refused: send it from a client of your own, or from this server’s own page.')
+    }
+    await next()
   })
   app.notFound((c) => problemResponse(c, new HttpProblem(404, 'route_not_found', `No route ${c.req.method} ${c.req.path}.`)))
 

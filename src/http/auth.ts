@@ -1,3 +1,4 @@
+import type { Context } from 'hono'
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
 
 /**
@@ -46,4 +47,29 @@ export function sessionExpiry(value: string | undefined, tokens: readonly string
   let found = false
   for (const token of tokens) found = timingSafeEqual(given, Buffer.from(sessionMac(token, expires))) || found
   return found ? expires : undefined
+}
+
+/**
+ * False when the request comes from a page on another origin: by Sec-Fetch-Site where the
+ * browser sends it (every current one does), else by the Origin header. A client that sends
+ * neither (curl, a server) is not a browser that a page could have made send it.
+ */
+export function sameOrigin(c: Context): boolean {
+  const site = c.req.header('sec-fetch-site')
+  if (site) return site === 'same-origin' || site === 'none'
+  const origin = c.req.header('origin')
+  if (!origin) return true // older browsers omit it on same-origin form posts; SameSite covers the rest
+  try {
+    return new URL(origin).host === c.req.header('host')
+  } catch {
+    return false // "null" (a sandboxed or privacy-sensitive context) and anything malformed
+  }
+}
+
+/** The host name a Host header names, lower case, without its port (IPv6 without its brackets). */
+export function hostName(header: string | undefined): string {
+  const host = (header ?? '').trim().toLowerCase()
+  const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(host)
+  if (bracketed) return bracketed[1]!
+  return host.replace(/:\d+$/, '')
 }

@@ -51,6 +51,8 @@ export async function createHarness(
     services?: (sql: Sql) => Sql
     /** Where the app and the callback route log; nowhere by default. */
     log?: Logger
+    /** ALLOWED_HOSTS. */
+    allowedHosts?: string[]
   } = {},
 ): Promise<Harness> {
   const db = await createTestDatabase(t)
@@ -73,6 +75,7 @@ export async function createHarness(
     status: { read: () => readStatus(sql, options.maxConcurrentCalls ?? 30) },
     statusIntervalMs: options.statusIntervalMs,
     apiTokens: options.apiTokens ?? [],
+    allowedHosts: options.allowedHosts,
     log: options.log ?? silentLogger,
     ready: async () => ({ ok: true, detail: 'ready' }),
     callbacks: createCallbackRoute({

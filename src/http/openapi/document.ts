@@ -82,7 +82,9 @@ export function problemsOf(op: Operation): Array<[number, string]> {
     else problems.push([415, 'unsupported_media_type'])
   }
   if (op.access === 'token') problems.push([401, 'unauthorized'])
+  if (op.method !== 'get' && op.access !== 'provider') problems.push([403, 'cross_origin'])
   problems.push(...(op.problems ?? []))
+  if (op.path !== '/healthz' && op.path !== '/readyz') problems.push([403, 'host_not_allowed'])
   if (op.access !== 'public') problems.push([503, 'database_unavailable'])
   problems.push([500, 'internal_error'])
   return problems

@@ -5,7 +5,7 @@ import { streamSSE } from 'hono/streaming'
 import type { StatusSnapshot } from '../../db/status.ts'
 import { isDatabaseUnavailable } from '../../db/sql.ts'
 import { throttled, type Logger } from '../../log.ts'
-import { bearerToken, matchesSecret, SESSION_COOKIE, SESSION_SECONDS, sessionExpiry, sessionValue } from '../auth.ts'
+import { bearerToken, matchesSecret, sameOrigin, SESSION_COOKIE, SESSION_SECONDS, sessionExpiry, sessionValue } from '../auth.ts'
 import { readBody } from '../body.ts'
 import { HttpProblem } from '../problem.ts'
 import { renderBoard, renderLogin, renderPage, renderUnavailable } from '../status-page.ts'
@@ -148,20 +148,4 @@ export function statusRoutes(
 /** Whether the browser reached us over HTTPS, directly or through a proxy that says so. */
 function isHttps(c: Context): boolean {
   return new URL(c.req.url).protocol === 'https:' || c.req.header('x-forwarded-proto')?.split(',')[0]?.trim() === 'https'
-}
-
-/**
- * False when the request comes from a page on another origin: by Sec-Fetch-Site where the
- * browser sends it (every current one does), else by the Origin header.
- */
-function sameOrigin(c: Context): boolean {
-  const site = c.req.header('sec-fetch-site')
-  if (site) return site === 'same-origin' || site === 'none'
-  const origin = c.req.header('origin')
-  if (!origin) return true // older browsers omit it on same-origin form posts; SameSite covers the rest
-  try {
-    return new URL(origin).host === c.req.header('host')
-  } catch {
-    return false // "null" (a sandboxed or privacy-sensitive context) and anything malformed
-  }
 }
