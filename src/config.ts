@@ -64,6 +64,8 @@ const EnvSchema = v.object({
   HOST: optionalString,
   PORT: int(3000, 0, 65535),
   API_TOKENS: list,
+  API_READ_TOKENS: list,
+  ALLOW_SHORT_TOKENS: v.optional(v.picklist(['true', 'false'], 'must be true or false'), 'false'),
   ALLOWED_HOSTS: list,
   MAX_CONCURRENT_CALLS: int(30, 1, 10_000),
   MAX_ATTEMPTS: int(3, 1, 100),
@@ -131,7 +133,7 @@ export interface Config {
    * from this machine only) and 0.0.0.0 otherwise. `allowedHosts`: ALLOWED_HOSTS, the Host
    * headers the API answers (empty: any).
    */
-  http: { host: string; hostGiven: boolean; port: number; apiTokens: string[]; allowedHosts: string[] }
+  http: { host: string; hostGiven: boolean; port: number; apiTokens: string[]; readTokens: string[]; allowedHosts: string[] }
   dispatch: {
     maxConcurrentCalls: number
     maxAttempts: number
@@ -303,6 +305,16 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   if (e.WEBHOOK_SECRET.length > 2) {
     throw new ConfigError('WEBHOOK_SECRET: at most two secrets (current and previous) during rotation')
   }
+  // A token is all it takes to place calls: long enough that it cannot be guessed, even where
+  // the API is reachable. ALLOW_SHORT_TOKENS is for a laptop.
+  for (const name of ['API_TOKENS', 'API_READ_TOKENS'] as const) {
+    if (e.ALLOW_SHORT_TOKENS !== 'true' && e[name].some((token) => token.length < 32)) {
+      throw new ConfigError(`${name}: every token needs at least 32 characters (openssl rand -hex 32); ALLOW_SHORT_TOKENS=true allows shorter ones for local use`)
+    }
+  }
+  if (e.API_READ_TOKENS.length > 0 && e.API_TOKENS.length === 0) {
+    throw new ConfigError('API_READ_TOKENS: read-only tokens need API_TOKENS set too; without it the API is open to everyone, reads and writes alike')
+  }
   if (e.CALLBACK_URL_SECRET !== undefined && e.CALLBACK_URL_SECRET.length < 32) {
     throw new ConfigError('CALLBACK_URL_SECRET: at least 32 characters (openssl rand -base64 32)')
   }
@@ -315,6 +327,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       hostGiven: e.HOST !== undefined,
       port: e.PORT,
       apiTokens: e.API_TOKENS,
+      readTokens: e.API_READ_TOKENS,
       allowedHosts: e.ALLOWED_HOSTS.map((h) => h.toLowerCase()),
     },
     dispatch: {

@@ -218,6 +218,7 @@ export async function startOrchestrator(
       const app = createApp({
         calls: callService,
         apiTokens: config.http.apiTokens,
+        readTokens: config.http.readTokens,
         allowedHosts: config.http.allowedHosts,
         log,
         ready: async () => {

@@ -63,3 +63,31 @@ t.test('an open API binds to 127.0.0.1 and says so; HOST or API tokens open it u
   proc.child.kill('SIGTERM')
   t.equal(await proc.exited, 0)
 })
+
+t.test('read-only tokens read everything a status screen needs and change nothing', async (t) => {
+  const full = 'f'.repeat(32)
+  const reader = 'r'.repeat(32)
+  const h = await createHarness(t, { apiTokens: [full], readTokens: [reader] })
+  const as = (token: string) => ({ authorization: `Bearer ${token}` })
+  const created = await h.call('POST', '/calls', { to: '+14155550100', scriptId: 's' }, as(full))
+  t.equal(created.status, 201, 'a full token writes')
+  for (const path of ['/calls', `/calls/${created.body.id}`, '/metrics', '/status.json', '/events', '/suppressions', '/dispatch/settings', '/event-endpoints']) {
+    t.equal((await h.call('GET', path, undefined, as(reader))).status, 200, `GET ${path}`)
+  }
+  const before = await h.sql`SELECT status, updated_at FROM calls`
+  const writes: Array<[string, string, unknown]> = [
+    ['POST', '/calls', { to: '+14155550101', scriptId: 's' }],
+    ['POST', `/calls/${created.body.id}/cancel`, undefined],
+    ['PATCH', `/calls/${created.body.id}`, { scriptId: 'other' }],
+    ['POST', '/dispatch/pause', undefined],
+    ['PUT', '/suppressions/%2B14155550100', {}],
+    ['POST', '/event-endpoints', { url: 'http://127.0.0.1:9/x' }],
+  ]
+  for (const [method, path, body] of writes) {
+    const res = await h.call(method, path, body, as(reader))
+    t.same([res.status, res.body.code], [403, 'read_only_token'], `${method} ${path}`)
+  }
+  t.same(await h.sql`SELECT status, updated_at FROM calls`, before, 'nothing changed')
+  t.same(await h.sql`SELECT paused FROM dispatch_settings`, [{ paused: false }])
+  t.equal((await h.call('GET', '/calls', undefined, as('n'.repeat(32)))).status, 401, 'an unknown token is still a 401')
+})

@@ -16,6 +16,10 @@ const cases: Array<[string, Record<string, string>, RegExp]> = [
   ['api', { DATABASE_URL: 'postgres://nobody@127.0.0.1:1/x', WEBHOOK_API_KEY: 'k' }, /CALLBACK_URL_SECRET/],
   ['worker', { DATABASE_URL: 'postgres://nobody@127.0.0.1:1/x', PROVIDER_BASE_URL: 'http://127.0.0.1:9', WEBHOOK_API_KEY: 'k' }, /CALLBACK_URL_SECRET/],
   ['api', { CALLBACK_URL_SECRET: 'too short' }, /CALLBACK_URL_SECRET/],
+  // A token is all it takes to place calls: at least 32 characters, unless said otherwise.
+  ['api', { API_TOKENS: 'short-token' }, /API_TOKENS: every token needs at least 32 characters/],
+  ['all', { API_TOKENS: 'x'.repeat(32), API_READ_TOKENS: 'short' }, /API_READ_TOKENS/],
+  ['api', { API_READ_TOKENS: 'r'.repeat(32) }, /API_READ_TOKENS: read-only tokens need API_TOKENS/],
 ]
 
 for (const [mode, env, variable] of cases) {

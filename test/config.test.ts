@@ -8,7 +8,7 @@ t.test('defaults', async (t) => {
   const c = loadConfig({})
   t.equal(c.databaseUrl, undefined)
   t.same(c.embeddedPg, { dir: '.data/postgres', port: 25432 })
-  t.same(c.http, { host: '127.0.0.1', hostGiven: false, port: 3000, apiTokens: [], allowedHosts: [] }, 'an open API listens on this machine only')
+  t.same(c.http, { host: '127.0.0.1', hostGiven: false, port: 3000, apiTokens: [], readTokens: [], allowedHosts: [] }, 'an open API listens on this machine only')
   t.same(c.dispatch, {
     maxConcurrentCalls: 30,
     maxAttempts: 3,
@@ -54,6 +54,7 @@ t.test('values are parsed', async (t) => {
     DATABASE_URL: 'postgres://u@h:5/db',
     PORT: ' 8080 ',
     API_TOKENS: ' a , b ,,',
+    ALLOW_SHORT_TOKENS: 'true',
     MAX_CONCURRENT_CALLS: '7',
     MAX_ATTEMPTS: '1',
     PROVIDER_BASE_URL: 'https://provider.example/',
@@ -76,7 +77,7 @@ t.test('values are parsed', async (t) => {
   t.same(c.simulator.statusMix, [{ status: 'COMPLETED', weight: 1 }])
   t.equal(loadConfig({ PORT: '4000' }).publicBaseUrl, 'http://127.0.0.1:4000', 'public URL follows PORT')
   t.equal(c.http.host, '0.0.0.0', 'with API tokens, every address by default')
-  t.same(loadConfig({ HOST: '0.0.0.0' }).http, { host: '0.0.0.0', hostGiven: true, port: 3000, apiTokens: [], allowedHosts: [] }, 'HOST given: as given, tokens or not')
+  t.same(loadConfig({ HOST: '0.0.0.0' }).http, { host: '0.0.0.0', hostGiven: true, port: 3000, apiTokens: [], readTokens: [], allowedHosts: [] }, 'HOST given: as given, tokens or not')
   t.same(loadConfig({ ALLOWED_HOSTS: 'API.example.com, localhost' }).http.allowedHosts, ['api.example.com', 'localhost'])
 })
 

@@ -15,6 +15,7 @@ t.test('all mode with the simulator and faults: every call ends, the limits hold
     PORT: String(port),
     HOST: '127.0.0.1',
     API_TOKENS: 'e2e-token',
+    ALLOW_SHORT_TOKENS: 'true',
     MAX_CONCURRENT_CALLS: '30',
     RETRY_BASE_SECONDS: '1',
     RETRY_MAX_SECONDS: '2',

@@ -25,6 +25,8 @@ export interface AppDeps {
   /** Database reachable and every migration applied. */
   ready: () => Promise<{ ok: boolean; detail: string }>
   apiTokens: readonly string[]
+  /** API_READ_TOKENS: they read (GET, the status page, metrics); a write with one is a 403. */
+  readTokens?: readonly string[] | undefined
   /** ALLOWED_HOSTS: the Host headers answered (but on /healthz and /readyz); empty or absent: any. */
   allowedHosts?: readonly string[] | undefined
   log: Logger
@@ -170,11 +172,18 @@ export function createApp(deps: AppDeps): Hono {
 
   if (deps.callbacks) app.post('/callbacks/call-status', (c) => deps.callbacks!.handle(c))
 
+  const readTokens = deps.readTokens ?? []
   const authenticate = async (c: Context, next: () => Promise<void>) => {
-    if (deps.apiTokens.length > 0 && !matchesSecret(bearerToken(c.req.header('authorization')), deps.apiTokens)) {
-      throw new HttpProblem(401, 'unauthorized', 'Send a valid API token as "Authorization: Bearer <token>".', {}, {
-        'WWW-Authenticate': 'Bearer realm="call-orchestrator"',
-      })
+    if (deps.apiTokens.length > 0) {
+      const presented = bearerToken(c.req.header('authorization'))
+      if (!matchesSecret(presented, deps.apiTokens)) {
+        if (!matchesSecret(presented, readTokens)) {
+          throw new HttpProblem(401, 'unauthorized', 'Send a valid API token as "Authorization: Bearer <token>".', {}, {
+            'WWW-Authenticate': 'Bearer realm="call-orchestrator"',
+          })
+        }
+        if (!SAFE_METHODS.has(c.req.method)) throw new HttpProblem(403, 'read_only_token', 'This token may read, not change anything: use one of API_TOKENS.')
+      }
     }
     await next()
   }
@@ -206,7 +215,7 @@ export function createApp(deps: AppDeps): Hono {
   if (deps.dispatch) dispatchRoutes(app, deps.dispatch)
   if (deps.events) eventRoutes(app, deps.events)
   // Its own access check: a browser navigating to / cannot send a Bearer header (routes/status.ts).
-  if (deps.status) statusRoutes(app, { status: deps.status, apiTokens: deps.apiTokens, log: deps.log, intervalMs: deps.statusIntervalMs })
+  if (deps.status) statusRoutes(app, { status: deps.status, apiTokens: deps.apiTokens, readTokens, log: deps.log, intervalMs: deps.statusIntervalMs })
 
   // What the database holds, as gauges beside this process's own metrics (src/metrics.ts).
   const database = new Registry()

@@ -189,7 +189,7 @@ export function renderLogin(nonce: string, message?: string): string {
     nonce,
     `<h1>Call orchestrator</h1>
 <form class="login" method="post" action="login">
-  <label for="token">API token (one of API_TOKENS)</label>
+  <label for="token">API token (one of API_TOKENS or API_READ_TOKENS)</label>
   <input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
   <button>Show the status page</button>
   ${message ? `<p class="banner paused" role="alert">${escapeHtml(message)}</p>` : ''}

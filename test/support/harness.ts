@@ -53,6 +53,8 @@ export async function createHarness(
     log?: Logger
     /** ALLOWED_HOSTS. */
     allowedHosts?: string[]
+    /** API_READ_TOKENS. */
+    readTokens?: string[]
   } = {},
 ): Promise<Harness> {
   const db = await createTestDatabase(t)
@@ -76,6 +78,7 @@ export async function createHarness(
     statusIntervalMs: options.statusIntervalMs,
     apiTokens: options.apiTokens ?? [],
     allowedHosts: options.allowedHosts,
+    readTokens: options.readTokens,
     log: options.log ?? silentLogger,
     ready: async () => ({ ok: true, detail: 'ready' }),
     callbacks: createCallbackRoute({

@@ -83,6 +83,7 @@ export function problemsOf(op: Operation): Array<[number, string]> {
   }
   if (op.access === 'token') problems.push([401, 'unauthorized'])
   if (op.method !== 'get' && op.access !== 'provider') problems.push([403, 'cross_origin'])
+  if (op.method !== 'get' && op.access === 'token') problems.push([403, 'read_only_token'])
   problems.push(...(op.problems ?? []))
   if (op.path !== '/healthz' && op.path !== '/readyz') problems.push([403, 'host_not_allowed'])
   if (op.access !== 'public') problems.push([503, 'database_unavailable'])

@@ -19,6 +19,7 @@ const DETAILS: Record<string, [status: number, detail: string, extra?: Record<st
   invalid_api_key: [401, 'Callback API key missing or wrong.'],
   invalid_callback_url: [401, 'The callback URL is not one we issued for a call: use the webhookUrl sent with the dial, as it is.'],
   cross_origin: [403, 'A request from a page on another site is refused: send it from a client of your own, or from this server’s own page.'],
+  read_only_token: [403, 'This token may read, not change anything: use one of API_TOKENS.'],
   host_not_allowed: [403, 'This API does not answer to that host name (ALLOWED_HOSTS).'],
   call_not_found: [404, 'No call has id 3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10.', { callId: '3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10' }],
   batch_not_found: [404, 'No batch has id 3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10.', { batchId: '3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10' }],

@@ -30,16 +30,18 @@ const HEARTBEAT_MS = 15_000
 
 export function statusRoutes(
   app: Hono,
-  deps: { status: StatusBoard; apiTokens: readonly string[]; log: Logger; intervalMs?: number | undefined },
+  deps: { status: StatusBoard; apiTokens: readonly string[]; readTokens?: readonly string[] | undefined; log: Logger; intervalMs?: number | undefined },
 ): void {
   const intervalMs = deps.intervalMs ?? STATUS_INTERVAL_MS
   const floods = throttled(deps.log, 10_000)
   const tokensSet = deps.apiTokens.length > 0
+  // The page only reads: a read-only token opens it as well as a full one.
+  const tokens = [...deps.apiTokens, ...(deps.readTokens ?? [])]
 
   /** Until when this request may see the status (ms since epoch), or undefined: not at all. */
   const access = (c: Context): number | undefined => {
-    if (!tokensSet || matchesSecret(bearerToken(c.req.header('authorization')), deps.apiTokens)) return Infinity
-    return sessionExpiry(getCookie(c, SESSION_COOKIE), deps.apiTokens)
+    if (!tokensSet || matchesSecret(bearerToken(c.req.header('authorization')), tokens)) return Infinity
+    return sessionExpiry(getCookie(c, SESSION_COOKIE), tokens)
   }
   const refuse = () =>
     new HttpProblem(401, 'unauthorized', 'Sign in at / with an API token, or send "Authorization: Bearer <token>".', {}, {
@@ -79,7 +81,7 @@ export function statusRoutes(
     }
     if (!tokensSet) return c.redirect('./', 303)
     const token = new URLSearchParams(await readBody(c, 4096)).get('token') ?? undefined
-    if (!matchesSecret(token, deps.apiTokens)) {
+    if (!matchesSecret(token, tokens)) {
       if (!wantsHtml(c)) throw new HttpProblem(401, 'unauthorized', 'That token is not accepted.', {}, { 'WWW-Authenticate': 'Bearer realm="call-orchestrator"' })
       const nonce = newNonce()
       return html(c, renderLogin(nonce, 'That token is not accepted.'), 401, nonce)
