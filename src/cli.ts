@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import { parseArgs, parseEnv } from 'node:util'
 import * as v from 'valibot'
@@ -5,7 +6,7 @@ import { checkModeConfig, ConfigError, configVariables, loadConfig, type Config 
 import { DomainError, toResource } from './calls/model.ts'
 import { CallId, RetryCallBody } from './http/schemas.ts'
 import { createLogger } from './log.ts'
-import { runCallAction, startOrchestrator, type CallAction, type Mode } from './runtime.ts'
+import { operatorDatabase, runCallAction, startOrchestrator, type CallAction, type Mode } from './runtime.ts'
 
 // bin/orchestrator <mode>: the single entry point. Exit codes: 0 clean stop, 1 failure while
 // running, 2 bad usage, 78 bad configuration (EX_CONFIG).
@@ -18,6 +19,8 @@ const MODES: Record<Mode, string> = {
   simulator: 'a fake AI-call provider on SIMULATOR_PORT, for local runs and load tests',
 }
 
+const PSQL_COMMAND = '  psql [--url]                            psql on the database (the embedded one with its password), or its URL'
+
 const CALL_COMMANDS = [
   '  calls cancel <id>                       a PENDING call → CANCELLED, as POST /calls/:id/cancel',
   '  calls retry <id> [--expires-at <time>]  a FAILED or EXPIRED call → PENDING for a new dial, as POST /calls/:id/retry',
@@ -28,12 +31,14 @@ function help(): string {
   return [
     'usage: bin/orchestrator <mode>',
     '       bin/orchestrator calls <cancel|retry> <id> [--expires-at <ISO 8601 time>]',
+    '       bin/orchestrator psql [--url]',
     '',
     'modes:',
     ...Object.entries(MODES).map(([mode, text]) => `  ${mode.padEnd(10)} ${text}`),
     '',
     'commands (each prints the call as the API shows it, or says why it was refused, exit 1):',
     ...CALL_COMMANDS,
+    PSQL_COMMAND,
     '',
     'Configuration comes from the environment (and from .env in the working directory, if present).',
     'Every variable, its default and its meaning (from .env.example):',
@@ -95,6 +100,29 @@ async function callCommand(argv: string[]): Promise<number> {
   }
 }
 
+/** bin/orchestrator psql [--url]: psql on the service's database, or its URL for another client. */
+async function psqlCommand(argv: string[]): Promise<number> {
+  if (argv.length > 1 || (argv.length === 1 && argv[0] !== '--url')) {
+    process.stderr.write(`bin/orchestrator psql: unknown arguments: ${argv.join(' ')}\nusage:\n${PSQL_COMMAND}\n`)
+    return 2
+  }
+  const config = configuration()
+  if (!config) return 78
+  const log = createLogger(config.logLevel === 'debug' ? 'debug' : 'warn', { mode: 'psql' }, { format: config.logFormat })
+  const db = await operatorDatabase(config, log)
+  try {
+    const psql = argv[0] === '--url' ? undefined : spawnSync('psql', [db.url], { stdio: 'inherit' })
+    if (!psql || psql.error) {
+      if (psql?.error) process.stderr.write('bin/orchestrator psql: psql is not installed here; connect with this URL:\n')
+      process.stdout.write(`${db.url}\n`)
+      return psql?.error ? 1 : 0
+    }
+    return psql.status ?? 1
+  } finally {
+    await db.stop()
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   const mode = argv[0]
   if (mode === undefined || mode === '--help' || mode === '-h' || mode === 'help') {
@@ -102,6 +130,7 @@ async function main(argv: string[]): Promise<number> {
     return mode === undefined ? 2 : 0
   }
   if (mode === 'calls') return callCommand(argv.slice(1))
+  if (mode === 'psql') return psqlCommand(argv.slice(1))
   if (!(mode in MODES) || argv.length > 1) {
     process.stderr.write(`bin/orchestrator: unknown mode or extra arguments: ${argv.join(' ')}\n\n${help()}`)
     return 2

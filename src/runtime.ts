@@ -96,6 +96,15 @@ async function database(config: Config, log: Logger): Promise<{ url: string; emb
   return { url: embedded.url, embedded }
 }
 
+/**
+ * The database's URL for an operator: DATABASE_URL, or the embedded server's (started if it
+ * is not running, then `stop` stops it again), with its random password.
+ */
+export async function operatorDatabase(config: Config, log: Logger): Promise<{ url: string; stop(): Promise<void> }> {
+  const db = await database(config, log)
+  return { url: db.url, stop: async () => void (await db.embedded?.stop()) }
+}
+
 /** The call service as the configuration sets it up: the API's, and the command's. */
 const callServiceFor = (config: Config, sql: Sql, queue: CallQueue, log: Logger) =>
   createCallService({

