@@ -108,10 +108,21 @@ t.test('events never go to private, loopback or link-local addresses, nor over h
   const ok = await h.call('POST', '/event-endpoints', { url: 'https://93.184.216.34/hook' })
   t.equal(ok.status, 201, 'a public address over https is taken')
 
-  for (const address of ['8.8.8.8', '93.184.216.34', '2606:4700::1111']) t.ok(isPublicAddress(address), `${address} is public`)
-  for (const address of ['127.0.0.2', '10.0.0.1', '192.168.0.1', '169.254.1.1', '::1', 'fe80::2', 'fc00::1', '::ffff:10.0.0.1', '224.0.0.1', 'nonsense']) {
-    t.notOk(isPublicAddress(address), `${address} is not`)
+  for (const address of ['8.8.8.8', '93.184.216.34', '2606:4700::1111', '::ffff:8.8.8.8', '64:ff9b::808:808', '2002:808:808::1']) {
+    t.ok(isPublicAddress(address), `${address} is public`)
   }
+  const notPublic = [
+    '127.0.0.2', '10.0.0.1', '192.168.0.1', '169.254.1.1', '::1', '::', 'fe80::2', 'fc00::1', '::ffff:10.0.0.1', '224.0.0.1', 'nonsense',
+    // IPv4 inside IPv6: NAT64, 6to4, IPv4-compatible and Teredo carrying an address that is not public.
+    '64:ff9b::a9fe:a9fe', '64:ff9b::169.254.169.254', '2002:a9fe:a9fe::1', '2002:c0a8:101::1', '::a9fe:a9fe', '::127.0.0.1',
+    '2001:0:4136:e378:8000:63bf:f5fe:56fe',
+    // Site-local, discard-only, NAT64 local use, documentation, benchmarking.
+    'fec0::1', '100::1', '64:ff9b:1::1', '2001:db8::1', '3fff::1', '2001:2::1', '192.0.2.1', '198.51.100.1', '203.0.113.5', '198.18.0.1',
+  ]
+  for (const address of notPublic) t.notOk(isPublicAddress(address), `${address} is not`)
+  const named = await h.call('POST', '/event-endpoints', { url: 'https://localhost/hook' })
+  t.equal(named.status, 422)
+  t.notMatch(named.body.detail, /127\.0\.0\.1|::1/, 'the refusal does not say what the name resolved to')
 })
 
 t.test('at delivery time too: an endpoint whose address is not public is never connected to', async (t) => {
@@ -128,7 +139,7 @@ t.test('at delivery time too: an endpoint whose address is not public is never c
   await waitFor('three attempts', async () => (await deliveries(h)).every((d) => d.attempts > 0), 30_000)
   t.equal(receiver.received.length + receiver.rejected, 0, 'the receiver saw nothing')
   const errors = (await deliveries(h)).map((d) => d.last_error).sort()
-  t.match(errors, [/127\.0\.0\.1 is not a public address/, /localhost resolves to .* which events may not be sent to/, /not an https/])
+  t.match(errors, [/127\.0\.0\.1 is not a public address/, /not an https/, /^the host is not a public address$/])
 })
 
 t.test('an endpoint gets the types it asked for', async (t) => {
