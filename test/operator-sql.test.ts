@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import postgres from 'postgres'
 import t from 'tap'
 import { startDispatcher } from './support/dispatcher.ts'
 import { startFakeProvider } from './support/fake-provider.ts'
@@ -206,4 +207,53 @@ t.test('the request functions are not PUBLIC, and name everything by schema', as
   t.same(row, { cancel: false, retry: false })
   const configs = await h.sql<{ config: string[] }[]>`SELECT proconfig AS config FROM pg_proc WHERE proname IN ('request_cancel', 'request_retry')`
   t.same(configs.map((c) => c.config), [['search_path=pg_catalog, pg_temp'], ['search_path=pg_catalog, pg_temp']])
+})
+
+t.test('orchestrator_operator reads and files requests, and can change nothing else', async (t) => {
+  const h = await createHarness(t)
+  const alice = `orchestrator_test_alice_${randomUUID().slice(0, 8)}`
+  await h.sql.unsafe(`CREATE ROLE ${alice} LOGIN IN ROLE orchestrator_operator`)
+  const asAlice = postgres(h.url, { max: 1, username: alice, onnotice: () => {} })
+  t.teardown(async () => {
+    await asAlice.end({ timeout: 1 })
+    await h.sql.unsafe(`DROP OWNED BY ${alice}`)
+    await h.sql.unsafe(`DROP ROLE ${alice}`)
+  })
+  const call = await postCall(h, { to: newPhone() })
+  t.same((await asAlice`SELECT count(*)::int AS n FROM phone_backlog`)[0], { n: 1 }, 'reads the views')
+  t.same((await asAlice`SELECT status FROM calls WHERE id = ${call.id}`)[0], { status: 'PENDING' }, 'and the tables')
+  t.ok((await asAlice`SELECT request_cancel(${call.id}) AS id`)[0]!.id, 'files a request')
+  for (const [what, statement] of [
+    ['UPDATE calls', asAlice`UPDATE calls SET status = 'CANCELLED' WHERE id = ${call.id}`],
+    ['DELETE FROM pgboss.job', asAlice`DELETE FROM pgboss.job`],
+    ['UPDATE call_actions', asAlice`UPDATE call_actions SET outcome = 'done', done_at = now()`],
+    ['fold_call_status_changes()', asAlice`SELECT fold_call_status_changes()`],
+  ] as const) {
+    t.equal(await statement.then(() => 'allowed', (err: { code?: string }) => err.code), '42501', `${what}: permission denied`)
+  }
+})
+
+t.test('a function planted earlier on the search path stands in for nothing of ours', async (t) => {
+  const h = await createHarness(t)
+  // A schema first on the session's path, with a pg_notify overload and a decoy counts table.
+  await h.sql`CREATE SCHEMA planted`
+  await h.sql`CREATE TABLE planted.call_status_changes (status call_status, delta bigint)`
+  await h.sql`CREATE FUNCTION planted.pg_notify(text, text) RETURNS void LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'planted function ran'; END$$`
+  const planted = postgres(h.url, { max: 1, onnotice: () => {}, connection: { search_path: 'planted, public, pg_catalog' } })
+  t.teardown(() => planted.end({ timeout: 1 }))
+  const call = await postCall(h, { to: newPhone() })
+  t.ok((await planted`SELECT request_cancel(${call.id}) AS id`)[0]!.id, 'request_cancel calls pg_catalog.pg_notify')
+  await planted`INSERT INTO public.calls (id, phone, script_id, job_id, expires_at) VALUES (${randomUUID()}, ${newPhone()}, 's', ${randomUUID()}, now() + interval '1 day')`
+  t.same(await planted`SELECT * FROM planted.call_status_changes`, [], 'the counting trigger wrote to public.call_status_changes, not the decoy')
+  t.ok((await planted`SELECT public.fold_call_status_changes() AS n`)[0]!.n >= 1, 'and the fold read it there')
+  const configs = await h.sql<{ name: string; config: string[] | null; public: boolean }[]>`
+    SELECT p.proname AS name, p.proconfig AS config,
+           COALESCE(bool_or(a.grantee = 0), false) AS public
+    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    LEFT JOIN LATERAL aclexplode(COALESCE(p.proacl, acldefault('f', p.proowner))) a ON a.privilege_type = 'EXECUTE'
+    WHERE n.nspname = 'public' GROUP BY p.proname, p.proconfig ORDER BY 1`
+  for (const f of configs) {
+    t.match(f.config?.join(), /^search_path=pg_catalog, (public|pg_temp)$/, `${f.name}: search_path pinned`)
+    t.equal(f.public, false, `${f.name}: not executable by PUBLIC`)
+  }
 })

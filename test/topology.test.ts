@@ -25,7 +25,12 @@ interface Service {
 }
 
 /** What the test sets for compose's required variables, `${NAME:?message}`. */
-const REQUIRED: Record<string, string> = { WEBHOOK_SECRET, API_TOKENS: 'a-token-of-32-characters-or-more!' }
+const REQUIRED: Record<string, string> = {
+  WEBHOOK_SECRET,
+  API_TOKENS: 'a-token-of-32-characters-or-more!',
+  POSTGRES_PASSWORD: 'superuser-password',
+  ORCHESTRATOR_DB_PASSWORD: 'service-password',
+}
 
 /** `${NAME:-default}` and `${NAME:?message}` as compose reads them, with REQUIRED set in the environment. */
 const interpolate = (value: string) =>
@@ -43,6 +48,13 @@ t.test('compose.yaml, started by hand: migrate, simulator, API and two workers s
   for (const name of ['API_TOKENS', 'WEBHOOK_SECRET']) {
     t.match(String(declared[name]), new RegExp(`^\\$\\{${name}:\\?`), `${name} is required: compose refuses to start without it, and no value is committed`)
   }
+  // The service connects as "orchestrator", which the init script makes without any power
+  // beyond its own database; the superuser's password is for administrators.
+  t.match(String(declared.DATABASE_URL), /^postgres:\/\/orchestrator:\$\{ORCHESTRATOR_DB_PASSWORD:\?/)
+  const init = (compose as unknown as { configs: Record<string, { content: string }> }).configs['service-role']!.content
+  t.match(init, /CREATE ROLE orchestrator LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'password';/)
+  t.match(init, /CREATE DATABASE orchestrator OWNER orchestrator;/)
+  t.notMatch(JSON.stringify(services.postgres!.environment), /POSTGRES_USER/, 'the superuser keeps the image\'s own name, not the service\'s')
 
   const db = await createTestDatabase(t)
   // Where each service name compose resolves is reachable here.
