@@ -21,6 +21,7 @@ import { Dispatcher } from './dispatch/dispatcher.ts'
 import { createProviderClient } from './dispatch/provider.ts'
 import { CallQueue } from './db/queue.ts'
 import { createApp } from './http/app.ts'
+import { sessionStore } from './http/auth.ts'
 import { createWorkerApp } from './http/worker-app.ts'
 import { listen, type RunningServer } from './http/serve.ts'
 import type { Logger } from './log.ts'
@@ -244,7 +245,7 @@ export async function startOrchestrator(
         dispatch: createDispatchControl({ sql, maxConcurrentCalls: config.dispatch.maxConcurrentCalls }),
         batches: createBatchService({ sql, queue, callTtlSeconds: config.dispatch.callTtlSeconds, calling: config.policy, log }),
         events: createEventService({ sql, queue, allowInsecureUrls: config.events.allowInsecureUrls }),
-        status: { read: () => readStatus(sql, config.dispatch.maxConcurrentCalls) },
+        status: { read: () => readStatus(sql, config.dispatch.maxConcurrentCalls), sessions: sessionStore(sql) },
       })
       const server: RunningServer = await listen(app, config.http)
       stops.push(() => server.close())

@@ -265,7 +265,9 @@ t.test('012 folds the duplicate rows stored before it into the row each repeated
       ('2026-01-01T10:03:00Z', 'webhook', 'msg_b', 'stale', 'for dial 1'),
       ('2026-01-01T10:04:00Z', 'webhook', 'msg_b', 'stale', 'for dial 1'),
       ('2026-01-01T10:05:00Z', 'reconcile', NULL, 'applied', NULL)`
-  t.same(await migrate(sql), [12])
+  const twelve = (await readMigrations()).find((m) => m.version === 12)!
+  await writeFile(join(dir, `012_${twelve.name}.sql`), twelve.text)
+  t.same(await migrate(sql, `${dir}/`), [12])
   const rows = await sql<{ webhook_id: string | null; verdict: string; dedupe_key: string | null; repeats: number; last_repeat_at: Date | null }[]>`
     SELECT webhook_id, verdict, dedupe_key, repeats, last_repeat_at FROM callbacks ORDER BY id`
   t.same(rows, [

@@ -5,7 +5,7 @@ import type { Hono } from 'hono'
 import { createCallService } from '../src/calls/service.ts'
 import { readStatus } from '../src/db/status.ts'
 import { createApp } from '../src/http/app.ts'
-import { SESSION_COOKIE, sessionValue } from '../src/http/auth.ts'
+import { SESSION_COOKIE, sessionStore } from '../src/http/auth.ts'
 import { listen } from '../src/http/serve.ts'
 import { maskPhone } from '../src/http/status-page.ts'
 import { silentLogger } from '../src/log.ts'
@@ -96,9 +96,10 @@ t.test('with API tokens: sign in with a token, get a cookie that is not the toke
     t.equal((await h.call('GET', path, undefined, { cookie: `${SESSION_COOKIE}=forged.${'A'.repeat(43)}` })).status, 401, `${path} refused with a forged cookie`)
     t.equal((await h.call('GET', path, undefined, { cookie: `${SESSION_COOKIE}=${token}` })).status, 401, `${path} refused with the raw token as cookie`)
   }
-  const expired = sessionValue(token, Date.now() - 1000)
-  t.equal((await h.call('GET', '/status.json', undefined, { cookie: `${SESSION_COOKIE}=${expired}` })).status, 401, 'an expired session is refused')
-  t.equal((await h.call('GET', '/status.json', undefined, { cookie: `${SESSION_COOKIE}=${sessionValue('not-a-token', Date.now() + 60_000)}` })).status, 401, 'a session made with another key is refused')
+  const expired = await sessionStore(h.sql).open(token)
+  await h.sql`UPDATE status_sessions SET expires_at = now() - interval '1 second'`
+  t.equal((await h.call('GET', '/status.json', undefined, { cookie: `${SESSION_COOKIE}=${expired.key}` })).status, 401, 'an expired session is refused')
+  t.equal((await h.call('GET', '/status.json', undefined, { cookie: `${SESSION_COOKIE}=${'A'.repeat(43)}` })).status, 401, 'a key the server never gave is refused')
   t.equal((await h.call('GET', '/status.json', undefined, { authorization: `Bearer ${token}` })).status, 200, 'the Bearer header works as everywhere')
 
   const post = (body: string, headers: Record<string, string> = {}) =>
@@ -131,9 +132,37 @@ t.test('with API tokens: sign in with a token, get a cookie that is not the toke
 
   const secure = await post(`token=${token}`, { 'x-forwarded-proto': 'https' })
   t.match(secure.headers.get('set-cookie'), /Secure/, 'Secure when the browser came over https')
+  t.match(cookie, new RegExp(`^${SESSION_COOKIE}=[A-Za-z0-9_-]{43}$`), 'a random key, nothing else: nothing in it to test guesses of the token against')
+  const [stored] = await h.sql<{ key_hash: string; expires_at: Date }[]>`SELECT key_hash, expires_at FROM status_sessions ORDER BY created_at LIMIT 1`
+  t.not(stored!.key_hash, cookie.split('=')[1], 'the server keeps only its hash')
+  t.ok(stored!.expires_at.getTime() <= Date.now() + 7 * 24 * 3600 * 1000 + 60_000, 'an expiry the server set')
+
+  // The same database, the token removed from the configuration: its sessions end.
+  const rotated = createApp({
+    calls: createCallService({ sql: h.sql, queue: h.queue, callTtlSeconds: 3600, maxConcurrentCalls: 30 }),
+    apiTokens: ['another-token'],
+    log: silentLogger,
+    ready: async () => ({ ok: true, detail: 'ready' }),
+    status: { read: () => readStatus(h.sql, 30), sessions: sessionStore(h.sql) },
+  })
+  t.equal((await rotated.request('/status.json', { headers: { cookie } })).status, 401, 'a session whose token was removed is refused')
+
   const logout = await h.app.request('/logout', { method: 'POST', headers: { cookie } })
   t.equal(logout.status, 303)
   t.match(logout.headers.get('set-cookie'), new RegExp(`^${SESSION_COOKIE}=;.*Max-Age=0`))
+  t.equal((await h.call('GET', '/status.json', undefined, { cookie })).status, 401, 'a copy of the cookie kept after logging out opens nothing')
+})
+
+t.test('sign-in attempts that fail are throttled per client address', async (t) => {
+  const token = 'status-page-token-0123456789'
+  const h = await createHarness(t, { apiTokens: [token] })
+  const post = (body: string) =>
+    h.app.request('/login', { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', host: 'status.test' }, body })
+  for (let i = 0; i < 10; i++) t.equal((await post(`token=guess-${i}`)).status, 401, `guess ${i + 1}`)
+  const throttled = await post('token=guess-10')
+  t.equal(throttled.status, 429, 'the eleventh within a minute is refused before it is checked')
+  t.ok(Number(throttled.headers.get('retry-after')) > 0, 'with Retry-After')
+  t.equal((await post(`token=${token}`)).status, 429, 'even the right token, until the minute is over')
 })
 
 t.test('405 with Allow on the page’s paths', async (t) => {
@@ -198,6 +227,7 @@ t.test('the event stream sends a board when something changes, and stops reading
         reads.set(name, readsOf(name) + 1)
         return readStatus(h.sql, 30)
       },
+      sessions: sessionStore(h.sql),
     },
     statusIntervalMs: 100,
   })

@@ -1,5 +1,7 @@
 import type { Context } from 'hono'
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
+import { endSession, findSession, openSession } from '../db/sessions.ts'
+import type { Sql } from '../db/sql.ts'
 
 /**
  * True when `presented` equals one of `accepted`, compared in constant time. Both sides are
@@ -20,33 +22,42 @@ export function bearerToken(header: string | undefined): string | undefined {
 }
 
 // The status page's session: a browser cannot send a Bearer header when it navigates, so
-// POST /login takes the token once and answers with a cookie. The cookie never holds the token:
-// it holds an expiry and an HMAC of it keyed by the token, so it reveals nothing a stolen
-// cookie could be turned back into, needs no server-side store (any API process can check it),
-// and stops working when its token is removed from API_TOKENS. Only the status page's read-only
-// paths accept it; everything else still wants the Bearer header.
+// POST /login takes the token once and answers with a cookie. The cookie is a random key and
+// nothing else: it tells nothing about the token, so a stolen one cannot be turned into
+// guesses of it. The server keeps the key's hash, the hash of the token the session was opened
+// with (the session ends when that token is removed from the configuration) and an expiry it
+// sets itself (sql/014_status_sessions.sql); logging out deletes it. Only the status page's
+// read-only paths accept it; everything else still wants the Bearer header.
 
 export const SESSION_COOKIE = 'orchestrator_status'
 export const SESSION_SECONDS = 7 * 24 * 3600
 
-const sessionMac = (token: string, expires: number) =>
-  createHmac('sha256', token).update(`status-page-session:${expires}`).digest('base64url')
+const sha256 = (text: string) => createHash('sha256').update(text).digest('hex')
 
-/** A cookie value for a session opened with `token`, valid until `expires` (ms since epoch). */
-export function sessionValue(token: string, expires: number): string {
-  return `${expires}.${sessionMac(token, expires)}`
+export interface SessionStore {
+  /** A new session for a token already checked; its cookie key and when it ends. */
+  open(token: string): Promise<{ key: string; expires: Date }>
+  /** When the session with this cookie key ends (ms since epoch), if it lasts and its token is still one of `tokens`. */
+  until(key: string | undefined, tokens: readonly string[]): Promise<number | undefined>
+  end(key: string | undefined): Promise<void>
 }
 
-/** When the session in `value` ends (ms since epoch), if one of `tokens` made it and it has not ended. */
-export function sessionExpiry(value: string | undefined, tokens: readonly string[], now = Date.now()): number | undefined {
-  const match = /^(\d{1,15})\.([A-Za-z0-9_-]{43})$/.exec(value ?? '')
-  if (!match) return undefined
-  const expires = Number(match[1])
-  if (expires <= now) return undefined
-  const given = Buffer.from(match[2]!)
-  let found = false
-  for (const token of tokens) found = timingSafeEqual(given, Buffer.from(sessionMac(token, expires))) || found
-  return found ? expires : undefined
+export function sessionStore(sql: Sql): SessionStore {
+  return {
+    async open(token) {
+      const key = randomBytes(32).toString('base64url')
+      return { key, expires: await openSession(sql, sha256(key), sha256(token), SESSION_SECONDS) }
+    },
+    async until(key, tokens) {
+      if (!key || !/^[A-Za-z0-9_-]{43}$/.test(key)) return undefined
+      const session = await findSession(sql, sha256(key))
+      if (!session || !tokens.some((token) => sha256(token) === session.token_hash)) return undefined
+      return session.expires_at.getTime()
+    },
+    async end(key) {
+      if (key) await endSession(sql, sha256(key))
+    },
+  }
 }
 
 /**

@@ -8,6 +8,7 @@ import { CallQueue, type DeliveryRetry } from '../../src/db/queue.ts'
 import { readStatus } from '../../src/db/status.ts'
 import { createEventService } from '../../src/events/endpoints.ts'
 import { createApp } from '../../src/http/app.ts'
+import { sessionStore } from '../../src/http/auth.ts'
 import { silentLogger, type Logger } from '../../src/log.ts'
 import { NO_FAULTS, ProviderSimulator, type SimulatorOptions } from '../../src/simulator/simulator.ts'
 import type { Sql } from '../../src/db/sql.ts'
@@ -74,7 +75,7 @@ export async function createHarness(
     dispatch: createDispatchControl({ sql, maxConcurrentCalls: options.maxConcurrentCalls ?? 30 }),
     batches: createBatchService({ sql, queue, callTtlSeconds: options.callTtlSeconds ?? 86_400, calling: options.calling }),
     events: createEventService({ sql, queue, allowInsecureUrls: options.allowInsecureEventUrls ?? true }),
-    status: { read: () => readStatus(sql, options.maxConcurrentCalls ?? 30) },
+    status: { read: () => readStatus(sql, options.maxConcurrentCalls ?? 30), sessions: sessionStore(sql) },
     statusIntervalMs: options.statusIntervalMs,
     apiTokens: options.apiTokens ?? [],
     allowedHosts: options.allowedHosts,

@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
 import type { Context, Hono } from 'hono'
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie'
 import { streamSSE } from 'hono/streaming'
 import type { StatusSnapshot } from '../../db/status.ts'
 import { isDatabaseUnavailable } from '../../db/sql.ts'
-import { throttled, type Logger } from '../../log.ts'
-import { bearerToken, matchesSecret, sameOrigin, SESSION_COOKIE, SESSION_SECONDS, sessionExpiry, sessionValue } from '../auth.ts'
+import { throttled as throttledLog, type Logger } from '../../log.ts'
+import { bearerToken, matchesSecret, sameOrigin, SESSION_COOKIE, type SessionStore } from '../auth.ts'
 import { readBody } from '../body.ts'
 import { HttpProblem } from '../problem.ts'
 import { renderBoard, renderLogin, renderPage, renderUnavailable } from '../status-page.ts'
@@ -21,7 +22,16 @@ import { renderBoard, renderLogin, renderPage, renderUnavailable } from '../stat
 
 export interface StatusBoard {
   read(): Promise<StatusSnapshot>
+  /** The sign-in sessions (src/http/auth.ts). */
+  sessions: SessionStore
 }
+
+/** A stream opened with a session checks that it still lasts every this many reads. */
+const SESSION_CHECK = 10
+
+/** Failed sign-ins a client address may make in LOGIN_WINDOW_MS before it must wait. */
+const LOGIN_ATTEMPTS = 10
+const LOGIN_WINDOW_MS = 60_000
 
 /** How often an open stream reads the status again. */
 export const STATUS_INTERVAL_MS = 1_000
@@ -33,15 +43,32 @@ export function statusRoutes(
   deps: { status: StatusBoard; apiTokens: readonly string[]; readTokens?: readonly string[] | undefined; log: Logger; intervalMs?: number | undefined },
 ): void {
   const intervalMs = deps.intervalMs ?? STATUS_INTERVAL_MS
-  const floods = throttled(deps.log, 10_000)
+  const floods = throttledLog(deps.log, 10_000)
   const tokensSet = deps.apiTokens.length > 0
   // The page only reads: a read-only token opens it as well as a full one.
   const tokens = [...deps.apiTokens, ...(deps.readTokens ?? [])]
 
   /** Until when this request may see the status (ms since epoch), or undefined: not at all. */
-  const access = (c: Context): number | undefined => {
+  const access = async (c: Context): Promise<number | undefined> => {
     if (!tokensSet || matchesSecret(bearerToken(c.req.header('authorization')), tokens)) return Infinity
-    return sessionExpiry(getCookie(c, SESSION_COOKIE), tokens)
+    return deps.status.sessions.until(getCookie(c, SESSION_COOKIE), tokens)
+  }
+
+  // Sign-in attempts that failed, per client address, for the window they fall in.
+  const failures = new Map<string, { n: number; since: number }>()
+  const clientAddress = (c: Context) => (c.env as { incoming?: IncomingMessage } | undefined)?.incoming?.socket.remoteAddress ?? 'unknown'
+  const throttled = (address: string): number | undefined => {
+    const now = Date.now()
+    const seen = failures.get(address)
+    if (!seen || now - seen.since >= LOGIN_WINDOW_MS) return undefined
+    return seen.n >= LOGIN_ATTEMPTS ? Math.ceil((seen.since + LOGIN_WINDOW_MS - now) / 1000) : undefined
+  }
+  const failed = (address: string) => {
+    const now = Date.now()
+    const seen = failures.get(address)
+    if (!seen || now - seen.since >= LOGIN_WINDOW_MS) failures.set(address, { n: 1, since: now })
+    else seen.n++
+    if (failures.size > 10_000) for (const [a, f] of failures) if (now - f.since >= LOGIN_WINDOW_MS) failures.delete(a)
   }
   const refuse = () =>
     new HttpProblem(401, 'unauthorized', 'Sign in at / with an API token, or send "Authorization: Bearer <token>".', {}, {
@@ -67,7 +94,7 @@ export function statusRoutes(
 
   app.get('/', async (c) => {
     const nonce = newNonce()
-    if (access(c) === undefined) {
+    if ((await access(c)) === undefined) {
       if (!wantsHtml(c)) throw refuse()
       return html(c, renderLogin(nonce), 401, nonce)
     }
@@ -80,35 +107,44 @@ export function statusRoutes(
       throw new HttpProblem(403, 'cross_origin', 'Sign in from this server’s own page.')
     }
     if (!tokensSet) return c.redirect('./', 303)
+    // Guessing tokens here costs a minute per LOGIN_ATTEMPTS wrong ones, per address.
+    const address = clientAddress(c)
+    const wait = throttled(address)
+    if (wait !== undefined) {
+      throw new HttpProblem(429, 'too_many_attempts', `Too many sign-ins that failed from here; try again in ${wait} s.`, {}, { 'Retry-After': String(wait) })
+    }
     const token = new URLSearchParams(await readBody(c, 4096)).get('token') ?? undefined
     if (!matchesSecret(token, tokens)) {
+      failed(address)
       if (!wantsHtml(c)) throw new HttpProblem(401, 'unauthorized', 'That token is not accepted.', {}, { 'WWW-Authenticate': 'Bearer realm="call-orchestrator"' })
       const nonce = newNonce()
       return html(c, renderLogin(nonce, 'That token is not accepted.'), 401, nonce)
     }
-    const expires = Date.now() + SESSION_SECONDS * 1000
-    setCookie(c, SESSION_COOKIE, sessionValue(token!, expires), {
+    const session = await deps.status.sessions.open(token!)
+    setCookie(c, SESSION_COOKIE, session.key, {
       path: '/',
       httpOnly: true,
       sameSite: 'Strict',
       secure: isHttps(c),
-      maxAge: SESSION_SECONDS,
+      maxAge: Math.max(0, Math.floor((session.expires.getTime() - Date.now()) / 1000)),
     })
     return c.redirect('./', 303)
   })
 
-  app.post('/logout', (c) => {
+  app.post('/logout', async (c) => {
+    // The session ends on the server too: a copy of the cookie opens nothing any more.
+    await deps.status.sessions.end(getCookie(c, SESSION_COOKIE))
     deleteCookie(c, SESSION_COOKIE, { path: '/', secure: isHttps(c) })
     return c.redirect('./', 303)
   })
 
   app.get('/status.json', async (c) => {
-    if (access(c) === undefined) throw refuse()
+    if ((await access(c)) === undefined) throw refuse()
     return c.json(await deps.status.read(), 200, { 'Cache-Control': 'no-store' })
   })
 
-  app.get('/status/events', (c) => {
-    const until = access(c)
+  app.get('/status/events', async (c) => {
+    const until = await access(c)
     if (until === undefined) throw refuse()
     return streamSSE(c, async (stream) => {
       const gone = new Promise<void>((resolve) => stream.onAbort(resolve))
@@ -123,7 +159,10 @@ export function statusRoutes(
       let last = ''
       let lastWrite = 0
       let first = true
-      while (!stream.aborted && !stream.closed && Date.now() < until) {
+      // A signed-in session is looked at again every SESSION_CHECK reads: one signed out (or
+      // whose token was removed) ends its stream within seconds, not at its expiry.
+      for (let reads = 0; !stream.aborted && !stream.closed && Date.now() < until; reads++) {
+        if (until !== Infinity && reads > 0 && reads % SESSION_CHECK === 0 && (await access(c)) === undefined) break
         let board: string
         try {
           board = renderBoard(await deps.status.read())
