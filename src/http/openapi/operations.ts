@@ -239,9 +239,9 @@ export const OPERATIONS: Operation[] = [
   {
     method: 'post', path: '/login', id: 'login', tag: 'Status page', access: 'token',
     summary: 'Signs a browser in to the status page with an API token (form field "token").',
-    description: 'Sets an HttpOnly, SameSite=Strict session cookie (an expiry and an HMAC of it, never the token) that opens /, /status.json and /status/events for 7 days. Refused from another site.',
+    description: 'Sets an HttpOnly, SameSite=Strict session cookie (a random key the server keeps the hash of, never the token) that opens /, /status.json and /status/events for 7 days, until signed out, or until its token is removed. Refused from another site; 10 failed sign-ins a minute per client address, then 429.',
     answers: { 303: { description: 'Signed in (or no tokens are set): back to the page.' } },
-    problems: [[403, 'cross_origin']],
+    problems: [[403, 'cross_origin'], [429, 'too_many_attempts']],
   },
   {
     method: 'post', path: '/logout', id: 'logout', tag: 'Status page', access: 'public', summary: 'Signs the browser out (clears the session cookie).',

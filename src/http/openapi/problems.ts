@@ -3,7 +3,7 @@
 
 const TITLES: Record<number, string> = {
   400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict', 413: 'Content Too Large',
-  415: 'Unsupported Media Type', 422: 'Unprocessable Content', 500: 'Internal Server Error', 503: 'Service Unavailable',
+  415: 'Unsupported Media Type', 422: 'Unprocessable Content', 429: 'Too Many Requests', 500: 'Internal Server Error', 503: 'Service Unavailable',
 }
 
 const DETAILS: Record<string, [status: number, detail: string, extra?: Record<string, unknown>]> = {
@@ -35,6 +35,7 @@ const DETAILS: Record<string, [status: number, detail: string, extra?: Record<st
   body_too_large: [413, 'The body is larger than 65536 bytes.'],
   unsupported_media_type: [415, 'Send the body as JSON with "Content-Type: application/json".'],
   idempotency_key_reused: [422, 'This Idempotency-Key was used with another body.'],
+  too_many_attempts: [429, 'Too many sign-ins that failed from here; try again in 42 s.'],
   phone_suppressed: [422, '+966501234567 is on the do-not-call list; no call to it is made.', { phone: '+966501234567' }],
   calling_window_never_opens: [422, 'The calling window never opens before the call expires.'],
   time_zone_unknown: [422, 'No time zone is known for +88212345678; give callingWindow.timezone.'],
