@@ -104,6 +104,7 @@ const EnvSchema = v.object({
   LOG_FORMAT: v.optional(v.picklist(logFormats, `must be one of ${logFormats.join(', ')}`), 'auto'),
   METRICS_PORT: int(9464, 0, 65535),
   SIMULATOR_PORT: int(4010, 0, 65535),
+  SIMULATOR_HOST: v.optional(v.string(), '127.0.0.1'),
   SIMULATOR_MIN_DURATION_MS: int(2_000, 0),
   SIMULATOR_MAX_DURATION_MS: int(8_000, 0),
   SIMULATOR_STATUS_MIX: v.optional(v.string(), 'COMPLETED:1'),
@@ -168,6 +169,8 @@ export interface Config {
   metricsPort: number
   simulator: {
     port: number
+    /** SIMULATOR_HOST: where simulator mode listens (loopback by default). */
+    host: string
     minDurationMs: number
     maxDurationMs: number
     statusMix: Array<{ status: string; weight: number }>
@@ -356,6 +359,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     metricsPort: e.METRICS_PORT,
     simulator: {
       port: e.SIMULATOR_PORT,
+      host: e.SIMULATOR_HOST,
       minDurationMs: e.SIMULATOR_MIN_DURATION_MS,
       maxDurationMs: e.SIMULATOR_MAX_DURATION_MS,
       statusMix: parseStatusMix(e.SIMULATOR_STATUS_MIX),

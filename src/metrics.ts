@@ -1,4 +1,4 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 
 // What this process did, for Prometheus. Every process that does work keeps its own (the API
 // serves them at /metrics, a worker on METRICS_PORT); counters count what happened here, after
@@ -60,6 +60,7 @@ export const metrics = {
   providerLatency: histogram('orchestrator_provider_request_duration_seconds', 'Dial request round trips to the provider, by outcome.', QUICK, ['outcome']),
   callDuration: histogram('orchestrator_call_duration_seconds', 'Call durations the provider reported with its final word.', SLOW),
   callbackLag: histogram('orchestrator_callback_lag_seconds', 'From the provider’s completedAt to its callback reaching us.', QUICK),
+  statusStreams: new Gauge({ name: 'orchestrator_status_streams', help: 'Status page event streams open on this process.', registers: [registry] }),
   slotRefill: histogram(
     'orchestrator_slot_refill_seconds',
     'From a slot being freed (a call ending) to this worker claiming a waiting call into it.',

@@ -24,7 +24,7 @@ import { createApp } from './http/app.ts'
 import { sessionStore } from './http/auth.ts'
 import { createWorkerApp } from './http/worker-app.ts'
 import { listen, type RunningServer } from './http/serve.ts'
-import type { Logger } from './log.ts'
+import { throttled, type Logger } from './log.ts'
 import type { CallRow } from './calls/model.ts'
 import { ProviderSimulator } from './simulator/simulator.ts'
 
@@ -164,9 +164,9 @@ export async function startOrchestrator(
       const secret = config.webhook.secrets[0]
       if (!secret) throw new Error('the simulator signs callbacks: set WEBHOOK_SECRET (whsec_…) for it and for the orchestrator')
       const sim = simulatorFromConfig(config, secret, log)
-      await sim.start(config.simulator.port, config.http.host)
+      await sim.start(config.simulator.port, config.simulator.host)
       stops.push(() => sim.stop())
-      log.info('provider simulator listening', { host: config.http.host, port: config.simulator.port })
+      log.info('provider simulator listening', { host: config.simulator.host, port: config.simulator.port })
       return { simulatorUrl: sim.url, stop: stopAll }
     }
 
@@ -225,6 +225,7 @@ export async function startOrchestrator(
         log.warn('neither WEBHOOK_SECRET nor WEBHOOK_API_KEY is set: every provider callback will be refused')
       }
       const callService = callServiceFor(config, sql, queue, log)
+      const readiness = throttled(log, 10_000)
       const app = createApp({
         calls: callService,
         apiTokens: config.http.apiTokens,
@@ -237,7 +238,9 @@ export async function startOrchestrator(
               ? { ok: true, detail: 'ready' }
               : { ok: false, detail: 'database migrations are not all applied' }
           } catch (err) {
-            return { ok: false, detail: `database unreachable: ${(err as Error).message}` }
+            // What the driver said goes to the log, not to whoever asks.
+            readiness.warn('readiness: database unreachable', { err })
+            return { ok: false, detail: 'database unreachable' }
           }
         },
         callbacks: createCallbackRoute({ sql, queue, secrets: webhook.secrets, apiKey: webhook.apiKey, urlSecret: webhook.urlSecret, log, calling: config.policy }),

@@ -2,7 +2,7 @@ import { networkInterfaces } from 'node:os'
 import t from 'tap'
 import { loadConfig } from '../src/config.ts'
 import { createTestDatabase } from './support/db.ts'
-import { createHarness } from './support/harness.ts'
+import { createHarness, WEBHOOK_SECRET } from './support/harness.ts'
 import { freePort, runBinary, waitFor } from './support/processes.ts'
 
 // Who may reach the API and make it act: an open API (no API_TOKENS) listens on this machine
@@ -90,4 +90,19 @@ t.test('read-only tokens read everything a status screen needs and change nothin
   t.same(await h.sql`SELECT status, updated_at FROM calls`, before, 'nothing changed')
   t.same(await h.sql`SELECT paused FROM dispatch_settings`, [{ paused: false }])
   t.equal((await h.call('GET', '/calls', undefined, as('n'.repeat(32)))).status, 401, 'an unknown token is still a 401')
+})
+
+t.test('simulator mode listens on 127.0.0.1 unless SIMULATOR_HOST says otherwise', async (t) => {
+  t.equal(loadConfig({}).simulator.host, '127.0.0.1')
+  const port = await freePort()
+  const proc = runBinary(t, 'simulator', { SIMULATOR_PORT: String(port), WEBHOOK_SECRET, LOG_LEVEL: 'info' })
+  await waitFor('the simulator', async () => (await fetch(`http://127.0.0.1:${port}/stats`).catch(() => undefined))?.ok, 60_000)
+  t.match(proc.output(), /"host":"127\.0\.0\.1","port":\d+,"msg":"provider simulator listening"/)
+  const other = Object.values(networkInterfaces()).flat().find((a) => a && a.family === 'IPv4' && !a.internal)
+  if (other) {
+    const reached = await fetch(`http://${other.address}:${port}/stats`).then(() => 'answered', (err: Error) => (err.cause as { code?: string })?.code ?? err.message)
+    t.equal(reached, 'ECONNREFUSED', `not reachable at ${other.address}: it signs callbacks to any webhookUrl it is given`)
+  } else t.comment('this machine has no address but loopback; the log line above is the check')
+  proc.child.kill('SIGTERM')
+  t.equal(await proc.exited, 0)
 })

@@ -115,7 +115,9 @@ t.test('terminated backends and a restarted server: every process resumes by its
     t.match(res.type, /^application\/problem\+json/)
     t.ok(res.retryAfter, 'with Retry-After')
   }
-  t.equal((await request(`${base}/readyz`)).status, 503, 'not ready while the database is away')
+  const notReady = await request(`${base}/readyz`)
+  t.equal(notReady.status, 503, 'not ready while the database is away')
+  t.equal(JSON.parse(notReady.body).detail, 'database unreachable', 'saying so, and not what the driver said (that goes to the log)')
   // The outage lasts until every worker has met it, not for a guessed time.
   await waitFor('every worker to meet the outage', async () => workers.every((w, i) => /database unavailable|claim loop error/.test(w.output().slice(logged[i]))), 60_000)
   await pg.start()

@@ -77,6 +77,8 @@ t.test('GET /docs is a page whose scripts and styles this server serves', async 
   const page = await h.call('GET', '/docs')
   t.equal(page.status, 200)
   t.match(page.headers.get('content-type'), /^text\/html/)
+  t.match(page.headers.get('content-security-policy'), /frame-ancestors 'none'/, 'never framed by another site (its Authorize button takes a token)')
+  t.equal(page.headers.get('x-frame-options'), 'DENY')
   const scripts = [...(page.body as string).matchAll(/<script src="([^"]+)"/g)].map((m) => m[1]!)
   const styles = [...(page.body as string).matchAll(/<link rel="stylesheet" href="([^"]+)"/g)].map((m) => m[1]!)
   t.ok(scripts.length >= 1, 'it loads a script')

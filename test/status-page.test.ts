@@ -1,7 +1,5 @@
 import t from 'tap'
-import { AsyncLocalStorage } from 'node:async_hooks'
 import { request } from 'node:http'
-import type { Hono } from 'hono'
 import { createCallService } from '../src/calls/service.ts'
 import { readStatus } from '../src/db/status.ts'
 import { createApp } from '../src/http/app.ts'
@@ -9,6 +7,8 @@ import { SESSION_COOKIE, sessionStore } from '../src/http/auth.ts'
 import { listen } from '../src/http/serve.ts'
 import { maskPhone } from '../src/http/status-page.ts'
 import { silentLogger } from '../src/log.ts'
+import { metrics } from '../src/metrics.ts'
+import { MAX_STATUS_STREAMS } from '../src/http/routes/status.ts'
 import { insertCall } from './support/factory.ts'
 import { createHarness } from './support/harness.ts'
 
@@ -209,56 +209,69 @@ const until = async (what: string, check: () => boolean | Promise<boolean>, ms =
   }
 }
 
-t.test('the event stream sends a board when something changes, and stops reading when the client leaves', async (t) => {
+/** Open event streams on this process, as its /metrics tells. */
+const openStreams = async () => (await metrics.statusStreams.get()).values[0]?.value ?? 0
+
+t.test('the event stream sends a board when something changes, and stops when the client leaves', async (t) => {
   const h = await createHarness(t)
-  // Reads counted per client (the x-client header), so one page's stream can be the clock for
-  // another's: what a stream does is measured in reads, never in milliseconds.
-  const client = new AsyncLocalStorage<string>()
-  const reads = new Map<string, number>()
-  const readsOf = (name: string) => reads.get(name) ?? 0
+  let reads = 0
   const app = createApp({
     calls: createCallService({ sql: h.sql, queue: h.queue, callTtlSeconds: 3600, maxConcurrentCalls: 30 }),
     apiTokens: [],
     log: silentLogger,
     ready: async () => ({ ok: true, detail: 'ready' }),
-    status: {
-      read: () => {
-        const name = client.getStore() ?? 'unknown'
-        reads.set(name, readsOf(name) + 1)
-        return readStatus(h.sql, 30)
-      },
-      sessions: sessionStore(h.sql),
-    },
+    status: { read: () => (reads++, readStatus(h.sql, 30)), sessions: sessionStore(h.sql) },
     statusIntervalMs: 100,
   })
-  const tagged = { fetch: (req: Request, env: unknown) => client.run(req.headers.get('x-client') ?? 'unknown', () => app.fetch(req, env)) }
-  const server = await listen(tagged as unknown as Hono, { host: '127.0.0.1', port: 0 })
+  const server = await listen(app, { host: '127.0.0.1', port: 0 })
   t.teardown(() => server.close(true))
-  const events = openEvents(server.port, { 'x-client': 'first' })
+  const before = await openStreams()
+  const events = openEvents(server.port)
   const res = await events.response
   t.equal(res.statusCode, 200)
   t.match(res.headers['content-type'], /^text\/event-stream/)
   await until('the first board', () => events.boards.length >= 1)
+  t.equal(await openStreams(), before + 1, 'counted in orchestrator_status_streams')
   t.match(events.boards[0], /data-count="PENDING">0</)
   await insertCall(h, { status: 'PENDING' })
   await until('a board with the new call', () => events.boards.some((b) => /data-count="PENDING">1</.test(b)))
   const sent = events.boards.length
-  const readsThen = readsOf('first')
-  await until('four more reads', () => readsOf('first') >= readsThen + 4)
+  const readsThen = reads
+  await until('four more reads', () => reads >= readsThen + 4)
   t.equal(events.boards.length, sent, 'it reads every interval, and sends nothing while nothing changes')
 
   events.req.destroy()
-  // Another page's stream is the clock: the first one has stopped once the other has read five
-  // times since the first last read.
-  const other = openEvents(server.port, { 'x-client': 'other' })
-  t.teardown(() => void other.req.destroy())
-  let firstReads = readsOf('first')
-  let otherReadsThen = readsOf('other')
-  await until('the first page’s stream to stop reading while another page’s goes on', () => {
-    if (readsOf('first') !== firstReads) [firstReads, otherReadsThen] = [readsOf('first'), readsOf('other')]
-    return readsOf('other') >= otherReadsThen + 5
-  }, 30_000)
+  // Reads happen only in a stream's loop: once the server has ended the loop, nothing reads.
+  await until('the server to end the stream', async () => (await openStreams()) === before)
   t.pass('no more reads once the client has gone')
+})
+
+t.test('many pages open share one read per interval, and a 51st is turned away', async (t) => {
+  const h = await createHarness(t)
+  const readAt: number[] = []
+  const intervalMs = 100
+  const app = createApp({
+    calls: createCallService({ sql: h.sql, queue: h.queue, callTtlSeconds: 3600, maxConcurrentCalls: 30 }),
+    apiTokens: [],
+    log: silentLogger,
+    ready: async () => ({ ok: true, detail: 'ready' }),
+    status: { read: () => (readAt.push(Date.now()), readStatus(h.sql, 30)), sessions: sessionStore(h.sql) },
+    statusIntervalMs: intervalMs,
+  })
+  const server = await listen(app, { host: '127.0.0.1', port: 0 })
+  t.teardown(() => server.close(true))
+  const pages = Array.from({ length: MAX_STATUS_STREAMS }, () => openEvents(server.port))
+  t.teardown(() => pages.forEach((p) => p.req.destroy()))
+  await Promise.all(pages.map((p) => p.response))
+  await until('every page’s first board', () => pages.every((p) => p.boards.length >= 1), 30_000)
+  const from = readAt.length
+  await until('six more reads', () => readAt.length >= from + 6, 30_000)
+  const gaps = readAt.slice(from).map((at, i, all) => (i === 0 ? Infinity : at - all[i - 1]!)).slice(1)
+  t.ok(gaps.every((gap) => gap >= intervalMs), `one read per interval for all ${MAX_STATUS_STREAMS} pages (gaps ${gaps.join(', ')} ms)`)
+  const extra = openEvents(server.port)
+  const refused = await extra.response
+  t.equal(refused.statusCode, 503, 'the next page is turned away')
+  t.equal(refused.headers['retry-after'], '5')
 })
 
 t.test('an open page does not hold up a graceful shutdown', async (t) => {

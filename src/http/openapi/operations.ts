@@ -255,7 +255,8 @@ export const OPERATIONS: Operation[] = [
   {
     method: 'get', path: '/status/events', id: 'statusEvents', tag: 'Status page', access: 'token',
     summary: 'Server-sent events: the status board, rendered as HTML, each time it changes (read every second).',
-    description: 'A Bearer token or the status page session cookie. Event "status", data: an HTML fragment.',
+    description: 'A Bearer token or the status page session cookie. Event "status", data: an HTML fragment. At most 50 open at once per server process; the board is read once per second for all of them.',
     answers: { 200: { description: 'An event stream.', mediaTypes: ['text/event-stream'] } },
+    problems: [[503, 'too_many_streams']],
   },
 ]

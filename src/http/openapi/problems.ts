@@ -41,6 +41,7 @@ const DETAILS: Record<string, [status: number, detail: string, extra?: Record<st
   time_zone_unknown: [422, 'No time zone is known for +88212345678; give callingWindow.timezone.'],
   expiry_passed: [422, 'expiresAt 2030-01-01T00:00:00.000Z is not in the future; give a later one, or leave it out.', { callId: '3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10' }],
   endpoint_not_allowed: [422, 'The url must use https.', { url: 'http://example.com/hooks' }],
+  too_many_streams: [503, 'This server already has 50 status pages open; try again shortly.'],
   not_ready: [503, 'migrations pending: 0042_events.sql'],
   database_unavailable: [503, 'The database is unavailable for a moment; nothing was changed. Try again shortly.'],
   internal_error: [500, 'Something went wrong on our side; it has been logged.'],

@@ -35,7 +35,8 @@ export function openApiRoutes(app: Hono): void {
     document ??= JSON.stringify(buildOpenApiDocument())
     return c.body(document, 200, { 'Content-Type': 'application/json' })
   })
-  app.get('/docs', (c) => c.html(PAGE))
+  // Never inside another site's frame: its "Authorize" button takes a token.
+  app.get('/docs', (c) => c.html(PAGE, 200, { 'Content-Security-Policy': "frame-ancestors 'none'", 'X-Frame-Options': 'DENY' }))
   app.get('/docs/assets/:file', async (c) => {
     const file = c.req.param('file')
     if (!v.is(DocsAsset, file)) throw new HttpProblem(404, 'route_not_found', `No route ${c.req.method} ${c.req.path}.`)

@@ -2,10 +2,11 @@ import { randomBytes } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import type { Context, Hono } from 'hono'
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie'
-import { streamSSE } from 'hono/streaming'
+import { streamSSE, type SSEStreamingApi } from 'hono/streaming'
 import type { StatusSnapshot } from '../../db/status.ts'
 import { isDatabaseUnavailable } from '../../db/sql.ts'
 import { throttled as throttledLog, type Logger } from '../../log.ts'
+import { metrics } from '../../metrics.ts'
 import { bearerToken, matchesSecret, sameOrigin, SESSION_COOKIE, type SessionStore } from '../auth.ts'
 import { readBody } from '../body.ts'
 import { HttpProblem } from '../problem.ts'
@@ -26,7 +27,10 @@ export interface StatusBoard {
   sessions: SessionStore
 }
 
-/** A stream opened with a session checks that it still lasts every this many reads. */
+/** Event streams one process keeps open at most; beyond, a 503 (each costs a connection). */
+export const MAX_STATUS_STREAMS = 50
+
+/** A stream opened with a session checks that it still lasts every this many turns. */
 const SESSION_CHECK = 10
 
 /** Failed sign-ins a client address may make in LOGIN_WINDOW_MS before it must wait. */
@@ -143,47 +147,70 @@ export function statusRoutes(
     return c.json(await deps.status.read(), 200, { 'Cache-Control': 'no-store' })
   })
 
+  // Every open stream shows the same board: it is read once per interval for all of them, by
+  // whichever stream asks first once the last read is an interval old.
+  let shared: { at: number; board: Promise<string> } | undefined
+  const currentBoard = (): Promise<string> => {
+    if (shared && Date.now() - shared.at < intervalMs) return shared.board
+    const board = deps.status.read().then(renderBoard, (err: unknown) => {
+      if (!isDatabaseUnavailable(err)) floods.error('status page read failed', { err })
+      return renderUnavailable()
+    })
+    shared = { at: Date.now(), board }
+    return board
+  }
+  let open = 0
+
   app.get('/status/events', async (c) => {
     const until = await access(c)
     if (until === undefined) throw refuse()
+    if (open >= MAX_STATUS_STREAMS) {
+      throw new HttpProblem(503, 'too_many_streams', `This server already has ${MAX_STATUS_STREAMS} status pages open; try again shortly.`, {}, { 'Retry-After': '5' })
+    }
+    open++
+    metrics.statusStreams.set(open)
     return streamSSE(c, async (stream) => {
-      const gone = new Promise<void>((resolve) => stream.onAbort(resolve))
-      const pause = async (ms: number) => {
-        let timer: NodeJS.Timeout | undefined
-        await Promise.race([gone, new Promise((resolve) => (timer = setTimeout(resolve, ms)))])
-        clearTimeout(timer)
-      }
-      // One read per interval for as long as the client stays (stream.aborted: it went away, or
-      // the server is shutting down, see serve.ts) and its session lasts; after that the page's
-      // EventSource reconnects and is refused, and says so.
-      let last = ''
-      let lastWrite = 0
-      let first = true
-      // A signed-in session is looked at again every SESSION_CHECK reads: one signed out (or
-      // whose token was removed) ends its stream within seconds, not at its expiry.
-      for (let reads = 0; !stream.aborted && !stream.closed && Date.now() < until; reads++) {
-        if (until !== Infinity && reads > 0 && reads % SESSION_CHECK === 0 && (await access(c)) === undefined) break
-        let board: string
-        try {
-          board = renderBoard(await deps.status.read())
-        } catch (err) {
-          if (!isDatabaseUnavailable(err)) floods.error('status page read failed', { err })
-          board = renderUnavailable()
-        }
-        if (stream.aborted) break
-        if (board !== last) {
-          await stream.writeSSE({ event: 'status', data: board, ...(first ? { retry: 2000 } : {}) })
-          last = board
-          lastWrite = Date.now()
-          first = false
-        } else if (Date.now() - lastWrite >= HEARTBEAT_MS) {
-          await stream.write(': still here\n\n')
-          lastWrite = Date.now()
-        }
-        await pause(intervalMs)
+      try {
+        await follow(stream, c, until)
+      } finally {
+        open--
+        metrics.statusStreams.set(open)
       }
     })
   })
+
+  /** One stream: the board while the client stays and its session lasts. */
+  const follow = async (stream: SSEStreamingApi, c: Context, until: number) => {
+    const gone = new Promise<void>((resolve) => stream.onAbort(resolve))
+    const pause = async (ms: number) => {
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([gone, new Promise((resolve) => (timer = setTimeout(resolve, ms)))])
+      clearTimeout(timer)
+    }
+    // The board each interval for as long as the client stays (stream.aborted: it went away, or
+    // the server is shutting down, see serve.ts) and its session lasts; after that the page's
+    // EventSource reconnects and is refused, and says so.
+    let last = ''
+    let lastWrite = 0
+    let first = true
+    // A signed-in session is looked at again every SESSION_CHECK turns: one signed out (or
+    // whose token was removed) ends its stream within seconds, not at its expiry.
+    for (let turns = 0; !stream.aborted && !stream.closed && Date.now() < until; turns++) {
+      if (until !== Infinity && turns > 0 && turns % SESSION_CHECK === 0 && (await access(c)) === undefined) break
+      const board = await currentBoard()
+      if (stream.aborted) break
+      if (board !== last) {
+        await stream.writeSSE({ event: 'status', data: board, ...(first ? { retry: 2000 } : {}) })
+        last = board
+        lastWrite = Date.now()
+        first = false
+      } else if (Date.now() - lastWrite >= HEARTBEAT_MS) {
+        await stream.write(': still here\n\n')
+        lastWrite = Date.now()
+      }
+      await pause(intervalMs)
+    }
+  }
 }
 
 /** Whether the browser reached us over HTTPS, directly or through a proxy that says so. */
