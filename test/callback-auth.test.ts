@@ -289,3 +289,12 @@ t.test('neither a secret nor an API key configured: every callback is refused', 
   await assertRefused(t, h, call.id, () => deliver(h, body, { 'content-type': 'application/json', authorization: 'Bearer k' }, callbackPath(call.id)), 'callbacks_not_configured')
   await assertRefused(t, h, call.id, () => sendSigned(h, call.id, body), 'callbacks_not_configured')
 })
+
+t.test('a callback at a URL we never issued is refused before its body is read', async (t) => {
+  const h = await createHarness(t)
+  const worker = await registerWorker(h)
+  const { call } = await dialedCall(h, worker)
+  // More than the 64 KiB a callback body may have: read first, this was a 413.
+  const big = JSON.stringify({ callId: 'p', status: 'COMPLETED', padding: 'x'.repeat(200_000) })
+  await assertRefused(t, h, call.id, () => deliver(h, big, signHeaders(big), `/callbacks/call-status?callId=${call.id}&dial=1&token=${'A'.repeat(43)}`), 'invalid_callback_url')
+})
