@@ -3,9 +3,10 @@ import { createTestDatabase } from './support/db.ts'
 import { startSimulator, WEBHOOK_SECRET } from './support/harness.ts'
 import { freePort, runBinary, waitFor } from './support/processes.ts'
 
-// `bin/orchestrator all` with CALLING_WINDOW set: calls to London numbers created before the
-// window opens on London's clock wait (neither dialed nor failed) and are dialed once it opens,
-// as the provider's own record of when each request reached it shows.
+// `bin/orchestrator all` with CALLING_WINDOW set: calls to London numbers created outside the
+// window on London's clock wait (neither dialed nor failed), and once CALLING_WINDOW moves to
+// a window that opens in a few seconds they are dialed when it opens, as the provider's own
+// record of when each request reached it shows.
 
 /** HH:MM:SS on London's clock, `seconds` from now. */
 function londonClock(seconds: number): string {
@@ -16,24 +17,28 @@ function londonClock(seconds: number): string {
 t.test('calls wait outside CALLING_WINDOW and are dialed inside it', async (t) => {
   const db = await createTestDatabase(t)
   const port = await freePort()
-  const opensIn = 15
-  // The window opens at this second (HH:MM:SS drops the milliseconds).
-  const opening = Math.floor((Date.now() + opensIn * 1000) / 1000) * 1000
   const base = `http://127.0.0.1:${port}`
   const sim = await startSimulator(t, { minDurationMs: 50, maxDurationMs: 200 })
-  const proc = runBinary(t, 'all', {
-    DATABASE_URL: db.url,
-    DATABASE_POOL_MAX: '5',
-    PORT: String(port),
-    HOST: '127.0.0.1',
-    PROVIDER_BASE_URL: sim.url,
-    PUBLIC_BASE_URL: base,
-    WEBHOOK_SECRET,
-    WORKER_POLL_MS: '500',
-    CALLING_WINDOW: `sun-sat ${londonClock(opensIn)}-${londonClock(opensIn + 3600)}`,
-  })
+  // A window's start is HH:MM:SS on London's clock: the instant it names, `seconds` from now.
+  const at = (seconds: number) => Math.floor((Date.now() + seconds * 1000) / 1000) * 1000
+  const start = (window: string) =>
+    runBinary(t, 'all', {
+      DATABASE_URL: db.url,
+      DATABASE_POOL_MAX: '5',
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      PROVIDER_BASE_URL: sim.url,
+      PUBLIC_BASE_URL: base,
+      WEBHOOK_SECRET,
+      WORKER_POLL_MS: '500',
+      CALLING_WINDOW: window,
+    })
+
+  // First under a window that opens in twelve hours: the calls made now wait for it. Nothing
+  // here depends on how long a start takes: the wait is twelve hours.
+  const far = at(12 * 3600)
+  const first = start(`sun-sat ${londonClock(12 * 3600)}-${londonClock(13 * 3600)}`)
   await waitFor('the API', async () => (await fetch(`${base}/readyz`).catch(() => undefined))?.ok, 60_000)
-  const ids: string[] = []
   for (let i = 0; i < 10; i++) {
     const res = await fetch(`${base}/calls`, {
       method: 'POST',
@@ -43,11 +48,16 @@ t.test('calls wait outside CALLING_WINDOW and are dialed inside it', async (t) =
     const body = (await res.json()) as { id: string; waitingFor: string; nextAttemptAt: string; timeZones: string[] }
     t.equal(res.status, 201)
     t.equal(body.waitingFor, 'callingWindow', 'it waits for the window')
-    t.equal(body.nextAttemptAt, new Date(opening).toISOString(), 'until it opens')
+    t.equal(body.nextAttemptAt, new Date(far).toISOString(), 'until it opens')
     t.same(body.timeZones, ['Europe/London'])
-    ids.push(body.id)
   }
+  first.child.kill('SIGTERM')
+  t.equal(await first.exited, 0)
 
+  // Then under one that opens in a few seconds (CALLING_WINDOW changed): the worker moves the
+  // waiting calls to it, and they are dialed once it has opened, whenever this start is done.
+  const opening = at(3)
+  const second = start(`sun-sat ${londonClock(3)}-${londonClock(3603)}`)
   await waitFor('every call to end', async () => {
     const [open] = await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM calls WHERE status <> 'COMPLETED'`
     return open!.n === 0
@@ -57,6 +67,6 @@ t.test('calls wait outside CALLING_WINDOW and are dialed inside it', async (t) =
   t.ok(dialed.every((d) => d.started_at.getTime() >= opening), 'and every one inside the window, by the database’s clock')
   t.equal(sim.dials.length, 10, 'the provider saw ten requests')
   t.same(sim.dials.filter((d) => d.at < opening).map((d) => new Date(d.at).toISOString()), [], 'none before the window opened, by its own clock')
-  proc.child.kill('SIGTERM')
-  t.equal(await proc.exited, 0)
+  second.child.kill('SIGTERM')
+  t.equal(await second.exited, 0)
 })

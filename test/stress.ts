@@ -5,6 +5,7 @@
 // runs each file passed. A test that synchronises on time rather than on the condition it
 // waits for shows here as a file that fails some runs on a loaded machine.
 import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 
@@ -50,7 +51,7 @@ process.on('exit', stopBurners)
 process.on('SIGINT', () => process.exit(130))
 
 /** One `npm test` of `files` with the TAP reporter; which files passed, and which failed. */
-function runOnce(): Promise<{ passed: Set<string>; failed: Set<string>; seconds: number }> {
+function runOnce(): Promise<{ passed: Set<string>; failed: Set<string>; seconds: number; output: string }> {
   const started = performance.now()
   return new Promise((resolve) => {
     const child = spawn(process.execPath, ['test/run.ts', '--reporter=tap', ...files], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
@@ -62,7 +63,7 @@ function runOnce(): Promise<{ passed: Set<string>; failed: Set<string>; seconds:
       // The top-level TAP lines, one per file: "ok 3 - test/x.test.ts # time=…" or "not ok 3 - …".
       for (const match of out.matchAll(/^(not ok|ok) \d+ - (\S+\.test\.ts)/gm)) (match[1] === 'ok' ? passed : failed).add(match[2]!)
       for (const file of files) if (!passed.has(file) && !failed.has(file)) failed.add(file) // never reported: it crashed
-      resolve({ passed, failed, seconds: (performance.now() - started) / 1000 })
+      resolve({ passed, failed, seconds: (performance.now() - started) / 1000, output: out })
     })
   })
 }
@@ -70,10 +71,15 @@ function runOnce(): Promise<{ passed: Set<string>; failed: Set<string>; seconds:
 const passes = new Map(files.map((f) => [f, 0]))
 let green = 0
 for (let run = 1; run <= runs; run++) {
-  const { passed, failed, seconds } = await runOnce()
+  const { passed, failed, seconds, output } = await runOnce()
+  // What failed, kept for reading afterwards (test/artifacts is not committed).
+  if (failed.size) {
+    await mkdir(join(root, 'test', 'artifacts'), { recursive: true })
+    await writeFile(join(root, 'test', 'artifacts', `stress-run-${run}.tap`), output)
+  }
   for (const f of passed) passes.set(f, (passes.get(f) ?? 0) + 1)
   if (failed.size === 0) green++
-  console.log(`run ${run}/${runs}: ${passed.size} files passed, ${failed.size} failed${failed.size ? ` (${[...failed].join(', ')})` : ''}, ${seconds.toFixed(0)} s`)
+  console.log(`run ${run}/${runs}: ${passed.size} files passed, ${failed.size} failed${failed.size ? ` (${[...failed].join(', ')}; test/artifacts/stress-run-${run}.tap)` : ''}, ${seconds.toFixed(0)} s`)
 }
 stopBurners()
 
