@@ -37,7 +37,7 @@ t.test('POST /calls for a number with no calling rules: five round trips', async
   t.equal(row!.n, 1, 'committed, with its job')
 })
 
-t.test('an accepted dial and the completed callback that ends the call, with no event endpoint: seven and thirteen', async (t) => {
+t.test('an accepted dial and the completed callback that ends the call, with no event endpoint: seven and fourteen', async (t) => {
   const h = await createHarness(t)
   const worker = await registerWorker(h)
   // One of each first: the counted ones are the second, on warm connections.
@@ -51,7 +51,7 @@ t.test('an accepted dial and the completed callback that ends the call, with no 
   counter.statements = []
   const res = await sendSigned(h, call.id, { callId: 'p-counted', status: 'COMPLETED', durationSec: 30 })
   t.equal(res.status, 200)
-  t.equal(counter.statements.length, 13, `completed: BEGIN; the claim lock; the call; the webhook-id; the update; its dial; the callback kept; the job completed; the workers woken; the event's two reads and its write; COMMIT (${counter.statements.join(' | ')})`)
+  t.equal(counter.statements.length, 14, `completed: a delivery seen before?; BEGIN; the claim lock; the call; seen before, under its lock; the update; its dial; the callback kept; the job completed; the workers woken; the event's two reads and its write; COMMIT (${counter.statements.join(' | ')})`)
 })
 
 async function claimed(h: Harness, worker: number): Promise<CallRow> {
