@@ -8,11 +8,12 @@
 -- waiting for their answers; a create now reads the do-not-call list and decides. The views of
 -- 008 stay: they only read.
 
-DROP FUNCTION retry_call(uuid, timestamptz);
-DROP FUNCTION cancel_call(uuid);
-DROP FUNCTION emit_call_event(text, calls);
-DROP FUNCTION write_event(text, uuid, uuid, jsonb);
-DROP FUNCTION enqueue_job(text, jsonb, text, text);
-DROP FUNCTION call_resource(calls);
-DROP FUNCTION iso_utc(timestamptz);
+-- (IF EXISTS: a database made since 008 was rewritten never had the first seven.)
+DROP FUNCTION IF EXISTS retry_call(uuid, timestamptz);
+DROP FUNCTION IF EXISTS cancel_call(uuid);
+DROP FUNCTION IF EXISTS emit_call_event(text, calls);
+DROP FUNCTION IF EXISTS write_event(text, uuid, uuid, jsonb);
+DROP FUNCTION IF EXISTS enqueue_job(text, jsonb, text, text);
+DROP FUNCTION IF EXISTS call_resource(calls);
+DROP FUNCTION IF EXISTS iso_utc(timestamptz);
 DROP FUNCTION refuse_suppressed(text);
