@@ -212,8 +212,10 @@ t.test('the request functions are not PUBLIC, and name everything by schema', as
 t.test('orchestrator_operator reads and files requests, and can change nothing else', async (t) => {
   const h = await createHarness(t)
   const alice = `orchestrator_test_alice_${randomUUID().slice(0, 8)}`
-  await h.sql.unsafe(`CREATE ROLE ${alice} LOGIN IN ROLE orchestrator_operator`)
-  const asAlice = postgres(h.url, { max: 1, username: alice, onnotice: () => {} })
+  // A password too: the embedded server (npm test without DATABASE_URL) asks for one.
+  const password = randomUUID()
+  await h.sql.unsafe(`CREATE ROLE ${alice} LOGIN PASSWORD '${password}' IN ROLE orchestrator_operator`)
+  const asAlice = postgres(h.url, { max: 1, username: alice, password, onnotice: () => {} })
   t.teardown(async () => {
     await asAlice.end({ timeout: 1 })
     await h.sql.unsafe(`DROP OWNED BY ${alice}`)
