@@ -1,6 +1,6 @@
 -- Cancelling or retrying a call from psql, without a second copy of the logic. An operator
 -- files a request (request_cancel, request_retry); a worker carries it out within a second
--- through the very code the API runs (src/calls/actions.ts) and writes down here how it went,
+-- through the very code the API runs (src/services/calls/actions.ts) and writes down here how it went,
 -- in the same transaction as the action itself. The functions only insert the request and wake
 -- the workers; they change no call.
 --

@@ -2,10 +2,11 @@ import { spawnSync } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import { parseArgs, parseEnv } from 'node:util'
 import * as v from 'valibot'
-import { checkModeConfig, ConfigError, configVariables, loadConfig, type Config } from './config.ts'
-import { DomainError, toResource } from './calls/model.ts'
+import { checkModeConfig, ConfigError, configVariables } from './config.ts'
+import { loadSettings, type Settings } from './settings.ts'
+import { DomainError, toResource } from './domain/call.ts'
 import { CallId, RetryCallBody } from './http/schemas.ts'
-import { createLogger } from './log.ts'
+import { createLogger } from './platform/log.ts'
 import { operatorDatabase, runCallAction, startOrchestrator, type CallAction, type Mode } from './runtime.ts'
 
 // bin/orchestrator <mode>: the single entry point. Exit codes: 0 clean stop, 1 failure while
@@ -55,9 +56,9 @@ function environment(): Record<string, string | undefined> {
 }
 
 /** The configuration, or undefined after saying what is wrong with it (exit 78). */
-function configuration(check: (config: Config) => void = () => {}): Config | undefined {
+function configuration(check: (config: Settings) => void = () => {}): Settings | undefined {
   try {
-    const config = loadConfig(environment())
+    const config = loadSettings(environment())
     check(config)
     return config
   } catch (err) {

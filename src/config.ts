@@ -1,13 +1,12 @@
 import * as v from 'valibot'
-import { MAX_WAIT_SECONDS } from './calls/model.ts'
-import { NO_POLICY, type CallingPolicy, type RetriedOutcome } from './calls/policy.ts'
-import { parseWindowSpec } from './calls/window.ts'
-import type { DeliveryRetry } from './db/queue.ts'
-import { EVENT_TYPES } from './events/outbox.ts'
 
 // Every setting the process reads, its default and its bounds live here and nowhere else.
 // `.env.example` and `bin/orchestrator --help` describe the same list; test/config.test.ts
 // checks that the three agree.
+//
+// This module knows the environment's syntax and nothing of the domain: it imports nothing of
+// ours. What only the domain can judge (a calling window, an event type, how long a call may
+// wait) is judged in src/settings.ts, which builds the domain's values from these.
 
 const int = (fallback: number, min: number, max = Number.MAX_SAFE_INTEGER) =>
   v.pipe(
@@ -41,14 +40,16 @@ const optionalString = v.pipe(
   v.transform((s) => (s === '' ? undefined : s)),
 )
 
+/** A comma-separated setting's items, trimmed, empty ones dropped. */
+export const listItems = (text: string): string[] =>
+  text
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item !== '')
+
 const list = v.pipe(
   v.optional(v.string(), ''),
-  v.transform((s) =>
-    s
-      .split(',')
-      .map((item) => item.trim())
-      .filter((item) => item !== ''),
-  ),
+  v.transform(listItems),
 )
 
 const logLevels = ['debug', 'info', 'warn', 'error'] as const
@@ -72,8 +73,9 @@ const EnvSchema = v.object({
   RETRY_BASE_SECONDS: int(5, 1, 86_400),
   RETRY_MAX_SECONDS: int(300, 1, 86_400),
   CALL_TIMEOUT_SECONDS: int(1800, 5, 20 * 3600),
-  // A call cannot wait longer than pg-boss keeps its queued job (MAX_WAIT_SECONDS, 365 days).
-  CALL_TTL_SECONDS: int(86_400, 1, MAX_WAIT_SECONDS),
+  // At most MAX_WAIT_SECONDS (src/settings.ts checks it): a call cannot wait longer than
+  // pg-boss keeps its queued job.
+  CALL_TTL_SECONDS: int(86_400, 1),
   CALLING_WINDOW: optionalString,
   CAP_PER_PHONE_24H: int(0, 0, 1_000),
   CAP_PER_PHONE_7D: int(0, 0, 10_000),
@@ -150,7 +152,8 @@ export interface Config {
   }
   provider: { baseUrl: string | undefined; apiKey: string | undefined; timeoutMs: number }
   publicBaseUrl: string
-  policy: CallingPolicy
+  /** The calling policy as configured; src/settings.ts makes the domain's CallingPolicy of it. */
+  calling: CallingSettings
   /** WEBHOOK_SECRET, WEBHOOK_API_KEY, and CALLBACK_URL_SECRET (the key of the webhook URLs' tokens). */
   webhook: { secrets: string[]; apiKey: string | undefined; urlSecret: string | undefined }
   events: {
@@ -160,7 +163,7 @@ export interface Config {
     allowInsecureUrls: boolean
     timeoutMs: number
     perEndpoint: number
-    retry: DeliveryRetry
+    retry: { limit: number; baseSeconds: number; maxSeconds: number }
   }
   logLevel: LogLevel
   /** json, pretty (pino-pretty), or auto: pretty when stdout is a terminal. */
@@ -189,6 +192,15 @@ export interface Config {
       lostCallback: number
     }
   }
+}
+
+export type RetriedOutcomeName = 'BUSY' | 'NO_ANSWER' | 'FAILED'
+
+export interface CallingSettings {
+  /** CALLING_WINDOW as written ("mon-fri 09:00-20:00"); null: any time. */
+  window: string | null
+  caps: { perDay: number; perWeek: number }
+  retries: Partial<Record<RetriedOutcomeName, { limit: number; delaySeconds: number }>>
 }
 
 export class ConfigError extends Error {
@@ -221,15 +233,13 @@ function parseRetry(variable: string, text: string | undefined): { limit: number
   const m = /^(\d{1,3})@(\d{1,6})([smhd])$/.exec(text)
   const limit = Number(m?.[1])
   const delaySeconds = Number(m?.[2]) * (DURATION_UNITS[m?.[3] ?? ''] ?? NaN)
-  if (!m || limit < 1 || delaySeconds < 1 || delaySeconds > MAX_WAIT_SECONDS) {
+  if (!m || limit < 1 || delaySeconds < 1) {
     throw new ConfigError(`${variable}: must be COUNT@DELAY, e.g. 2@10m (at most 2 retries, 10 minutes apart; s, m, h or d), or 0 for none`)
   }
   return { limit, delaySeconds }
 }
 
 function parseEvents(e: v.InferOutput<typeof EnvSchema>): Config['events'] {
-  const unknown = e.EVENT_TYPES.filter((t) => !(EVENT_TYPES as readonly string[]).includes(t))
-  if (unknown.length) throw new ConfigError(`EVENT_TYPES: ${unknown.join(', ')} is not an event type; use some of ${EVENT_TYPES.join(', ')}`)
   for (const secret of e.EVENT_WEBHOOK_SECRET) {
     if (!WHSEC.test(secret)) throw new ConfigError('EVENT_WEBHOOK_SECRET: each secret must look like whsec_<base64> (current first, then the previous one)')
   }
@@ -255,21 +265,13 @@ function parseEvents(e: v.InferOutput<typeof EnvSchema>): Config['events'] {
 
 const WHSEC = /^whsec_[A-Za-z0-9+/]+={0,2}$/
 
-function parsePolicy(e: v.InferOutput<typeof EnvSchema>): CallingPolicy {
-  let window = NO_POLICY.window
-  if (e.CALLING_WINDOW) {
-    try {
-      window = parseWindowSpec(e.CALLING_WINDOW)
-    } catch (err) {
-      throw new ConfigError(`CALLING_WINDOW: ${(err as Error).message} (got ${JSON.stringify(e.CALLING_WINDOW)})`)
-    }
-  }
-  const retries: CallingPolicy['retries'] = {}
+function parseCalling(e: v.InferOutput<typeof EnvSchema>): CallingSettings {
+  const retries: CallingSettings['retries'] = {}
   for (const [outcome, variable] of [['BUSY', 'RETRY_BUSY'], ['NO_ANSWER', 'RETRY_NO_ANSWER'], ['FAILED', 'RETRY_FAILED']] as const) {
     const retry = parseRetry(variable, e[variable])
-    if (retry) retries[outcome as RetriedOutcome] = retry
+    if (retry) retries[outcome] = retry
   }
-  return { window, caps: { perDay: e.CAP_PER_PHONE_24H, perWeek: e.CAP_PER_PHONE_7D }, retries }
+  return { window: e.CALLING_WINDOW ?? null, caps: { perDay: e.CAP_PER_PHONE_24H, perWeek: e.CAP_PER_PHONE_7D }, retries }
 }
 
 /** Parses the environment once; throws ConfigError naming every bad variable. */
@@ -351,7 +353,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       timeoutMs: e.PROVIDER_TIMEOUT_MS,
     },
     publicBaseUrl: e.PUBLIC_BASE_URL ?? `http://127.0.0.1:${e.PORT}`,
-    policy: parsePolicy(e),
+    calling: parseCalling(e),
     webhook: { secrets: e.WEBHOOK_SECRET, apiKey: e.WEBHOOK_API_KEY, urlSecret: e.CALLBACK_URL_SECRET },
     events: parseEvents(e),
     logLevel: e.LOG_LEVEL,

@@ -1,31 +1,32 @@
 import { randomBytes } from 'node:crypto'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { createCallbackRoute } from './callbacks/route.ts'
-import { urlTokenSecrets } from './callbacks/token.ts'
-import { createBatchService } from './calls/batches.ts'
-import { createCallService } from './calls/service.ts'
-import { createSuppressionService } from './calls/suppressions.ts'
-import { createDispatchControl } from './dispatch/control.ts'
-import { syncEnvEndpoint } from './db/events.ts'
-import { EventDelivery } from './events/deliver.ts'
-import { createEventService } from './events/endpoints.ts'
+import { createCallbackRoute } from './http/routes/callbacks.ts'
+import { urlTokenSecrets } from './domain/callback-token.ts'
+import { createBatchService } from './services/calls/batches.ts'
+import { createCallService } from './services/calls/service.ts'
+import { createSuppressionService } from './services/calls/suppressions.ts'
+import { createDispatchControl } from './services/dispatch/control.ts'
+import { syncEnvEndpoint } from './store/events.ts'
+import { EventDelivery } from './services/events/deliver.ts'
+import { createEventService } from './services/events/endpoints.ts'
 import type { Config, Mode } from './config.ts'
-import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.ts'
-import { isMigrated, migrate, readMigrations } from './db/migrate.ts'
-import { connect, isDatabaseUnavailable, type Sql } from './db/sql.ts'
-import { readStatus } from './db/status.ts'
-import { reconcileAllNow } from './db/transitions.ts'
-import { LEASE_MARGIN_MS } from './dispatch/claim.ts'
-import { Dispatcher } from './dispatch/dispatcher.ts'
-import { createProviderClient } from './dispatch/provider.ts'
-import { CallQueue } from './db/queue.ts'
+import type { Settings } from './settings.ts'
+import { startEmbeddedPostgres, type EmbeddedDatabase } from './store/embedded.ts'
+import { isMigrated, migrate, readMigrations } from './store/migrate.ts'
+import { connect, isDatabaseUnavailable, type Sql } from './store/sql.ts'
+import { readStatus } from './store/status.ts'
+import { reconcileAllNow } from './store/transitions.ts'
+import { LEASE_MARGIN_MS } from './services/dispatch/claim.ts'
+import { Dispatcher } from './worker/dispatcher.ts'
+import { createProviderClient } from './provider/client.ts'
+import { CallQueue } from './store/queue.ts'
 import { createApp } from './http/app.ts'
 import { sessionStore } from './http/auth.ts'
 import { createWorkerApp } from './http/worker-app.ts'
-import { listen, type RunningServer } from './http/serve.ts'
-import { throttled, type Logger } from './log.ts'
-import type { CallRow } from './calls/model.ts'
+import { listen, type RunningServer } from './platform/serve.ts'
+import { throttled, type Logger } from './platform/log.ts'
+import type { CallRow } from './domain/call.ts'
 import { ProviderSimulator } from './simulator/simulator.ts'
 
 // Builds the parts a mode asks for, starts them in order, and stops them in reverse.
@@ -107,7 +108,7 @@ export async function operatorDatabase(config: Config, log: Logger): Promise<{ u
 }
 
 /** The call service as the configuration sets it up: the API's, and the command's. */
-const callServiceFor = (config: Config, sql: Sql, queue: CallQueue, log: Logger) =>
+const callServiceFor = (config: Settings, sql: Sql, queue: CallQueue, log: Logger) =>
   createCallService({
     sql,
     queue,
@@ -122,9 +123,9 @@ export type CallAction = { action: 'cancel'; id: string } | { action: 'retry'; i
 
 /**
  * One action on one call, through the very service the API answers POST /calls/:id/cancel and
- * /retry with (src/calls/service.ts), for operators at a shell. Returns the call as it is now.
+ * /retry with (src/services/calls/service.ts), for operators at a shell. Returns the call as it is now.
  */
-export async function runCallAction(config: Config, log: Logger, command: CallAction): Promise<CallRow> {
+export async function runCallAction(config: Settings, log: Logger, command: CallAction): Promise<CallRow> {
   const db = await database(config, log)
   const sql = connect(db.url, { max: 2 })
   const queue = new CallQueue(db.url, log.child({ part: 'pg-boss' }), {
@@ -148,7 +149,7 @@ export async function runCallAction(config: Config, log: Logger, command: CallAc
 
 export async function startOrchestrator(
   mode: Mode,
-  config: Config,
+  config: Settings,
   log: Logger,
   signal: AbortSignal = new AbortController().signal,
 ): Promise<Running> {

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { parseRetryAfterMs, retryDelayMs } from '../src/dispatch/backoff.ts'
+import { parseRetryAfterMs, retryDelayMs } from '../src/domain/backoff.ts'
 
 t.test('backoff doubles from the base, is capped, and keeps half of it fixed', async (t) => {
   const policy = { baseSeconds: 5, maxSeconds: 300 }

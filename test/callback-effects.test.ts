@@ -1,6 +1,6 @@
 import t from 'tap'
-import { claimCalls } from '../src/dispatch/claim.ts'
-import { recordDialResult } from '../src/dispatch/record.ts'
+import { claimCalls } from '../src/services/dispatch/claim.ts'
+import { recordDialResult } from '../src/services/dispatch/record.ts'
 import type { Harness } from './support/harness.ts'
 import { createHarness, registerWorker } from './support/harness.ts'
 import { callbackPath, deliver, inFlightCall, POLICY, sendSigned, signHeaders } from './support/callbacks.ts'

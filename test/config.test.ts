@@ -1,11 +1,12 @@
 import { readFile } from 'node:fs/promises'
 import t from 'tap'
-import { ConfigError, configVariables, loadConfig } from '../src/config.ts'
+import { ConfigError, configVariables } from '../src/config.ts'
+import { loadSettings } from '../src/settings.ts'
 
-// loadConfig is a pure function of the environment it is given; no database needed.
+// loadSettings is a pure function of the environment it is given; no database needed.
 
 t.test('defaults', async (t) => {
-  const c = loadConfig({})
+  const c = loadSettings({})
   t.equal(c.databaseUrl, undefined)
   t.same(c.embeddedPg, { dir: '.data/postgres', port: 25432 })
   t.same(c.http, { host: '127.0.0.1', hostGiven: false, port: 3000, apiTokens: [], readTokens: [], allowedHosts: [] }, 'an open API listens on this machine only')
@@ -46,11 +47,11 @@ t.test('defaults', async (t) => {
 })
 
 t.test('RECONCILE_AFTER_SECONDS=0 turns status look-ups off', async (t) => {
-  t.equal(loadConfig({ RECONCILE_AFTER_SECONDS: '0' }).dispatch.reconcileAfterSeconds, null)
+  t.equal(loadSettings({ RECONCILE_AFTER_SECONDS: '0' }).dispatch.reconcileAfterSeconds, null)
 })
 
 t.test('values are parsed', async (t) => {
-  const c = loadConfig({
+  const c = loadSettings({
     DATABASE_URL: 'postgres://u@h:5/db',
     PORT: ' 8080 ',
     API_TOKENS: ' a , b ,,',
@@ -75,21 +76,21 @@ t.test('values are parsed', async (t) => {
   t.equal(c.logLevel, 'debug')
   t.equal(c.simulator.rates.serverError, 0.25)
   t.same(c.simulator.statusMix, [{ status: 'COMPLETED', weight: 1 }])
-  t.equal(loadConfig({ PORT: '4000' }).publicBaseUrl, 'http://127.0.0.1:4000', 'public URL follows PORT')
+  t.equal(loadSettings({ PORT: '4000' }).publicBaseUrl, 'http://127.0.0.1:4000', 'public URL follows PORT')
   t.equal(c.http.host, '0.0.0.0', 'with API tokens, every address by default')
-  t.same(loadConfig({ HOST: '0.0.0.0' }).http, { host: '0.0.0.0', hostGiven: true, port: 3000, apiTokens: [], readTokens: [], allowedHosts: [] }, 'HOST given: as given, tokens or not')
-  t.same(loadConfig({ ALLOWED_HOSTS: 'API.example.com, localhost' }).http.allowedHosts, ['api.example.com', 'localhost'])
+  t.same(loadSettings({ HOST: '0.0.0.0' }).http, { host: '0.0.0.0', hostGiven: true, port: 3000, apiTokens: [], readTokens: [], allowedHosts: [] }, 'HOST given: as given, tokens or not')
+  t.same(loadSettings({ ALLOWED_HOSTS: 'API.example.com, localhost' }).http.allowedHosts, ['api.example.com', 'localhost'])
 })
 
 t.test('event settings', async (t) => {
-  t.same(loadConfig({}).events, {
+  t.same(loadSettings({}).events, {
     endpoint: null,
     allowInsecureUrls: false,
     timeoutMs: 10_000,
     perEndpoint: 4,
     retry: { limit: 20, baseSeconds: 10, maxSeconds: 7200 },
   })
-  const c = loadConfig({
+  const c = loadSettings({
     EVENT_WEBHOOK_URL: 'http://127.0.0.1:8080/hooks/',
     EVENT_WEBHOOK_SECRET: 'whsec_BBBB, whsec_AAAA',
     EVENT_TYPES: 'call.completed, call.failed',
@@ -101,8 +102,8 @@ t.test('event settings', async (t) => {
 
 t.test('empty strings count as unset', async (t) => {
   const env = Object.fromEntries(configVariables.map((name) => [name, '']))
-  const c = loadConfig(env)
-  t.same(c, loadConfig({}))
+  const c = loadSettings(env)
+  t.same(c, loadSettings({}))
   t.equal(c.dispatch.maxConcurrentCalls, 30)
   t.equal(c.logLevel, 'info')
 })
@@ -151,7 +152,7 @@ t.test('bad values throw a ConfigError naming the variable', async (t) => {
   for (const [env, variable] of cases) {
     let error: unknown
     try {
-      loadConfig(env)
+      loadSettings(env)
     } catch (err) {
       error = err
     }
@@ -161,7 +162,7 @@ t.test('bad values throw a ConfigError naming the variable', async (t) => {
 })
 
 t.test('every bad variable is named at once', async (t) => {
-  t.throws(() => loadConfig({ PORT: '70000', LOG_LEVEL: 'loud' }), { name: 'ConfigError', message: /PORT[\s\S]*LOG_LEVEL/ })
+  t.throws(() => loadSettings({ PORT: '70000', LOG_LEVEL: 'loud' }), { name: 'ConfigError', message: /PORT[\s\S]*LOG_LEVEL/ })
 })
 
 t.test('.env.example lists exactly the variables the config reads', async (t) => {
@@ -177,5 +178,5 @@ t.test('.env.example lists exactly the variables the config reads', async (t) =>
 t.test('.env.example defaults are the defaults', async (t) => {
   const text = await readFile(new URL('../.env.example', import.meta.url), 'utf8')
   const env = Object.fromEntries([...text.matchAll(/^([A-Z][A-Z0-9_]*)=(.*)$/gm)].map((m) => [m[1]!, m[2]!]))
-  t.same(loadConfig(env), loadConfig({}))
+  t.same(loadSettings(env), loadSettings({}))
 })

@@ -4,8 +4,8 @@ import { chmod, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import postgres from 'postgres'
-import { startEmbeddedPostgres } from '../src/db/embedded.ts'
-import { silentLogger } from '../src/log.ts'
+import { startEmbeddedPostgres } from '../src/store/embedded.ts'
+import { silentLogger } from '../src/platform/log.ts'
 import { freePort, waitFor } from './support/processes.ts'
 
 // Ctrl-C on `npm start`: a terminal sends SIGINT to the whole foreground process group. The

@@ -1,7 +1,7 @@
 import t from 'tap'
-import { claimCalls, takeResends, type DispatchPolicy } from '../src/dispatch/claim.ts'
-import { recordDialResult } from '../src/dispatch/record.ts'
-import { sweep } from '../src/dispatch/sweeps.ts'
+import { claimCalls, takeResends, type DispatchPolicy } from '../src/services/dispatch/claim.ts'
+import { recordDialResult } from '../src/services/dispatch/record.ts'
+import { sweep } from '../src/services/dispatch/sweeps.ts'
 import { createHarness, registerWorker, type Harness } from './support/harness.ts'
 
 // The safety sweeps: expiry, timeouts, calls out of requests, failed jobs, and PENDING calls

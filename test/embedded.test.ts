@@ -3,8 +3,8 @@ import { chmod, mkdtemp, readFile, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import postgres from 'postgres'
-import { passwordFile, startEmbeddedPostgres } from '../src/db/embedded.ts'
-import { silentLogger } from '../src/log.ts'
+import { passwordFile, startEmbeddedPostgres } from '../src/store/embedded.ts'
+import { silentLogger } from '../src/platform/log.ts'
 import { freePort, runBinary } from './support/processes.ts'
 
 // The embedded PostgreSQL (npm start without DATABASE_URL) runs as a superuser on 127.0.0.1:

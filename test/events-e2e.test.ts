@@ -1,6 +1,6 @@
 import t from 'tap'
-import type { EventRow } from '../src/db/events.ts'
-import { listen } from '../src/http/serve.ts'
+import type { EventRow } from '../src/store/events.ts'
+import { listen } from '../src/platform/serve.ts'
 import { startEventReceiver, type ReceivedEvent } from './support/event-receiver.ts'
 import { createHarness, startSimulator, workerEnv } from './support/harness.ts'
 import { runBinary, waitFor } from './support/processes.ts'

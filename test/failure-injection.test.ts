@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto'
 import t, { type Test } from 'tap'
-import { NO_POLICY, type CallingPolicy } from '../src/calls/policy.ts'
-import type { CallRow } from '../src/calls/model.ts'
-import { carryOutRequestedActions } from '../src/calls/requests.ts'
-import { claimCalls } from '../src/dispatch/claim.ts'
-import { applyLookedUpWord } from '../src/dispatch/reconcile.ts'
-import { recordDialResult } from '../src/dispatch/record.ts'
+import { NO_POLICY, type CallingPolicy } from '../src/domain/policy.ts'
+import type { CallRow } from '../src/domain/call.ts'
+import { carryOutRequestedActions } from '../src/services/calls/requests.ts'
+import { claimCalls } from '../src/services/dispatch/claim.ts'
+import { applyLookedUpWord } from '../src/services/dispatch/reconcile.ts'
+import { recordDialResult } from '../src/services/dispatch/record.ts'
 import {
   applyPolicyChange,
   deleteStrandedJobs,
@@ -13,9 +13,9 @@ import {
   requeueJobless,
   settleExhaustedCalls,
   timeOutSilentCalls,
-} from '../src/dispatch/sweeps.ts'
-import { sendDeliveryJob } from '../src/events/deliver.ts'
-import { silentLogger } from '../src/log.ts'
+} from '../src/services/dispatch/sweeps.ts'
+import { sendDeliveryJob } from '../src/services/events/deliver.ts'
+import { silentLogger } from '../src/platform/log.ts'
 import { POLICY, sendSigned } from './support/callbacks.ts'
 import { startFakeProvider } from './support/fake-provider.ts'
 import { insertCall, newPhone, postCall } from './support/factory.ts'

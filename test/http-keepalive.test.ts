@@ -1,7 +1,7 @@
 import t from 'tap'
 import { Agent, request } from 'node:http'
 import { MAX_BODY_BYTES } from '../src/http/body.ts'
-import { listen } from '../src/http/serve.ts'
+import { listen } from '../src/platform/serve.ts'
 import { createHarness } from './support/harness.ts'
 
 // A body over the limit gets a 413 that a keep-alive client can read, and its next request on

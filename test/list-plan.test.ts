@@ -1,6 +1,6 @@
 import t from 'tap'
 import postgres from 'postgres'
-import { listCalls } from '../src/db/calls.ts'
+import { listCalls } from '../src/store/calls.ts'
 import { createTestDatabase } from './support/db.ts'
 
 // GET /calls must stay fast at any depth on millions of rows. Timing is for benchmarks; here

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import t from 'tap'
-import { createLogger, maskPhone, refusalTally, throttled } from '../src/log.ts'
+import { createLogger, maskPhone, refusalTally, throttled } from '../src/platform/log.ts'
 import { createHarness, WEBHOOK_SECRET } from './support/harness.ts'
 import { freePort, runBinary, waitFor } from './support/processes.ts'
 

@@ -135,7 +135,7 @@ t.test('event_deliveries_failing: given up or being retried, with the last answe
 })
 
 // sql/011_call_actions.sql: cancels and retries requested from psql, carried out by a worker
-// through the API's own code (src/calls/actions.ts).
+// through the API's own code (src/services/calls/actions.ts).
 
 const actionOf = async (h: Harness, id: string) => {
   const [row] = await h.sql<Array<{ action: string; outcome: string | null; detail: string | null; requested_by: string }>>`

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { listen } from '../src/http/serve.ts'
+import { listen } from '../src/platform/serve.ts'
 import { createHarness, startSimulator, workerEnv, type Harness } from './support/harness.ts'
 import { runBinary, waitFor } from './support/processes.ts'
 

@@ -1,8 +1,8 @@
 import t from 'tap'
-import { NO_POLICY, type CallingPolicy } from '../src/calls/policy.ts'
-import { claimCalls, type DispatchPolicy } from '../src/dispatch/claim.ts'
-import { recordDialResult } from '../src/dispatch/record.ts'
-import { sweep } from '../src/dispatch/sweeps.ts'
+import { NO_POLICY, type CallingPolicy } from '../src/domain/policy.ts'
+import { claimCalls, type DispatchPolicy } from '../src/services/dispatch/claim.ts'
+import { recordDialResult } from '../src/services/dispatch/record.ts'
+import { sweep } from '../src/services/dispatch/sweeps.ts'
 import { TEST_DISPATCH } from './support/dispatcher.ts'
 import { sendSigned } from './support/callbacks.ts'
 import { insertCall, newPhone, postCall } from './support/factory.ts'
@@ -200,7 +200,7 @@ t.test('per-person caps count dials across calls and hold the next one until the
 t.test('a worker starting under another policy reschedules the calls waiting on the old one', async (t) => {
   const narrow: CallingPolicy = { ...NO_POLICY, window: { days: ALL_DAYS as never, start: utcClock(3600), end: utcClock(7200), timezone: 'UTC' } }
   const h = await createHarness(t, { calling: narrow })
-  const { applyPolicyChange } = await import('../src/dispatch/sweeps.ts')
+  const { applyPolicyChange } = await import('../src/services/dispatch/sweeps.ts')
   t.equal(await applyPolicyChange(h.sql, h.queue, narrow), 0, 'the first policy is just recorded')
   const call = await postCall(h, { to: newPhone() })
   t.equal((await callRow(h, call.id)).waiting_for, 'calling_window')

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import t from 'tap'
-import { toResource } from '../src/calls/model.ts'
-import { dialsOf } from '../src/db/dials.ts'
-import type { Sql } from '../src/db/sql.ts'
+import { toResource } from '../src/domain/call.ts'
+import { dialsOf } from '../src/store/dials.ts'
+import type { Sql } from '../src/store/sql.ts'
 import { startDispatcher } from './support/dispatcher.ts'
 import { startFakeProvider } from './support/fake-provider.ts'
 import { insertCall, newPhone, postCall } from './support/factory.ts'
@@ -11,7 +11,7 @@ import { callRow, callSnapshot, jobOf } from './support/inspect.ts'
 import { runBinary, waitFor } from './support/processes.ts'
 
 // POST /calls/:id/retry and bin/orchestrator calls retry|cancel: a FAILED or EXPIRED call dialed
-// again, with one implementation (src/calls/service.ts) behind both.
+// again, with one implementation (src/services/calls/service.ts) behind both.
 
 async function eventsOf(sql: Sql, callId: string) {
   return sql<Array<{ id: string; type: string; payload: { type: string; timestamp: string; data: any } }>>`

@@ -1,14 +1,14 @@
 import t from 'tap'
 import dc from 'node:diagnostics_channel'
-import type { CallRow } from '../src/calls/model.ts'
-import { claimCalls } from '../src/dispatch/claim.ts'
-import { recordDialResult } from '../src/dispatch/record.ts'
+import type { CallRow } from '../src/domain/call.ts'
+import { claimCalls } from '../src/services/dispatch/claim.ts'
+import { recordDialResult } from '../src/services/dispatch/record.ts'
 import { POLICY, sendSigned } from './support/callbacks.ts'
 import { createHarness, registerWorker, type Harness } from './support/harness.ts'
 import { newPhone, postCall } from './support/factory.ts'
 
-// Round trips to PostgreSQL on the hot paths (README "Performance"). Every statement of a
-// transaction is awaited before the next is made (src/db/sql.ts, Tx), so each statement sent,
+// Round trips to PostgreSQL on the hot paths (docs/performance.md). Every statement of a
+// transaction is awaited before the next is made (src/store/sql.ts, Tx), so each statement sent,
 // BEGIN and COMMIT included, is a round trip of its own. They are counted as postgres.js
 // publishes them on its `postgres:query` tracing channel, for the test's own database only.
 

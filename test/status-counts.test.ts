@@ -1,7 +1,7 @@
 import fc from 'fast-check'
 import t from 'tap'
-import { foldStatusCounts } from '../src/db/calls.ts'
-import type { Sql } from '../src/db/sql.ts'
+import { foldStatusCounts } from '../src/store/calls.ts'
+import type { Sql } from '../src/store/sql.ts'
 import { insertCall } from './support/factory.ts'
 import { createHarness } from './support/harness.ts'
 

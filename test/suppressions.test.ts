@@ -1,6 +1,6 @@
 import t from 'tap'
-import { claimCalls, type DispatchPolicy } from '../src/dispatch/claim.ts'
-import { CLAIM_LOCK } from '../src/db/locks.ts'
+import { claimCalls, type DispatchPolicy } from '../src/services/dispatch/claim.ts'
+import { CLAIM_LOCK } from '../src/store/locks.ts'
 import { TEST_DISPATCH } from './support/dispatcher.ts'
 import { insertCall, newPhone, postCall } from './support/factory.ts'
 import { waitFor } from './support/processes.ts'

@@ -1,9 +1,9 @@
 import t from 'tap'
 import postgres from 'postgres'
-import { connect, type Sql, type Tx } from '../src/db/sql.ts'
+import { connect, type Sql, type Tx } from '../src/store/sql.ts'
 import { createTestDatabase } from './support/db.ts'
 
-// The driver's side of "a transaction changes everything or nothing" (src/db/sql.ts, Tx). With
+// The driver's side of "a transaction changes everything or nothing" (src/store/sql.ts, Tx). With
 // postgres.js 3.4, a statement made on a transaction's handle after the transaction had failed
 // ran on its own, outside any transaction, and committed; these probes failed 20 of 20 there.
 // postgres.js 4 refuses such statements. Then what else 4.x changed that this service relies on.

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { instantOfWallTime, isOpen, nextOpening, parseWindowSpec, type CallingWindow } from '../src/calls/window.ts'
+import { instantOfWallTime, isOpen, nextOpening, parseWindowSpec, type CallingWindow } from '../src/domain/window.ts'
 
 // Calling windows on the called party's own clock, pinned to dates around daylight-saving
 // switches in three zones (New York and London change on different weekends; Sydney goes the

@@ -1,16 +1,16 @@
 import { Hono, type Context } from 'hono'
 import { requestId } from 'hono/request-id'
-import { CALL_STATUSES } from '../calls/model.ts'
-import type { CallbackRoute } from '../callbacks/route.ts'
-import type { BatchService } from '../calls/batches.ts'
-import type { CallService } from '../calls/service.ts'
-import type { EventService } from '../events/endpoints.ts'
-import type { SuppressionService } from '../calls/suppressions.ts'
-import { isDatabaseUnavailable } from '../db/sql.ts'
-import type { DispatchControl } from '../dispatch/control.ts'
+import { CALL_STATUSES } from '../domain/call.ts'
+import type { CallbackRoute } from './routes/callbacks.ts'
+import type { BatchService } from '../services/calls/batches.ts'
+import type { CallService } from '../services/calls/service.ts'
+import type { EventService } from '../services/events/endpoints.ts'
+import type { SuppressionService } from '../services/calls/suppressions.ts'
+import { isDatabaseUnavailable } from '../store/sql.ts'
+import type { DispatchControl } from '../services/dispatch/control.ts'
 import { Gauge, Registry } from 'prom-client'
-import { refusalTally, throttled, type Logger } from '../log.ts'
-import { exposition, metrics } from '../metrics.ts'
+import { refusalTally, throttled, type Logger } from '../platform/log.ts'
+import { exposition, metrics } from '../platform/metrics.ts'
 import { bearerToken, hostName, matchesSecret, sameOrigin } from './auth.ts'
 import { openApiRoutes } from './openapi/routes.ts'
 import { HttpProblem, problemResponse, toProblem } from './problem.ts'
@@ -30,7 +30,7 @@ export interface AppDeps {
   /** ALLOWED_HOSTS: the Host headers answered (but on /healthz and /readyz); empty or absent: any. */
   allowedHosts?: readonly string[] | undefined
   log: Logger
-  /** Mounted at POST /callbacks/call-status when given (src/callbacks/route.ts). */
+  /** Mounted at POST /callbacks/call-status when given (src/http/routes/callbacks.ts). */
   callbacks?: CallbackRoute | undefined
   /** /suppressions, the do-not-call list, when given. */
   suppressions?: SuppressionService | undefined
@@ -217,7 +217,7 @@ export function createApp(deps: AppDeps): Hono {
   // Its own access check: a browser navigating to / cannot send a Bearer header (routes/status.ts).
   if (deps.status) statusRoutes(app, { status: deps.status, apiTokens: deps.apiTokens, readTokens, log: deps.log, intervalMs: deps.statusIntervalMs })
 
-  // What the database holds, as gauges beside this process's own metrics (src/metrics.ts).
+  // What the database holds, as gauges beside this process's own metrics (src/platform/metrics.ts).
   const database = new Registry()
   const gauge = (name: string, help: string, labelNames: string[] = []) => new Gauge({ name, help, labelNames, registers: [database] })
   const gauges = {

@@ -1,7 +1,7 @@
 import type { Context } from 'hono'
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
-import { endSession, findSession, openSession } from '../db/sessions.ts'
-import type { Sql } from '../db/sql.ts'
+import { endSession, findSession, openSession } from '../store/sessions.ts'
+import type { Sql } from '../store/sql.ts'
 
 /**
  * True when `presented` equals one of `accepted`, compared in constant time. Both sides are

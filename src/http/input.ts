@@ -3,7 +3,7 @@
 // nearby double; a text column cannot hold NUL, and a lone UTF-16 surrogate becomes U+FFFD on
 // its way into UTF-8. Each of those is a 400 that names the field, never a silent change.
 
-/** Metadata bounds (README "API"): its JSON size, its nesting, and its keys and array items in all. */
+/** Metadata bounds (docs/api.md): its JSON size, its nesting, and its keys and array items in all. */
 export const MAX_METADATA_BYTES = 16 * 1024
 export const MAX_METADATA_DEPTH = 10
 export const MAX_METADATA_ENTRIES = 500

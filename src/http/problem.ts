@@ -1,6 +1,6 @@
 import type { Context } from 'hono'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
-import { DomainError } from '../calls/model.ts'
+import { DomainError } from '../domain/call.ts'
 
 // The one error shape of the API: RFC 9457 problem details, with a stable `code` that clients
 // can branch on. Domain codes map to HTTP statuses here and nowhere else.

@@ -1,8 +1,8 @@
 import * as v from 'valibot'
-import { CALL_STATUSES, MAX_WAIT_SECONDS } from '../calls/model.ts'
-import { MAX_BATCH } from '../calls/batches.ts'
-import { isTimeZone, secondsOfDay, WEEKDAYS, type CallingWindow } from '../calls/window.ts'
-import { EVENT_TYPES } from '../events/outbox.ts'
+import { CALL_STATUSES, MAX_WAIT_SECONDS } from '../domain/call.ts'
+import { MAX_BATCH } from '../services/calls/batches.ts'
+import { isTimeZone, secondsOfDay, WEEKDAYS, type CallingWindow } from '../domain/window.ts'
+import { EVENT_TYPES } from '../domain/events.ts'
 import { isJsonObject, MAX_METADATA_BYTES, MAX_METADATA_DEPTH, MAX_METADATA_ENTRIES, metadataProblems, textFault } from './input.ts'
 import { HttpProblem } from './problem.ts'
 

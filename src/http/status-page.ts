@@ -1,5 +1,5 @@
-import { CALL_STATUSES } from '../calls/model.ts'
-import { LIST_LIMIT, RECENT_MINUTES, type StatusSnapshot } from '../db/status.ts'
+import { CALL_STATUSES } from '../domain/call.ts'
+import { LIST_LIMIT, RECENT_MINUTES, type StatusSnapshot } from '../store/status.ts'
 
 // The status page's HTML, rendered here and only here: the first load gets the whole page, and
 // every server-sent event carries the board (the part that changes) rendered by the same code,

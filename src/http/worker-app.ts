@@ -1,5 +1,5 @@
 import { Hono } from 'hono'
-import { exposition } from '../metrics.ts'
+import { exposition } from '../platform/metrics.ts'
 import { HttpProblem, problemResponse } from './problem.ts'
 
 // What a worker-only process serves on METRICS_PORT: its own metrics for Prometheus to scrape,

@@ -2,10 +2,10 @@ import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import { Hono } from 'hono'
 import * as v from 'valibot'
-import { signPayload } from '../callbacks/signature.ts'
+import { signPayload } from '../domain/signature.ts'
 import type { Config } from '../config.ts'
-import { listen, type RunningServer } from '../http/serve.ts'
-import type { Logger } from '../log.ts'
+import { listen, type RunningServer } from '../platform/serve.ts'
+import type { Logger } from '../platform/log.ts'
 
 // A fake AI-call provider implementing the README's provider contract: 202 + callId, Idempotency-Key
 // honoured (a repeat gets the first answer; a repeat while the first is still being processed

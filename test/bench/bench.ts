@@ -3,7 +3,7 @@
 // Every benchmark scenario in one run, on one PostgreSQL server (DATABASE_URL's, or an embedded
 // one started for the run), each scenario on a fresh database of its own. Each scenario measures
 // the service and its baseline back to back on that database and reports medians, p99s, ratios
-// and the targets they are held to (see the README's "Performance"). A missed target is
+// and the targets they are held to (see docs/performance.md). A missed target is
 // reported, not fatal; a broken invariant (the provider saw more than the limit in flight, two
 // calls for one phone, a request placed twice, or a call was lost) makes the run exit 1.
 // --quick: small sizes, under a minute, for CI.

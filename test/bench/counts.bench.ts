@@ -9,7 +9,7 @@
 //   - exactness: the view equals the GROUP BY at the end.
 import { parseArgs } from 'node:util'
 import postgres from 'postgres'
-import { migrate } from '../../src/db/migrate.ts'
+import { migrate } from '../../src/store/migrate.ts'
 import { benchDatabase } from './database.ts'
 
 const { values: args } = parseArgs({ options: { rows: { type: 'string', default: '1000000' }, chunk: { type: 'string', default: '50000' } } })

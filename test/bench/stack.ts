@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
 import postgres from 'postgres'
-import { silentLogger } from '../../src/log.ts'
+import { silentLogger } from '../../src/platform/log.ts'
 import { NO_FAULTS, ProviderSimulator } from '../../src/simulator/simulator.ts'
 import { freePort } from '../support/processes.ts'
 import { ownUsage, processUsage, sleep, type ProcessUsage } from './measure.ts'

@@ -1,13 +1,13 @@
 import { createHmac, randomUUID } from 'node:crypto'
 import { Webhook } from 'standardwebhooks'
-import type { CallRow } from '../../src/calls/model.ts'
-import { claimCalls, type DispatchPolicy } from '../../src/dispatch/claim.ts'
-import { recordDialResult } from '../../src/dispatch/record.ts'
+import type { CallRow } from '../../src/domain/call.ts'
+import { claimCalls, type DispatchPolicy } from '../../src/services/dispatch/claim.ts'
+import { recordDialResult } from '../../src/services/dispatch/record.ts'
 import { postCall } from './factory.ts'
 import { readResponse, WEBHOOK_SECRET, type Harness } from './harness.ts'
 
 // Helpers for the provider-callback tests. Signatures come from the independent
-// `standardwebhooks` package, never from src/callbacks/signature.ts, so the tests prove that
+// `standardwebhooks` package, never from src/domain/signature.ts, so the tests prove that
 // what a real Standard Webhooks sender produces is what the endpoint accepts.
 
 export const POLICY: DispatchPolicy = {
@@ -43,7 +43,7 @@ export interface Delivery {
 
 /**
  * The token of a webhook URL, made as the README defines it (here with node:crypto, not with
- * src/callbacks/token.ts, so a drift between the two fails the tests).
+ * src/domain/callback-token.ts, so a drift between the two fails the tests).
  */
 export function urlToken(callId: string, dial: number, secret = WEBHOOK_SECRET): string {
   const raw = secret.startsWith('whsec_') ? Buffer.from(secret.slice(6), 'base64') : Buffer.from(secret)

@@ -1,5 +1,5 @@
 import type { Test } from 'tap'
-import { claimCalls } from '../../src/dispatch/claim.ts'
+import { claimCalls } from '../../src/services/dispatch/claim.ts'
 import { POLICY } from './callbacks.ts'
 import { newPhone, postCall } from './factory.ts'
 import { registerWorker, type Harness } from './harness.ts'

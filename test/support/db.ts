@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import postgres from 'postgres'
-import { connect, type Sql } from '../../src/db/sql.ts'
+import { connect, type Sql } from '../../src/store/sql.ts'
 import { withDatabase } from './template.ts'
 
 // Each test file gets its own database, cloned from the migrated template that test/run.ts

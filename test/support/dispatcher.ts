@@ -1,6 +1,6 @@
-import { Dispatcher, type DispatcherOptions } from '../../src/dispatch/dispatcher.ts'
-import { createProviderClient } from '../../src/dispatch/provider.ts'
-import { silentLogger } from '../../src/log.ts'
+import { Dispatcher, type DispatcherOptions } from '../../src/worker/dispatcher.ts'
+import { createProviderClient } from '../../src/provider/client.ts'
+import { silentLogger } from '../../src/platform/log.ts'
 import { WEBHOOK_SECRET, type Harness } from './harness.ts'
 
 /** A worker's options for tests: slow polls and sweeps unless a test asks otherwise. */

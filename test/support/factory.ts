@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
-import type { CallRow, CallStatus } from '../../src/calls/model.ts'
-import type { Sql } from '../../src/db/sql.ts'
+import type { CallRow, CallStatus } from '../../src/domain/call.ts'
+import type { Sql } from '../../src/store/sql.ts'
 import type { Harness } from './harness.ts'
 
 // Calls for tests, in any state (as river's testfactory does for jobs): straight into the

@@ -1,5 +1,5 @@
 import type { Test } from 'tap'
-import type { Sql, Tx } from '../../src/db/sql.ts'
+import type { Sql, Tx } from '../../src/store/sql.ts'
 
 // Failure injection for transactions. `withFaults(sql)` is `sql` whose transactions count the
 // statements they make (ours and pg-boss's, which it runs on our transactions) and fail the

@@ -1,5 +1,5 @@
-import type { CallRow } from '../../src/calls/model.ts'
-import type { Sql } from '../../src/db/sql.ts'
+import type { CallRow } from '../../src/domain/call.ts'
+import type { Sql } from '../../src/store/sql.ts'
 import type { Harness } from './harness.ts'
 
 // What the database holds, for assertions: one call and its job, or everything a request

@@ -1,7 +1,7 @@
 import postgres from 'postgres'
-import { migrate } from '../../src/db/migrate.ts'
-import { CallQueue } from '../../src/db/queue.ts'
-import { silentLogger } from '../../src/log.ts'
+import { migrate } from '../../src/store/migrate.ts'
+import { CallQueue } from '../../src/store/queue.ts'
+import { silentLogger } from '../../src/platform/log.ts'
 
 export const TEMPLATE_DB = `orchestrator_test_template_${process.pid}`
 

@@ -1,11 +1,11 @@
 import type { GenericSchema } from 'valibot'
-import { CallbackBody, CallbackUrl } from '../../callbacks/route.ts'
+import { CallbackBody, CallbackUrl } from '../routes/callbacks.ts'
 import * as s from '../schemas.ts'
 import { DocsAsset } from './docs-assets.ts'
 import * as r from './responses.ts'
 
 // Every operation the API serves, as the OpenAPI description tells it. Request shapes are the
-// very valibot schemas the handlers parse with (src/http/schemas.ts, src/callbacks/route.ts);
+// very valibot schemas the handlers parse with (src/http/schemas.ts, src/http/routes/callbacks.ts);
 // response shapes are in ./responses.ts. test/openapi.test.ts checks this table against the
 // routes the Hono app registers, both ways.
 

@@ -1,7 +1,7 @@
 import * as v from 'valibot'
-import { CALL_STATUSES } from '../../calls/model.ts'
-import { WEEKDAYS } from '../../calls/window.ts'
-import { EVENT_TYPES } from '../../events/outbox.ts'
+import { CALL_STATUSES } from '../../domain/call.ts'
+import { WEEKDAYS } from '../../domain/window.ts'
+import { EVENT_TYPES } from '../../domain/events.ts'
 
 // What the API answers, as valibot schemas. Nothing parses responses with them at run time:
 // they feed the OpenAPI description, and test/openapi-responses.test.ts checks real answers

@@ -1,6 +1,6 @@
 import type { Hono } from 'hono'
-import type { DeliveryRow, EventRow } from '../../db/events.ts'
-import type { EventService } from '../../events/endpoints.ts'
+import type { DeliveryRow, EventRow } from '../../store/events.ts'
+import type { EventService } from '../../services/events/endpoints.ts'
 import { readJson } from '../body.ts'
 import * as s from '../schemas.ts'
 

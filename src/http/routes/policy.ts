@@ -1,6 +1,6 @@
 import type { Hono } from 'hono'
-import type { Suppression, SuppressionService } from '../../calls/suppressions.ts'
-import type { DispatchControl } from '../../dispatch/control.ts'
+import type { Suppression, SuppressionService } from '../../services/calls/suppressions.ts'
+import type { DispatchControl } from '../../services/dispatch/control.ts'
 import { readJson } from '../body.ts'
 import * as s from '../schemas.ts'
 

@@ -1,0 +1,188 @@
+// The call as stored and as shown to clients, and the errors the domain can raise.
+//
+//   PENDING ──claim──▶ IN_PROGRESS ──provider's final word COMPLETED──▶ COMPLETED
+//      │                  │ ▲  └──its final word FAILED/BUSY/NO_ANSWER, a refusal (4xx),
+//      │                  │ │     no word by timeout_at──▶ FAILED
+//      │                  └─┘ no answer (timeout, dropped connection, 5xx), 408/409/425/429:
+//      │                      re-sent under the same Idempotency-Key, slot and phone kept
+//      ├─TTL passed──▶ EXPIRED
+//      ├─cancel──▶ CANCELLED      ├─number put on the do-not-call list──▶ SUPPRESSED
+//      └◀─ BUSY/NO_ANSWER/FAILED under an outcome retry policy; FAILED or EXPIRED retried
+//
+// The provider's later word on a call we declared FAILED without it corrects the record.
+// Queries on calls live in src/store/calls.ts, state changes in src/store/transitions.ts; each is an
+// UPDATE guarded by the state it leaves.
+
+/**
+ * The longest a call may wait to be dialed (CALL_TTL_SECONDS, `expiresAt`): pg-boss deletes a
+ * queued job a while after it was due (the queue's retention, set above this in
+ * src/store/queue.ts), and a call without its job would never be dialed.
+ */
+export const MAX_WAIT_SECONDS = 365 * 24 * 3600
+
+export const CALL_STATUSES = ['PENDING', 'IN_PROGRESS', 'COMPLETED', 'FAILED', 'EXPIRED', 'SUPPRESSED', 'CANCELLED'] as const
+export type CallStatus = (typeof CALL_STATUSES)[number]
+
+export interface CallRow {
+  id: string
+  phone: string
+  script_id: string
+  metadata: Record<string, unknown>
+  status: CallStatus
+  attempts: number
+  last_error: string | null
+  next_attempt_at: Date | null
+  expires_at: Date | null
+  provider_call_id: string | null
+  provider_status: string | null
+  duration_sec: number | null
+  job_id: string | null
+  claimed_by: number | null
+  dial: number
+  dial_requests: number
+  not_before: Date | null
+  calling_window: CallingWindow | null
+  time_zones: string[]
+  waiting_for: WaitingFor | null
+  batch_id: string | null
+  batch_index: number | null
+  outcome_unknown_at: Date | null
+  timeout_at: Date | null
+  reconcile_at: Date | null
+  idempotency_key: string | null
+  request_hash: string | null
+  created_at: Date
+  updated_at: Date
+  started_at: Date | null
+  dialed_at: Date | null
+  ended_at: Date | null
+}
+
+import type { WaitingFor } from './policy.ts'
+import type { CallingWindow } from './window.ts'
+
+/** A row of call_dials: one dial (provider call) of a call. */
+export type DialOutcome = 'COMPLETED' | 'FAILED' | 'BUSY' | 'NO_ANSWER' | 'refused' | 'unknown'
+
+export interface DialRow {
+  call_id: string
+  dial: number
+  phone: string
+  started_at: Date
+  requests: number
+  dialed_at: Date | null
+  provider_call_id: string | null
+  outcome: DialOutcome | null
+  error: string | null
+  ended_at: Date | null
+}
+
+export interface CallPayload {
+  to: string
+  scriptId: string
+  metadata: Record<string, unknown>
+}
+
+export interface CallResource {
+  id: string
+  payload: CallPayload
+  status: CallStatus
+  attempts: number
+  lastError: string | null
+  nextAttemptAt: string | null
+  /** Why a PENDING call is not dialed yet: notBefore, callingWindow, cap or retry. */
+  waitingFor: string | null
+  notBefore: string | null
+  expiresAt: string | null
+  callingWindow: CallingWindow | null
+  timeZones: string[]
+  batchId: string | null
+  providerCallId: string | null
+  providerStatus: string | null
+  durationSec: number | null
+  createdAt: string
+  updatedAt: string
+  startedAt: string | null
+  endedAt: string | null
+  /** Every dial (provider call) the call has made, oldest first. */
+  dials: DialResource[]
+}
+
+export interface DialResource {
+  dial: number
+  startedAt: string
+  requests: number
+  dialedAt: string | null
+  providerCallId: string | null
+  outcome: string | null
+  error: string | null
+  endedAt: string | null
+}
+
+const WAITING_FOR_NAMES: Record<WaitingFor, string> = { not_before: 'notBefore', calling_window: 'callingWindow', cap: 'cap', retry: 'retry' }
+
+const iso = (d: Date | null) => (d ? d.toISOString() : null)
+
+export function toResource(row: CallRow, dials: DialRow[] = []): CallResource {
+  return {
+    id: row.id,
+    payload: { to: row.phone, scriptId: row.script_id, metadata: row.metadata },
+    status: row.status,
+    attempts: row.attempts,
+    lastError: row.last_error,
+    // While IN_PROGRESS and not yet accepted, the next request under the same key goes out then.
+    nextAttemptAt: row.status === 'PENDING' || (row.status === 'IN_PROGRESS' && !row.dialed_at) ? iso(row.next_attempt_at) : null,
+    waitingFor: row.status === 'PENDING' && row.waiting_for ? WAITING_FOR_NAMES[row.waiting_for] : null,
+    notBefore: iso(row.not_before),
+    expiresAt: iso(row.expires_at),
+    callingWindow: row.calling_window,
+    timeZones: row.time_zones,
+    batchId: row.batch_id,
+    providerCallId: row.provider_call_id,
+    providerStatus: row.provider_status,
+    durationSec: row.duration_sec,
+    createdAt: row.created_at.toISOString(),
+    updatedAt: row.updated_at.toISOString(),
+    startedAt: iso(row.started_at),
+    endedAt: iso(row.ended_at),
+    dials: dials
+      .filter((d) => d.call_id === row.id)
+      .map((d) => ({
+        dial: d.dial,
+        startedAt: d.started_at.toISOString(),
+        requests: d.requests,
+        dialedAt: iso(d.dialed_at),
+        providerCallId: d.provider_call_id,
+        outcome: d.outcome,
+        error: d.error,
+        endedAt: iso(d.ended_at),
+      })),
+  }
+}
+
+/** A domain error with a stable code; src/http/problem.ts maps codes to HTTP statuses. */
+export class DomainError extends Error {
+  readonly code: string
+  readonly details: Record<string, unknown>
+  constructor(code: string, message: string, details: Record<string, unknown> = {}) {
+    super(message)
+    this.code = code
+    this.details = details
+  }
+}
+
+export const callNotFound = (id: string) => new DomainError('call_not_found', `No call has id ${id}.`, { callId: id })
+
+export const callNotCancellable = (id: string, status: CallStatus) =>
+  new DomainError('call_not_pending', `Call ${id} is ${status}; only a PENDING call can be cancelled.`, { callId: id, callStatus: status })
+
+export const callNotRetryable = (id: string, status: CallStatus) =>
+  new DomainError('call_not_retryable', `Call ${id} is ${status}; only a FAILED or EXPIRED call can be retried.`, { callId: id, callStatus: status })
+
+export const callNotPending = (id: string, status: CallStatus) =>
+  new DomainError(
+    'call_not_pending',
+    `Call ${id} is ${status}; its payload can only be changed while it is PENDING.`,
+    // Not "status": in the problem+json body that member is the HTTP status (RFC 9457).
+    { callId: id, callStatus: status },
+  )

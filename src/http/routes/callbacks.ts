@@ -1,0 +1,217 @@
+import type { Context } from 'hono'
+import * as v from 'valibot'
+import { countRepeat, deliveryKeys, keepCallback, lockForWord } from '../../store/callbacks.ts'
+import { PgError, pgErrorCode, type Sql } from '../../store/sql.ts'
+import { FINAL_PROVIDER_STATUSES } from '../../provider/client.ts'
+import type { CallQueue } from '../../store/queue.ts'
+import { bearerToken, matchesSecret } from '../auth.ts'
+import { readBody } from '../body.ts'
+import { isJsonObject, textFault } from '../input.ts'
+import { HttpProblem } from '../problem.ts'
+import { singleQuery, timestamp } from '../schemas.ts'
+import { refusalTally, throttled, type Logger } from '../../platform/log.ts'
+import type { CallingPolicy } from '../../domain/policy.ts'
+import { metrics } from '../../platform/metrics.ts'
+import { applyProviderWord, countProviderWord } from '../../services/callbacks/apply.ts'
+import { verifyCallbackSignature } from '../../domain/signature.ts'
+import { urlTokenSecrets, verifyCallbackToken } from '../../domain/callback-token.ts'
+
+// POST /callbacks/call-status?callId=…&dial=…&token=…: the provider's final word on a call.
+// In this order: authenticated (Standard Webhooks signature, or a static API key), addressed to
+// a URL we issued for that call and dial (the token), well-formed, then applied once per
+// webhook-id and bound to its dial (src/services/callbacks/apply.ts). Nothing a request that fails the
+// first two checks sends is written anywhere: it is counted and logged (at most every few
+// seconds), so a flood fills neither the disk nor the logs. Authenticated callbacks are kept in
+// the callbacks table with their verdict; a malformed one without its body.
+
+// Lenient about extra fields (providers add them over time), strict about the ones we use.
+export const CallbackBody = v.object({
+  callId: v.pipe(
+    v.string('must be a string'),
+    v.minLength(1, 'must not be empty'),
+    v.maxLength(200, 'must be at most 200 characters'),
+    v.check((s) => !textFault(s), 'must not contain NUL characters or unpaired surrogates'),
+  ),
+  status: v.picklist(FINAL_PROVIDER_STATUSES, `must be one of ${FINAL_PROVIDER_STATUSES.join(', ')}`),
+  // Bounded by what the columns hold (integer, timestamptz from year 1), so an out-of-range
+  // value is a 400 rather than a database error.
+  durationSec: v.optional(v.nullable(v.pipe(v.number('must be a number'), v.integer('must be a whole number'), v.minValue(0, 'must not be negative'), v.maxValue(2_147_483_647, 'must be at most 2147483647')))),
+  completedAt: v.optional(v.nullable(timestamp)),
+})
+
+export const CallbackUrl = v.object({
+  callId: v.pipe(v.string(), v.uuid()),
+  dial: v.pipe(v.string(), v.regex(/^[1-9]\d{0,8}$/), v.transform(Number)),
+  token: v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{43}$/)),
+})
+
+export interface CallbackDeps {
+  sql: Sql
+  queue: CallQueue
+  /** For outcome retries (a BUSY callback may start a new dial rather than end the call). */
+  calling?: CallingPolicy | undefined
+  /** WEBHOOK_SECRET: with one, every callback must be signed. */
+  secrets: readonly string[]
+  /** WEBHOOK_API_KEY: accepted only when no secret is configured. */
+  apiKey: string | undefined
+  /** CALLBACK_URL_SECRET: the URL tokens' key when set, else the secrets (src/domain/callback-token.ts). */
+  urlSecret?: string | undefined
+  log: Logger
+}
+
+export interface CallbackRoute {
+  handle(c: Context): Promise<Response>
+}
+
+export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
+  const { sql, queue, log } = deps
+  const tokenSecrets = urlTokenSecrets(deps)
+  const floods = throttled(log, 5_000)
+
+  const refusals = refusalTally(log, 'callbacks refused in the last minute')
+
+  /**
+   * Refused before it proved who sent it or that we issued its URL: counted, and logged at
+   * debug level and in a summary once a minute, never stored.
+   */
+  const refuse = (status: 400 | 401, code: string, detail: string) => {
+    metrics.callbacksRefused.inc({ reason: code })
+    log.debug('callback refused', { code, reason: detail })
+    refusals.count(code)
+    return new HttpProblem(status, code, detail)
+  }
+
+  const handle = async (c: Context): Promise<Response> => {
+    if (tokenSecrets.length === 0 || (deps.secrets.length === 0 && !deps.apiKey)) {
+      throw refuse(401, 'callbacks_not_configured', 'Callback authentication is not configured (WEBHOOK_SECRET, or WEBHOOK_API_KEY with CALLBACK_URL_SECRET); every callback is refused.')
+    }
+    // The URL first: it needs no body, so a request at a URL we never issued costs no read.
+    let query: Record<string, string>
+    try {
+      query = singleQuery(c.req.queries())
+    } catch {
+      throw refuse(401, 'invalid_callback_url', 'The callback URL is not one we issued: a query parameter is repeated.')
+    }
+    const url = v.safeParse(CallbackUrl, query)
+    if (!url.success || !verifyCallbackToken(url.output.token, url.output.callId, url.output.dial, tokenSecrets)) {
+      throw refuse(401, 'invalid_callback_url', 'The callback URL is not one we issued for a call: use the webhookUrl sent with the dial, as it is.')
+    }
+    const { callId, dial } = url.output
+
+    const body = await readBody(c)
+    let webhookId: string | null = null
+    const presentedKey = bearerToken(c.req.header('authorization')) ?? c.req.header('x-api-key')
+    // With a secret configured every callback must be signed: the API key is no way around it.
+    if (deps.secrets.length > 0) {
+      const check = verifyCallbackSignature(
+        { id: c.req.header('webhook-id'), timestamp: c.req.header('webhook-timestamp'), signature: c.req.header('webhook-signature') },
+        body,
+        deps.secrets,
+      )
+      if (!check.ok) throw refuse(401, 'invalid_signature', `Callback signature rejected: ${check.reason}.`)
+      webhookId = check.webhookId
+    } else if (!deps.apiKey || !matchesSecret(presentedKey, [deps.apiKey])) {
+      throw refuse(401, 'invalid_api_key', 'Callback API key missing or wrong.')
+    }
+
+    // A delivery we have had before (a replay, or the provider trying again) is counted on the
+    // first one's row and changes nothing (src/store/callbacks.ts, DeliveryKeys).
+    const keys = deliveryKeys(webhookId, body)
+    const duplicate = () => {
+      metrics.callbacks.inc({ source: 'webhook', verdict: 'duplicate' })
+      log.debug('callback delivered again', { callId, dial, webhookId: webhookId ?? undefined })
+      return c.json({ verdict: 'duplicate', callId })
+    }
+    if (await countRepeat(sql, keys)) return duplicate()
+
+    // From here the sender is authenticated and the URL is ours: what it sends is kept, once.
+    const keep = async (verdict: 'rejected' | 'unknown_call', reason: string, extra: { providerCallId?: string; providerStatus?: string; body?: string } = {}) => {
+      floods.warn('callback rejected', { callId, dial, reason })
+      await keepCallback(sql, {
+        source: 'webhook',
+        webhookId,
+        keys,
+        callId: verdict === 'unknown_call' ? null : callId,
+        dial,
+        providerCallId: extra.providerCallId ?? null,
+        providerStatus: extra.providerStatus ?? null,
+        verdict,
+        reason,
+        body: extra.body ?? null,
+      })
+      metrics.callbacks.inc({ source: 'webhook', verdict })
+    }
+
+    let json: unknown
+    try {
+      json = JSON.parse(body)
+    } catch {
+      await keep('rejected', 'the body is not valid JSON')
+      throw new HttpProblem(400, 'malformed_json', 'The callback body is not valid JSON.')
+    }
+    if (!isJsonObject(json)) {
+      await keep('rejected', 'the body is not a JSON object')
+      throw new HttpProblem(400, 'validation_failed', 'The callback is not valid: the body must be a JSON object.')
+    }
+    const parsed = v.safeParse(CallbackBody, json)
+    if (!parsed.success) {
+      const summary = parsed.issues.map((i) => `body.${v.getDotPath(i) ?? ''} ${i.message}`.replace('body. ', 'body ')).join('; ')
+      await keep('rejected', `not valid: ${summary}`)
+      throw new HttpProblem(400, 'validation_failed', `The callback is not valid: ${summary}.`)
+    }
+    const cb = parsed.output
+    const word = { providerCallId: cb.callId, providerStatus: cb.status, body }
+    const receivedAt = Date.now()
+    const timing = { source: 'webhook' as const, durationSec: cb.durationSec ?? null, completedAt: cb.completedAt ? new Date(cb.completedAt) : null }
+
+    try {
+      const outcome = await sql.begin(async (tx) => {
+        const locked = await lockForWord(tx, callId, keys)
+        if (!locked) return undefined
+        return applyProviderWord(tx, queue, locked, {
+          source: 'webhook',
+          webhookId,
+          keys,
+          dial,
+          providerCallId: cb.callId,
+          providerStatus: cb.status,
+          durationSec: cb.durationSec ?? null,
+          completedAt: cb.completedAt ? new Date(cb.completedAt) : null,
+          body,
+        }, deps.calling)
+      })
+      if (!outcome) {
+        await keep('unknown_call', `no call ${callId}`, word)
+        throw new HttpProblem(404, 'call_not_found', `No call ${callId}; the callback changed nothing.`)
+      }
+      if (outcome.verdict === 'duplicate') return duplicate()
+      countProviderWord(timing, outcome, receivedAt)
+      const fields = { callId, dial, providerStatus: cb.status, webhookId: webhookId ?? undefined, from: outcome.before, to: outcome.call.status }
+      if (outcome.verdict === 'rejected') {
+        floods.warn('callback not bound to the dial', { ...fields, reason: outcome.reason })
+        throw new HttpProblem(409, 'callback_not_bound', `This callback does not belong to the call's current dial: it ${outcome.reason}; nothing was changed.`, {
+          callId,
+        })
+      }
+      if (outcome.verdict === 'corrected') log.warn('callback corrected a call we had declared FAILED', { ...fields, reason: outcome.reason })
+      else log.info(`callback ${outcome.verdict}`, fields)
+      return c.json({ verdict: outcome.verdict, callId, status: outcome.call.status })
+    } catch (err) {
+      if (pgErrorCode(err) === PgError.uniqueViolation) {
+        const constraint = (err as { constraint_name?: string }).constraint_name
+        // Two deliveries of one key raced past the check: the index kept one.
+        if (constraint === 'callbacks_dedupe_key') {
+          await countRepeat(sql, keys)
+          return duplicate()
+        }
+        if (constraint === 'calls_provider_call_id_key') {
+          await keep('rejected', `provider callId ${cb.callId} already belongs to another call`, word)
+          throw new HttpProblem(409, 'provider_call_id_conflict', `Provider callId ${cb.callId} already belongs to another call; nothing was changed.`)
+        }
+      }
+      throw err
+    }
+  }
+
+  return { handle }
+}

@@ -1,0 +1,172 @@
+import type { CallRow } from '../../domain/call.ts'
+import { countRepeat, recordCallback, type DeliveryKeys, type LockedForWord, type Verdict } from '../../store/callbacks.ts'
+import { completeJob } from '../calls/jobs.ts'
+import { NO_POLICY, type CallingPolicy } from '../../domain/policy.ts'
+import { dueTime } from '../calls/due.ts'
+import { dialsEndedWith, endDials, markDialAccepted } from '../../store/dials.ts'
+import { wakeWorkers } from '../../store/notify.ts'
+import { eventOf } from '../../domain/events.ts'
+import { emitCallEvents } from '../events/outbox.ts'
+import type { Tx } from '../../store/sql.ts'
+import { applyProviderFinal, databaseNow, finalWordApplies, markDialedByWord, retryAfterOutcome, type FinalStatus } from '../../store/transitions.ts'
+import type { FinalProviderStatus } from '../../provider/client.ts'
+import type { CallQueue } from '../../store/queue.ts'
+import { metrics } from '../../platform/metrics.ts'
+
+// The provider's final word on a call, from its webhook or from a status look-up, and what it
+// may change. A word is bound to one dial of one call: the webhook URL names them (with a token
+// only we can make, checked before this), and once we know the provider's id for that dial the
+// word must name the same id. A word for an earlier dial is kept and changes nothing; a word
+// that contradicts the binding is refused.
+
+export interface ProviderWord {
+  source: 'webhook' | 'reconcile'
+  webhookId: string | null
+  /** How a repeat of it is told (src/store/callbacks.ts); null for a look-up. */
+  keys: DeliveryKeys | null
+  /** The dial the word is about: the one its webhook URL named, or the one a look-up asked about. */
+  dial: number
+  providerCallId: string
+  providerStatus: FinalProviderStatus
+  durationSec: number | null
+  completedAt: Date | null
+  body: string
+}
+
+export interface WordOutcome {
+  verdict: Verdict
+  /** The call's status before the word. */
+  before: CallRow['status']
+  call: CallRow
+  reason?: string | undefined
+}
+
+/**
+ * Counts a word once its transaction has committed: by verdict; the call's duration and, for a
+ * webhook, how late it came; a new dial when it scheduled one.
+ */
+export function countProviderWord(word: Pick<ProviderWord, 'source' | 'durationSec' | 'completedAt'>, outcome: WordOutcome, receivedAt = Date.now()): void {
+  metrics.callbacks.inc({ source: word.source, verdict: outcome.verdict })
+  if (outcome.verdict !== 'applied' && outcome.verdict !== 'corrected') return
+  if (outcome.call.status === 'PENDING') metrics.retries.inc({ kind: 'outcome' })
+  if (word.durationSec !== null) metrics.callDuration.observe(word.durationSec)
+  if (word.source === 'webhook' && word.completedAt) metrics.callbackLag.observe(Math.max(0, receivedAt - word.completedAt.getTime()) / 1000)
+}
+
+/**
+ * Applies `word` to the call the caller's transaction has locked for it (lockForWord). With an
+ * outcome retry policy (`calling.retries`), a BUSY, NO_ANSWER or FAILED word on an in-flight
+ * call sends it back to PENDING for a new dial instead of ending it.
+ */
+export async function applyProviderWord(
+  tx: Tx,
+  queue: CallQueue,
+  locked: LockedForWord,
+  word: ProviderWord,
+  calling: CallingPolicy = NO_POLICY,
+): Promise<WordOutcome> {
+  const { call } = locked
+  const record = (verdict: Verdict, reason: string | null) =>
+    recordCallback(tx, {
+      source: word.source,
+      webhookId: word.webhookId,
+      keys: word.keys,
+      callId: call.id,
+      dial: word.dial,
+      providerCallId: word.providerCallId,
+      providerStatus: word.providerStatus,
+      verdict,
+      reason,
+      body: word.body,
+    })
+  const refuse = async (verdict: Verdict, reason: string): Promise<WordOutcome> => {
+    await record(verdict, reason)
+    return { verdict, before: call.status, call, reason }
+  }
+
+  // Delivered before (a replay, or the provider trying again): counted on the first one's row.
+  if (locked.repeated) {
+    await countRepeat(tx, word.keys!)
+    return { verdict: 'duplicate', before: call.status, call }
+  }
+  if (word.dial < call.dial) {
+    return refuse('stale', `for dial ${word.dial}; the call is on dial ${call.dial}`)
+  }
+  if (word.dial > call.dial) {
+    return refuse('rejected', `names dial ${word.dial}, which the call never started (it is on dial ${call.dial})`)
+  }
+  if (call.provider_call_id !== null && call.provider_call_id !== word.providerCallId) {
+    return refuse('rejected', `names provider call ${word.providerCallId}; dial ${call.dial} is provider call ${call.provider_call_id}`)
+  }
+
+  const final: FinalStatus = {
+    status: word.providerStatus === 'COMPLETED' ? 'COMPLETED' : 'FAILED',
+    providerStatus: word.providerStatus,
+    providerCallId: word.providerCallId,
+    durationSec: word.durationSec,
+    endedAt: word.completedAt,
+  }
+  if (call.status === 'IN_PROGRESS' && !call.dialed_at) {
+    // Its 202 is not recorded yet (the worker records it next, as stale): the word shows the
+    // provider placed the call, so the events tell it was dialed before they tell how it ended.
+    const dialed = await markDialedByWord(tx, call.id, call.dial, word.providerCallId)
+    if (dialed) {
+      await markDialAccepted(tx, call.id, call.dial, word.providerCallId)
+      await emitCallEvents(tx, queue, 'call.dialed', [dialed])
+    }
+  }
+  const retried = call.status === 'IN_PROGRESS' ? await retryAfter(tx, queue, call, final, calling) : undefined
+  if (retried) {
+    await record('applied', retried.last_error)
+    return { verdict: 'applied', before: call.status, call: retried, reason: retried.last_error ?? undefined }
+  }
+  // The call is locked, so whether the update changes it is known now.
+  if (!finalWordApplies(call)) return refuse('already_final', `call was already ${call.status}`)
+  const corrected = call.status === 'FAILED'
+  const reason = corrected ? `we had declared it FAILED (${call.last_error ?? 'no reason'}); the provider says ${word.providerStatus}` : null
+  const row = await applyProviderFinal(tx, call.id, call.dial, final)
+  if (!row) throw new Error(`call ${call.id} was locked as ${call.status} on dial ${call.dial}, yet its final update changed nothing`)
+  await endDials(tx, [
+    {
+      callId: call.id,
+      dial: call.dial,
+      outcome: word.providerStatus,
+      error: final.status === 'FAILED' ? `provider reported ${word.providerStatus}` : null,
+      providerCallId: word.providerCallId,
+    },
+  ])
+  await record(corrected ? 'corrected' : 'applied', reason)
+  if (!corrected) {
+    await completeJob(tx, queue, call)
+    await wakeWorkers(tx, true)
+  }
+  // After endDials, so the event's resource shows how the dial ended. A correction is reported
+  // too: the event of the status the call now has.
+  await emitCallEvents(tx, queue, eventOf, [row])
+  return { verdict: corrected ? 'corrected' : 'applied', before: call.status, call: row, reason: reason ?? undefined }
+}
+
+/**
+ * A new dial after BUSY, NO_ANSWER or FAILED, when the policy allows one more for that outcome:
+ * that provider call has definitively ended, so the slot and the phone go free, and the call
+ * waits PENDING for the retry's delay (and its window and caps). Undefined when no retry is due.
+ */
+async function retryAfter(tx: Tx, queue: CallQueue, call: CallRow, final: FinalStatus, calling: CallingPolicy): Promise<CallRow | undefined> {
+  const outcome = final.providerStatus as 'BUSY' | 'NO_ANSWER' | 'FAILED' | 'COMPLETED'
+  if (outcome === 'COMPLETED') return undefined
+  const retry = calling.retries[outcome]
+  if (!retry) return undefined
+  const before = await dialsEndedWith(tx, call.id, outcome)
+  if (before >= retry.limit) return undefined
+  const now = await databaseNow(tx)
+  const due = await dueTime(tx, calling, call, now, { at: new Date(now.getTime() + retry.delaySeconds * 1000), reason: 'retry' })
+  if (!due) return undefined // its window never opens again: the outcome stands
+  const error = `provider reported ${outcome}; retry ${before + 1} of ${retry.limit} after ${outcome}`
+  await endDials(tx, [{ callId: call.id, dial: call.dial, outcome, error: `provider reported ${outcome}`, providerCallId: final.providerCallId }])
+  await completeJob(tx, queue, call)
+  const jobId = await queue.enqueue(tx, { id: call.id, phone: call.phone, startAfter: due.at })
+  const row = await retryAfterOutcome(tx, call.id, call.dial, { final, jobId, dueAt: due.at, waitingFor: due.waitingFor, error })
+  if (row) await emitCallEvents(tx, queue, 'call.retry_scheduled', [row])
+  await wakeWorkers(tx, true)
+  return row
+}

@@ -1,0 +1,91 @@
+import { createHash } from 'node:crypto'
+import type { CallRow } from '../domain/call.ts'
+import { lockClaimsShared } from './locks.ts'
+import type { Sql, Tx } from './sql.ts'
+
+// The callbacks table: every word from the provider about a call's end (a webhook delivery or
+// a status look-up), with what we did with it.
+
+export type Verdict = 'applied' | 'corrected' | 'duplicate' | 'already_final' | 'stale' | 'unknown_call' | 'rejected'
+
+/**
+ * How a delivery is known again (sql/012_callback_repeats.sql). A word that changed a call is
+ * stored under `changed`: any later delivery of its webhook-id repeats it. Any other under
+ * `exact`: only the same body under the same id does. An API-key callback has no id: both are
+ * the SHA-256 of its body.
+ */
+export interface DeliveryKeys {
+  changed: string
+  exact: string
+}
+
+export function deliveryKeys(webhookId: string | null, body: string): DeliveryKeys {
+  const hash = `sha256:${createHash('sha256').update(body).digest('hex')}`
+  return webhookId === null ? { changed: hash, exact: hash } : { changed: webhookId, exact: `${webhookId} ${hash}` }
+}
+
+const keyOf = (e: Pick<CallbackEntry, 'keys' | 'verdict'>) =>
+  e.keys === null ? null : e.verdict === 'applied' || e.verdict === 'corrected' ? e.keys.changed : e.keys.exact
+
+export interface CallbackEntry {
+  source: 'webhook' | 'reconcile'
+  webhookId: string | null
+  /** How a repeat of it is told; null for a status look-up, which is never repeated. */
+  keys: DeliveryKeys | null
+  callId: string | null
+  dial: number | null
+  providerCallId: string | null
+  providerStatus: string | null
+  verdict: Verdict
+  reason: string | null
+  /** The raw body, cut to 4 KiB; null for a malformed one (kept without its body). */
+  body: string | null
+}
+
+/** Stores a word and what was done with it. A key already stored fails the statement (23505): the caller's transaction changed something it must not keep. */
+export async function recordCallback(db: Sql | Tx, e: CallbackEntry): Promise<void> {
+  await db`
+    INSERT INTO callbacks (source, webhook_id, dedupe_key, call_id, dial, provider_call_id, provider_status, verdict, reason, body)
+    VALUES (${e.source}, ${e.webhookId}, ${keyOf(e)}, ${e.callId}, ${e.dial}, ${e.providerCallId}, ${e.providerStatus}, ${e.verdict},
+            ${e.reason}, ${e.body === null ? null : e.body.slice(0, 4096)})`
+}
+
+/** Stores a word that changed nothing (refused after authentication); a key already stored is counted as a repeat instead. */
+export async function keepCallback(db: Sql | Tx, e: CallbackEntry): Promise<void> {
+  await db`
+    INSERT INTO callbacks (source, webhook_id, dedupe_key, call_id, dial, provider_call_id, provider_status, verdict, reason, body)
+    VALUES (${e.source}, ${e.webhookId}, ${keyOf(e)}, ${e.callId}, ${e.dial}, ${e.providerCallId}, ${e.providerStatus}, ${e.verdict},
+            ${e.reason}, ${e.body === null ? null : e.body.slice(0, 4096)})
+    ON CONFLICT (dedupe_key) DO UPDATE SET repeats = callbacks.repeats + 1, last_repeat_at = now()`
+}
+
+/** A delivery stored before (under either key): counted on its row. False when it is new. */
+export async function countRepeat(db: Sql | Tx, keys: DeliveryKeys): Promise<boolean> {
+  const rows = await db`
+    UPDATE callbacks SET repeats = repeats + 1, last_repeat_at = now()
+    WHERE id = (SELECT id FROM callbacks WHERE dedupe_key IN (${keys.changed}, ${keys.exact}) ORDER BY id LIMIT 1)
+    RETURNING id`
+  return rows.length > 0
+}
+
+/** A call locked for the provider's word about it, and whether the word was delivered before. */
+export interface LockedForWord {
+  call: CallRow
+  /** The word's key is stored already: a delivery of it has been dealt with. */
+  repeated: boolean
+}
+
+/**
+ * What applying a word starts with: the claim lock shared (src/store/locks.ts), then the call's
+ * row (FOR UPDATE), then whether the word's key is stored already. That look runs after the row
+ * lock is granted, so a repeated delivery that waited on the first one's lock sees it
+ * committed. Undefined when there is no such call.
+ */
+export async function lockForWord(tx: Tx, callId: string, keys: DeliveryKeys | null): Promise<LockedForWord | undefined> {
+  await lockClaimsShared(tx)
+  const [call] = await tx<CallRow[]>`SELECT * FROM calls WHERE id = ${callId} FOR UPDATE`
+  if (!call) return undefined
+  if (keys === null) return { call, repeated: false }
+  const seen = await tx`SELECT 1 FROM callbacks WHERE dedupe_key IN (${keys.changed}, ${keys.exact})`
+  return { call, repeated: seen.length > 0 }
+}

@@ -1,0 +1,92 @@
+import { CALL_STATUSES, type CallStatus } from '../domain/call.ts'
+import type { Sql } from './sql.ts'
+
+// What the status page (GET /) shows, read in one statement: one round trip and one snapshot,
+// so the numbers agree with each other. Every part is cheap at any table size: counts from the
+// call_counts view (sql/006), in-flight calls through the partial index on IN_PROGRESS (never
+// more rows than the concurrency limit), the oldest waiting call and recent failures through
+// their indexes, callbacks through callbacks_received_idx.
+
+/** How far back "recent" failures and callbacks go. */
+export const RECENT_MINUTES = 60
+/** At most this many recent failures, and in-flight calls, are listed. */
+export const LIST_LIMIT = { failures: 10, inFlight: 50 } as const
+
+export interface StatusSnapshot {
+  at: Date
+  counts: Record<CallStatus, number>
+  paused: boolean
+  /** The concurrency limit in force: the one set at run time, else MAX_CONCURRENT_CALLS. */
+  limit: number
+  oldestWaiting: { id: string; phone: string; createdAt: Date; nextAttemptAt: Date | null; waitingFor: string | null } | null
+  inFlight: Array<{ id: string; phone: string; attempts: number; startedAt: Date; dialedAt: Date | null }>
+  recentFailures: Array<{ id: string; phone: string; reason: string; providerStatus: string | null; endedAt: Date }>
+  /** Callbacks received in the last RECENT_MINUTES, by verdict. */
+  callbacks: Record<string, number>
+}
+
+interface Row {
+  at: Date
+  counts: Record<string, number> | null
+  paused: boolean
+  max_concurrent_calls: number | null
+  oldest: { id: string; phone: string; created_at: string; next_attempt_at: string | null; waiting_for: string | null } | null
+  in_flight: Array<{ id: string; phone: string; attempts: number; started_at: string; dialed_at: string | null }>
+  failures: Array<{ id: string; phone: string; last_error: string; provider_status: string | null; ended_at: string }>
+  callbacks: Record<string, number> | null
+}
+
+export async function readStatus(sql: Sql, defaultLimit: number): Promise<StatusSnapshot> {
+  const recent = `${RECENT_MINUTES} minutes`
+  const [row] = await sql<Row[]>`
+    SELECT
+      now() AS at,
+      (SELECT json_object_agg(status, calls) FROM call_counts) AS counts,
+      s.paused,
+      s.max_concurrent_calls,
+      (SELECT row_to_json(o) FROM (
+         SELECT id, phone, created_at, next_attempt_at, waiting_for FROM calls
+         WHERE status = 'PENDING' ORDER BY created_at, id LIMIT 1) o) AS oldest,
+      (SELECT coalesce(json_agg(f ORDER BY f.started_at), '[]') FROM (
+         SELECT id, phone, attempts, started_at, dialed_at FROM calls
+         WHERE status = 'IN_PROGRESS' ORDER BY started_at LIMIT ${LIST_LIMIT.inFlight}) f) AS in_flight,
+      (SELECT coalesce(json_agg(f ORDER BY f.ended_at DESC), '[]') FROM (
+         SELECT id, phone, last_error, provider_status, ended_at FROM calls
+         WHERE status = 'FAILED' AND ended_at > now() - ${recent}::interval
+         ORDER BY ended_at DESC LIMIT ${LIST_LIMIT.failures}) f) AS failures,
+      (SELECT json_object_agg(verdict, n) FROM (
+         SELECT verdict, count(*) AS n FROM callbacks
+         WHERE received_at > now() - ${recent}::interval GROUP BY verdict) v) AS callbacks
+    FROM dispatch_settings s`
+  const r = row!
+  const counts = Object.fromEntries(CALL_STATUSES.map((s) => [s, Number(r.counts?.[s] ?? 0)])) as Record<CallStatus, number>
+  const date = (s: string) => new Date(s)
+  return {
+    at: r.at,
+    counts,
+    paused: r.paused,
+    limit: r.max_concurrent_calls ?? defaultLimit,
+    oldestWaiting: r.oldest && {
+      id: r.oldest.id,
+      phone: r.oldest.phone,
+      createdAt: date(r.oldest.created_at),
+      nextAttemptAt: r.oldest.next_attempt_at ? date(r.oldest.next_attempt_at) : null,
+      waitingFor: r.oldest.waiting_for,
+    },
+    inFlight: r.in_flight.map((c) => ({
+      id: c.id,
+      phone: c.phone,
+      attempts: c.attempts,
+      startedAt: date(c.started_at),
+      dialedAt: c.dialed_at ? date(c.dialed_at) : null,
+    })),
+    recentFailures: r.failures.map((f) => ({
+      id: f.id,
+      phone: f.phone,
+      reason: f.last_error,
+      providerStatus: f.provider_status,
+      endedAt: date(f.ended_at),
+    })),
+    callbacks: Object.fromEntries(Object.entries(r.callbacks ?? {}).map(([k, v]) => [k, Number(v)])),
+  }
+}
