@@ -46,7 +46,7 @@ CREATE TABLE calls (
   CONSTRAINT calls_idempotency_has_hash CHECK ((idempotency_key IS NULL) = (request_hash IS NULL))
 );
 
-COMMENT ON TABLE calls IS 'Outbound call requests and their lifecycle; see README "Schema".';
+COMMENT ON TABLE calls IS 'Outbound call requests and their lifecycle; see docs/operations.md, "Schema".';
 
 -- The one-call-in-flight-per-phone rule, held by Postgres itself.
 CREATE UNIQUE INDEX calls_one_in_flight_per_phone ON calls (phone) WHERE status = 'IN_PROGRESS';
@@ -64,7 +64,7 @@ CREATE INDEX calls_pending_next_attempt_idx ON calls (next_attempt_at) WHERE sta
 
 -- Worker processes, for operators: which are running and which calls they hold.
 -- (003_unknown_outcomes.sql replaced the liveness lock this first version used with a lease
--- per dial request; see src/dispatch/claim.ts.)
+-- per dial request; see src/services/dispatch/claim.ts.)
 CREATE TABLE workers (
   id          integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   host        text NOT NULL,

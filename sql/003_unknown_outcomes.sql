@@ -1,4 +1,4 @@
--- Unknown outcomes, fencing, leases and reconciliation (README "How dispatch works").
+-- Unknown outcomes, fencing, leases and reconciliation (docs/dispatch.md).
 --
 -- A dial request whose answer we never got (a timeout after sending, a dropped connection, a
 -- 5xx) may have placed the call, so such a call keeps its slot and its phone and is re-sent

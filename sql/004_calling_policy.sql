@@ -1,4 +1,4 @@
--- The rules a responsible calling team needs (README "Calling policy"): scheduling, calling
+-- The rules a responsible calling team needs (docs/calling-policy.md): scheduling, calling
 -- windows in the called party's local time, retries that depend on the outcome, caps per person,
 -- a do-not-call list, and dispatch that can be paused and throttled without a restart. Every
 -- rule is decided in the claim transaction; a call that must wait keeps a job due when it may go.
@@ -44,7 +44,7 @@ CREATE TABLE call_dials (
   PRIMARY KEY (call_id, dial),
   CONSTRAINT call_dials_ended_with_outcome CHECK ((ended_at IS NULL) = (outcome IS NULL))
 );
-COMMENT ON TABLE call_dials IS 'One row per dial (provider call) of a call; see README "Calling policy".';
+COMMENT ON TABLE call_dials IS 'One row per dial (provider call) of a call; see docs/calling-policy.md.';
 CREATE INDEX call_dials_phone_started_idx ON call_dials (phone, started_at);
 
 -- What calls made before this table existed had: their current dial, as far as it went.

@@ -1,4 +1,4 @@
--- What integrators need (README "Batches, cancelling, events"): calls created a thousand at a
+-- What integrators need (docs/api.md and docs/events.md): calls created a thousand at a
 -- time, calls cancelled before they are dialed, and every change of a call pushed to the
 -- client's systems as a signed event, written in the transaction that made the change.
 

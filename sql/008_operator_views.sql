@@ -1,4 +1,4 @@
--- Operators' SQL (README "Operating it with SQL"). The questions asked of a running system at
+-- Operators' SQL (docs/operations.md, "Operating it with SQL"). The questions asked of a running system at
 -- 3 a.m. (what is in flight, what failed and why, which numbers are backed up, what the
 -- provider is telling us, which events are not getting through) each get a view with plain
 -- column names, so nobody has to rebuild the joins under pressure.

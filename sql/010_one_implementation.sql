@@ -1,4 +1,4 @@
--- Every state change has one implementation, in TypeScript (src/calls, src/dispatch), and no SQL
+-- Every state change has one implementation, in TypeScript (src/services/), and no SQL
 -- of ours writes pg-boss's tables. 008 re-implemented cancelling and retrying in PL/pgSQL
 -- (cancel_call, retry_call), with the call resource, the event outbox and pg-boss's job insert
 -- copied alongside (call_resource, write_event, emit_call_event, enqueue_job): a second copy
