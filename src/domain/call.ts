@@ -58,6 +58,7 @@ export interface CallRow {
   ended_at: Date | null
 }
 
+import { DomainError } from './errors.ts'
 import type { WaitingFor } from './policy.ts'
 import type { CallingWindow } from './window.ts'
 
@@ -157,17 +158,6 @@ export function toResource(row: CallRow, dials: DialRow[] = []): CallResource {
         error: d.error,
         endedAt: iso(d.ended_at),
       })),
-  }
-}
-
-/** A domain error with a stable code; src/http/problem.ts maps codes to HTTP statuses. */
-export class DomainError extends Error {
-  readonly code: string
-  readonly details: Record<string, unknown>
-  constructor(code: string, message: string, details: Record<string, unknown> = {}) {
-    super(message)
-    this.code = code
-    this.details = details
   }
 }
 

@@ -12,6 +12,7 @@ import { Gauge, Registry } from 'prom-client'
 import { refusalTally, throttled, type Logger } from '../platform/log.ts'
 import { exposition, metrics } from '../platform/metrics.ts'
 import { bearerToken, hostName, matchesSecret, sameOrigin } from './auth.ts'
+import { OPERATIONS } from './openapi/operations.ts'
 import { openApiRoutes } from './openapi/routes.ts'
 import { HttpProblem, problemResponse, toProblem } from './problem.ts'
 import { batchRoutes, callRoutes } from './routes/calls.ts'
@@ -46,50 +47,47 @@ export interface AppDeps {
   statusIntervalMs?: number | undefined
 }
 
+// The route table is OPERATIONS (src/http/openapi/operations.ts): the OpenAPI document, which
+// paths want a token, what a 405 answers in Allow, and which paths are served with the parts a
+// process has are all read from it.
+
 /** The methods each path has, for 405 answers (RFC 9110 §15.5.6: with Allow). */
-export const ALLOWED: Record<string, string[]> = {
-  '/': ['GET'],
-  '/login': ['POST'],
-  '/logout': ['POST'],
-  '/status.json': ['GET'],
-  '/status/events': ['GET'],
-  '/healthz': ['GET'],
-  '/readyz': ['GET'],
-  '/calls': ['GET', 'POST'],
-  '/calls/batch': ['POST'],
-  '/calls/batch/:id': ['GET'],
-  '/calls/batch/:id/cancel': ['POST'],
-  '/calls/:id': ['GET', 'PATCH'],
-  '/calls/:id/cancel': ['POST'],
-  '/calls/:id/retry': ['POST'],
-  '/metrics': ['GET'],
-  '/callbacks/call-status': ['POST'],
-  '/suppressions': ['GET'],
-  '/suppressions/import': ['POST'],
-  '/suppressions/:phone': ['GET', 'PUT', 'DELETE'],
-  '/dispatch/settings': ['GET', 'PUT'],
-  '/dispatch/pause': ['POST'],
-  '/dispatch/resume': ['POST'],
-  '/event-endpoints': ['GET', 'POST'],
-  '/event-endpoints/:id': ['DELETE'],
-  '/event-endpoints/:id/rotate-secret': ['POST'],
-  '/events': ['GET'],
-  '/events/:id': ['GET'],
-  '/events/:id/replay': ['POST'],
-  '/openapi.json': ['GET'],
-  '/docs': ['GET'],
-  '/docs/assets/:file': ['GET'],
+export const ALLOWED: Record<string, string[]> = {}
+const METHOD_ORDER = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE']
+for (const op of OPERATIONS) (ALLOWED[op.path] ??= []).push(op.method.toUpperCase())
+for (const methods of Object.values(ALLOWED)) methods.sort((a, b) => METHOD_ORDER.indexOf(a) - METHOD_ORDER.indexOf(b))
+
+/**
+ * The route path a request path names: of those that match it, the one whose first differing
+ * segment is static rather than a parameter (/suppressions/import before /suppressions/:phone).
+ */
+export function pathOf(paths: readonly string[], requestPath: string): string | undefined {
+  const given = requestPath.split('/')
+  const matching = paths.filter((path) => {
+    const parts = path.split('/')
+    return parts.length === given.length && parts.every((part, i) => part.startsWith(':') ? given[i] !== '' : part === given[i])
+  })
+  const rank = (path: string) => path.split('/').map((part) => (part.startsWith(':') ? '1' : '0')).join('')
+  return matching.sort((a, b) => rank(a).localeCompare(rank(b)))[0]
 }
 
-/** Which dependency a path needs; without it the path is not served at all. */
+/** Whether a path's routes are served: the part they need is wired in. */
 const served = (path: string, deps: AppDeps): boolean =>
-  path === '/callbacks/call-status' ? !!deps.callbacks
-  : path.startsWith('/suppressions') ? !!deps.suppressions
-  : path.startsWith('/dispatch') ? !!deps.dispatch
-  : path.startsWith('/calls/batch') || path.endsWith('/cancel') || path.endsWith('/retry') ? !!deps.batches
-  : path.startsWith('/event') ? !!deps.events
-  : path === '/' || path === '/login' || path === '/logout' || path.startsWith('/status') ? !!deps.status
-  : true
+  OPERATIONS.filter((op) => op.path === path).every((op) => !op.needs || !!deps[op.needs])
+
+/**
+ * The paths behind a token: every path of an admin or read route, and every other path under
+ * its first segment (so an unknown path there is a 401 before it is a 404). The status page
+ * checks its own (a browser navigating cannot send a Bearer header: routes/status.ts).
+ */
+const TOKEN_PATHS = [
+  ...new Set(
+    OPERATIONS.filter((op) => op.access === 'admin' || op.access === 'read').flatMap((op) => {
+      const top = `/${op.path.split('/')[1]}`
+      return [top, `${top}/*`]
+    }),
+  ),
+]
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
 
@@ -187,29 +185,24 @@ export function createApp(deps: AppDeps): Hono {
     }
     await next()
   }
-  for (const path of ['/calls', '/calls/*', '/metrics', '/suppressions', '/suppressions/*', '/dispatch/*', '/event-endpoints', '/event-endpoints/*', '/events', '/events/*']) {
-    app.use(path, authenticate)
-  }
+  for (const path of TOKEN_PATHS) app.use(path, authenticate)
 
-  const methodNotAllowed = (paths: string[]) => {
-    for (const path of paths) {
-      if (!served(path, deps)) continue
-      const allow = ALLOWED[path]!.join(', ')
-      app.all(path, (c) => {
-        if (c.req.method === 'OPTIONS') return c.body(null, 204, { Allow: allow })
-        return problemResponse(
-          c,
-          new HttpProblem(405, 'method_not_allowed', `${c.req.method} is not allowed on ${c.req.path}; use ${allow}.`, {}, { Allow: allow }),
-        )
-      })
-    }
-  }
+  // A method a path does not have: 405 with Allow (OPTIONS: 204 with Allow). Decided before
+  // the routes, on the path the request names, static segments before parameters (so GET
+  // /suppressions/import is a 405, not a look-up of the number "import"); a method the path
+  // has goes on to its route.
+  const paths = Object.keys(ALLOWED).filter((path) => served(path, deps))
+  app.use('*', async (c, next) => {
+    const path = pathOf(paths, c.req.path)
+    if (!path) return next()
+    const methods = ALLOWED[path]!
+    if (methods.includes(c.req.method === 'HEAD' ? 'GET' : c.req.method)) return next()
+    const allow = methods.join(', ')
+    if (c.req.method === 'OPTIONS') return c.body(null, 204, { Allow: allow })
+    throw new HttpProblem(405, 'method_not_allowed', `${c.req.method} is not allowed on ${c.req.path}; use ${allow}.`, {}, { Allow: allow })
+  })
 
-  if (deps.batches) {
-    batchRoutes(app, deps.calls, deps.batches)
-    // Before /calls/:id, which would otherwise take GET /calls/batch for a call with id "batch".
-    methodNotAllowed(['/calls/batch', '/calls/batch/:id', '/calls/batch/:id/cancel'])
-  }
+  if (deps.batches) batchRoutes(app, deps.calls, deps.batches)
   callRoutes(app, deps.calls)
   if (deps.suppressions) suppressionRoutes(app, deps.suppressions)
   if (deps.dispatch) dispatchRoutes(app, deps.dispatch)
@@ -246,9 +239,6 @@ export function createApp(deps: AppDeps): Hono {
     const { body, contentType } = await exposition(database)
     return c.body(body, 200, { 'Content-Type': contentType })
   })
-
-  // Registered last, so they only see methods no route above answered.
-  methodNotAllowed(Object.keys(ALLOWED).filter((path) => !path.startsWith('/calls/batch')))
 
   return app
 }

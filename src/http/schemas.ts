@@ -174,11 +174,16 @@ export const EndpointBody = v.strictObject({
   ),
 })
 
-/** ?limit= of a page: 1 to 100, 20 when left out. */
+/**
+ * ?limit= of a page: 1 to 100, 20 when left out. A query string is text, so it is parsed from
+ * one; the description says what a client sends (an integer), which is what generated clients
+ * type it as.
+ */
 const pageLimit = v.optional(
   v.pipe(
     v.string(),
     v.check((s) => /^\d{1,3}$/.test(s) && Number(s) >= 1 && Number(s) <= 100, 'must be a whole number from 1 to 100'),
+    v.metadata({ type: 'integer', minimum: 1, maximum: 100 }),
     v.transform(Number),
   ),
   '20',

@@ -2,8 +2,8 @@ import { readFileSync } from 'node:fs'
 import { toJsonSchema, toJsonSchemaDefs, type ConversionConfig, type JsonSchema } from '@valibot/to-json-schema'
 import type { GenericSchema } from 'valibot'
 import * as s from '../schemas.ts'
-import { OPERATIONS, type Answer, type Operation } from './operations.ts'
-import { problemExamples } from './problems.ts'
+import { needsToken, OPERATIONS, type Answer, type Operation } from './operations.ts'
+import { problemExamples, type ProblemCode } from '../problem.ts'
 import * as r from './responses.ts'
 
 // The OpenAPI 3.1 description of the API, built from the operations table and the valibot
@@ -37,6 +37,10 @@ const conversion: ConversionConfig = {
   errorMode: 'throw',
   definitions: NAMED,
   overrideRef: ({ referenceId }) => `#/components/schemas/${referenceId}`,
+  // A query parameter parsed from text but described as an integer (v.metadata in schemas.ts)
+  // keeps its default as the number a client would send, not the text it is parsed from.
+  overrideSchema: ({ jsonSchema }) =>
+    jsonSchema.type === 'integer' && typeof jsonSchema.default === 'string' ? { ...jsonSchema, default: Number(jsonSchema.default) } : undefined,
   overrideAction: ({ valibotAction, jsonSchema }) => {
     if (valibotAction.type !== 'check' && valibotAction.type !== 'raw_check') return undefined
     const message = (valibotAction as { message?: unknown }).message
@@ -53,10 +57,12 @@ const jsonSchema = (schema: GenericSchema): JsonSchema => {
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
+const METHODS = ['get', 'put', 'post', 'delete', 'patch'] as const
+
 /** Hono's /calls/:id as OpenAPI's /calls/{id}. */
 export const openApiPath = (path: string) => path.replace(/:(\w+)/g, '{$1}')
 
-const problemContent = (codes: string[]) => ({
+const problemContent = (codes: ProblemCode[]) => ({
   'application/problem+json': {
     schema: { $ref: '#/components/schemas/Problem' },
     examples: Object.fromEntries(codes.map((code) => [code, { value: problemExamples[code] ?? { code } }])),
@@ -72,8 +78,8 @@ const HEADERS = {
 }
 
 /** The problems an operation can answer with: its own, and those every route of its kind shares. */
-export function problemsOf(op: Operation): Array<[number, string]> {
-  const problems: Array<[number, string]> = []
+export function problemsOf(op: Operation): Array<[number, ProblemCode]> {
+  const problems: Array<[number, ProblemCode]> = []
   const takesInput = op.body || op.query || op.pathParams || op.idempotent
   if (takesInput && op.access !== 'provider') problems.push([400, 'validation_failed'])
   if (op.body) {
@@ -81,9 +87,9 @@ export function problemsOf(op: Operation): Array<[number, string]> {
     if (op.access === 'provider') problems.push([400, 'validation_failed'])
     else problems.push([415, 'unsupported_media_type'])
   }
-  if (op.access === 'token') problems.push([401, 'unauthorized'])
+  if (needsToken(op)) problems.push([401, 'unauthorized'])
   if (op.method !== 'get' && op.access !== 'provider') problems.push([403, 'cross_origin'])
-  if (op.method !== 'get' && op.access === 'token') problems.push([403, 'read_only_token'])
+  if (op.access === 'admin') problems.push([403, 'read_only_token'])
   problems.push(...(op.problems ?? []))
   if (op.path !== '/healthz' && op.path !== '/readyz') problems.push([403, 'host_not_allowed'])
   if (op.access !== 'public') problems.push([503, 'database_unavailable'])
@@ -105,11 +111,11 @@ function responsesOf(op: Operation) {
       ...(content ? { content } : {}),
     }
   }
-  const byStatus = new Map<number, string[]>()
+  const byStatus = new Map<number, ProblemCode[]>()
   for (const [status, code] of problemsOf(op)) byStatus.set(status, [...new Set([...(byStatus.get(status) ?? []), code])])
   for (const [status, codes] of [...byStatus].sort(([a], [b]) => a - b)) {
     const headers = {
-      ...(status === 401 && op.access === 'token' ? { 'WWW-Authenticate': HEADERS['WWW-Authenticate'] } : {}),
+      ...(status === 401 && needsToken(op) ? { 'WWW-Authenticate': HEADERS['WWW-Authenticate'] } : {}),
       ...(codes.includes('database_unavailable') ? { 'Retry-After': HEADERS['Retry-After'] } : {}),
     }
     responses[String(status)] = {
@@ -140,7 +146,9 @@ function parametersOf(op: Operation) {
 }
 
 const SECURITY = {
-  token: [{ bearerAuth: [] }],
+  admin: [{ bearerAuth: [] }],
+  read: [{ bearerAuth: [] }],
+  session: [{ bearerAuth: [] }],
   public: [],
   provider: [{ webhookSignature: [] }, { callbackApiKey: [] }, { callbackBearer: [] }],
 }
@@ -170,13 +178,27 @@ When API_TOKENS is set, every route but /healthz, /readyz, the callback, /openap
 
 /** The whole document; built once per process (it depends on nothing that changes at run time). */
 export function buildOpenApiDocument(operations: Operation[] = OPERATIONS) {
-  const paths: Record<string, Record<string, unknown>> = {}
+  const paths: Record<string, Partial<Record<string, unknown>>> = {}
   for (const op of operations) (paths[openApiPath(op.path)] ??= {})[op.method] = operationObject(op)
+  // Every method a path does not have is answered 405 with Allow: described as such, so a
+  // client knows what DELETE /calls gets rather than guessing.
+  for (const item of Object.values(paths)) {
+    const allow = METHODS.filter((m) => item[m]).map((m) => m.toUpperCase()).join(', ')
+    for (const method of METHODS.filter((m) => !item[m])) {
+      item[method] = {
+        summary: `Not allowed: answered 405 with Allow: ${allow}.`,
+        security: [],
+        responses: { 405: { $ref: '#/components/responses/MethodNotAllowed' } },
+      }
+    }
+  }
   const schemas = toJsonSchemaDefs(NAMED, { ...conversion, definitions: undefined } as Omit<ConversionConfig, 'definitions'>)
   return {
     openapi: '3.1.0',
     jsonSchemaDialect: 'https://spec.openapis.org/oas/3.1/dialect/base',
     info: { title: 'call-orchestrator', version: VERSION, description: DESCRIPTION },
+    // Relative: the document is served by the API it describes, wherever that is mounted.
+    servers: [{ url: '/', description: 'The server this document was read from.' }],
     tags: [...new Set(operations.map((op) => op.tag))].map((name) => ({ name })),
     paths,
     components: {

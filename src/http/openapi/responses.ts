@@ -2,6 +2,7 @@ import * as v from 'valibot'
 import { CALL_STATUSES } from '../../domain/call.ts'
 import { WEEKDAYS } from '../../domain/window.ts'
 import { EVENT_TYPES } from '../../domain/events.ts'
+import { PROBLEM_CODES } from '../problem.ts'
 
 // What the API answers, as valibot schemas. Nothing parses responses with them at run time:
 // they feed the OpenAPI description, and test/openapi-responses.test.ts checks real answers
@@ -168,15 +169,22 @@ export const CallbackResult = v.strictObject({
   status: v.optional(v.picklist(CALL_STATUSES)),
 })
 
-/** RFC 9457 problem details; extension members (callId, errors, …) vary by code. */
+/** RFC 9457 problem details, with the extension members some codes carry. */
 export const Problem = v.object({
   type: v.pipe(v.string(), v.description('urn:call-orchestrator:problem:<code>')),
-  title: v.string(),
+  title: v.pipe(v.string(), v.description('The HTTP reason phrase of the status.')),
   status: v.pipe(v.number(), v.integer()),
-  detail: v.string(),
-  code: v.pipe(v.string(), v.description('Stable; branch on this, not on detail.')),
-  instance: v.string(),
+  detail: v.pipe(v.string(), v.description('For people; its words may change. Branch on code.')),
+  code: v.pipe(v.picklist(PROBLEM_CODES), v.description('Stable; branch on this, not on detail.')),
+  instance: v.pipe(v.string(), v.description('The path of the request.')),
   errors: v.optional(v.pipe(v.array(v.strictObject({ path: v.string(), message: v.string() })), v.description('With validation_failed: every problem found, by path.'))),
+  callId: v.optional(v.pipe(uuid, v.description('The call the problem is about (call_not_found, call_not_pending, call_not_retryable, expiry_passed, callback_not_bound).'))),
+  callStatus: v.optional(v.pipe(v.picklist(CALL_STATUSES), v.description('The call’s status, which refused the request (call_not_pending, call_not_retryable).'))),
+  batchId: v.optional(v.pipe(uuid, v.description('With batch_not_found.'))),
+  phone: v.optional(v.pipe(v.string(), v.description('E.164 (phone_suppressed, suppression_not_found).'))),
+  endpointId: v.optional(v.pipe(uuid, v.description('With endpoint_not_found.'))),
+  eventId: v.optional(v.pipe(v.string(), v.description('With event_not_found.'))),
+  url: v.optional(v.pipe(v.string(), v.description('With endpoint_not_allowed: the url refused.'))),
 })
 
 

@@ -7,7 +7,7 @@ import type { CallQueue } from '../../store/queue.ts'
 import { bearerToken, matchesSecret } from '../auth.ts'
 import { readBody } from '../body.ts'
 import { isJsonObject, textFault } from '../input.ts'
-import { HttpProblem } from '../problem.ts'
+import { HttpProblem, type ProblemCode } from '../problem.ts'
 import { singleQuery, timestamp } from '../schemas.ts'
 import { refusalTally, throttled, type Logger } from '../../platform/log.ts'
 import type { CallingPolicy } from '../../domain/policy.ts'
@@ -74,7 +74,7 @@ export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
    * Refused before it proved who sent it or that we issued its URL: counted, and logged at
    * debug level and in a summary once a minute, never stored.
    */
-  const refuse = (status: 400 | 401, code: string, detail: string) => {
+  const refuse = (status: 400 | 401, code: ProblemCode, detail: string) => {
     metrics.callbacksRefused.inc({ reason: code })
     log.debug('callback refused', { code, reason: detail })
     refusals.count(code)

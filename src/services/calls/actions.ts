@@ -8,7 +8,8 @@ import { cancelPending, databaseNow, reopenEnded } from '../../store/transitions
 import { emitCallEvents } from '../events/outbox.ts'
 import { firstDue, phoneSuppressed } from './create.ts'
 import { deleteJob } from './jobs.ts'
-import { DomainError, callNotCancellable, callNotFound, callNotRetryable, type CallRow } from '../../domain/call.ts'
+import { callNotCancellable, callNotFound, callNotRetryable, type CallRow } from '../../domain/call.ts'
+import { DomainError } from '../../domain/errors.ts'
 import type { CallingPolicy } from '../../domain/policy.ts'
 
 // What a client or an operator may do to one call after it was made, each written once: the

@@ -10,7 +10,8 @@ import { observeEnded } from './observe.ts'
 import { emitBatchesCompleted, emitCallEvents } from '../events/outbox.ts'
 import { insertPlanned, planCreates, retryKeyRaces, type CreateCallInput } from './create.ts'
 import { deleteJob } from './jobs.ts'
-import { DomainError, type CallRow } from '../../domain/call.ts'
+import { type CallRow } from '../../domain/call.ts'
+import { DomainError } from '../../domain/errors.ts'
 import { NO_POLICY, type CallingPolicy } from '../../domain/policy.ts'
 
 // POST /calls/batch: up to MAX_BATCH calls in one request, answered item by item. Every valid

@@ -2,7 +2,8 @@ import { recordActionOutcome, takeRequestedAction, type ActionRow } from '../../
 import type { CallQueue } from '../../store/queue.ts'
 import type { Sql } from '../../store/sql.ts'
 import { cancelCall, retryCall } from './actions.ts'
-import { DomainError, type CallRow } from '../../domain/call.ts'
+import { type CallRow } from '../../domain/call.ts'
+import { DomainError } from '../../domain/errors.ts'
 import type { CallingPolicy } from '../../domain/policy.ts'
 
 // The cancels and retries operators file from psql (request_cancel, request_retry), carried

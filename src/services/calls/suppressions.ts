@@ -1,6 +1,6 @@
 import { emitCallEvents } from '../events/outbox.ts'
 import { deleteJob } from './jobs.ts'
-import { DomainError } from '../../domain/call.ts'
+import { DomainError } from '../../domain/errors.ts'
 import { lockClaimsShared } from '../../store/locks.ts'
 import type { CallQueue } from '../../store/queue.ts'
 import type { Sql } from '../../store/sql.ts'

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { DomainError } from '../../domain/call.ts'
+import { DomainError } from '../../domain/errors.ts'
 import * as db from '../../store/events.ts'
 import type { CallQueue } from '../../store/queue.ts'
 import type { Sql } from '../../store/sql.ts'
