@@ -22,7 +22,7 @@ ALTER TABLE calls
   -- whose final callback has not come; NULL when there is nothing to ask or no way to ask.
   ADD COLUMN reconcile_at timestamptz;
 
-COMMENT ON COLUMN calls.attempts IS 'dial requests sent for this call (the spec''s retry count; MAX_ATTEMPTS bounds it)';
+COMMENT ON COLUMN calls.attempts IS 'requests sent to the provider for this call, over all its dials (the spec''s retry count)';
 COMMENT ON COLUMN calls.dial IS 'the provider call its requests are for: Idempotency-Key {id}:{dial}';
 COMMENT ON COLUMN calls.claimed_by IS 'the worker whose dial request is under way right now (NULL between requests)';
 COMMENT ON COLUMN calls.next_attempt_at IS

@@ -2,3 +2,8 @@
 -- point at the documents now, for databases made before.
 COMMENT ON TABLE calls IS 'Outbound call requests and their lifecycle; see docs/operations.md, "Schema".';
 COMMENT ON TABLE call_dials IS 'One row per dial (provider call) of a call; see docs/calling-policy.md.';
+
+-- One meaning for each word (docs/dispatch.md): MAX_ATTEMPTS bounds the requests of one dial,
+-- `attempts` counts the requests of a call over all its dials.
+COMMENT ON COLUMN calls.attempts IS 'requests sent to the provider for this call, over all its dials; fences every answer (a late answer to a replaced request changes nothing)';
+COMMENT ON COLUMN calls.dial_requests IS 'requests sent for the current dial; MAX_ATTEMPTS bounds it';
