@@ -16,7 +16,7 @@ CREATE TABLE calls (
   next_attempt_at   timestamptz,            -- a PENDING call is not dialed before this (retry backoff)
   expires_at        timestamptz,            -- a PENDING call still waiting at this time becomes EXPIRED
   provider_call_id  text,                   -- the provider's id, from its 202 or its callback
-  provider_status   text,                   -- the provider's final word: COMPLETED, FAILED, BUSY, NO_ANSWER
+  provider_status   text,                   -- the provider's final report: COMPLETED, FAILED, BUSY, NO_ANSWER
   duration_sec      integer,
   job_id            uuid,                   -- the pg-boss job that carries this call right now
   claimed_by        integer,                -- the worker (workers.id) that holds the current attempt

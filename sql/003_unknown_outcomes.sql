@@ -14,7 +14,7 @@ ALTER TABLE calls
   -- The last time a request for the current dial went unanswered: the provider may have placed
   -- the call then, so it is never declared FAILED before timeout_at.
   ADD COLUMN outcome_unknown_at timestamptz,
-  -- An in-flight call with no final word from the provider by then is FAILED and frees its
+  -- An in-flight call with no final report from the provider by then is FAILED and frees its
   -- slot: CALL_TIMEOUT_SECONDS after it was dialed or after its last unanswered request,
   -- pushed back each time the provider says the call is still live.
   ADD COLUMN timeout_at timestamptz,
@@ -45,7 +45,7 @@ ALTER TABLE calls
   -- only until its lease ends.
   ADD CONSTRAINT calls_sending_has_lease CHECK (
     claimed_by IS NULL OR (status = 'IN_PROGRESS' AND dialed_at IS NULL AND next_attempt_at IS NOT NULL)),
-  -- An accepted call waits for its final word until timeout_at.
+  -- An accepted call waits for its final report until timeout_at.
   ADD CONSTRAINT calls_dialed_has_timeout CHECK (
     status <> 'IN_PROGRESS' OR dialed_at IS NULL OR timeout_at IS NOT NULL),
   -- A call with no request planned and no acceptance is one whose outcome is unknown: it is
@@ -61,7 +61,7 @@ ALTER TABLE callbacks
   ADD CONSTRAINT callbacks_source_known CHECK (source IN ('webhook', 'reconcile'));
 
 -- New verdicts: 'stale' (for an earlier dial of the call: recorded, changes nothing) and
--- 'corrected' (the provider's word on a call we had declared FAILED without it).
+-- 'corrected' (the provider's report on a call we had declared FAILED without it).
 ALTER TABLE callbacks DROP CONSTRAINT callbacks_verdict_known;
 ALTER TABLE callbacks ADD CONSTRAINT callbacks_verdict_known CHECK (
   verdict IN ('applied', 'corrected', 'duplicate', 'already_final', 'stale', 'unknown_call', 'rejected'));

@@ -36,8 +36,8 @@ CREATE TABLE call_dials (
   requests          integer NOT NULL DEFAULT 1 CHECK (requests > 0),
   dialed_at         timestamptz,                          -- the provider accepted it
   provider_call_id  text,
-  -- What became of it: the provider's word (COMPLETED, FAILED, BUSY, NO_ANSWER), refused
-  -- (never placed), unknown (no word by its timeout), suppressed or expired; NULL while it lasts.
+  -- What became of it: the provider's report (COMPLETED, FAILED, BUSY, NO_ANSWER), refused
+  -- (never placed), unknown (no report by its timeout), suppressed or expired; NULL while it lasts.
   outcome           text CHECK (outcome IN ('COMPLETED', 'FAILED', 'BUSY', 'NO_ANSWER', 'refused', 'unknown')),
   error             text,
   ended_at          timestamptz,

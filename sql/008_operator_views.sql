@@ -20,7 +20,7 @@ CREATE VIEW calls_in_flight AS
          c.attempts AS requests_in_all,
          c.started_at,
          floor(extract(epoch FROM now() - c.started_at))::integer AS seconds_in_flight,
-         CASE WHEN c.dialed_at IS NOT NULL THEN 'dialed: waiting for the final word'
+         CASE WHEN c.dialed_at IS NOT NULL THEN 'dialed: waiting for the final report'
               WHEN c.claimed_by IS NOT NULL THEN 'request under way'
               WHEN c.next_attempt_at IS NOT NULL THEN 'waiting to re-send'
               ELSE 'outcome unknown: held until its callback or timeout' END AS state,
@@ -53,7 +53,7 @@ CREATE VIEW calls_failed_last_hour AS
   LEFT JOIN call_dials d ON d.call_id = c.id AND d.dial = c.dial
   WHERE c.status IN ('FAILED', 'EXPIRED') AND c.ended_at > now() - interval '1 hour';
 COMMENT ON VIEW calls_failed_last_hour IS
-  'Calls that ended FAILED or EXPIRED in the last hour, with why (reason: last_error), the provider''s word and the '
+  'Calls that ended FAILED or EXPIRED in the last hour, with why (reason: last_error), the provider''s report and the '
   'outcome of their last dial. Group by reason for the causes: SELECT reason, count(*) FROM calls_failed_last_hour GROUP BY 1.';
 
 CREATE VIEW phone_backlog AS

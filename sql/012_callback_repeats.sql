@@ -1,7 +1,7 @@
 -- A callback delivered again (a replay, or the provider's own retry) is counted on the row of
 -- its first delivery, never stored again: 15 replays of one captured callback used to leave 15
 -- rows of up to 4 KiB each, and an API-key callback, which has no webhook-id, could be replayed
--- without end. Each stored delivery has a key (src/store/callbacks.ts, DeliveryKeys): a word that
+-- without end. Each stored delivery has a key (src/store/callbacks.ts, DeliveryKeys): a report that
 -- changed a call is stored under its webhook-id, so any later delivery of that id is a repeat;
 -- any other under its webhook-id and the hash of its body, so only the same message again is
 -- (a provider may correct a body it sent malformed, under the same id). An API-key callback is

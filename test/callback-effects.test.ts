@@ -170,7 +170,7 @@ t.test('ordering against the dial', async (t) => {
     t.equal(row.status, 'COMPLETED')
     t.equal(row.provider_call_id, pid, 'the provider id comes from the callback')
     t.equal(await jobState(h, call.job_id), 'completed')
-    t.ok(row.dialed_at, 'marked dialed by the word itself: the provider placed it (call.dialed is told first)')
+    t.ok(row.dialed_at, 'marked dialed by the report itself: the provider placed it (call.dialed is told first)')
     const dialedAt = row.dialed_at!.getTime()
 
     const late = await recordDialResult(h.sql, h.queue, POLICY, call, { kind: 'accepted', providerCallId: pid })

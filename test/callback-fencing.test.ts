@@ -10,7 +10,7 @@ import { createHarness, type Harness, registerWorker } from './support/harness.t
 // A callback is bound to one dial of one call: the webhook URL names the dial, and once the
 // provider's id for that dial is known the body must name it. A callback for an earlier dial
 // is kept and changes nothing; one that contradicts the binding is refused with 409. A bound
-// callback for a call we had declared FAILED without the provider's word corrects it.
+// callback for a call we had declared FAILED without the provider's report corrects it.
 
 const verdictsOf = async (h: Harness, callId: string) =>
   (await h.sql<{ verdict: string; dial: number | null }[]>`SELECT verdict, dial FROM callbacks WHERE call_id = ${callId} ORDER BY id`).map(
@@ -73,7 +73,7 @@ t.test('before the 202, a callback at the dial’s URL is applied and names the 
   t.equal((await callRow(h, call.id)).provider_call_id, 'prov-real')
 })
 
-t.test('the provider’s word corrects a call we declared FAILED without it', async (t) => {
+t.test('the provider’s report corrects a call we declared FAILED without it', async (t) => {
   const h = await createHarness(t)
   const worker = await registerWorker(h)
 
@@ -92,7 +92,7 @@ t.test('the provider’s word corrects a call we declared FAILED without it', as
     t.equal(await inFlightCount(h), inFlight, 'a correction frees no slot: the timeout already did')
     t.equal(await jobState(h, row.job_id), 'completed')
     const again = await sendSigned(h, call.id, { callId: 'prov-late-word', status: 'FAILED' }, { dial: 1 })
-    t.equal(again.body.verdict, 'already_final', 'once the provider has spoken, its word stands')
+    t.equal(again.body.verdict, 'already_final', 'once the provider has spoken, its report stands')
   })
 
   t.test('after an unknown outcome held to its timeout', async (t) => {
@@ -109,7 +109,7 @@ t.test('the provider’s word corrects a call we declared FAILED without it', as
     t.equal(res.body.verdict, 'corrected')
     const row = await callRow(h, call!.id)
     t.equal(row.status, 'FAILED')
-    t.equal(row.provider_status, 'NO_ANSWER', 'FAILED now on the provider’s word')
+    t.equal(row.provider_status, 'NO_ANSWER', 'FAILED now on the provider’s report')
     t.equal(row.provider_call_id, 'prov-was-placed')
   })
 

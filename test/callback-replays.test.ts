@@ -36,7 +36,7 @@ t.test('an API-key callback replayed: known by its body, one row', async (t) => 
   t.equal((await deliver(h, body, headers, callbackPath(call.id, 1, secret))).body.verdict, 'applied')
   for (let i = 0; i < 5; i++) t.equal((await deliver(h, body, headers, callbackPath(call.id, 1, secret))).body.verdict, 'duplicate')
   t.same(await rowsOf(h, call.id), [{ verdict: 'applied', repeats: 5 }])
-  // Another body is another word: judged on its own (the call is final now).
+  // Another body is another report: judged on its own (the call is final now).
   const other = JSON.stringify({ callId: 'p-keyed', status: 'FAILED' })
   t.equal((await deliver(h, other, headers, callbackPath(call.id, 1, secret))).body.verdict, 'already_final')
   t.same(await rowsOf(h, call.id), [{ verdict: 'applied', repeats: 5 }, { verdict: 'already_final', repeats: 0 }])

@@ -69,7 +69,7 @@ t.test('202 with a callId: the request follows the contract and the call is dial
   t.ok(row.dialed_at)
   t.equal(row.claimed_by, null, 'no request under way any more')
   t.equal(row.next_attempt_at, null)
-  t.ok(row.timeout_at > row.db_now, 'waits for the final word until its timeout')
+  t.ok(row.timeout_at > row.db_now, 'waits for the final report until its timeout')
   t.ok(row.reconcile_at > row.db_now, 'and will ask the provider if the callback does not come')
   t.equal(row.job_state, 'active', 'the job stays active while the call is in flight')
   const req = fake.received[0]!
@@ -171,7 +171,7 @@ t.test('connection refused: not placed, re-sent later, and FAILED once no attemp
   t.equal(await inFlight(h), 0)
 })
 
-t.test('MAX_ATTEMPTS reached after an unknown outcome: held until its final word or the timeout, not FAILED', async (t) => {
+t.test('MAX_ATTEMPTS reached after an unknown outcome: held until its final report or the timeout, not FAILED', async (t) => {
   const h = await createHarness(t)
   const w = await registerWorker(h)
   const fake = await scripted(t, { status: 500, body: 'boom' }, { status: 429, body: 'slow down' }, { status: 500, body: 'boom' })
@@ -264,7 +264,7 @@ t.test('a late answer to a request another worker has replaced changes nothing',
   t.equal(theirs!.attempts, 2)
   t.ok(theirs!.outcome_unknown_at)
   const late = await recordDialResult(h.sql, h.queue, policy, mine!, { kind: 'not_placed', retry: false, error: 'provider answered 400' })
-  t.equal(late.outcome, 'stale', "the hung worker's refusal is not the latest word")
+  t.equal(late.outcome, 'stale', "the hung worker's refusal is not the latest report")
   const [row] = await h.sql`SELECT status, claimed_by FROM calls WHERE id = ${mine!.id}`
   t.same(row, { status: 'IN_PROGRESS', claimed_by: heir })
   // An acceptance is the provider call itself, whichever request carried it.

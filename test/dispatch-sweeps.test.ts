@@ -67,7 +67,7 @@ t.test('POST with expiresAt: the call expires at that time; without, CALL_TTL_SE
   t.equal(ttl!.s, 86_400)
 })
 
-t.test('a dialed call with no final word by its timeout is FAILED and frees its slot and phone', async (t) => {
+t.test('a dialed call with no final report by its timeout is FAILED and frees its slot and phone', async (t) => {
   const h = await createHarness(t)
   const w = await registerWorker(h)
   const id = await create(h, '+15554000005')
@@ -78,8 +78,8 @@ t.test('a dialed call with no final word by its timeout is FAILED and frees its 
   t.equal((await sweepNow(h)).timedOut, 1)
   const r = await row(h, id)
   t.equal(r.status, 'FAILED')
-  t.equal(r.provider_status, null, 'FAILED on our word, not the provider’s: a later callback may correct it')
-  t.match(r.last_error, /no final word from the provider within 3600 seconds/)
+  t.equal(r.provider_status, null, 'FAILED on our timeout, not on the provider’s report: a later callback may correct it')
+  t.match(r.last_error, /no final report from the provider within 3600 seconds/)
   t.equal(r.job_state, 'completed')
   const next = await create(h, '+15554000005')
   const again = await claimCalls(h.sql, h.queue, policy, w, 30)

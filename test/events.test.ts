@@ -379,7 +379,7 @@ t.test('a batch none of whose items became a call is complete at once', async (t
   t.equal(event?.type, 'batch.completed')
 })
 
-t.test('a final word that comes before the dial’s 202 was recorded still tells call.dialed first', async (t) => {
+t.test('a final report that comes before the dial’s 202 was recorded still tells call.dialed first', async (t) => {
   const calling = { window: null, caps: { perDay: 0, perWeek: 0 }, retries: { BUSY: { limit: 1, delaySeconds: 60 } } }
   const h = await createHarness(t, { calling })
   const w = await registerWorker(h)

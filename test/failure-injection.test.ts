@@ -4,7 +4,7 @@ import { NO_POLICY, type CallingPolicy } from '../src/domain/policy.ts'
 import type { CallRow } from '../src/domain/call.ts'
 import { carryOutRequestedActions } from '../src/services/calls/requests.ts'
 import { claimCalls } from '../src/services/dispatch/claim.ts'
-import { applyLookedUpWord } from '../src/services/dispatch/reconcile.ts'
+import { applyLookedUpReport } from '../src/services/dispatch/reconcile.ts'
 import { recordDialResult } from '../src/services/dispatch/record.ts'
 import {
   applyPolicyChange,
@@ -224,7 +224,7 @@ t.test('a status look-up’s final answer', async (t) => {
   const { h, faults } = await setup(t)
   const call = await dialedCall(h, await registerWorker(h))
   const answer = { kind: 'final' as const, status: 'NO_ANSWER' as const, providerCallId: call.provider_call_id!, durationSec: null, completedAt: new Date() }
-  await failEachStatement(t, faults, h.sql, () => applyLookedUpWord(faults.sql, h.queue, call, answer, undefined), injected)
+  await failEachStatement(t, faults, h.sql, () => applyLookedUpReport(faults.sql, h.queue, call, answer, undefined), injected)
   t.equal((await callRow(h, call.id)).status, 'FAILED')
 })
 

@@ -80,14 +80,14 @@ t.test('a call from creation to its end: claims, provider requests, waits, durat
     lag: (await observed(metrics.callbackLag)).count,
   }
   const completedAt = new Date(Date.now() - 1_500).toISOString()
-  const word = { callId: providerId, status: 'COMPLETED', durationSec: 42, completedAt }
-  t.equal((await sendSigned(h, first.id, word, { id: 'msg_metrics_1' })).body.verdict, 'applied')
+  const report = { callId: providerId, status: 'COMPLETED', durationSec: 42, completedAt }
+  t.equal((await sendSigned(h, first.id, report, { id: 'msg_metrics_1' })).body.verdict, 'applied')
   t.equal(await count(metrics.callbacks, { source: 'webhook', verdict: 'applied' }), cb.applied + 1, 'an applied callback')
   const duration = await observed(metrics.callDuration)
   t.equal(duration.count, cb.duration.count + 1, 'its duration observed')
   t.equal(duration.sum - cb.duration.sum, 42, 'in seconds, as reported')
   t.equal((await observed(metrics.callbackLag)).count, cb.lag + 1, 'its lag observed')
-  t.equal((await sendSigned(h, first.id, word, { id: 'msg_metrics_1' })).body.verdict, 'duplicate')
+  t.equal((await sendSigned(h, first.id, report, { id: 'msg_metrics_1' })).body.verdict, 'duplicate')
   t.equal(await count(metrics.callbacks, { source: 'webhook', verdict: 'duplicate' }), cb.duplicate + 1, 'a duplicate counted as one')
 
   // The callback freed the slot; the waiting call is claimed into it.
@@ -161,7 +161,7 @@ t.test('an outcome retry is counted when BUSY sends a call back for a new dial',
   t.equal(moved, 1)
 })
 
-t.test('reconciliations by result, and a word learnt by a look-up', async (t) => {
+t.test('reconciliations by result, and a report learnt by a look-up', async (t) => {
   const h = await createHarness(t)
   const fake = await startFakeProvider(t, (req) =>
     req.method === 'POST'
@@ -170,16 +170,16 @@ t.test('reconciliations by result, and a word learnt by a look-up', async (t) =>
   )
   const before = {
     final: await count(metrics.reconciliations, { result: 'final' }),
-    word: await count(metrics.callbacks, { source: 'reconcile', verdict: 'applied' }),
+    report: await count(metrics.callbacks, { source: 'reconcile', verdict: 'applied' }),
   }
   await startWorker(t, h, fake.url, { reconcileAfterSeconds: 1 })
   const call = await postCall(h, { to: newPhone() })
   await waitFor('the look-up to end the call', async () => (await statusOf(h, call.id)) === 'COMPLETED', 60_000)
   t.equal(await count(metrics.reconciliations, { result: 'final' }), before.final + 1)
-  t.equal(await count(metrics.callbacks, { source: 'reconcile', verdict: 'applied' }), before.word + 1)
+  t.equal(await count(metrics.callbacks, { source: 'reconcile', verdict: 'applied' }), before.report + 1)
 })
 
-t.test('a call with no final word times out, and the look-ups that could not help are counted', async (t) => {
+t.test('a call with no final report times out, and the look-ups that could not help are counted', async (t) => {
   const h = await createHarness(t)
   const fake = await startFakeProvider(t, (req) => (req.method === 'POST' ? { status: 202, body: { callId: 'prov-silent' } } : { status: 404, body: {} }))
   const before = {

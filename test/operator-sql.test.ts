@@ -26,7 +26,7 @@ t.test('calls_in_flight: each call in flight, its state, its worker and how long
               FROM calls_in_flight ORDER BY seconds_in_flight DESC`
   })
   t.same(rows, [
-    { call_id: dialed.id, phone: dialed.phone, dial: 1, seconds_in_flight: 90, state: 'dialed: waiting for the final word', provider_call_id: dialed.provider_call_id, worker_id: null, worker: null, started_ok: true },
+    { call_id: dialed.id, phone: dialed.phone, dial: 1, seconds_in_flight: 90, state: 'dialed: waiting for the final report', provider_call_id: dialed.provider_call_id, worker_id: null, worker: null, started_ok: true },
     { call_id: sending.id, phone: sending.phone, dial: 1, seconds_in_flight: 5, state: 'request under way', provider_call_id: null, worker_id: worker, worker: 'test:1', started_ok: true },
   ])
 })

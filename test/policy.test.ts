@@ -152,7 +152,7 @@ t.test('outcome retries: BUSY starts a new dial under a new key after the delay,
     [3, 'BUSY', 'prov-3'],
   ])
   const stale = await sendSigned(h, call.id, { callId: 'prov-1', status: 'COMPLETED' }, { dial: 1 })
-  t.equal(stale.body.verdict, 'stale', "a late word on dial 1 changes nothing")
+  t.equal(stale.body.verdict, 'stale', "a late report on dial 1 changes nothing")
 })
 
 t.test('an outcome without a retry policy is final, and NO_ANSWER has its own count', async (t) => {

@@ -74,7 +74,7 @@ t.test('the page signs in, then follows calls live from dial to end without a re
   t.match(await page.textContent('[data-in-flight]'), /\+•••••••0001/, 'phones masked')
   t.notMatch(await page.content(), /15553000001/, 'no full phone on the page')
 
-  // The provider's final word on two of them: one completes, one is busy.
+  // The provider's final report on two of them: one completes, one is busy.
   await waitFor('both dials recorded', async () => {
     const [row] = await h.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM calls WHERE dialed_at IS NOT NULL`
     return row!.n === 3

@@ -1,15 +1,15 @@
 // The call as stored and as shown to clients, and the errors the domain can raise.
 //
-//   PENDING ──claim──▶ IN_PROGRESS ──provider's final word COMPLETED──▶ COMPLETED
-//      │                  │ ▲  └──its final word FAILED/BUSY/NO_ANSWER, a refusal (4xx),
-//      │                  │ │     no word by timeout_at──▶ FAILED
+//   PENDING ──claim──▶ IN_PROGRESS ──provider's final report COMPLETED──▶ COMPLETED
+//      │                  │ ▲  └──its final report FAILED/BUSY/NO_ANSWER, a refusal (4xx),
+//      │                  │ │     no report by timeout_at──▶ FAILED
 //      │                  └─┘ no answer (timeout, dropped connection, 5xx), 408/409/425/429:
 //      │                      re-sent under the same Idempotency-Key, slot and phone kept
 //      ├─TTL passed──▶ EXPIRED
 //      ├─cancel──▶ CANCELLED      ├─number put on the do-not-call list──▶ SUPPRESSED
 //      └◀─ BUSY/NO_ANSWER/FAILED under an outcome retry policy; FAILED or EXPIRED retried
 //
-// The provider's later word on a call we declared FAILED without it corrects the record.
+// The provider's later report on a call we declared FAILED without it corrects the record.
 // Queries on calls live in src/store/calls.ts, state changes in src/store/transitions.ts; each is an
 // UPDATE guarded by the state it leaves.
 

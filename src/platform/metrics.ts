@@ -34,7 +34,7 @@ export const metrics = {
   ),
   callbacks: counter(
     'orchestrator_callbacks_total',
-    'Words from the provider on record, by source (webhook, reconcile) and verdict (applied, corrected, duplicate, already_final, stale, rejected, unknown_call).',
+    'Reports from the provider on record, by source (webhook, reconcile) and verdict (applied, corrected, duplicate, already_final, stale, rejected, unknown_call).',
     ['source', 'verdict'],
   ),
   callbacksRefused: counter(
@@ -47,7 +47,7 @@ export const metrics = {
     'Status look-ups at the provider, by result: final, live (still going), unsupported, error.',
     ['result'],
   ),
-  timedOut: counter('orchestrator_calls_timed_out_total', 'Calls FAILED because no final word came within CALL_TIMEOUT_SECONDS.'),
+  timedOut: counter('orchestrator_calls_timed_out_total', 'Calls FAILED because no final report came within CALL_TIMEOUT_SECONDS.'),
   expired: counter('orchestrator_calls_expired_total', 'Calls EXPIRED before they could be dialed.'),
   suppressed: counter('orchestrator_calls_suppressed_total', 'Waiting calls ended SUPPRESSED because their number is on the do-not-call list.'),
   cancelled: counter('orchestrator_calls_cancelled_total', 'Calls CANCELLED by their client before they were dialed.'),
@@ -58,7 +58,7 @@ export const metrics = {
   ),
   queueWait: histogram('orchestrator_queue_wait_seconds', 'From a call’s creation to its first dial request being claimed.', SLOW),
   providerLatency: histogram('orchestrator_provider_request_duration_seconds', 'Dial request round trips to the provider, by outcome.', QUICK, ['outcome']),
-  callDuration: histogram('orchestrator_call_duration_seconds', 'Call durations the provider reported with its final word.', SLOW),
+  callDuration: histogram('orchestrator_call_duration_seconds', 'Call durations the provider reported with its final report.', SLOW),
   callbackLag: histogram('orchestrator_callback_lag_seconds', 'From the provider’s completedAt to its callback reaching us.', QUICK),
   statusStreams: new Gauge({ name: 'orchestrator_status_streams', help: 'Status page event streams open on this process.', registers: [registry] }),
   slotRefill: histogram(

@@ -3,13 +3,13 @@ import type { CallRow } from '../domain/call.ts'
 import { lockClaimsShared } from './locks.ts'
 import type { Sql, Tx } from './sql.ts'
 
-// The callbacks table: every word from the provider about a call's end (a webhook delivery or
+// The callbacks table: every report from the provider about a call's end (a webhook delivery or
 // a status look-up), with what we did with it.
 
 export type Verdict = 'applied' | 'corrected' | 'duplicate' | 'already_final' | 'stale' | 'unknown_call' | 'rejected'
 
 /**
- * How a delivery is known again (sql/012_callback_repeats.sql). A word that changed a call is
+ * How a delivery is known again (sql/012_callback_repeats.sql). A report that changed a call is
  * stored under `changed`: any later delivery of its webhook-id repeats it. Any other under
  * `exact`: only the same body under the same id does. An API-key callback has no id: both are
  * the SHA-256 of its body.
@@ -42,7 +42,7 @@ export interface CallbackEntry {
   body: string | null
 }
 
-/** Stores a word and what was done with it. A key already stored fails the statement (23505): the caller's transaction changed something it must not keep. */
+/** Stores a report and what was done with it. A key already stored fails the statement (23505): the caller's transaction changed something it must not keep. */
 export async function recordCallback(db: Sql | Tx, e: CallbackEntry): Promise<void> {
   await db`
     INSERT INTO callbacks (source, webhook_id, dedupe_key, call_id, dial, provider_call_id, provider_status, verdict, reason, body)
@@ -50,7 +50,7 @@ export async function recordCallback(db: Sql | Tx, e: CallbackEntry): Promise<vo
             ${e.reason}, ${e.body === null ? null : e.body.slice(0, 4096)})`
 }
 
-/** Stores a word that changed nothing (refused after authentication); a key already stored is counted as a repeat instead. */
+/** Stores a report that changed nothing (refused after authentication); a key already stored is counted as a repeat instead. */
 export async function keepCallback(db: Sql | Tx, e: CallbackEntry): Promise<void> {
   await db`
     INSERT INTO callbacks (source, webhook_id, dedupe_key, call_id, dial, provider_call_id, provider_status, verdict, reason, body)
@@ -68,20 +68,20 @@ export async function countRepeat(db: Sql | Tx, keys: DeliveryKeys): Promise<boo
   return rows.length > 0
 }
 
-/** A call locked for the provider's word about it, and whether the word was delivered before. */
-export interface LockedForWord {
+/** A call locked for the provider's report about it, and whether the report was delivered before. */
+export interface LockedForReport {
   call: CallRow
-  /** The word's key is stored already: a delivery of it has been dealt with. */
+  /** The report's key is stored already: a delivery of it has been dealt with. */
   repeated: boolean
 }
 
 /**
- * What applying a word starts with: the claim lock shared (src/store/locks.ts), then the call's
- * row (FOR UPDATE), then whether the word's key is stored already. That look runs after the row
+ * What applying a report starts with: the claim lock shared (src/store/locks.ts), then the call's
+ * row (FOR UPDATE), then whether the report's key is stored already. That look runs after the row
  * lock is granted, so a repeated delivery that waited on the first one's lock sees it
  * committed. Undefined when there is no such call.
  */
-export async function lockForWord(tx: Tx, callId: string, keys: DeliveryKeys | null): Promise<LockedForWord | undefined> {
+export async function lockForReport(tx: Tx, callId: string, keys: DeliveryKeys | null): Promise<LockedForReport | undefined> {
   await lockClaimsShared(tx)
   const [call] = await tx<CallRow[]>`SELECT * FROM calls WHERE id = ${callId} FOR UPDATE`
   if (!call) return undefined

@@ -14,8 +14,8 @@ export async function markDialAccepted(tx: Tx, callId: string, dial: number, pro
 }
 
 /**
- * How these dials ended. A later word may overwrite `unknown` (our timeout) with the provider's
- * own outcome, as it corrects the call; the provider's word itself is never overwritten.
+ * How these dials ended. A later report may overwrite `unknown` (our timeout) with the provider's
+ * own outcome, as it corrects the call; the provider's report itself is never overwritten.
  */
 export async function endDials(
   tx: Tx,

@@ -8,7 +8,7 @@ import type { Sql, Tx } from './sql.ts'
 //
 // A request's outcome is fenced by `attempts` (each request increments it, so a late answer to
 // a request that another worker has since replaced changes nothing); the provider's acceptance
-// and its final word are fenced by `dial` (every request of one dial is the same provider call).
+// and its final report are fenced by `dial` (every request of one dial is the same provider call).
 
 type Db = Sql | Tx
 
@@ -130,7 +130,7 @@ export async function settleExhausted(
   return { held, failed }
 }
 
-/** The provider accepted this dial (any of its requests): wait for its final word. */
+/** The provider accepted this dial (any of its requests): wait for its final report. */
 export async function markDialed(
   tx: Tx,
   id: string,
@@ -151,22 +151,22 @@ export async function markDialed(
 }
 
 /**
- * A dial whose final word came before its 202 was recorded: the provider placed it, so it was
- * dialed, now, under the id the word names. Undefined when its 202 was recorded already.
+ * A dial whose final report came before its 202 was recorded: the provider placed it, so it was
+ * dialed, now, under the id the report names. Undefined when its 202 was recorded already.
  */
-export async function markDialedByWord(tx: Tx, id: string, dial: number, providerCallId: string): Promise<CallRow | undefined> {
+export async function markDialedByReport(tx: Tx, id: string, dial: number, providerCallId: string): Promise<CallRow | undefined> {
   const [row] = await tx<CallRow[]>`
     UPDATE calls SET
       provider_call_id = COALESCE(provider_call_id, ${providerCallId}), dialed_at = now(),
       -- As an accepted call is (the schema's checks): no request under way, a time-out set. The
-      -- word ends it (or sends it back for a retry) in the same transaction.
+      -- report ends it (or sends it back for a retry) in the same transaction.
       claimed_by = NULL, timeout_at = COALESCE(timeout_at, now()), updated_at = now()
     WHERE id = ${id} AND status = 'IN_PROGRESS' AND dial = ${dial} AND dialed_at IS NULL
     RETURNING *`
   return row
 }
 
-/** Records the provider's id for a dial whose call has already ended (its final word came first). */
+/** Records the provider's id for a dial whose call has already ended (its final report came first). */
 export async function recordLateProviderId(tx: Tx, id: string, dial: number, providerCallId: string): Promise<void> {
   await tx`
     UPDATE calls SET provider_call_id = ${providerCallId}, updated_at = now()
@@ -193,7 +193,7 @@ export async function scheduleResend(
 
 /**
  * No requests left, and this one or an earlier one of the dial may have been placed: keep the
- * slot and the phone until the provider's final word or `timeoutSeconds` from now.
+ * slot and the phone until the provider's final report or `timeoutSeconds` from now.
  */
 export async function holdUnknown(
   tx: Tx,
@@ -232,8 +232,8 @@ export interface FinalStatus {
 }
 
 /**
- * The provider's final word on dial `dial`: ends the call if it is still in flight on that dial,
- * or corrects it if we had declared it FAILED without the provider's word (a timeout, an
+ * The provider's final report on dial `dial`: ends the call if it is still in flight on that dial,
+ * or corrects it if we had declared it FAILED without the provider's report (a timeout, an
  * unknown outcome). Returns the row as it was before and after.
  */
 export async function applyProviderFinal(tx: Tx, id: string, dial: number, final: FinalStatus): Promise<CallRow | undefined> {
@@ -256,7 +256,7 @@ export async function applyProviderFinal(tx: Tx, id: string, dial: number, final
 }
 
 /** Whether applyProviderFinal changes this call (its WHERE, for a row the caller has locked). */
-export const finalWordApplies = (call: Pick<CallRow, 'status' | 'provider_status'>) =>
+export const finalReportApplies = (call: Pick<CallRow, 'status' | 'provider_status'>) =>
   call.status === 'IN_PROGRESS' || (call.status === 'FAILED' && call.provider_status === null)
 
 /** PENDING → CANCELLED, by the client; returns those it cancelled (their jobs go next). */
@@ -375,13 +375,13 @@ export async function requeuePending(tx: Tx, id: string, jobId: string, dueAt: D
     WHERE id = ${id} AND status = 'PENDING'`
 }
 
-/** In-flight calls with no final word by their timeout_at → FAILED, freeing their slots. */
+/** In-flight calls with no final report by their timeout_at → FAILED, freeing their slots. */
 export async function timeOutSilent(tx: Tx, timeoutSeconds: number, limit: number): Promise<CallRow[]> {
   return tx<CallRow[]>`
     UPDATE calls SET status = 'FAILED', ended_at = now(), updated_at = now(), claimed_by = NULL, next_attempt_at = NULL,
       last_error = CASE WHEN dialed_at IS NOT NULL
-        THEN ${`no final word from the provider within ${timeoutSeconds} seconds`}
-        ELSE ${`outcome unknown: no answer for the dial and no final word within ${timeoutSeconds} seconds`} || ' (last error: ' || COALESCE(last_error, 'none') || ')'
+        THEN ${`no final report from the provider within ${timeoutSeconds} seconds`}
+        ELSE ${`outcome unknown: no answer for the dial and no final report within ${timeoutSeconds} seconds`} || ' (last error: ' || COALESCE(last_error, 'none') || ')'
       END
     WHERE id IN (
       SELECT id FROM calls

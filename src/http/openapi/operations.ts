@@ -218,7 +218,7 @@ export const OPERATIONS: Operation[] = [
 
   {
     method: 'post', path: '/callbacks/call-status', id: 'callStatusCallback', tag: 'Provider callbacks', access: 'provider', needs: 'callbacks',
-    summary: 'The provider’s final word on a dial.',
+    summary: 'The provider’s final report on a dial.',
     description:
       'Call it at the webhookUrl sent with the dial, as it is: its callId, dial and token say which call and dial it is for and that we issued it. ' +
       'Authenticated by a Standard Webhooks signature (webhook-id, webhook-timestamp within 5 minutes, webhook-signature "v1,<base64 HMAC-SHA256 of id.timestamp.body>") ' +

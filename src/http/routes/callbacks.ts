@@ -1,6 +1,6 @@
 import type { Context } from 'hono'
 import * as v from 'valibot'
-import { countRepeat, deliveryKeys, keepCallback, lockForWord } from '../../store/callbacks.ts'
+import { countRepeat, deliveryKeys, keepCallback, lockForReport } from '../../store/callbacks.ts'
 import { PgError, pgErrorCode, type Sql } from '../../store/sql.ts'
 import { FINAL_PROVIDER_STATUSES } from '../../provider/client.ts'
 import type { CallQueue } from '../../store/queue.ts'
@@ -12,11 +12,11 @@ import { singleQuery, timestamp } from '../schemas.ts'
 import { refusalTally, throttled, type Logger } from '../../platform/log.ts'
 import type { CallingPolicy } from '../../domain/policy.ts'
 import { metrics } from '../../platform/metrics.ts'
-import { applyProviderWord, countProviderWord } from '../../services/callbacks/apply.ts'
+import { applyProviderReport, countProviderReport } from '../../services/callbacks/apply.ts'
 import { verifyCallbackSignature } from '../../domain/signature.ts'
 import { urlTokenSecrets, verifyCallbackToken } from '../../domain/callback-token.ts'
 
-// POST /callbacks/call-status?callId=…&dial=…&token=…: the provider's final word on a call.
+// POST /callbacks/call-status?callId=…&dial=…&token=…: the provider's final report on a call.
 // In this order: authenticated (Standard Webhooks signature, or a static API key), addressed to
 // a URL we issued for that call and dial (the token), well-formed, then applied once per
 // webhook-id and bound to its dial (src/services/callbacks/apply.ts). Nothing a request that fails the
@@ -160,15 +160,15 @@ export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
       throw new HttpProblem(400, 'validation_failed', `The callback is not valid: ${summary}.`)
     }
     const cb = parsed.output
-    const word = { providerCallId: cb.callId, providerStatus: cb.status, body }
+    const report = { providerCallId: cb.callId, providerStatus: cb.status, body }
     const receivedAt = Date.now()
     const timing = { source: 'webhook' as const, durationSec: cb.durationSec ?? null, completedAt: cb.completedAt ? new Date(cb.completedAt) : null }
 
     try {
       const outcome = await sql.begin(async (tx) => {
-        const locked = await lockForWord(tx, callId, keys)
+        const locked = await lockForReport(tx, callId, keys)
         if (!locked) return undefined
-        return applyProviderWord(tx, queue, locked, {
+        return applyProviderReport(tx, queue, locked, {
           source: 'webhook',
           webhookId,
           keys,
@@ -181,11 +181,11 @@ export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
         }, deps.calling)
       })
       if (!outcome) {
-        await keep('unknown_call', `no call ${callId}`, word)
+        await keep('unknown_call', `no call ${callId}`, report)
         throw new HttpProblem(404, 'call_not_found', `No call ${callId}; the callback changed nothing.`)
       }
       if (outcome.verdict === 'duplicate') return duplicate()
-      countProviderWord(timing, outcome, receivedAt)
+      countProviderReport(timing, outcome, receivedAt)
       const fields = { callId, dial, providerStatus: cb.status, webhookId: webhookId ?? undefined, from: outcome.before, to: outcome.call.status }
       if (outcome.verdict === 'rejected') {
         floods.warn('callback not bound to the dial', { ...fields, reason: outcome.reason })
@@ -205,7 +205,7 @@ export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
           return duplicate()
         }
         if (constraint === 'calls_provider_call_id_key') {
-          await keep('rejected', `provider callId ${cb.callId} already belongs to another call`, word)
+          await keep('rejected', `provider callId ${cb.callId} already belongs to another call`, report)
           throw new HttpProblem(409, 'provider_call_id_conflict', `Provider callId ${cb.callId} already belongs to another call; nothing was changed.`)
         }
       }

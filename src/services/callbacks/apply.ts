@@ -1,5 +1,5 @@
 import type { CallRow } from '../../domain/call.ts'
-import { countRepeat, recordCallback, type DeliveryKeys, type LockedForWord, type Verdict } from '../../store/callbacks.ts'
+import { countRepeat, recordCallback, type DeliveryKeys, type LockedForReport, type Verdict } from '../../store/callbacks.ts'
 import { completeJob } from '../calls/jobs.ts'
 import { NO_POLICY, type CallingPolicy } from '../../domain/policy.ts'
 import { dueTime } from '../calls/due.ts'
@@ -8,23 +8,23 @@ import { wakeWorkers } from '../../store/notify.ts'
 import { eventOf } from '../../domain/events.ts'
 import { emitCallEvents } from '../events/outbox.ts'
 import type { Tx } from '../../store/sql.ts'
-import { applyProviderFinal, databaseNow, finalWordApplies, markDialedByWord, retryAfterOutcome, type FinalStatus } from '../../store/transitions.ts'
+import { applyProviderFinal, databaseNow, finalReportApplies, markDialedByReport, retryAfterOutcome, type FinalStatus } from '../../store/transitions.ts'
 import type { FinalProviderStatus } from '../../provider/client.ts'
 import type { CallQueue } from '../../store/queue.ts'
 import { metrics } from '../../platform/metrics.ts'
 
-// The provider's final word on a call, from its webhook or from a status look-up, and what it
-// may change. A word is bound to one dial of one call: the webhook URL names them (with a token
+// The provider's final report on a call, from its webhook or from a status look-up, and what it
+// may change. A report is bound to one dial of one call: the webhook URL names them (with a token
 // only we can make, checked before this), and once we know the provider's id for that dial the
-// word must name the same id. A word for an earlier dial is kept and changes nothing; a word
+// report must name the same id. A report for an earlier dial is kept and changes nothing; a report
 // that contradicts the binding is refused.
 
-export interface ProviderWord {
+export interface ProviderReport {
   source: 'webhook' | 'reconcile'
   webhookId: string | null
   /** How a repeat of it is told (src/store/callbacks.ts); null for a look-up. */
   keys: DeliveryKeys | null
-  /** The dial the word is about: the one its webhook URL named, or the one a look-up asked about. */
+  /** The dial the report is about: the one its webhook URL named, or the one a look-up asked about. */
   dial: number
   providerCallId: string
   providerStatus: FinalProviderStatus
@@ -33,85 +33,85 @@ export interface ProviderWord {
   body: string
 }
 
-export interface WordOutcome {
+export interface ReportOutcome {
   verdict: Verdict
-  /** The call's status before the word. */
+  /** The call's status before the report. */
   before: CallRow['status']
   call: CallRow
   reason?: string | undefined
 }
 
 /**
- * Counts a word once its transaction has committed: by verdict; the call's duration and, for a
+ * Counts a report once its transaction has committed: by verdict; the call's duration and, for a
  * webhook, how late it came; a new dial when it scheduled one.
  */
-export function countProviderWord(word: Pick<ProviderWord, 'source' | 'durationSec' | 'completedAt'>, outcome: WordOutcome, receivedAt = Date.now()): void {
-  metrics.callbacks.inc({ source: word.source, verdict: outcome.verdict })
+export function countProviderReport(report: Pick<ProviderReport, 'source' | 'durationSec' | 'completedAt'>, outcome: ReportOutcome, receivedAt = Date.now()): void {
+  metrics.callbacks.inc({ source: report.source, verdict: outcome.verdict })
   if (outcome.verdict !== 'applied' && outcome.verdict !== 'corrected') return
   if (outcome.call.status === 'PENDING') metrics.retries.inc({ kind: 'outcome' })
-  if (word.durationSec !== null) metrics.callDuration.observe(word.durationSec)
-  if (word.source === 'webhook' && word.completedAt) metrics.callbackLag.observe(Math.max(0, receivedAt - word.completedAt.getTime()) / 1000)
+  if (report.durationSec !== null) metrics.callDuration.observe(report.durationSec)
+  if (report.source === 'webhook' && report.completedAt) metrics.callbackLag.observe(Math.max(0, receivedAt - report.completedAt.getTime()) / 1000)
 }
 
 /**
- * Applies `word` to the call the caller's transaction has locked for it (lockForWord). With an
- * outcome retry policy (`calling.retries`), a BUSY, NO_ANSWER or FAILED word on an in-flight
+ * Applies `report` to the call the caller's transaction has locked for it (lockForReport). With an
+ * outcome retry policy (`calling.retries`), a BUSY, NO_ANSWER or FAILED report on an in-flight
  * call sends it back to PENDING for a new dial instead of ending it.
  */
-export async function applyProviderWord(
+export async function applyProviderReport(
   tx: Tx,
   queue: CallQueue,
-  locked: LockedForWord,
-  word: ProviderWord,
+  locked: LockedForReport,
+  report: ProviderReport,
   calling: CallingPolicy = NO_POLICY,
-): Promise<WordOutcome> {
+): Promise<ReportOutcome> {
   const { call } = locked
   const record = (verdict: Verdict, reason: string | null) =>
     recordCallback(tx, {
-      source: word.source,
-      webhookId: word.webhookId,
-      keys: word.keys,
+      source: report.source,
+      webhookId: report.webhookId,
+      keys: report.keys,
       callId: call.id,
-      dial: word.dial,
-      providerCallId: word.providerCallId,
-      providerStatus: word.providerStatus,
+      dial: report.dial,
+      providerCallId: report.providerCallId,
+      providerStatus: report.providerStatus,
       verdict,
       reason,
-      body: word.body,
+      body: report.body,
     })
-  const refuse = async (verdict: Verdict, reason: string): Promise<WordOutcome> => {
+  const refuse = async (verdict: Verdict, reason: string): Promise<ReportOutcome> => {
     await record(verdict, reason)
     return { verdict, before: call.status, call, reason }
   }
 
   // Delivered before (a replay, or the provider trying again): counted on the first one's row.
   if (locked.repeated) {
-    await countRepeat(tx, word.keys!)
+    await countRepeat(tx, report.keys!)
     return { verdict: 'duplicate', before: call.status, call }
   }
-  if (word.dial < call.dial) {
-    return refuse('stale', `for dial ${word.dial}; the call is on dial ${call.dial}`)
+  if (report.dial < call.dial) {
+    return refuse('stale', `for dial ${report.dial}; the call is on dial ${call.dial}`)
   }
-  if (word.dial > call.dial) {
-    return refuse('rejected', `names dial ${word.dial}, which the call never started (it is on dial ${call.dial})`)
+  if (report.dial > call.dial) {
+    return refuse('rejected', `names dial ${report.dial}, which the call never started (it is on dial ${call.dial})`)
   }
-  if (call.provider_call_id !== null && call.provider_call_id !== word.providerCallId) {
-    return refuse('rejected', `names provider call ${word.providerCallId}; dial ${call.dial} is provider call ${call.provider_call_id}`)
+  if (call.provider_call_id !== null && call.provider_call_id !== report.providerCallId) {
+    return refuse('rejected', `names provider call ${report.providerCallId}; dial ${call.dial} is provider call ${call.provider_call_id}`)
   }
 
   const final: FinalStatus = {
-    status: word.providerStatus === 'COMPLETED' ? 'COMPLETED' : 'FAILED',
-    providerStatus: word.providerStatus,
-    providerCallId: word.providerCallId,
-    durationSec: word.durationSec,
-    endedAt: word.completedAt,
+    status: report.providerStatus === 'COMPLETED' ? 'COMPLETED' : 'FAILED',
+    providerStatus: report.providerStatus,
+    providerCallId: report.providerCallId,
+    durationSec: report.durationSec,
+    endedAt: report.completedAt,
   }
   if (call.status === 'IN_PROGRESS' && !call.dialed_at) {
-    // Its 202 is not recorded yet (the worker records it next, as stale): the word shows the
+    // Its 202 is not recorded yet (the worker records it next, as stale): the report shows the
     // provider placed the call, so the events tell it was dialed before they tell how it ended.
-    const dialed = await markDialedByWord(tx, call.id, call.dial, word.providerCallId)
+    const dialed = await markDialedByReport(tx, call.id, call.dial, report.providerCallId)
     if (dialed) {
-      await markDialAccepted(tx, call.id, call.dial, word.providerCallId)
+      await markDialAccepted(tx, call.id, call.dial, report.providerCallId)
       await emitCallEvents(tx, queue, 'call.dialed', [dialed])
     }
   }
@@ -121,18 +121,18 @@ export async function applyProviderWord(
     return { verdict: 'applied', before: call.status, call: retried, reason: retried.last_error ?? undefined }
   }
   // The call is locked, so whether the update changes it is known now.
-  if (!finalWordApplies(call)) return refuse('already_final', `call was already ${call.status}`)
+  if (!finalReportApplies(call)) return refuse('already_final', `call was already ${call.status}`)
   const corrected = call.status === 'FAILED'
-  const reason = corrected ? `we had declared it FAILED (${call.last_error ?? 'no reason'}); the provider says ${word.providerStatus}` : null
+  const reason = corrected ? `we had declared it FAILED (${call.last_error ?? 'no reason'}); the provider says ${report.providerStatus}` : null
   const row = await applyProviderFinal(tx, call.id, call.dial, final)
   if (!row) throw new Error(`call ${call.id} was locked as ${call.status} on dial ${call.dial}, yet its final update changed nothing`)
   await endDials(tx, [
     {
       callId: call.id,
       dial: call.dial,
-      outcome: word.providerStatus,
-      error: final.status === 'FAILED' ? `provider reported ${word.providerStatus}` : null,
-      providerCallId: word.providerCallId,
+      outcome: report.providerStatus,
+      error: final.status === 'FAILED' ? `provider reported ${report.providerStatus}` : null,
+      providerCallId: report.providerCallId,
     },
   ])
   await record(corrected ? 'corrected' : 'applied', reason)

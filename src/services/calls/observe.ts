@@ -2,7 +2,7 @@ import type { Fields, Logger } from '../../platform/log.ts'
 import { metrics } from '../../platform/metrics.ts'
 import type { CallRow } from '../../domain/call.ts'
 
-// What a call's end outside the provider's word leaves for people, once its transaction has
+// What a call's end outside the provider's report leaves for people, once its transaction has
 // committed: one log line per call (its id, masked phone and the transition) and its counter.
 
 type EndedBy = 'CANCELLED' | 'SUPPRESSED' | 'EXPIRED'

@@ -21,7 +21,7 @@ export interface DispatchPolicy {
   maxAttempts: number
   retryBaseSeconds: number
   retryMaxSeconds: number
-  /** An in-flight call with no final word this long after its dial (or its last unanswered request) is FAILED. */
+  /** An in-flight call with no final report this long after its dial (or its last unanswered request) is FAILED. */
   callTimeoutSeconds: number
   /** How long a worker holds a call while one request is under way. */
   leaseMs: number

@@ -1,8 +1,8 @@
-import { applyProviderWord, countProviderWord, type WordOutcome } from '../callbacks/apply.ts'
+import { applyProviderReport, countProviderReport, type ReportOutcome } from '../callbacks/apply.ts'
 import type { CallingPolicy } from '../../domain/policy.ts'
 import { metrics } from '../../platform/metrics.ts'
 import type { CallRow } from '../../domain/call.ts'
-import { lockForWord } from '../../store/callbacks.ts'
+import { lockForReport } from '../../store/callbacks.ts'
 import type { Sql } from '../../store/sql.ts'
 import * as t from '../../store/transitions.ts'
 import type { Logger } from '../../platform/log.ts'
@@ -22,18 +22,18 @@ const CONCURRENCY = 4
  * A status look-up's final answer about `call`'s dial, applied as a callback's would be (one
  * transaction); undefined when the call is gone or has moved on to another dial meanwhile.
  */
-export async function applyLookedUpWord(
+export async function applyLookedUpReport(
   sql: Sql,
   queue: CallQueue,
   call: Pick<CallRow, 'id' | 'dial'>,
   answer: Extract<LookupResult, { kind: 'final' }>,
   calling: CallingPolicy | undefined,
-): Promise<WordOutcome | undefined> {
+): Promise<ReportOutcome | undefined> {
   return sql.begin(async (tx) => {
-    const locked = await lockForWord(tx, call.id, null)
+    const locked = await lockForReport(tx, call.id, null)
     // Only the dial we asked about: the call may have moved on while we asked.
     if (!locked || locked.call.dial !== call.dial) return undefined
-    return applyProviderWord(tx, queue, locked, {
+    return applyProviderReport(tx, queue, locked, {
       source: 'reconcile',
       webhookId: null,
       keys: null,
@@ -134,8 +134,8 @@ export class Reconciler {
         log.warn('status look-up failed; asking again later', { error: answer.error })
         return 'error'
       case 'final': {
-        const outcome = await applyLookedUpWord(this.#sql, this.#queue, call, answer, this.#policy.calling)
-        if (outcome) countProviderWord({ source: 'reconcile', durationSec: answer.durationSec, completedAt: answer.completedAt }, outcome)
+        const outcome = await applyLookedUpReport(this.#sql, this.#queue, call, answer, this.#policy.calling)
+        if (outcome) countProviderReport({ source: 'reconcile', durationSec: answer.durationSec, completedAt: answer.completedAt }, outcome)
         if (outcome?.verdict === 'applied' || outcome?.verdict === 'corrected') {
           log.info(`status look-up ${outcome.verdict}`, { providerStatus: answer.status, from: outcome.before, to: outcome.call.status })
         }

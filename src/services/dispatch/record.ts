@@ -40,7 +40,7 @@ export async function recordDialResult(
         await emitCallEvents(tx, queue, 'call.dialed', [row])
         return { outcome: 'dialed' as const, call: row }
       }
-      // Its final word got here first: keep the provider's id all the same.
+      // Its final report got here first: keep the provider's id all the same.
       await t.recordLateProviderId(tx, sent.id, sent.dial, result.providerCallId)
       return { outcome: 'stale' as const }
     }

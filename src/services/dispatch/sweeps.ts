@@ -24,7 +24,7 @@ const BATCH = 500
 export interface SweepResult {
   expired: number
   timedOut: number
-  /** Calls out of requests whose last one lapsed: held until their final word or timeout. */
+  /** Calls out of requests whose last one lapsed: held until their final report or timeout. */
   held: number
   /** Calls out of requests, every one refused: never placed, FAILED. */
   exhaustedFailed: number
@@ -67,7 +67,7 @@ export async function expireDueCalls(sql: Sql, queue: CallQueue): Promise<CallRo
   })
 }
 
-/** In-flight calls with no final word by their timeout → FAILED, their slots freed. */
+/** In-flight calls with no final report by their timeout → FAILED, their slots freed. */
 export async function timeOutSilentCalls(sql: Sql, queue: CallQueue, policy: Pick<DispatchPolicy, 'callTimeoutSeconds'>): Promise<CallRow[]> {
   return sql.begin(async (tx) => {
     const rows = await t.timeOutSilent(tx, policy.callTimeoutSeconds, BATCH)
@@ -79,7 +79,7 @@ export async function timeOutSilentCalls(sql: Sql, queue: CallQueue, policy: Pic
   })
 }
 
-/** Calls out of requests: held for their final word, or FAILED when every request was refused. */
+/** Calls out of requests: held for their final report, or FAILED when every request was refused. */
 export async function settleExhaustedCalls(
   sql: Sql,
   queue: CallQueue,
