@@ -20,7 +20,7 @@ import { reconcileAllNow } from './store/transitions.ts'
 import { LEASE_MARGIN_MS } from './services/dispatch/claim.ts'
 import { Dispatcher } from './worker/dispatcher.ts'
 import { createProviderClient } from './provider/client.ts'
-import { CallQueue } from './store/queue.ts'
+import { Queues } from './store/queues.ts'
 import { createApp } from './http/app.ts'
 import { sessionStore } from './http/auth.ts'
 import { createWorkerApp } from './http/worker-app.ts'
@@ -108,7 +108,7 @@ export async function operatorDatabase(config: Config, log: Logger): Promise<{ u
 }
 
 /** The call service as the configuration sets it up: the API's, and the command's. */
-const callServiceFor = (config: Settings, sql: Sql, queue: CallQueue, log: Logger) =>
+const callServiceFor = (config: Settings, sql: Sql, queue: Queues, log: Logger) =>
   createCallService({
     sql,
     queue,
@@ -128,7 +128,7 @@ export type CallAction = { action: 'cancel'; id: string } | { action: 'retry'; i
 export async function runCallAction(config: Settings, log: Logger, command: CallAction): Promise<CallRow> {
   const db = await database(config, log)
   const sql = connect(db.url, { max: 2 })
-  const queue = new CallQueue(db.url, log.child({ part: 'pg-boss' }), {
+  const queue = new Queues(db.url, log.child({ part: 'pg-boss' }), {
     supervise: false,
     deliveryRetry: config.events.retry,
     deliveryTimeoutMs: config.events.timeoutMs,
@@ -180,7 +180,7 @@ export async function startOrchestrator(
     const migrationCount = (await readMigrations()).length
 
     const runsWorker = mode === 'worker' || mode === 'all'
-    const queue = new CallQueue(db.url, log.child({ part: 'pg-boss' }), {
+    const queue = new Queues(db.url, log.child({ part: 'pg-boss' }), {
       supervise: runsWorker,
       deliveryRetry: config.events.retry,
       deliveryTimeoutMs: config.events.timeoutMs,
@@ -248,7 +248,7 @@ export async function startOrchestrator(
         suppressions: createSuppressionService({ sql, queue, log }),
         dispatch: createDispatchControl({ sql, maxConcurrentCalls: config.dispatch.maxConcurrentCalls }),
         batches: createBatchService({ sql, queue, callTtlSeconds: config.dispatch.callTtlSeconds, calling: config.policy, log }),
-        events: createEventService({ sql, queue, allowInsecureUrls: config.events.allowInsecureUrls }),
+        events: createEventService({ sql, deliveries: queue.deliveries, allowInsecureUrls: config.events.allowInsecureUrls }),
         status: { read: () => readStatus(sql, config.dispatch.maxConcurrentCalls), sessions: sessionStore(sql) },
       })
       const server: RunningServer = await listen(app, config.http)
@@ -277,7 +277,7 @@ export async function startOrchestrator(
       stops.push(() => dispatcher.stop())
       const delivery = new EventDelivery({
         sql,
-        queue,
+        deliveries: queue.deliveries,
         databaseUrl: db.url,
         options: { timeoutMs: config.events.timeoutMs, perEndpoint: config.events.perEndpoint, allowInsecureUrls: config.events.allowInsecureUrls },
         log: log.child({ part: 'events' }),

@@ -18,7 +18,7 @@ import { waitFor } from './support/processes.ts'
 async function startDelivery(t: Test, h: Harness, options: Partial<DeliveryOptions> = {}): Promise<EventDelivery> {
   const delivery = new EventDelivery({
     sql: h.sql,
-    queue: h.queue,
+    deliveries: h.queue.deliveries,
     databaseUrl: h.url,
     options: { timeoutMs: 2_000, perEndpoint: 4, allowInsecureUrls: true, pollMs: 100, ...options },
     log: silentLogger,
@@ -151,7 +151,7 @@ t.test('an endpoint gets the types it asked for', async (t) => {
   const row = await insertCall(h, { status: 'COMPLETED' })
   const cancelled = await postCall(h)
   await h.call('POST', `/calls/${cancelled.id}/cancel`)
-  await h.sql.begin((tx) => emitCallEvents(tx, h.queue, 'call.completed', [row]))
+  await h.sql.begin((tx) => emitCallEvents(tx, h.queue.deliveries, 'call.completed', [row]))
   await startDelivery(t, h)
   await waitFor('both delivered to the first', async () => all.accepted().length === 2)
   await settled(h)
@@ -175,7 +175,7 @@ t.test('one call’s events arrive in the order they happened, even when the lat
     const [row] = await tx<{ now: Date }[]>`SELECT now()` // this transaction's start is now
     started(row!.now)
     await gate
-    await emitCallEvents(tx, h.queue, 'call.completed', [call])
+    await emitCallEvents(tx, h.queue.deliveries, 'call.completed', [call])
   })
   const start = await begun
   // The next transaction must start on a later millisecond (a JS Date's resolution) of the
@@ -184,7 +184,7 @@ t.test('one call’s events arrive in the order they happened, even when the lat
     const [row] = await h.sql<{ moved: boolean }[]>`SELECT clock_timestamp() >= ${start}::timestamptz + interval '1 millisecond' AS moved`
     return row!.moved
   })
-  await h.sql.begin((tx) => emitCallEvents(tx, h.queue, 'call.dialed', [{ ...call, status: 'IN_PROGRESS' } as CallRow]))
+  await h.sql.begin((tx) => emitCallEvents(tx, h.queue.deliveries, 'call.dialed', [{ ...call, status: 'IN_PROGRESS' } as CallRow]))
   release()
   await later
   const jobs = await h.sql<{ created_on: Date; data: { callId: string } }[]>`
@@ -204,8 +204,8 @@ t.test('a failing event is retried under its webhook-id, given up after its retr
   const receiver = await startEventReceiver(t, { verdict: (e) => (e.type === 'call.dialed' ? 'fail' : 'accept') })
   await register(h, receiver)
   const call = await insertCall(h, { status: 'COMPLETED' })
-  await h.sql.begin((tx) => emitCallEvents(tx, h.queue, 'call.dialed', [{ ...call, status: 'IN_PROGRESS' } as CallRow]))
-  await h.sql.begin((tx) => emitCallEvents(tx, h.queue, 'call.completed', [call]))
+  await h.sql.begin((tx) => emitCallEvents(tx, h.queue.deliveries, 'call.dialed', [{ ...call, status: 'IN_PROGRESS' } as CallRow]))
+  await h.sql.begin((tx) => emitCallEvents(tx, h.queue.deliveries, 'call.completed', [call]))
   await startDelivery(t, h)
   await waitFor('the completed event', async () => receiver.accepted().length === 1, 30_000)
   await settled(h)
@@ -357,7 +357,7 @@ t.test('batch.completed once when the last two calls of a batch end at the same 
             UPDATE calls SET status = 'CANCELLED', ended_at = now(), job_id = NULL WHERE id = ${id} RETURNING *`
           if (++arrived === 2) bothEnded()
           await barrier
-          await emitCallEvents(tx, h.queue, 'call.cancelled', [row!])
+          await emitCallEvents(tx, h.queue.deliveries, 'call.cancelled', [row!])
         }),
       ),
     )

@@ -296,13 +296,13 @@ t.test('event deliveries: fetched, delivered, retried, given up', async (t) => {
   const receiver = await startFakeProvider(t, () => ({ status }))
   const { h, faults } = await setup(t, { endpointUrl: `${receiver.url}/events` })
   const options = { timeoutMs: 5_000, perEndpoint: 4, allowInsecureUrls: true }
-  const deps = { sql: faults.sql, queue: h.queue, options, log: silentLogger }
+  const deps = { sql: faults.sql, deliveries: h.queue.deliveries, options, log: silentLogger }
   const cancelled = async () => {
     const call = await postCall(h, { to: newPhone() })
     await h.call('POST', `/calls/${call.id}/cancel`)
   }
   await cancelled()
-  let [job] = await h.queue.fetchDeliveries(h.sql, 1, 4)
+  let [job] = await h.queue.deliveries.fetch(h.sql, 1, 4)
   t.ok(job, 'a delivery job to send')
 
   t.test('delivered', async (t) => {
@@ -312,7 +312,7 @@ t.test('event deliveries: fetched, delivered, retried, given up', async (t) => {
   })
   t.test('fetched', async (t) => {
     await cancelled()
-    await failEachStatement(t, faults, h.sql, async () => ([job] = await h.queue.fetchDeliveries(faults.sql, 1, 4)), injected)
+    await failEachStatement(t, faults, h.sql, async () => ([job] = await h.queue.deliveries.fetch(faults.sql, 1, 4)), injected)
   })
   t.test('refused by the receiver: retried later', async (t) => {
     status = 503
@@ -321,7 +321,7 @@ t.test('event deliveries: fetched, delivered, retried, given up', async (t) => {
   })
   t.test('refused with no retries left: given up, the scope goes on in a new job', async (t) => {
     await cancelled()
-    const [last] = await h.queue.fetchDeliveries(h.sql, 1, 4)
+    const [last] = await h.queue.deliveries.fetch(h.sql, 1, 4)
     await failEachStatement(t, faults, h.sql, () => sendDeliveryJob(deps, { ...last!, retryCount: last!.retryLimit }), injected)
     t.equal((await h.sql`SELECT 1 FROM event_deliveries WHERE status = 'failed'`).length, 1)
   })

@@ -232,7 +232,7 @@ t.test('event deliveries by result: delivered, failed (retried), given up', asyn
   const before = await read()
   const delivery = new EventDelivery({
     sql: h.sql,
-    queue: h.queue,
+    deliveries: h.queue.deliveries,
     databaseUrl: h.url,
     options: { timeoutMs: 2_000, perEndpoint: 4, allowInsecureUrls: true, pollMs: 100 },
     log: silentLogger,

@@ -16,7 +16,7 @@
 /**
  * The longest a call may wait to be dialed (CALL_TTL_SECONDS, `expiresAt`): pg-boss deletes a
  * queued job a while after it was due (the queue's retention, set above this in
- * src/store/queue.ts), and a call without its job would never be dialed.
+ * src/store/call-jobs.ts), and a call without its job would never be dialed.
  */
 export const MAX_WAIT_SECONDS = 365 * 24 * 3600
 

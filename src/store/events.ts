@@ -1,4 +1,4 @@
-import type { DeliveryScope } from './queue.ts'
+import type { DeliveryScope } from './delivery-jobs.ts'
 import type { Sql, Tx } from './sql.ts'
 
 // The events, their endpoints and the delivery log (sql/005_batches_events.sql).

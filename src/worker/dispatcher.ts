@@ -12,7 +12,7 @@ import { metrics } from '../platform/metrics.ts'
 import { observeEnded } from '../services/calls/observe.ts'
 import { claimCalls, LEASE_MARGIN_MS, takeResends, type DispatchPolicy, type Ended } from '../services/dispatch/claim.ts'
 import type { DialResult, ProviderClient } from '../provider/client.ts'
-import type { CallQueue } from '../store/queue.ts'
+import type { Queues } from '../store/queues.ts'
 import { Reconciler } from '../services/dispatch/reconcile.ts'
 import { recordDialResult } from '../services/dispatch/record.ts'
 import { applyPolicyChange, sweep } from '../services/dispatch/sweeps.ts'
@@ -36,7 +36,7 @@ const RECORD_PATIENCE_MS = 60_000
 
 export class Dispatcher {
   readonly #sql: Sql
-  readonly #queue: CallQueue
+  readonly #queue: Queues
   readonly #provider: ProviderClient
   readonly #options: DispatcherOptions
   readonly #log: Logger
@@ -60,7 +60,7 @@ export class Dispatcher {
   #actionsFiled = true
   readonly #abort = new AbortController()
 
-  constructor(deps: { sql: Sql; databaseUrl: string; queue: CallQueue; provider: ProviderClient; options: DispatcherOptions; log: Logger }) {
+  constructor(deps: { sql: Sql; databaseUrl: string; queue: Queues; provider: ProviderClient; options: DispatcherOptions; log: Logger }) {
     this.#sql = deps.sql
     this.#queue = deps.queue
     this.#provider = deps.provider

@@ -1,5 +1,5 @@
 import { PgBoss } from 'pg-boss'
-import { BOSS_SCHEMA } from '../../src/store/queue.ts'
+import { BOSS_SCHEMA } from '../../src/store/boss.ts'
 
 // The yardstick: pg-boss by itself on the same database, in pg-boss's own schema as ours is,
 // on a queue of its own with pg-boss's defaults (no per-phone key, no call rows). What the

@@ -14,7 +14,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import postgres from 'postgres'
-import { CallQueue } from '../../src/store/queue.ts'
+import { Queues } from '../../src/store/queues.ts'
 import type { Tx } from '../../src/store/sql.ts'
 import { silentLogger } from '../../src/platform/log.ts'
 import { freePort } from '../support/processes.ts'
@@ -58,7 +58,7 @@ let phoneSeq = 0
 const phone = () => `+1212${String(phoneSeq++ % 10_000_000).padStart(7, '0')}`
 const perSecond = (n: number, ms: number) => Math.round((n / ms) * 1000)
 
-const queue = new CallQueue(url, silentLogger, { supervise: false })
+const queue = new Queues(url, silentLogger, { supervise: false })
 try {
   const migrated = run('migrate')
   await new Promise((r) => migrated.on('exit', r))
@@ -113,7 +113,7 @@ try {
           SELECT r.id, r.job_id, r.phone, 'bench', '{"source":"bench"}', now() + interval '1 day', '{America/New_York}'
           FROM jsonb_to_recordset(${tx.json(rows)}) AS r(id uuid, job_id uuid, phone text)`
         if (withJobs) {
-          await queue.enqueueMany(tx as unknown as Tx, rows.map((r) => ({ id: r.id, jobId: r.job_id, phone: r.phone, startAfter: null })))
+          await queue.calls.enqueueMany(tx as unknown as Tx, rows.map((r) => ({ id: r.id, jobId: r.job_id, phone: r.phone, startAfter: null })))
         }
       })
       times.push(performance.now() - t0)

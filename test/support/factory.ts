@@ -53,7 +53,7 @@ export async function insertCall(h: Pick<Harness, 'sql' | 'queue'>, seed: CallSe
     const phone = seed.phone ?? newPhone()
     let jobId: string | null = null
     if (status === 'PENDING' || status === 'IN_PROGRESS') {
-      jobId = await h.queue.enqueue(tx, { id, phone })
+      jobId = await h.queue.calls.enqueue(tx, { id, phone })
       // An in-flight call's job is active (fetched), which also blocks its phone.
       if (status === 'IN_PROGRESS') await tx`UPDATE pgboss.job SET state = 'active', started_on = now() WHERE id = ${jobId}`
     }

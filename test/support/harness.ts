@@ -4,7 +4,8 @@ import { createBatchService } from '../../src/services/calls/batches.ts'
 import { createCallService } from '../../src/services/calls/service.ts'
 import { createSuppressionService } from '../../src/services/calls/suppressions.ts'
 import { createDispatchControl } from '../../src/services/dispatch/control.ts'
-import { CallQueue, type DeliveryRetry } from '../../src/store/queue.ts'
+import { Queues } from '../../src/store/queues.ts'
+import { type DeliveryRetry } from '../../src/store/delivery-jobs.ts'
 import { readStatus } from '../../src/store/status.ts'
 import { createEventService } from '../../src/services/events/endpoints.ts'
 import { createApp } from '../../src/http/app.ts'
@@ -17,7 +18,7 @@ import { createTestDatabase, type TestDatabase } from './db.ts'
 export const WEBHOOK_SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'
 
 export interface Harness extends TestDatabase {
-  queue: CallQueue
+  queue: Queues
   app: ReturnType<typeof createApp>
   /** JSON request against the app (no network); returns status, headers and parsed body. */
   call(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{
@@ -60,7 +61,7 @@ export async function createHarness(
 ): Promise<Harness> {
   const db = await createTestDatabase(t)
   const sql = options.services?.(db.sql) ?? db.sql
-  const queue = new CallQueue(db.url, silentLogger, { supervise: false, deliveryRetry: options.deliveryRetry ?? { limit: 20, baseSeconds: 1, maxSeconds: 1 } })
+  const queue = new Queues(db.url, silentLogger, { supervise: false, deliveryRetry: options.deliveryRetry ?? { limit: 20, baseSeconds: 1, maxSeconds: 1 } })
   await queue.start()
   t.teardown(() => queue.stop())
   const app = createApp({
@@ -74,7 +75,7 @@ export async function createHarness(
     suppressions: createSuppressionService({ sql, queue }),
     dispatch: createDispatchControl({ sql, maxConcurrentCalls: options.maxConcurrentCalls ?? 30 }),
     batches: createBatchService({ sql, queue, callTtlSeconds: options.callTtlSeconds ?? 86_400, calling: options.calling }),
-    events: createEventService({ sql, queue, allowInsecureUrls: options.allowInsecureEventUrls ?? true }),
+    events: createEventService({ sql, deliveries: queue.deliveries, allowInsecureUrls: options.allowInsecureEventUrls ?? true }),
     status: { read: () => readStatus(sql, options.maxConcurrentCalls ?? 30), sessions: sessionStore(sql) },
     statusIntervalMs: options.statusIntervalMs,
     apiTokens: options.apiTokens ?? [],

@@ -1,6 +1,6 @@
 import postgres from 'postgres'
 import { migrate } from '../../src/store/migrate.ts'
-import { CallQueue } from '../../src/store/queue.ts'
+import { Queues } from '../../src/store/queues.ts'
 import { silentLogger } from '../../src/platform/log.ts'
 
 export const TEMPLATE_DB = `orchestrator_test_template_${process.pid}`
@@ -20,7 +20,7 @@ export async function buildTemplate(serverUrl: string): Promise<void> {
   const sql = postgres(url, { max: 1, onnotice: () => {} })
   await migrate(sql)
   await sql.end()
-  const queue = new CallQueue(url, silentLogger, { supervise: false })
+  const queue = new Queues(url, silentLogger, { supervise: false })
   await queue.start()
   await queue.stop()
   await admin.end()

@@ -3,7 +3,7 @@ import * as v from 'valibot'
 import { countRepeat, deliveryKeys, keepCallback, lockForReport } from '../../store/callbacks.ts'
 import { PgError, pgErrorCode, type Sql } from '../../store/sql.ts'
 import { FINAL_PROVIDER_STATUSES } from '../../provider/client.ts'
-import type { CallQueue } from '../../store/queue.ts'
+import type { Queues } from '../../store/queues.ts'
 import { bearerToken, matchesSecret } from '../auth.ts'
 import { readBody } from '../body.ts'
 import { isJsonObject, textFault } from '../input.ts'
@@ -47,7 +47,7 @@ export const CallbackUrl = v.object({
 
 export interface CallbackDeps {
   sql: Sql
-  queue: CallQueue
+  queue: Queues
   /** For outcome retries (a BUSY callback may start a new dial rather than end the call). */
   calling?: CallingPolicy | undefined
   /** WEBHOOK_SECRET: with one, every callback must be signed. */

@@ -1,6 +1,6 @@
 import type { CallRow } from '../../domain/call.ts'
 import { countRepeat, recordCallback, type DeliveryKeys, type LockedForReport, type Verdict } from '../../store/callbacks.ts'
-import { completeJob } from '../calls/jobs.ts'
+import { completeJob, jobForNextDial } from '../calls/jobs.ts'
 import { NO_POLICY, type CallingPolicy } from '../../domain/policy.ts'
 import { dueTime } from '../calls/due.ts'
 import { dialsEndedWith, endDials, markDialAccepted } from '../../store/dials.ts'
@@ -10,7 +10,7 @@ import { emitCallEvents } from '../events/outbox.ts'
 import type { Tx } from '../../store/sql.ts'
 import { applyProviderFinal, databaseNow, finalReportApplies, markDialedByReport, retryAfterOutcome, type FinalStatus } from '../../store/transitions.ts'
 import type { FinalProviderStatus } from '../../provider/client.ts'
-import type { CallQueue } from '../../store/queue.ts'
+import type { Queues } from '../../store/queues.ts'
 import { metrics } from '../../platform/metrics.ts'
 
 // The provider's final report on a call, from its webhook or from a status look-up, and what it
@@ -60,7 +60,7 @@ export function countProviderReport(report: Pick<ProviderReport, 'source' | 'dur
  */
 export async function applyProviderReport(
   tx: Tx,
-  queue: CallQueue,
+  queue: Queues,
   locked: LockedForReport,
   report: ProviderReport,
   calling: CallingPolicy = NO_POLICY,
@@ -112,7 +112,7 @@ export async function applyProviderReport(
     const dialed = await markDialedByReport(tx, call.id, call.dial, report.providerCallId)
     if (dialed) {
       await markDialAccepted(tx, call.id, call.dial, report.providerCallId)
-      await emitCallEvents(tx, queue, 'call.dialed', [dialed])
+      await emitCallEvents(tx, queue.deliveries, 'call.dialed', [dialed])
     }
   }
   const retried = call.status === 'IN_PROGRESS' ? await retryAfter(tx, queue, call, final, calling) : undefined
@@ -137,12 +137,12 @@ export async function applyProviderReport(
   ])
   await record(corrected ? 'corrected' : 'applied', reason)
   if (!corrected) {
-    await completeJob(tx, queue, call)
+    await completeJob(tx, queue.calls, call)
     await wakeWorkers(tx, true)
   }
   // After endDials, so the event's resource shows how the dial ended. A correction is reported
   // too: the event of the status the call now has.
-  await emitCallEvents(tx, queue, eventOf, [row])
+  await emitCallEvents(tx, queue.deliveries, eventOf, [row])
   return { verdict: corrected ? 'corrected' : 'applied', before: call.status, call: row, reason: reason ?? undefined }
 }
 
@@ -151,7 +151,7 @@ export async function applyProviderReport(
  * that provider call has definitively ended, so the slot and the phone go free, and the call
  * waits PENDING for the retry's delay (and its window and caps). Undefined when no retry is due.
  */
-async function retryAfter(tx: Tx, queue: CallQueue, call: CallRow, final: FinalStatus, calling: CallingPolicy): Promise<CallRow | undefined> {
+async function retryAfter(tx: Tx, queue: Queues, call: CallRow, final: FinalStatus, calling: CallingPolicy): Promise<CallRow | undefined> {
   const outcome = final.providerStatus as 'BUSY' | 'NO_ANSWER' | 'FAILED' | 'COMPLETED'
   if (outcome === 'COMPLETED') return undefined
   const retry = calling.retries[outcome]
@@ -163,10 +163,9 @@ async function retryAfter(tx: Tx, queue: CallQueue, call: CallRow, final: FinalS
   if (!due) return undefined // its window never opens again: the outcome stands
   const error = `provider reported ${outcome}; retry ${before + 1} of ${retry.limit} after ${outcome}`
   await endDials(tx, [{ callId: call.id, dial: call.dial, outcome, error: `provider reported ${outcome}`, providerCallId: final.providerCallId }])
-  await completeJob(tx, queue, call)
-  const jobId = await queue.enqueue(tx, { id: call.id, phone: call.phone, startAfter: due.at })
+  const jobId = await jobForNextDial(tx, queue.calls, call, due.at, 'in flight')
   const row = await retryAfterOutcome(tx, call.id, call.dial, { final, jobId, dueAt: due.at, waitingFor: due.waitingFor, error })
-  if (row) await emitCallEvents(tx, queue, 'call.retry_scheduled', [row])
+  if (row) await emitCallEvents(tx, queue.deliveries, 'call.retry_scheduled', [row])
   await wakeWorkers(tx, true)
   return row
 }

@@ -1,13 +1,13 @@
 import { lockCall } from '../../store/calls.ts'
 import { lockClaimsShared } from '../../store/locks.ts'
 import { wakeWorkers } from '../../store/notify.ts'
-import type { CallQueue } from '../../store/queue.ts'
+import type { Queues } from '../../store/queues.ts'
 import type { Tx } from '../../store/sql.ts'
 import { isSuppressed } from '../../store/suppressions.ts'
 import { cancelPending, databaseNow, reopenEnded } from '../../store/transitions.ts'
 import { emitCallEvents } from '../events/outbox.ts'
 import { firstDue, phoneSuppressed } from './create.ts'
-import { deleteJob } from './jobs.ts'
+import { deleteJob, jobForNextDial } from './jobs.ts'
 import { callNotCancellable, callNotFound, callNotRetryable, type CallRow } from '../../domain/call.ts'
 import { DomainError } from '../../domain/errors.ts'
 import type { CallingPolicy } from '../../domain/policy.ts'
@@ -19,14 +19,14 @@ import type { CallingPolicy } from '../../domain/policy.ts'
 // committed first (the action sees it IN_PROGRESS and refuses) or waits and finds it changed.
 
 /** PENDING → CANCELLED, its job deleted, call.cancelled written; a DomainError otherwise. */
-export async function cancelCall(tx: Tx, queue: CallQueue, id: string): Promise<CallRow> {
+export async function cancelCall(tx: Tx, queue: Queues, id: string): Promise<CallRow> {
   await lockClaimsShared(tx)
   const current = await lockCall(tx, id)
   if (!current) throw callNotFound(id)
   const [cancelled] = await cancelPending(tx, [id])
   if (!cancelled) throw callNotCancellable(id, current.status)
-  await deleteJob(tx, queue, cancelled)
-  await emitCallEvents(tx, queue, 'call.cancelled', [cancelled])
+  await deleteJob(tx, queue.calls, cancelled)
+  await emitCallEvents(tx, queue.deliveries, 'call.cancelled', [cancelled])
   return cancelled
 }
 
@@ -38,7 +38,7 @@ export async function cancelCall(tx: Tx, queue: CallQueue, id: string): Promise<
  */
 export async function retryCall(
   tx: Tx,
-  deps: { queue: CallQueue; calling: CallingPolicy },
+  deps: { queue: Queues; calling: CallingPolicy },
   id: string,
   options: { expiresAt?: Date | undefined } = {},
 ): Promise<CallRow> {
@@ -55,11 +55,10 @@ export async function retryCall(
   }
   const due = await firstDue(tx, deps.calling, current)
   // Its old job is done (or failed, which under key_strict_fifo would block the phone).
-  await deleteJob(tx, deps.queue, current)
-  const jobId = await deps.queue.enqueue(tx, { id, phone: current.phone, startAfter: due.at })
+  const jobId = await jobForNextDial(tx, deps.queue.calls, current, due.at, 'ended')
   const row = await reopenEnded(tx, id, { jobId, expiresAt, dueAt: due.at, waitingFor: due.waitingFor })
   if (!row) throw callNotRetryable(id, current.status)
-  await emitCallEvents(tx, deps.queue, 'call.retry_scheduled', [row])
+  await emitCallEvents(tx, deps.queue.deliveries, 'call.retry_scheduled', [row])
   await wakeWorkers(tx)
   return row
 }

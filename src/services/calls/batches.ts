@@ -2,7 +2,7 @@ import { createHash, randomUUID } from 'node:crypto'
 import type { NewCall } from '../../store/calls.ts'
 import { callsOfBatch, findBatchByKey, getBatch, insertBatch, type BatchRow } from '../../store/batches.ts'
 import { lockClaimsShared } from '../../store/locks.ts'
-import type { CallQueue } from '../../store/queue.ts'
+import type { Queues } from '../../store/queues.ts'
 import type { Sql } from '../../store/sql.ts'
 import { cancelPending } from '../../store/transitions.ts'
 import { silentLogger, type Logger } from '../../platform/log.ts'
@@ -55,7 +55,7 @@ export function hashBatch(text: string): string {
 
 export function createBatchService(deps: {
   sql: Sql
-  queue: CallQueue
+  queue: Queues
   callTtlSeconds: number
   calling?: CallingPolicy | undefined
   log?: Logger | undefined
@@ -111,7 +111,7 @@ export function createBatchService(deps: {
       for (const row of await insertPlanned(tx, queue, fresh, { ttlSeconds: deps.callTtlSeconds, batchId })) calls.set(row.id, row)
       // A batch none of whose items became a call is complete as it is made.
       if (fresh.length === 0) {
-        await emitBatchesCompleted(tx, queue, [batchId])
+        await emitBatchesCompleted(tx, queue.deliveries, [batchId])
         const done = (await getBatch(tx, batchId))!
         return { batch: done, items: results, calls, replayed: false }
       }
@@ -140,8 +140,8 @@ export function createBatchService(deps: {
         await lockClaimsShared(tx)
         const pending = await tx<CallRow[]>`SELECT * FROM calls WHERE batch_id = ${id} AND status = 'PENDING' FOR UPDATE`
         const cancelled = await cancelPending(tx, pending.map((c) => c.id))
-        for (const call of cancelled) await deleteJob(tx, queue, call)
-        await emitCallEvents(tx, queue, 'call.cancelled', cancelled)
+        for (const call of cancelled) await deleteJob(tx, queue.calls, call)
+        await emitCallEvents(tx, queue.deliveries, 'call.cancelled', cancelled)
         const batch = await getBatch(tx, id)
         if (!batch) throw batchNotFound(id)
         return { batch, cancelled }

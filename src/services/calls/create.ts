@@ -1,6 +1,7 @@
+import { jobsForNewCalls } from './jobs.ts'
 import { createHash, randomUUID } from 'node:crypto'
 import { findByIdempotencyKeys, insertCalls, type NewCall } from '../../store/calls.ts'
-import type { CallQueue } from '../../store/queue.ts'
+import type { Queues } from '../../store/queues.ts'
 import { PgError, pgErrorCode, type Tx } from '../../store/sql.ts'
 import { suppressedAmongAndNow } from '../../store/suppressions.ts'
 import { databaseNow } from '../../store/transitions.ts'
@@ -172,12 +173,12 @@ export async function planCreates(tx: Tx, calling: CallingPolicy, requests: Crea
  */
 export async function insertPlanned(
   tx: Tx,
-  queue: CallQueue,
+  queue: Queues,
   calls: NewCall[],
   options: { ttlSeconds: number; batchId: string | null },
 ): Promise<CallRow[]> {
   if (calls.length === 0) return []
-  await queue.enqueueMany(tx, calls.map((c) => ({ id: c.id, jobId: c.jobId, phone: c.phone, startAfter: c.dueAt })))
+  await jobsForNewCalls(tx, queue.calls, calls.map((c) => ({ id: c.id, jobId: c.jobId, phone: c.phone, startAfter: c.dueAt })))
   return insertCalls(tx, calls, options)
 }
 

@@ -1,5 +1,5 @@
 import { recordActionOutcome, takeRequestedAction, type ActionRow } from '../../store/actions.ts'
-import type { CallQueue } from '../../store/queue.ts'
+import type { Queues } from '../../store/queues.ts'
 import type { Sql } from '../../store/sql.ts'
 import { cancelCall, retryCall } from './actions.ts'
 import { type CallRow } from '../../domain/call.ts'
@@ -21,7 +21,7 @@ export interface ActionResult {
 /** Carries out up to `limit` waiting requests, oldest first; returns what became of each. */
 export async function carryOutRequestedActions(
   sql: Sql,
-  deps: { queue: CallQueue; calling: CallingPolicy },
+  deps: { queue: Queues; calling: CallingPolicy },
   limit = 20,
 ): Promise<ActionResult[]> {
   const results: ActionResult[] = []

@@ -2,7 +2,7 @@ import * as calls from '../../store/calls.ts'
 import type { DialRow } from '../../domain/call.ts'
 import { dialsOf } from '../../store/dials.ts'
 import { lockClaimsShared } from '../../store/locks.ts'
-import type { CallQueue } from '../../store/queue.ts'
+import type { Queues } from '../../store/queues.ts'
 import { readSettings } from '../../store/settings.ts'
 import type { Sql } from '../../store/sql.ts'
 import { isSuppressed } from '../../store/suppressions.ts'
@@ -55,7 +55,7 @@ export interface CallService {
 
 export function createCallService(deps: {
   sql: Sql
-  queue: CallQueue
+  queue: Queues
   callTtlSeconds: number
   maxConcurrentCalls: number
   calling?: CallingPolicy | undefined
@@ -114,7 +114,7 @@ export function createCallService(deps: {
         // A new number needs a new job (jobs are keyed by phone); a new schedule a new due time.
         if (rescheduled) {
           const due = await firstDue(tx, calling, row)
-          row.job_id = await rescheduleCall(tx, queue, row, due.at, due.waitingFor)
+          row.job_id = await rescheduleCall(tx, queue.calls, row, due.at, due.waitingFor)
           const fresh = await calls.getCall(tx, id)
           return fresh!
         }

@@ -2,7 +2,7 @@ import { emitCallEvents } from '../events/outbox.ts'
 import { deleteJob } from './jobs.ts'
 import { DomainError } from '../../domain/errors.ts'
 import { lockClaimsShared } from '../../store/locks.ts'
-import type { CallQueue } from '../../store/queue.ts'
+import type { Queues } from '../../store/queues.ts'
 import type { Sql } from '../../store/sql.ts'
 import * as db from '../../store/suppressions.ts'
 import { silentLogger, type Logger } from '../../platform/log.ts'
@@ -25,7 +25,7 @@ export interface SuppressionService {
 
 const notFound = (phone: string) => new DomainError('suppression_not_found', `${phone} is not on the do-not-call list.`, { phone })
 
-export function createSuppressionService(deps: { sql: Sql; queue: CallQueue; log?: Logger | undefined }): SuppressionService {
+export function createSuppressionService(deps: { sql: Sql; queue: Queues; log?: Logger | undefined }): SuppressionService {
   const { sql, queue } = deps
   const log = deps.log ?? silentLogger
 
@@ -34,8 +34,8 @@ export function createSuppressionService(deps: { sql: Sql; queue: CallQueue; log
       await lockClaimsShared(tx)
       const result = await db.addSuppressions(tx, entries, source)
       const ended = await db.suppressPendingCalls(tx, entries.map((e) => e.phone))
-      for (const call of ended) await deleteJob(tx, queue, call)
-      await emitCallEvents(tx, queue, 'call.suppressed', ended)
+      for (const call of ended) await deleteJob(tx, queue.calls, call)
+      await emitCallEvents(tx, queue.deliveries, 'call.suppressed', ended)
       return { result, ended }
     }).then(({ result, ended }) => {
       observeEnded(log, ended, 'SUPPRESSED', { source })

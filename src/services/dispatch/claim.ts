@@ -1,4 +1,4 @@
-import { deleteJob, requeueCall, rescheduleCall } from '../calls/jobs.ts'
+import { completeJob, deleteJob, requeueCall, rescheduleCall } from '../calls/jobs.ts'
 import type { CallRow } from '../../domain/call.ts'
 import { NO_POLICY, policyRestricts, type CallingPolicy } from '../../domain/policy.ts'
 import { dueTime } from '../calls/due.ts'
@@ -9,7 +9,7 @@ import { readSettings } from '../../store/settings.ts'
 import { suppressedAmongCalls, suppressPendingCalls } from '../../store/suppressions.ts'
 import type { Sql, Tx } from '../../store/sql.ts'
 import * as t from '../../store/transitions.ts'
-import type { CallQueue } from '../../store/queue.ts'
+import type { Queues } from '../../store/queues.ts'
 
 // Taking work: new calls under the semaphore, and the next request of calls already in flight.
 // Whatever is taken here is held by the taking worker for `leaseMs`, long enough for one
@@ -44,7 +44,7 @@ export const LEASE_MARGIN_MS = 5_000
  */
 export async function claimCalls(
   sql: Sql,
-  queue: CallQueue,
+  queue: Queues,
   policy: DispatchPolicy,
   workerId: number,
   limit: number,
@@ -64,7 +64,7 @@ export async function claimCalls(
     const max = settings.maxConcurrentCalls ?? policy.maxConcurrentCalls
     const free = Math.min(limit, max - inFlight)
     if (free <= 0) return none
-    const jobs = await queue.fetch(tx, free)
+    const jobs = await queue.calls.fetch(tx, free)
     const allowed = await admit(tx, queue, policy.calling ?? NO_POLICY, jobs, ended)
     const claimed = await t.claimPending(tx, allowed, workerId, policy.leaseMs)
     if (claimed.length < allowed.length) {
@@ -91,7 +91,7 @@ export interface Ended {
  * window or over its phone's caps gets a job due when it may go (it waits, it does not fail).
  * Stale jobs are left for claimPending and settleUnclaimable to sort out.
  */
-async function admit(tx: Tx, queue: CallQueue, calling: CallingPolicy, jobs: Array<{ callId: string; jobId: string }>, ended: Ended) {
+async function admit(tx: Tx, queue: Queues, calling: CallingPolicy, jobs: Array<{ callId: string; jobId: string }>, ended: Ended) {
   if (jobs.length === 0) return jobs
   // The claim lock keeps the list from changing meanwhile.
   const ids = jobs.map((j) => j.callId)
@@ -108,8 +108,8 @@ async function admit(tx: Tx, queue: CallQueue, calling: CallingPolicy, jobs: Arr
     }
     if (suppressed.has(call.phone)) {
       const rows = await suppressPendingCalls(tx, [call.phone])
-      for (const row of rows) await deleteJob(tx, queue, row)
-      await emitCallEvents(tx, queue, 'call.suppressed', rows)
+      for (const row of rows) await deleteJob(tx, queue.calls, row)
+      await emitCallEvents(tx, queue.deliveries, 'call.suppressed', rows)
       ended.suppressed.push(...rows)
       continue
     }
@@ -119,7 +119,7 @@ async function admit(tx: Tx, queue: CallQueue, calling: CallingPolicy, jobs: Arr
       // was made): look again in a day; its expiry ends it if that comes first.
       const at = due?.at ?? new Date(now.getTime() + 86_400_000)
       if (at.getTime() > now.getTime()) {
-        await rescheduleCall(tx, queue, call, at, due?.waitingFor ?? 'calling_window')
+        await rescheduleCall(tx, queue.calls, call, at, due?.waitingFor ?? 'calling_window')
         continue
       }
     }
@@ -135,21 +135,21 @@ async function admit(tx: Tx, queue: CallQueue, calling: CallingPolicy, jobs: Arr
  * phone is in flight: only possible if the two drifted apart) gets a fresh job a second from
  * now, so it is neither lost nor dialed now.
  */
-async function settleUnclaimable(tx: Tx, queue: CallQueue, jobs: Array<{ callId: string; jobId: string }>, ended: Ended) {
+async function settleUnclaimable(tx: Tx, queue: Queues, jobs: Array<{ callId: string; jobId: string }>, ended: Ended) {
   for (const job of jobs) {
     const call = await lockCall(tx, job.callId)
     if (!call || call.status !== 'PENDING' || call.job_id !== job.jobId) {
-      await queue.complete(tx, job.jobId)
+      await completeJob(tx, queue.calls, { job_id: job.jobId })
       continue
     }
     const expired = await t.expirePending(tx, call.id)
     if (expired) {
-      await queue.delete(tx, job.jobId)
-      await emitCallEvents(tx, queue, 'call.expired', [expired])
+      await deleteJob(tx, queue.calls, { job_id: job.jobId })
+      await emitCallEvents(tx, queue.deliveries, 'call.expired', [expired])
       ended.expired.push(expired)
       continue
     }
-    await requeueCall(tx, queue, call, 1)
+    await requeueCall(tx, queue.calls, call, 1)
   }
 }
 

@@ -8,7 +8,7 @@ import * as t from '../../store/transitions.ts'
 import type { Logger } from '../../platform/log.ts'
 import type { DispatchPolicy } from './claim.ts'
 import type { LookupResult, ProviderClient } from '../../provider/client.ts'
-import type { CallQueue } from '../../store/queue.ts'
+import type { Queues } from '../../store/queues.ts'
 
 // Reconciliation: a dialed call whose final callback has not come within
 // RECONCILE_AFTER_SECONDS (and every dialed call in flight when a process starts or gets the
@@ -24,7 +24,7 @@ const CONCURRENCY = 4
  */
 export async function applyLookedUpReport(
   sql: Sql,
-  queue: CallQueue,
+  queue: Queues,
   call: Pick<CallRow, 'id' | 'dial'>,
   answer: Extract<LookupResult, { kind: 'final' }>,
   calling: CallingPolicy | undefined,
@@ -54,7 +54,7 @@ export async function applyLookedUpReport(
 
 export class Reconciler {
   readonly #sql: Sql
-  readonly #queue: CallQueue
+  readonly #queue: Queues
   readonly #provider: ProviderClient
   readonly #policy: DispatchPolicy
   readonly #log: Logger
@@ -63,7 +63,7 @@ export class Reconciler {
   #pausedUntil = 0
   #warnedUnsupported = false
 
-  constructor(deps: { sql: Sql; queue: CallQueue; provider: ProviderClient; policy: DispatchPolicy; log: Logger; ratePerSecond: number }) {
+  constructor(deps: { sql: Sql; queue: Queues; provider: ProviderClient; policy: DispatchPolicy; log: Logger; ratePerSecond: number }) {
     this.#sql = deps.sql
     this.#queue = deps.queue
     this.#provider = deps.provider

@@ -9,7 +9,7 @@ import * as t from '../../store/transitions.ts'
 import { retryDelayMs } from '../../domain/backoff.ts'
 import type { DispatchPolicy } from './claim.ts'
 import type { DialResult } from '../../provider/client.ts'
-import type { CallQueue } from '../../store/queue.ts'
+import type { Queues } from '../../store/queues.ts'
 
 // What one dial request's answer does to its call. The rule (docs/dispatch.md):
 // only the provider's acceptance or a refusal moves a call on; a request that may have placed
@@ -22,7 +22,7 @@ export type SentRequest = Pick<CallRow, 'id' | 'attempts' | 'dial' | 'job_id'>
 
 export async function recordDialResult(
   sql: Sql,
-  queue: CallQueue,
+  queue: Queues,
   policy: DispatchPolicy,
   sent: SentRequest,
   result: DialResult,
@@ -37,7 +37,7 @@ export async function recordDialResult(
       })
       await markDialAccepted(tx, sent.id, sent.dial, result.providerCallId)
       if (row) {
-        await emitCallEvents(tx, queue, 'call.dialed', [row])
+        await emitCallEvents(tx, queue.deliveries, 'call.dialed', [row])
         return { outcome: 'dialed' as const, call: row }
       }
       // Its final report got here first: keep the provider's id all the same.
@@ -53,10 +53,10 @@ export async function recordDialResult(
     const fail = async (error: string) => {
       const row = await t.failAttempt(tx, call.id, call.attempts, error)
       await endDials(tx, [{ callId: call.id, dial: call.dial, outcome: 'refused', error }])
-      await completeJob(tx, queue, call)
+      await completeJob(tx, queue.calls, call)
       await wakeWorkers(tx, true)
       // After endDials: the event's resource shows the dial refused.
-      if (row) await emitCallEvents(tx, queue, 'call.failed', [row])
+      if (row) await emitCallEvents(tx, queue.deliveries, 'call.failed', [row])
       return { outcome: 'failed' as const, call: row }
     }
 

@@ -14,7 +14,7 @@ import { wakeWorkers } from '../../store/notify.ts'
 import type { Sql, Tx } from '../../store/sql.ts'
 import * as t from '../../store/transitions.ts'
 import type { DispatchPolicy } from './claim.ts'
-import type { CallQueue } from '../../store/queue.ts'
+import type { Queues } from '../../store/queues.ts'
 
 // The periodic safety sweeps: nothing waits on a process staying alive or on a message
 // arriving. Each is its own short transaction that changes a call and its job together.
@@ -35,7 +35,7 @@ export interface SweepResult {
 /** `cursor` carries the PENDING-call walk from one sweep to the next (see requeueJobless). */
 export async function sweep(
   sql: Sql,
-  queue: CallQueue,
+  queue: Queues,
   policy: DispatchPolicy,
   cursor: { pending?: string | undefined },
   log: Logger = silentLogger,
@@ -57,23 +57,23 @@ export async function sweep(
 }
 
 /** PENDING calls past their expiry → EXPIRED, their jobs deleted. */
-export async function expireDueCalls(sql: Sql, queue: CallQueue): Promise<CallRow[]> {
+export async function expireDueCalls(sql: Sql, queue: Queues): Promise<CallRow[]> {
   return sql.begin(async (tx) => {
     await lockClaimsShared(tx)
     const rows = await t.expireDue(tx, BATCH)
-    for (const row of rows) await deleteJob(tx, queue, row)
-    await emitCallEvents(tx, queue, 'call.expired', rows)
+    for (const row of rows) await deleteJob(tx, queue.calls, row)
+    await emitCallEvents(tx, queue.deliveries, 'call.expired', rows)
     return rows
   })
 }
 
 /** In-flight calls with no final report by their timeout → FAILED, their slots freed. */
-export async function timeOutSilentCalls(sql: Sql, queue: CallQueue, policy: Pick<DispatchPolicy, 'callTimeoutSeconds'>): Promise<CallRow[]> {
+export async function timeOutSilentCalls(sql: Sql, queue: Queues, policy: Pick<DispatchPolicy, 'callTimeoutSeconds'>): Promise<CallRow[]> {
   return sql.begin(async (tx) => {
     const rows = await t.timeOutSilent(tx, policy.callTimeoutSeconds, BATCH)
     await endDials(tx, rows.map((row) => ({ callId: row.id, dial: row.dial, outcome: 'unknown', error: row.last_error })))
-    for (const row of rows) await completeJob(tx, queue, row)
-    await emitCallEvents(tx, queue, 'call.failed', rows)
+    for (const row of rows) await completeJob(tx, queue.calls, row)
+    await emitCallEvents(tx, queue.deliveries, 'call.failed', rows)
     if (rows.length) await wakeWorkers(tx, true)
     return rows
   })
@@ -82,25 +82,25 @@ export async function timeOutSilentCalls(sql: Sql, queue: CallQueue, policy: Pic
 /** Calls out of requests: held for their final report, or FAILED when every request was refused. */
 export async function settleExhaustedCalls(
   sql: Sql,
-  queue: CallQueue,
+  queue: Queues,
   policy: Pick<DispatchPolicy, 'maxAttempts' | 'callTimeoutSeconds'>,
 ): Promise<{ held: number; failed: CallRow[] }> {
   return sql.begin(async (tx) => {
     const { held, failed } = await t.settleExhausted(tx, policy.maxAttempts, policy.callTimeoutSeconds, BATCH)
     await endDials(tx, failed.map((row) => ({ callId: row.id, dial: row.dial, outcome: 'refused', error: row.last_error })))
-    for (const row of failed) await completeJob(tx, queue, row)
-    await emitCallEvents(tx, queue, 'call.failed', failed)
+    for (const row of failed) await completeJob(tx, queue.calls, row)
+    await emitCallEvents(tx, queue.deliveries, 'call.failed', failed)
     if (failed.length) await wakeWorkers(tx, true)
     return { held: held.length, failed }
   })
 }
 
 /** Failed pg-boss jobs whose call has moved on: under key_strict_fifo they would block their phone for good. */
-export async function deleteStrandedJobs(sql: Sql, queue: CallQueue): Promise<number> {
+export async function deleteStrandedJobs(sql: Sql, queue: Queues): Promise<number> {
   return sql.begin(async (tx) => {
     await lockClaimsShared(tx)
-    const jobs = await queue.failedJobsWithoutLiveCall(tx, BATCH)
-    for (const jobId of jobs) await queue.delete(tx, jobId)
+    const jobs = await queue.calls.failedJobsWithoutLiveCall(tx, BATCH)
+    for (const jobId of jobs) await deleteJob(tx, queue.calls, { job_id: jobId })
     if (jobs.length) await wakeWorkers(tx)
     return jobs.length
   })
@@ -112,12 +112,12 @@ export async function deleteStrandedJobs(sql: Sql, queue: CallQueue): Promise<nu
  * one a new job, due when the call is. Under the shared claim lock, so no claim is halfway
  * through moving one of them.
  */
-export async function requeueJobless(sql: Sql, queue: CallQueue, cursor: { pending?: string | undefined }): Promise<number> {
+export async function requeueJobless(sql: Sql, queue: Queues, cursor: { pending?: string | undefined }): Promise<number> {
   return sql.begin(async (tx) => {
     await lockClaimsShared(tx)
-    const { orphans, last } = await queue.pendingWithoutLiveJob(tx, cursor.pending, BATCH)
+    const { orphans, last } = await queue.calls.pendingWithoutLiveJob(tx, cursor.pending, BATCH)
     cursor.pending = last
-    for (const orphan of orphans) await requeueCall(tx, queue, { ...orphan, job_id: orphan.job_state ? orphan.job_id : null })
+    for (const orphan of orphans) await requeueCall(tx, queue.calls, { ...orphan, job_id: orphan.job_state ? orphan.job_id : null })
     return orphans.length
   })
 }
@@ -129,7 +129,7 @@ export async function requeueJobless(sql: Sql, queue: CallQueue, cursor: { pendi
  * The policy is recorded as applied by the transaction that reschedules the last calls, so a
  * worker that stops halfway leaves the work to the next one to start.
  */
-export async function applyPolicyChange(sql: Sql, queue: CallQueue, calling: CallingPolicy): Promise<number> {
+export async function applyPolicyChange(sql: Sql, queue: Queues, calling: CallingPolicy): Promise<number> {
   const hash = policyHash(calling)
   const { policyHash: before } = await readSettings(sql)
   if (before === hash) return 0
@@ -148,13 +148,13 @@ export async function applyPolicyChange(sql: Sql, queue: CallQueue, calling: Cal
 }
 
 /** The next BATCH of calls waiting for a window or a cap after `after`, due again under `calling`. */
-async function rescheduleForPolicy(tx: Tx, queue: CallQueue, calling: CallingPolicy, after: string | undefined): Promise<CallRow[]> {
+async function rescheduleForPolicy(tx: Tx, queue: Queues, calling: CallingPolicy, after: string | undefined): Promise<CallRow[]> {
   await lockClaimsShared(tx)
   const calls = await t.waitingForPolicy(tx, after, BATCH)
   const now = await t.databaseNow(tx)
   for (const call of calls) {
     const due = await dueTime(tx, calling, call, now)
-    if (due) await rescheduleCall(tx, queue, call, due.at, due.waitingFor)
+    if (due) await rescheduleCall(tx, queue.calls, call, due.at, due.waitingFor)
   }
   return calls
 }

@@ -3,7 +3,8 @@ import { request as httpsRequest } from 'node:https'
 import { signPayload } from '../../domain/signature.ts'
 import { isIP } from 'node:net'
 import { getEndpoint, pendingDeliveries, recordAttempt, type EndpointRow, type EventRow } from '../../store/events.ts'
-import { EVENTS_PER_JOB, type CallQueue, type DeliveryJob } from '../../store/queue.ts'
+import { type Queues } from '../../store/queues.ts'
+import { EVENTS_PER_JOB, type DeliveryJob, type DeliveryJobs } from '../../store/delivery-jobs.ts'
 import { isDatabaseUnavailable, type Sql, type Tx } from '../../store/sql.ts'
 import { EVENTS_CHANNEL } from '../../store/notify.ts'
 import { WakeListener } from '../../store/listener.ts'
@@ -92,7 +93,7 @@ export function webhookHeaders(endpoint: Pick<EndpointRow, 'secrets'>, event: Pi
 
 export class EventDelivery {
   readonly #sql: Sql
-  readonly #queue: CallQueue
+  readonly #deliveries: DeliveryJobs
   readonly #options: DeliveryOptions
   readonly #log: Logger
   readonly #listener: WakeListener | undefined
@@ -102,9 +103,9 @@ export class EventDelivery {
   #wakeRequested = false
 
   /** With `databaseUrl`, new events wake the loop (LISTEN); without, it finds them at the next poll. */
-  constructor(deps: { sql: Sql; queue: CallQueue; options: DeliveryOptions; log: Logger; databaseUrl?: string }) {
+  constructor(deps: { sql: Sql; deliveries: DeliveryJobs; options: DeliveryOptions; log: Logger; databaseUrl?: string }) {
     this.#sql = deps.sql
-    this.#queue = deps.queue
+    this.#deliveries = deps.deliveries
     this.#options = deps.options
     this.#log = deps.log
     if (deps.databaseUrl) this.#listener = new WakeListener(deps.databaseUrl, () => this.wake(), deps.log, EVENTS_CHANNEL)
@@ -141,7 +142,7 @@ export class EventDelivery {
       this.#wakeRequested = false
       if (room > 0) {
         try {
-          jobs = await this.#queue.fetchDeliveries(this.#sql, room, this.#options.perEndpoint)
+          jobs = await this.#deliveries.fetch(this.#sql, room, this.#options.perEndpoint)
           failures = 0
         } catch (err) {
           failures++
@@ -149,7 +150,7 @@ export class EventDelivery {
         }
       }
       for (const job of jobs) {
-        const run: Promise<void> = sendDeliveryJob({ sql: this.#sql, queue: this.#queue, options: this.#options, log: this.#log }, job)
+        const run: Promise<void> = sendDeliveryJob({ sql: this.#sql, deliveries: this.#deliveries, options: this.#options, log: this.#log }, job)
           .catch((err) => this.#log.warn('event delivery not settled; pg-boss will expire and retry it', { err, jobId: job.jobId }))
           .finally(() => {
             active.delete(run)
@@ -176,8 +177,8 @@ export class EventDelivery {
  * same transaction that settles the job with pg-boss: completed, retried later, or given up
  * with a fresh job for the events behind it.
  */
-export async function sendDeliveryJob(deps: { sql: Sql; queue: CallQueue; options: DeliveryOptions; log: Logger }, job: DeliveryJob): Promise<void> {
-  const { sql, queue } = deps
+export async function sendDeliveryJob(deps: { sql: Sql; deliveries: DeliveryJobs; options: DeliveryOptions; log: Logger }, job: DeliveryJob): Promise<void> {
+  const { sql, deliveries } = deps
   const log = deps.log.child({ jobId: job.jobId, endpointId: job.endpointId, callId: job.callId, batchId: job.batchId })
   const endpoint = await getEndpoint(sql, job.endpointId)
   // A removed endpoint's pending deliveries were marked failed when it was removed.
@@ -202,8 +203,8 @@ export async function sendDeliveryJob(deps: { sql: Sql; queue: CallQueue; option
       else {
         await settle(event.id, async (tx) => {
           // A full page sent: there may be more behind it.
-          if (events.length === EVENTS_PER_JOB) await queue.enqueueDeliveries(tx, [job])
-          await queue.completeDelivery(tx, job)
+          if (events.length === EVENTS_PER_JOB) await deliveries.enqueue(tx, [job])
+          await deliveries.complete(tx, job)
           await recordAttempt(tx, delivered)
         })
       }
@@ -215,15 +216,15 @@ export async function sendDeliveryJob(deps: { sql: Sql; queue: CallQueue; option
       // Given up on this event; the scope's later events go on in a fresh job with fresh retries.
       log.warn('event delivery given up', { eventId: event.id, error, attempts: event.attempts + 1 })
       await settle(event.id, async (tx) => {
-        await queue.enqueueDeliveries(tx, [job])
-        await queue.completeDelivery(tx, job)
+        await deliveries.enqueue(tx, [job])
+        await deliveries.complete(tx, job)
         await recordAttempt(tx, { ...delivery, status: 'failed', error, nextAttemptAt: null })
       })
       metrics.eventDeliveries.inc({ result: 'given_up' })
       return
     }
     const next = await settle(event.id, async (tx) => {
-      const next = await queue.retryDelivery(tx, job, error)
+      const next = await deliveries.retry(tx, job, error)
       await recordAttempt(tx, { ...delivery, status: 'pending', error, nextAttemptAt: next })
       return next
     })
@@ -232,5 +233,5 @@ export async function sendDeliveryJob(deps: { sql: Sql; queue: CallQueue; option
     return
   }
   // Nothing was pending (sent by an earlier attempt, or the endpoint was removed).
-  if (events.length === 0) await settle(null, (tx) => queue.completeDelivery(tx, job))
+  if (events.length === 0) await settle(null, (tx) => deliveries.complete(tx, job))
 }

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { DomainError } from '../../domain/errors.ts'
 import * as db from '../../store/events.ts'
-import type { CallQueue } from '../../store/queue.ts'
+import type { DeliveryJobs } from '../../store/delivery-jobs.ts'
 import type { Sql } from '../../store/sql.ts'
 import { wakeDeliveries } from '../../store/notify.ts'
 import { destinationProblem } from './destinations.ts'
@@ -42,8 +42,8 @@ export interface EventService {
   replay(id: string, endpointId?: string): Promise<{ deliveries: number }>
 }
 
-export function createEventService(deps: { sql: Sql; queue: CallQueue; allowInsecureUrls: boolean }): EventService {
-  const { sql, queue } = deps
+export function createEventService(deps: { sql: Sql; deliveries: DeliveryJobs; allowInsecureUrls: boolean }): EventService {
+  const { sql, deliveries } = deps
   return {
     async addEndpoint(input) {
       const problem = await destinationProblem(input.url, deps.allowInsecureUrls)
@@ -92,7 +92,7 @@ export function createEventService(deps: { sql: Sql; queue: CallQueue; allowInse
           endpoints = [{ id: endpointId }]
         }
         await db.insertDeliveries(tx, endpoints.map((e) => ({ eventId: id, endpointId: e.id })))
-        await queue.enqueueDeliveries(tx, endpoints.map((e) => ({ endpointId: e.id, callId: event.call_id, batchId: event.call_id ? null : event.batch_id })))
+        await deliveries.enqueue(tx, endpoints.map((e) => ({ endpointId: e.id, callId: event.call_id, batchId: event.call_id ? null : event.batch_id })))
         if (endpoints.length) await wakeDeliveries(tx)
         return { deliveries: endpoints.length }
       })

@@ -4,7 +4,8 @@ import { eventOf, type CallEvent, type EventType } from '../../domain/events.ts'
 import { dialsOf } from '../../store/dials.ts'
 import { wakeDeliveries } from '../../store/notify.ts'
 import { eventTargets, insertEvents, type EventTargets } from '../../store/events.ts'
-import type { CallQueue, DeliveryScope } from '../../store/queue.ts'
+import type { DeliveryJobs } from '../../store/delivery-jobs.ts'
+import type { DeliveryScope } from '../../store/delivery-jobs.ts'
 import type { Tx } from '../../store/sql.ts'
 import { completeBatches, batchResource } from '../../store/batches.ts'
 
@@ -26,7 +27,7 @@ interface Emitted {
  * Writes the events, a delivery row per endpoint that takes each, and the delivery jobs.
  * `targets` is what eventTargets() read in this transaction.
  */
-async function write(tx: Tx, queue: CallQueue, emitted: Emitted[], targets: EventTargets): Promise<void> {
+async function write(tx: Tx, deliveryJobs: DeliveryJobs, emitted: Emitted[], targets: EventTargets): Promise<void> {
   if (emitted.length === 0) return
   const events = emitted.map((e) => ({
     id: `msg_${randomUUID()}`,
@@ -47,7 +48,7 @@ async function write(tx: Tx, queue: CallQueue, emitted: Emitted[], targets: Even
     }
   }
   await insertEvents(tx, events, deliveries)
-  await queue.enqueueDeliveries(tx, [...scopes.values()])
+  await deliveryJobs.enqueue(tx, [...scopes.values()])
   if (deliveries.length) await wakeDeliveries(tx)
 }
 
@@ -58,7 +59,7 @@ async function write(tx: Tx, queue: CallQueue, emitted: Emitted[], targets: Even
  */
 export async function emitCallEvents(
   tx: Tx,
-  queue: CallQueue,
+  deliveryJobs: DeliveryJobs,
   type: CallEvent | ((call: CallRow) => CallEvent | undefined),
   calls: CallRow[],
 ): Promise<void> {
@@ -70,14 +71,14 @@ export async function emitCallEvents(
     const t = typeof type === 'function' ? type(call) : type
     if (t) emitted.push({ type: t, callId: call.id, batchId: call.batch_id, data: toResource(call, dials) })
   }
-  await write(tx, queue, emitted, targets)
-  await emitBatchesCompleted(tx, queue, [...new Set(calls.filter((c) => c.batch_id && c.ended_at).map((c) => c.batch_id!))])
+  await write(tx, deliveryJobs, emitted, targets)
+  await emitBatchesCompleted(tx, deliveryJobs, [...new Set(calls.filter((c) => c.batch_id && c.ended_at).map((c) => c.batch_id!))])
 }
 
 /** batch.completed for each of these batches whose calls are now all final (once per batch). */
-export async function emitBatchesCompleted(tx: Tx, queue: CallQueue, batchIds: string[]): Promise<void> {
+export async function emitBatchesCompleted(tx: Tx, deliveryJobs: DeliveryJobs, batchIds: string[]): Promise<void> {
   const completed = await completeBatches(tx, batchIds)
   if (completed.length === 0) return
   const emitted = completed.map((batch) => ({ type: 'batch.completed' as const, callId: null, batchId: batch.id, data: batchResource(batch) }))
-  await write(tx, queue, emitted, await eventTargets(tx))
+  await write(tx, deliveryJobs, emitted, await eventTargets(tx))
 }
