@@ -10,6 +10,7 @@
 //      └◀─ BUSY/NO_ANSWER/FAILED under an outcome retry policy; FAILED or EXPIRED retried
 //
 // The provider's later report on a call we declared FAILED without it corrects the record.
+// TRANSITIONS below is the same, as data; test/call-transitions.test.ts holds the store to it.
 // Queries on calls live in src/store/calls.ts, state changes in src/store/transitions.ts; each is an
 // UPDATE guarded by the state it leaves.
 
@@ -22,6 +23,28 @@ export const MAX_WAIT_SECONDS = 365 * 24 * 3600
 
 export const CALL_STATUSES = ['PENDING', 'IN_PROGRESS', 'COMPLETED', 'FAILED', 'EXPIRED', 'SUPPRESSED', 'CANCELLED'] as const
 export type CallStatus = (typeof CALL_STATUSES)[number]
+
+/**
+ * Which status may follow which, and when: the one statement of it. Every move is a guarded
+ * UPDATE in the store (src/store/transitions.ts, src/store/suppressions.ts) that takes the call
+ * only from the status it leaves; test/call-transitions.test.ts reads their SQL and holds them
+ * to this table, both ways.
+ */
+export const TRANSITIONS: ReadonlyArray<{ from: CallStatus; to: CallStatus; when: string }> = [
+  { from: 'PENDING', to: 'IN_PROGRESS', when: 'a worker claims it: a slot is free and its phone has no call in flight' },
+  { from: 'PENDING', to: 'EXPIRED', when: 'its expiresAt passed before it was dialed' },
+  { from: 'PENDING', to: 'CANCELLED', when: 'it is cancelled (API, bin/orchestrator calls cancel, request_cancel())' },
+  { from: 'PENDING', to: 'SUPPRESSED', when: 'its number is put on the do-not-call list' },
+  { from: 'IN_PROGRESS', to: 'COMPLETED', when: 'the provider’s final report is COMPLETED' },
+  { from: 'IN_PROGRESS', to: 'FAILED', when: 'the final report is FAILED, BUSY or NO_ANSWER; the provider refused the dial; no request is left; or no final report came by timeout_at' },
+  { from: 'IN_PROGRESS', to: 'PENDING', when: 'an outcome retry (RETRY_BUSY, RETRY_NO_ANSWER, RETRY_FAILED): a new dial later' },
+  { from: 'FAILED', to: 'COMPLETED', when: 'the provider’s later report corrects a FAILED we declared without it' },
+  { from: 'FAILED', to: 'FAILED', when: 'the provider’s later report says how a call we declared FAILED ended' },
+  { from: 'FAILED', to: 'PENDING', when: 'it is retried (API, bin/orchestrator calls retry, request_retry())' },
+  { from: 'EXPIRED', to: 'PENDING', when: 'it is retried' },
+]
+
+export const canMove = (from: CallStatus, to: CallStatus): boolean => TRANSITIONS.some((m) => m.from === from && m.to === to)
 
 export interface CallRow {
   id: string
