@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { CallRow } from '../domain/call.ts'
 import { lockClaimsShared } from './locks.ts'
-import type { Sql, Tx } from './sql.ts'
+import { PgError, pgErrorCode, type Sql, type Tx } from './sql.ts'
 
 // The callbacks table: every report from the provider about a call's end (a webhook delivery or
 // a status look-up), with what we did with it.
@@ -60,6 +60,10 @@ export async function keepCallback(db: Sql | Tx, e: CallbackEntry): Promise<void
 }
 
 /** A delivery stored before (under either key): counted on its row. False when it is new. */
+/** A report whose key another delivery stored first, found by the unique index (two raced past countRepeat). */
+export const isRepeatedDelivery = (err: unknown): boolean =>
+  pgErrorCode(err) === PgError.uniqueViolation && (err as { constraint_name?: string }).constraint_name === 'callbacks_dedupe_key'
+
 export async function countRepeat(db: Sql | Tx, keys: DeliveryKeys): Promise<boolean> {
   const rows = await db`
     UPDATE callbacks SET repeats = repeats + 1, last_repeat_at = now()

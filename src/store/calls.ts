@@ -2,7 +2,7 @@ import { CALL_STATUSES, type CallRow, type CallStatus } from '../domain/call.ts'
 import type { WaitingFor } from '../domain/policy.ts'
 import type { CallingWindow } from '../domain/window.ts'
 import { WAKE_CHANNEL } from './notify.ts'
-import type { Sql, Tx } from './sql.ts'
+import { PgError, pgErrorCode, type Sql, type Tx } from './sql.ts'
 
 // Every query on the calls table. Each state change is a guarded UPDATE: it names the state
 // it leaves, and zero rows back means the change was not legal at that moment (a lost race, a
@@ -83,6 +83,10 @@ export async function findByIdempotencyKeys(db: Db, keys: string[]): Promise<Cal
   if (keys.length === 0) return []
   return db<CallRow[]>`SELECT * FROM calls WHERE idempotency_key = ANY(${keys}::text[])`
 }
+
+/** An UPDATE that would give a call the provider id another call has (calls_provider_call_id_key). */
+export const isProviderCallIdTaken = (err: unknown): boolean =>
+  pgErrorCode(err) === PgError.uniqueViolation && (err as { constraint_name?: string }).constraint_name === 'calls_provider_call_id_key'
 
 export async function getCall(db: Db, id: string): Promise<CallRow | undefined> {
   const [row] = await db<CallRow[]>`SELECT * FROM calls WHERE id = ${id}`

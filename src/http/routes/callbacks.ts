@@ -1,7 +1,7 @@
 import type { Context } from 'hono'
 import * as v from 'valibot'
-import { countRepeat, deliveryKeys, keepCallback, lockForReport } from '../../store/callbacks.ts'
-import { PgError, pgErrorCode, type Sql } from '../../store/sql.ts'
+import { deliveryKeys } from '../../store/callbacks.ts'
+import type { Sql } from '../../store/sql.ts'
 import { FINAL_PROVIDER_STATUSES } from '../../provider/client.ts'
 import type { Queues } from '../../store/queues.ts'
 import { bearerToken, matchesSecret } from '../auth.ts'
@@ -12,14 +12,14 @@ import { singleQuery, timestamp } from '../schemas.ts'
 import { refusalTally, throttled, type Logger } from '../../platform/log.ts'
 import type { CallingPolicy } from '../../domain/policy.ts'
 import { metrics } from '../../platform/metrics.ts'
-import { applyProviderReport, countProviderReport } from '../../services/callbacks/apply.ts'
+import { deliveredBefore, keepRefused, receiveReport, type Delivery } from '../../services/callbacks/receive.ts'
 import { verifyCallbackSignature } from '../../domain/signature.ts'
 import { urlTokenSecrets, verifyCallbackToken } from '../../domain/callback-token.ts'
 
 // POST /callbacks/call-status?callId=…&dial=…&token=…: the provider's final report on a call.
 // In this order: authenticated (Standard Webhooks signature, or a static API key), addressed to
 // a URL we issued for that call and dial (the token), well-formed, then applied once per
-// webhook-id and bound to its dial (src/services/callbacks/apply.ts). Nothing a request that fails the
+// webhook-id and bound to its dial (src/services/callbacks/receive.ts and apply.ts). Nothing a request that fails the
 // first two checks sends is written anywhere: it is counted and logged (at most every few
 // seconds), so a flood fills neither the disk nor the logs. Authenticated callbacks are kept in
 // the callbacks table with their verdict; a malformed one without its body.
@@ -116,101 +116,62 @@ export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
 
     // A delivery we have had before (a replay, or the provider trying again) is counted on the
     // first one's row and changes nothing (src/store/callbacks.ts, DeliveryKeys).
-    const keys = deliveryKeys(webhookId, body)
+    const delivery: Delivery = { callId, dial, webhookId, keys: deliveryKeys(webhookId, body), body }
     const duplicate = () => {
-      metrics.callbacks.inc({ source: 'webhook', verdict: 'duplicate' })
       log.debug('callback delivered again', { callId, dial, webhookId: webhookId ?? undefined })
       return c.json({ verdict: 'duplicate', callId })
     }
-    if (await countRepeat(sql, keys)) return duplicate()
+    if (await deliveredBefore(sql, delivery.keys)) return duplicate()
 
     // From here the sender is authenticated and the URL is ours: what it sends is kept, once.
-    const keep = async (verdict: 'rejected' | 'unknown_call', reason: string, extra: { providerCallId?: string; providerStatus?: string; body?: string } = {}) => {
+    const refused = async (reason: string, problem: HttpProblem): Promise<never> => {
       floods.warn('callback rejected', { callId, dial, reason })
-      await keepCallback(sql, {
-        source: 'webhook',
-        webhookId,
-        keys,
-        callId: verdict === 'unknown_call' ? null : callId,
-        dial,
-        providerCallId: extra.providerCallId ?? null,
-        providerStatus: extra.providerStatus ?? null,
-        verdict,
-        reason,
-        body: extra.body ?? null,
-      })
-      metrics.callbacks.inc({ source: 'webhook', verdict })
+      await keepRefused(sql, delivery, 'rejected', reason)
+      throw problem
     }
-
     let json: unknown
     try {
       json = JSON.parse(body)
     } catch {
-      await keep('rejected', 'the body is not valid JSON')
-      throw new HttpProblem(400, 'malformed_json', 'The callback body is not valid JSON.')
+      return refused('the body is not valid JSON', new HttpProblem(400, 'malformed_json', 'The callback body is not valid JSON.'))
     }
     if (!isJsonObject(json)) {
-      await keep('rejected', 'the body is not a JSON object')
-      throw new HttpProblem(400, 'validation_failed', 'The callback is not valid: the body must be a JSON object.')
+      return refused('the body is not a JSON object', new HttpProblem(400, 'validation_failed', 'The callback is not valid: the body must be a JSON object.'))
     }
     const parsed = v.safeParse(CallbackBody, json)
     if (!parsed.success) {
       const summary = parsed.issues.map((i) => `body.${v.getDotPath(i) ?? ''} ${i.message}`.replace('body. ', 'body ')).join('; ')
-      await keep('rejected', `not valid: ${summary}`)
-      throw new HttpProblem(400, 'validation_failed', `The callback is not valid: ${summary}.`)
+      return refused(`not valid: ${summary}`, new HttpProblem(400, 'validation_failed', `The callback is not valid: ${summary}.`))
     }
     const cb = parsed.output
-    const report = { providerCallId: cb.callId, providerStatus: cb.status, body }
-    const receivedAt = Date.now()
-    const timing = { source: 'webhook' as const, durationSec: cb.durationSec ?? null, completedAt: cb.completedAt ? new Date(cb.completedAt) : null }
 
-    try {
-      const outcome = await sql.begin(async (tx) => {
-        const locked = await lockForReport(tx, callId, keys)
-        if (!locked) return undefined
-        return applyProviderReport(tx, queue, locked, {
-          source: 'webhook',
-          webhookId,
-          keys,
-          dial,
-          providerCallId: cb.callId,
-          providerStatus: cb.status,
-          durationSec: cb.durationSec ?? null,
-          completedAt: cb.completedAt ? new Date(cb.completedAt) : null,
-          body,
-        }, deps.calling)
-      })
-      if (!outcome) {
-        await keep('unknown_call', `no call ${callId}`, report)
+    const received = await receiveReport({ sql, queue, calling: deps.calling }, delivery, {
+      providerCallId: cb.callId,
+      providerStatus: cb.status,
+      durationSec: cb.durationSec ?? null,
+      completedAt: cb.completedAt ? new Date(cb.completedAt) : null,
+    })
+    switch (received.kind) {
+      case 'duplicate':
+        return duplicate()
+      case 'unknown_call':
+        floods.warn('callback rejected', { callId, dial, reason: `no call ${callId}` })
         throw new HttpProblem(404, 'call_not_found', `No call ${callId}; the callback changed nothing.`)
-      }
-      if (outcome.verdict === 'duplicate') return duplicate()
-      countProviderReport(timing, outcome, receivedAt)
-      const fields = { callId, dial, providerStatus: cb.status, webhookId: webhookId ?? undefined, from: outcome.before, to: outcome.call.status }
-      if (outcome.verdict === 'rejected') {
-        floods.warn('callback not bound to the dial', { ...fields, reason: outcome.reason })
-        throw new HttpProblem(409, 'callback_not_bound', `This callback does not belong to the call's current dial: it ${outcome.reason}; nothing was changed.`, {
-          callId,
-        })
-      }
-      if (outcome.verdict === 'corrected') log.warn('callback corrected a call we had declared FAILED', { ...fields, reason: outcome.reason })
-      else log.info(`callback ${outcome.verdict}`, fields)
-      return c.json({ verdict: outcome.verdict, callId, status: outcome.call.status })
-    } catch (err) {
-      if (pgErrorCode(err) === PgError.uniqueViolation) {
-        const constraint = (err as { constraint_name?: string }).constraint_name
-        // Two deliveries of one key raced past the check: the index kept one.
-        if (constraint === 'callbacks_dedupe_key') {
-          await countRepeat(sql, keys)
-          return duplicate()
-        }
-        if (constraint === 'calls_provider_call_id_key') {
-          await keep('rejected', `provider callId ${cb.callId} already belongs to another call`, report)
-          throw new HttpProblem(409, 'provider_call_id_conflict', `Provider callId ${cb.callId} already belongs to another call; nothing was changed.`)
-        }
-      }
-      throw err
+      case 'provider_call_id_taken':
+        floods.warn('callback rejected', { callId, dial, reason: `provider callId ${cb.callId} already belongs to another call` })
+        throw new HttpProblem(409, 'provider_call_id_conflict', `Provider callId ${cb.callId} already belongs to another call; nothing was changed.`)
     }
+    const { outcome } = received
+    const fields = { callId, dial, providerStatus: cb.status, webhookId: webhookId ?? undefined, from: outcome.before, to: outcome.call.status }
+    if (outcome.verdict === 'rejected') {
+      floods.warn('callback not bound to the dial', { ...fields, reason: outcome.reason })
+      throw new HttpProblem(409, 'callback_not_bound', `This callback does not belong to the call's current dial: it ${outcome.reason}; nothing was changed.`, {
+        callId,
+      })
+    }
+    if (outcome.verdict === 'corrected') log.warn('callback corrected a call we had declared FAILED', { ...fields, reason: outcome.reason })
+    else log.info(`callback ${outcome.verdict}`, fields)
+    return c.json({ verdict: outcome.verdict, callId, status: outcome.call.status })
   }
 
   return { handle }
