@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import { hostname } from 'node:os'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createCallbackRoute } from './http/routes/callbacks.ts'
@@ -11,7 +12,8 @@ import { syncEnvEndpoint } from './store/events.ts'
 import { EventDelivery } from './services/events/deliver.ts'
 import { createEventService } from './services/events/endpoints.ts'
 import type { Config, Mode } from './config.ts'
-import type { Settings } from './settings.ts'
+import { differences, sharedSettings, type Settings } from './settings.ts'
+import { recordSharedSetting } from './store/settings.ts'
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './store/embedded.ts'
 import { isMigrated, migrate, readMigrations } from './store/migrate.ts'
 import { connect, isDatabaseUnavailable, type Sql } from './store/sql.ts'
@@ -194,8 +196,31 @@ export async function startOrchestrator(
     const reconciling = await untilDatabaseAnswers('start-up', () => reconcileAllNow(sql), log, signal)
     if (reconciling) log.info('asking the provider about every dialed call in flight', { calls: reconciling })
 
-    // The endpoint EVENT_WEBHOOK_URL names, brought in line with the environment.
-    await untilDatabaseAnswers('event endpoint set-up', () => sql.begin((tx) => syncEnvEndpoint(tx, config.events.endpoint)), log, signal)
+    // The endpoint EVENT_WEBHOOK_URL names, brought in line with the environment. Without it,
+    // this process leaves alone what other processes configured.
+    const endpoint = config.events.endpoint
+    if (endpoint) {
+      const others = await untilDatabaseAnswers('event endpoint set-up', () => sql.begin((tx) => syncEnvEndpoint(tx, endpoint)), log, signal)
+      for (const other of others) {
+        log.warn('EVENT_WEBHOOK_URL differs from another process\'s: both endpoints receive events; remove the one you do not want with DELETE /event-endpoints/{id}', {
+          ours: endpoint.url,
+          theirs: other.url,
+          theirsId: other.id,
+        })
+      }
+    }
+    // Settings that act for every process: say so when another process sees them otherwise.
+    const setBy = `${hostname()} pid ${process.pid} (${mode})`
+    for (const [name, value] of Object.entries(sharedSettings(config))) {
+      const theirs = await untilDatabaseAnswers('shared settings', () => recordSharedSetting(sql, name, value, setBy), log, signal)
+      if (theirs) {
+        log.warn(`shared settings differ from another process's (${name}): the variables named act for every process; give every process the same`, {
+          differ: differences(value, theirs.value),
+          theirsFrom: theirs.setBy,
+          theirsSince: theirs.setAt,
+        })
+      }
+    }
 
     let webhook = config.webhook
     let providerUrl = config.provider.baseUrl

@@ -319,25 +319,24 @@ t.test('the delivery log through the API', async (t) => {
   t.equal((await h.call('GET', '/events/msg_00000000-0000-0000-0000-000000000000')).status, 404)
 })
 
-t.test('EVENT_WEBHOOK_URL: the env endpoint follows the environment', async (t) => {
+t.test('EVENT_WEBHOOK_URL: the env endpoint follows the environment, and leaves other processes\' alone', async (t) => {
   const h = await createHarness(t)
   const secretA = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'
   const secretB = 'whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD'
   const env = (url: string, secrets: string[]) => h.sql.begin((tx) => syncEnvEndpoint(tx, { url, secrets, eventTypes: null }))
   const rows = () => h.sql<{ url: string; secrets: string[]; disabled: boolean }[]>`
     SELECT url, secrets, disabled_at IS NOT NULL AS disabled FROM event_endpoints WHERE source = 'env' ORDER BY created_at`
-  await env('https://a.example/hook', [secretA])
+  t.same(await env('https://a.example/hook', [secretA]), [], 'the first: no other endpoint')
   await Promise.all([env('https://a.example/hook', [secretA]), env('https://a.example/hook', [secretA])])
   t.same(await rows(), [{ url: 'https://a.example/hook', secrets: [secretA], disabled: false }], 'one row however many processes start')
   await env('https://a.example/hook', [secretB, secretA])
   t.same((await rows())[0]!.secrets, [secretB, secretA], 'a rotation in the environment')
-  await env('https://b.example/hook', [secretB])
+  const others = await env('https://b.example/hook', [secretB])
+  t.same(others.map((e) => e.url), ['https://a.example/hook'], 'another URL is answered with the endpoint already there')
   t.same(await rows(), [
-    { url: 'https://a.example/hook', secrets: [secretB, secretA], disabled: true },
+    { url: 'https://a.example/hook', secrets: [secretB, secretA], disabled: false },
     { url: 'https://b.example/hook', secrets: [secretB], disabled: false },
-  ], 'a new URL replaces the old one')
-  await h.sql.begin((tx) => syncEnvEndpoint(tx, null))
-  t.ok((await rows()).every((r) => r.disabled), 'unset: none')
+  ], 'and both stay: removing one is the API\'s to do')
 })
 
 t.test('batch.completed once when the last two calls of a batch end at the same moment', async (t) => {

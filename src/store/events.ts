@@ -106,16 +106,17 @@ export async function insertEndpoint(db: Db, e: { url: string; secrets: string[]
   return row!
 }
 
-/** The endpoint EVENT_WEBHOOK_URL configures, created or brought up to date; other env endpoints are disabled. */
-export async function syncEnvEndpoint(tx: Tx, e: { url: string; secrets: string[]; eventTypes: string[] | null } | null): Promise<void> {
-  await tx`
-    UPDATE event_endpoints SET disabled_at = now()
-    WHERE source = 'env' AND disabled_at IS NULL AND url IS DISTINCT FROM ${e?.url ?? null}`
-  if (!e) return
+/**
+ * The endpoint EVENT_WEBHOOK_URL configures, created or brought up to date. Endpoints other
+ * processes configured are left as they are, and answered: a process never removes an
+ * endpoint because its own environment lacks it (only DELETE /event-endpoints/:id does).
+ */
+export async function syncEnvEndpoint(tx: Tx, e: { url: string; secrets: string[]; eventTypes: string[] | null }): Promise<EndpointRow[]> {
   await tx`
     INSERT INTO event_endpoints (url, secrets, event_types, source) VALUES (${e.url}, ${e.secrets}::text[], ${e.eventTypes}::text[], 'env')
     ON CONFLICT (url) WHERE source = 'env'
     DO UPDATE SET secrets = EXCLUDED.secrets, event_types = EXCLUDED.event_types, disabled_at = NULL`
+  return tx<EndpointRow[]>`SELECT * FROM event_endpoints WHERE source = 'env' AND disabled_at IS NULL AND url <> ${e.url} ORDER BY created_at`
 }
 
 export async function setEndpointSecrets(tx: Tx, id: string, secrets: string[]): Promise<EndpointRow | undefined> {

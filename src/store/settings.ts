@@ -37,3 +37,26 @@ export async function changeSettings(tx: Tx, change: { paused?: boolean; maxConc
 export async function recordPolicyHash(tx: Tx, hash: string): Promise<void> {
   await tx`UPDATE dispatch_settings SET policy_hash = ${hash}`
 }
+
+/** A shared setting as another process recorded it. */
+export interface RecordedSetting {
+  value: unknown
+  setBy: string
+  setAt: Date
+}
+
+/**
+ * Records `value` as this process's view of the shared setting `name` and answers the view
+ * recorded before, when it differs (sql/016_shared_settings.sql). The last process to start
+ * is the one recorded: the next to start compares with it.
+ */
+export async function recordSharedSetting(db: Db, name: string, value: unknown, setBy: string): Promise<RecordedSetting | undefined> {
+  const [row] = await db<{ value: unknown; set_by: string; set_at: Date; differs: boolean }[]>`
+    WITH before AS (SELECT value, set_by, set_at FROM shared_settings WHERE name = ${name}),
+    recorded AS (
+      INSERT INTO shared_settings (name, value, set_by) VALUES (${name}, ${db.json(value as never)}, ${setBy})
+      ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, set_by = EXCLUDED.set_by, set_at = now()
+    )
+    SELECT value, set_by, set_at, value IS DISTINCT FROM ${db.json(value as never)}::jsonb AS differs FROM before`
+  return row?.differs ? { value: row.value, setBy: row.set_by, setAt: row.set_at } : undefined
+}
