@@ -165,6 +165,8 @@ async function main(argv: string[]): Promise<number> {
   }
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
+  // Closing the terminal: stop as for Ctrl-C, so nothing (the embedded PostgreSQL above all) is left behind.
+  process.on('SIGHUP', onSignal)
 
   try {
     running = await startOrchestrator(mode as Mode, config, log, starting.signal)

@@ -172,6 +172,8 @@ export interface Config {
   metricsPort: number
   simulator: {
     port: number
+    /** Whether SIMULATOR_PORT was set: "all" mode's built-in simulator takes a free port otherwise. */
+    portGiven: boolean
     /** SIMULATOR_HOST: where simulator mode listens (loopback by default). */
     host: string
     minDurationMs: number
@@ -361,6 +363,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     metricsPort: e.METRICS_PORT,
     simulator: {
       port: e.SIMULATOR_PORT,
+      portGiven: env.SIMULATOR_PORT !== undefined && env.SIMULATOR_PORT !== '',
       host: e.SIMULATOR_HOST,
       minDurationMs: e.SIMULATOR_MIN_DURATION_MS,
       maxDurationMs: e.SIMULATOR_MAX_DURATION_MS,

@@ -45,6 +45,15 @@ export interface Running {
 
 const projectRoot = fileURLToPath(new URL('..', import.meta.url))
 
+/**
+ * The status page's address as a person opens it: localhost for the loopback and wildcard
+ * addresses (http://0.0.0.0:3000/ is not a page a browser opens), else the host as given.
+ */
+export function pageUrl(host: string, port: number): string {
+  const local = ['0.0.0.0', '::', '127.0.0.1', '::1', 'localhost'].includes(host)
+  return `http://${local ? 'localhost' : host.includes(':') ? `[${host}]` : host}:${port}/`
+}
+
 export function simulatorFromConfig(config: Config, secret: string, log: Logger): ProviderSimulator {
   const s = config.simulator
   return new ProviderSimulator(
@@ -225,14 +234,17 @@ export async function startOrchestrator(
     let webhook = config.webhook
     let providerUrl = config.provider.baseUrl
     let simulatorUrl: string | undefined
+    let builtInSimulator: ProviderSimulator | undefined
     if (mode === 'all' && !providerUrl) {
       // Out of the box: no provider configured, so run the simulator in-process with a secret
       // made up for this run, and say so loudly.
       const secret = webhook.secrets[0] ?? `whsec_${randomBytes(24).toString('base64')}`
       if (webhook.secrets.length === 0) webhook = { ...webhook, secrets: [secret] }
       const sim = simulatorFromConfig(config, secret, log)
-      await sim.start(0)
+      // SIMULATOR_PORT when given; else any free port, so two of these never collide.
+      await sim.start(config.simulator.portGiven ? config.simulator.port : 0, config.simulator.host)
       stops.push(() => sim.stop())
+      builtInSimulator = sim
       providerUrl = sim.url
       simulatorUrl = sim.url
       log.warn('PROVIDER_BASE_URL is not set: calls go to the built-in provider simulator, not to a real provider', { simulatorUrl })
@@ -277,9 +289,13 @@ export async function startOrchestrator(
         status: { read: () => readStatus(sql, config.dispatch.maxConcurrentCalls), sessions: sessionStore(sql) },
       })
       const server: RunningServer = await listen(app, config.http)
-      stops.push(() => server.close())
+      stops.push(async () => {
+        // Bounded whatever the clients do: event streams cut at once, the rest given SHUTDOWN_TIMEOUT_MS.
+        const closed = await server.close({ timeoutMs: config.dispatch.shutdownTimeoutMs })
+        log.info('API stopped', { ...closed })
+      })
       apiPort = server.port
-      log.info('API listening', { host: config.http.host, port: server.port, statusPage: `http://${config.http.host.includes(':') ? `[${config.http.host}]` : config.http.host}:${server.port}/` })
+      log.info('API listening', { host: config.http.host, port: server.port, statusPage: pageUrl(config.http.host, server.port) })
     }
 
     if (runsWorker) {
@@ -315,10 +331,14 @@ export async function startOrchestrator(
     if (mode === 'worker' && config.metricsPort > 0) {
       // The API serves these at its own /metrics; a worker alone has a port for them.
       const server = await listen(createWorkerApp(), { host: config.http.host, port: config.metricsPort })
-      stops.push(() => server.close(true))
+      stops.push(async () => void (await server.close()))
       metricsPort = server.port
       log.info('worker metrics listening', { host: config.http.host, port: server.port })
     }
+    // Stopping starts by silencing the built-in simulator's callbacks: the API they go to is
+    // about to close, and each would fail with a warning (its server stays up until last, for
+    // the worker's requests under way).
+    if (builtInSimulator) stops.push(async () => builtInSimulator!.stopCallbacks())
     return { apiPort, metricsPort, simulatorUrl, stop: stopAll }
   } catch (err) {
     await stopAll()

@@ -26,7 +26,7 @@ function send(agent: Agent, port: number, method: string, path: string, body?: B
 t.test('a 413 reaches a keep-alive client, and its next request on the same connection works', async (t) => {
   const h = await createHarness(t)
   const server = await listen(h.app, { host: '127.0.0.1', port: 0 })
-  t.teardown(() => server.close(true))
+  t.teardown(() => server.close())
   const base = `http://127.0.0.1:${server.port}`
   // Node's fetch pools keep-alive connections. Before, with bodies this size, every other
   // oversized POST got a socket error instead of its 413 (the server closed mid-body).
@@ -56,7 +56,7 @@ t.test('a 413 reaches a keep-alive client, and its next request on the same conn
 t.test('past the drain bound the 413 says Connection: close, and the client gets it', async (t) => {
   const h = await createHarness(t)
   const server = await listen(h.app, { host: '127.0.0.1', port: 0 })
-  t.teardown(() => server.close(true))
+  t.teardown(() => server.close())
   const agent = new Agent({ keepAlive: true, maxSockets: 1 })
   t.teardown(() => agent.destroy())
   const huge = Buffer.alloc(2 * 1024 * 1024, 'x')

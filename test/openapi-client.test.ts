@@ -24,7 +24,7 @@ t.test('a client generated from /openapi.json compiles strictly and works', asyn
   }
   const h = await createHarness(t)
   const server = await listen(h.app, { host: '127.0.0.1', port: 0 })
-  t.teardown(() => server.close(true))
+  t.teardown(() => server.close())
   const base = `http://127.0.0.1:${server.port}`
 
   const document = await (await fetch(`${base}/openapi.json`)).text()

@@ -32,7 +32,7 @@ t.test('the page signs in, then follows calls live from dial to end without a re
 
   const h = await createHarness(t, { apiTokens: [TOKEN], maxConcurrentCalls: 5, statusIntervalMs: 250 })
   const server = await listen(h.app, { host: '127.0.0.1', port: 0 })
-  t.teardown(() => server.close(true))
+  t.teardown(() => server.close())
   const base = `http://127.0.0.1:${server.port}`
   let n = 0
   const fake = await startFakeProvider(t, () => ({ status: 202, body: { callId: `prov-${++n}` } }))

@@ -224,7 +224,7 @@ t.test('the event stream sends a board when something changes, and stops when th
     statusIntervalMs: 100,
   })
   const server = await listen(app, { host: '127.0.0.1', port: 0 })
-  t.teardown(() => server.close(true))
+  t.teardown(() => server.close())
   const before = await openStreams()
   const events = openEvents(server.port)
   const res = await events.response
@@ -259,7 +259,7 @@ t.test('many pages open share one read per interval, and a 51st is turned away',
     statusIntervalMs: intervalMs,
   })
   const server = await listen(app, { host: '127.0.0.1', port: 0 })
-  t.teardown(() => server.close(true))
+  t.teardown(() => server.close())
   const pages = Array.from({ length: MAX_STATUS_STREAMS }, () => openEvents(server.port))
   t.teardown(() => pages.forEach((p) => p.req.destroy()))
   await Promise.all(pages.map((p) => p.response))

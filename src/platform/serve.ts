@@ -1,39 +1,65 @@
 import { serve, type ServerType } from '@hono/node-server'
 import type { Hono } from 'hono'
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { ServerResponse } from 'node:http'
+
+/** What a close found open, and what it cut. */
+export interface Closed {
+  /** Responses already under way that would never end by themselves (event streams), cut at once. */
+  eventStreams: number
+  /** Requests still unanswered when the time ran out (a client that stopped sending, a slow handler), cut then. */
+  cutAfterTimeout: number
+}
 
 export interface RunningServer {
   port: number
-  /** Stops accepting; `force` also cuts requests still under way (the simulator's hung ones). */
-  close(force?: boolean): Promise<void>
+  /**
+   * Stops accepting and ends idle connections. Event streams are cut at once; other requests
+   * under way get `timeoutMs` to finish (0: none), then every connection is cut.
+   */
+  close(options?: { timeoutMs?: number }): Promise<Closed>
 }
 
-/** Listens; resolves once the port is bound. close() stops accepting and ends idle sockets. */
+/** Listens; resolves once the port is bound. */
 export function listen(app: Hono, options: { host: string; port: number }): Promise<RunningServer> {
   return new Promise((resolve, reject) => {
     let server: ServerType
-    // Event streams (the status page's) never end by themselves, and server.close() waits for
-    // every open response: one page left open would hold a graceful shutdown forever. They
-    // carry no work to finish, so close() cuts them, which the app sees as the client leaving
-    // (its stream loop stops) and the browser as a dropped connection (EventSource retries).
-    const eventStreams = new Set<ServerResponse>()
+    // Every response under way. A close must never wait on a client: the status page's event
+    // streams never end by themselves, whatever the request's Accept header said, and a client
+    // can stop sending a body halfway. A response whose headers went out but that has not
+    // ended is a stream: it carries no work to finish, so it is cut at once (the app sees the
+    // client leave; a browser's EventSource reconnects). The rest get the timeout.
+    const open = new Set<ServerResponse>()
     server = serve({ fetch: app.fetch, hostname: options.host, port: options.port }, (info) => {
-      let closing: Promise<void> | undefined
+      let closing: Promise<Closed> | undefined
       resolve({
         port: info.port,
-        close: (force = false) =>
-          (closing ??= new Promise<void>((done) => {
-            server.close(() => done())
+        close: ({ timeoutMs = 0 } = {}) =>
+          (closing ??= new Promise<Closed>((done) => {
+            const closed: Closed = { eventStreams: 0, cutAfterTimeout: 0 }
+            let timer: NodeJS.Timeout | undefined
+            server.close(() => {
+              clearTimeout(timer)
+              done(closed)
+            })
             if ('closeIdleConnections' in server) server.closeIdleConnections()
-            if (force && 'closeAllConnections' in server) server.closeAllConnections()
-            for (const res of eventStreams) res.destroy()
+            for (const res of open) {
+              if (res.headersSent && !res.writableEnded) {
+                closed.eventStreams++
+                res.destroy()
+              }
+            }
+            const cutAll = () => {
+              closed.cutAfterTimeout = [...open].filter((res) => !res.writableEnded).length
+              if ('closeAllConnections' in server) server.closeAllConnections()
+            }
+            if (timeoutMs <= 0) cutAll()
+            else timer = setTimeout(cutAll, timeoutMs).unref()
           })),
       })
     })
-    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-      if (!/text\/event-stream/i.test(req.headers.accept ?? '')) return
-      eventStreams.add(res)
-      res.once('close', () => eventStreams.delete(res))
+    server.on('request', (_req, res: ServerResponse) => {
+      open.add(res)
+      res.once('close', () => open.delete(res))
     })
     server.once('error', reject)
   })

@@ -115,6 +115,8 @@ export class ProviderSimulator {
   #callbacksLost = 0
   #server: RunningServer | undefined
   #stopped = false
+  /** Callbacks under way when stopCallbacks() came, whose request then failed. */
+  #dropped = 0
 
   constructor(options: SimulatorOptions, log: Logger) {
     this.#o = options
@@ -132,11 +134,27 @@ export class ProviderSimulator {
     this.#server = await listen(this.app(), { host, port })
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Stops sending callbacks: the orchestrator it reports to is stopping, and would refuse them.
+   * What was still to be sent is dropped, and said once. Its HTTP server goes on answering (a
+   * worker finishing its requests) until stop().
+   */
+  stopCallbacks(): void {
+    if (this.#stopped) return
     this.#stopped = true
+    const scheduled = this.#timers.size
     for (const timer of this.#timers) clearTimeout(timer)
     this.#timers.clear()
-    await this.#server?.close(true)
+    // Let deliveries under way end first: each counts itself dropped when its request fails.
+    setImmediate(() => {
+      const dropped = scheduled + this.#dropped
+      if (dropped > 0) this.#log.info('simulator: stopped sending callbacks', { notSent: dropped })
+    })
+  }
+
+  async stop(): Promise<void> {
+    this.stopCallbacks()
+    await this.#server?.close()
   }
 
   /** Calls placed, per call request (the Idempotency-Key without its dial). */
@@ -402,7 +420,11 @@ export class ProviderSimulator {
         this.#log.warn('simulator: callback refused', { status: response.status, webhookId })
         if (response.status < 500 && response.status !== 404) break
       } catch (err) {
-        this.#log.warn('simulator: callback failed', { err, webhookId })
+        if (this.#stopped) {
+          this.#dropped++
+          return false
+        }
+        this.#log.warn('simulator: callback failed', { err: (err as Error).message, webhookId })
       }
       await this.#sleep(200 * 2 ** attempt)
     }
