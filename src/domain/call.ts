@@ -184,6 +184,14 @@ export function toResource(row: CallRow, dials: DialRow[] = []): CallResource {
   }
 }
 
+/** A notBefore at or after the call's deadline: it could only ever expire. */
+export const scheduleImpossible = (notBefore: Date, expiresAt: Date, callId?: string) =>
+  new DomainError(
+    'schedule_impossible',
+    `notBefore ${notBefore.toISOString()} is not before the call's deadline ${expiresAt.toISOString()}: it would expire without being dialed. Give an earlier notBefore or a later expiresAt.`,
+    { ...(callId ? { callId } : {}), notBefore: notBefore.toISOString(), expiresAt: expiresAt.toISOString() },
+  )
+
 export const callNotFound = (id: string) => new DomainError('call_not_found', `No call has id ${id}.`, { callId: id })
 
 export const callNotCancellable = (id: string, status: CallStatus) =>

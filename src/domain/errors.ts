@@ -15,6 +15,7 @@ export const DOMAIN_ERROR_CODES = [
   'invalid_cursor',
   'phone_suppressed',
   'calling_window_never_opens',
+  'schedule_impossible',
   'time_zone_unknown',
   'endpoint_not_allowed',
 ] as const

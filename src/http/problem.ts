@@ -44,6 +44,7 @@ export const PROBLEMS = {
   idempotency_key_reused: [422, 'This Idempotency-Key was used with another body.'],
   too_many_attempts: [429, 'Too many sign-ins that failed from here; try again in 42 s.'],
   phone_suppressed: [422, '+966501234567 is on the do-not-call list; no call to it is made.', { phone: '+966501234567' }],
+  schedule_impossible: [422, 'notBefore 2030-01-02T00:00:00.000Z is not before the call\'s deadline 2030-01-01T00:00:00.000Z: it would expire without being dialed. Give an earlier notBefore or a later expiresAt.', { notBefore: '2030-01-02T00:00:00.000Z', expiresAt: '2030-01-01T00:00:00.000Z' }],
   calling_window_never_opens: [422, 'The calling window never opens before the call expires.'],
   time_zone_unknown: [422, 'No time zone is known for +88212345678; give callingWindow.timezone.'],
   expiry_passed: [422, 'expiresAt 2030-01-01T00:00:00.000Z is not in the future; give a later one, or leave it out.', { callId: CALL }],

@@ -66,7 +66,7 @@ const createCallExample = { to: '+966501234567', scriptId: 'welcomeFlow', metada
 const callNotFound: [number, ProblemCode] = [404, 'call_not_found']
 const pending: [number, ProblemCode] = [409, 'call_not_pending']
 const invalidCursor: [number, ProblemCode] = [400, 'invalid_cursor']
-const createProblems: Array<[number, ProblemCode]> = [[422, 'idempotency_key_reused'], [422, 'phone_suppressed'], [422, 'calling_window_never_opens'], [422, 'time_zone_unknown']]
+const createProblems: Array<[number, ProblemCode]> = [[422, 'idempotency_key_reused'], [422, 'phone_suppressed'], [422, 'calling_window_never_opens'], [422, 'time_zone_unknown'], [422, 'schedule_impossible']]
 
 export const OPERATIONS: Operation[] = [
   { method: 'get', path: '/healthz', id: 'health', tag: 'Operations', summary: 'Liveness: the process answers.', access: 'public', answers: { 200: { description: 'Alive.', schema: r.Health } } },
@@ -109,7 +109,7 @@ export const OPERATIONS: Operation[] = [
   {
     method: 'patch', path: '/calls/:id', id: 'updateCall', tag: 'Calls', access: 'admin', summary: 'Change a PENDING call: number, script, metadata, notBefore, calling window.',
     pathParams: { id: callId }, body: { schema: s.UpdateCallBody, required: true, example: { notBefore: '2030-01-01T09:00:00Z', metadata: { customerId: 'c-42', note: 'moved' } } },
-    answers: { 200: { description: 'The call as changed.', schema: r.Call } }, problems: [callNotFound, pending, [422, 'phone_suppressed'], [422, 'calling_window_never_opens'], [422, 'time_zone_unknown']],
+    answers: { 200: { description: 'The call as changed.', schema: r.Call } }, problems: [callNotFound, pending, [422, 'phone_suppressed'], [422, 'calling_window_never_opens'], [422, 'time_zone_unknown'], [422, 'schedule_impossible']],
   },
   {
     method: 'post', path: '/calls/:id/cancel', id: 'cancelCall', tag: 'Calls', access: 'admin', needs: 'batches', summary: 'Cancel a PENDING call.', pathParams: { id: callId },

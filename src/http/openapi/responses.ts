@@ -185,6 +185,8 @@ export const Problem = v.object({
   endpointId: v.optional(v.pipe(uuid, v.description('With endpoint_not_found.'))),
   eventId: v.optional(v.pipe(v.string(), v.description('With event_not_found.'))),
   url: v.optional(v.pipe(v.string(), v.description('With endpoint_not_allowed: the url refused.'))),
+  notBefore: v.optional(v.pipe(instant, v.description('With schedule_impossible: the notBefore refused.'))),
+  expiresAt: v.optional(v.pipe(instant, v.description('With schedule_impossible: the deadline it is not before.'))),
 })
 
 

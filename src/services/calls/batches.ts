@@ -89,7 +89,7 @@ export function createBatchService(deps: {
       })
       // Each item judged as a single create is (src/services/calls/create.ts), in order, so an item
       // that reuses an earlier item's key is a replay of it or a refusal.
-      const plans = await planCreates(tx, calling, valid.map((v) => ({ input: v.input, idempotencyKey: v.input.idempotencyKey ?? null })))
+      const plans = await planCreates(tx, calling, deps.callTtlSeconds, valid.map((v) => ({ input: v.input, idempotencyKey: v.input.idempotencyKey ?? null })))
       const calls = new Map<string, CallRow>()
       const fresh: NewCall[] = []
       plans.forEach((plan, i) => {

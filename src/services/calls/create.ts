@@ -5,7 +5,7 @@ import type { Queues } from '../../store/queues.ts'
 import { PgError, pgErrorCode, type Tx } from '../../store/sql.ts'
 import { suppressedAmongAndNow } from '../../store/suppressions.ts'
 import { databaseNow } from '../../store/transitions.ts'
-import { type CallRow } from '../../domain/call.ts'
+import { scheduleImpossible, type CallRow } from '../../domain/call.ts'
 import { DomainError } from '../../domain/errors.ts'
 import { windowOf, type CallingPolicy, type CallTiming, type WaitingFor } from '../../domain/policy.ts'
 import { dueTime } from './due.ts'
@@ -108,7 +108,7 @@ export async function firstDue(tx: Tx, calling: CallingPolicy, call: CallTiming)
  * list used it; then the do-not-call list, the number's time zones and the calling window.
  * Reads only; what passes gets its id, its job's id and its due time.
  */
-export async function planCreates(tx: Tx, calling: CallingPolicy, requests: CreateRequest[]): Promise<Plan[]> {
+export async function planCreates(tx: Tx, calling: CallingPolicy, ttlSeconds: number, requests: CreateRequest[]): Promise<Plan[]> {
   const keys = requests.flatMap((r) => (r.idempotencyKey ? [r.idempotencyKey] : []))
   const used = new Map<string, { id: string; hash: string | null; call?: CallRow }>(
     (await findByIdempotencyKeys(tx, keys)).map((c) => [c.idempotency_key!, { id: c.id, hash: c.request_hash, call: c }]),
@@ -126,6 +126,12 @@ export async function planCreates(tx: Tx, calling: CallingPolicy, requests: Crea
     }
     if (suppressed.has(input.to)) {
       refuse(phoneSuppressed(input.to))
+      continue
+    }
+    // Its deadline: expiresAt, else CALL_TTL_SECONDS from now (as insertCalls sets it).
+    const deadline = input.expiresAt ?? new Date(now.getTime() + ttlSeconds * 1000)
+    if (input.notBefore && input.notBefore.getTime() >= deadline.getTime()) {
+      refuse(scheduleImpossible(input.notBefore, deadline))
       continue
     }
     const window = input.callingWindow ?? null

@@ -11,7 +11,7 @@ import { observeEnded } from './observe.ts'
 import { cancelCall, retryCall } from './actions.ts'
 import { firstDue, insertPlanned, phoneSuppressed, planCreates, retryKeyRaces, zonesFor, type CreateCallInput } from './create.ts'
 import { rescheduleCall } from './jobs.ts'
-import { callNotFound, callNotPending, type CallRow, type CallStatus } from '../../domain/call.ts'
+import { callNotFound, callNotPending, scheduleImpossible, type CallRow, type CallStatus } from '../../domain/call.ts'
 import { DomainError } from '../../domain/errors.ts'
 import { NO_POLICY, type CallingPolicy } from '../../domain/policy.ts'
 import type { CallingWindow } from '../../domain/window.ts'
@@ -70,7 +70,7 @@ export function createCallService(deps: {
     async create(input, idempotencyKey) {
       const created = await retryKeyRaces(() =>
         sql.begin(async (tx) => {
-          const [plan] = await planCreates(tx, calling, [{ input, idempotencyKey: idempotencyKey ?? null }])
+          const [plan] = await planCreates(tx, calling, deps.callTtlSeconds, [{ input, idempotencyKey: idempotencyKey ?? null }])
           if (plan!.kind === 'refused') throw plan!.error
           if (plan!.kind === 'replay') return { call: plan!.call!, replayed: true }
           const [call] = await insertPlanned(tx, queue, [plan!.call], { ttlSeconds: deps.callTtlSeconds, batchId: null })
@@ -97,6 +97,9 @@ export function createCallService(deps: {
         const current = await calls.lockCall(tx, id)
         if (!current) throw callNotFound(id)
         if (current.status !== 'PENDING') throw callNotPending(id, current.status)
+        if (change.notBefore && current.expires_at && change.notBefore.getTime() >= current.expires_at.getTime()) {
+          throw scheduleImpossible(change.notBefore, current.expires_at, id)
+        }
         const phoneChanged = change.to !== undefined && change.to !== current.phone
         if (phoneChanged && (await isSuppressed(tx, change.to!))) throw phoneSuppressed(change.to!)
         const rescheduled = phoneChanged || change.notBefore !== undefined || change.callingWindow !== undefined
