@@ -22,7 +22,7 @@ function countStatements(database: string) {
   return { counter, restore: () => dc.unsubscribe('tracing:postgres:query:start', onStart) }
 }
 
-t.test('POST /calls for a number with no calling rules: five round trips', async (t) => {
+t.test('POST /calls for a number with no calling rules: five round trips in its transaction, and one read after', async (t) => {
   const h = await createHarness(t)
   const { counter, restore } = countStatements(h.name)
   t.teardown(restore)
@@ -30,9 +30,10 @@ t.test('POST /calls for a number with no calling rules: five round trips', async
   counter.statements = []
   const res = await h.call('POST', '/calls', { to: newPhone(), scriptId: 's' })
   t.equal(res.status, 201)
-  t.equal(counter.statements.length, 5, `BEGIN; the do-not-call list and the clock; the job; the call, which wakes the workers; COMMIT (${counter.statements.join(' | ')})`)
+  t.equal(counter.statements.length, 6, `BEGIN; the do-not-call list and the clock; the job; the call, which wakes the workers; COMMIT; then what holds it back, for its waitingFor (${counter.statements.join(' | ')})`)
   t.match(counter.statements[0], /^begin/i)
-  t.match(counter.statements.at(-1), /^commit/i)
+  t.match(counter.statements[4], /^commit/i)
+  t.match(counter.statements[5], /dispatch_settings/, 'after the commit: paused, the free slots, its number in flight')
   const [row] = await h.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM calls WHERE id = ${res.body.id} AND job_id IS NOT NULL`
   t.equal(row!.n, 1, 'committed, with its job')
 })

@@ -114,7 +114,7 @@ export interface CallResource {
   attempts: number
   lastError: string | null
   nextAttemptAt: string | null
-  /** Why a PENDING call is not dialed yet: notBefore, callingWindow, cap or retry. */
+  /** Why a PENDING call is not dialed yet: notBefore, callingWindow, cap or retry (its own schedule), else paused, slot or phone. */
   waitingFor: string | null
   notBefore: string | null
   expiresAt: string | null
@@ -145,9 +145,32 @@ export interface DialResource {
 
 const WAITING_FOR_NAMES: Record<WaitingFor, string> = { not_before: 'notBefore', calling_window: 'callingWindow', cap: 'cap', retry: 'retry' }
 
+/**
+ * What holds back a PENDING call that its own schedule does not: dispatch paused, every slot
+ * taken, or its number with a call in flight. Not stored: it is true of the moment the call is
+ * read, not of the call.
+ */
+export type Holdup = 'paused' | 'slot' | 'phone'
+
+/** The facts a holdup is judged on, read together (src/store/calls.ts, holdupFacts). */
+export interface HoldupFacts {
+  paused: boolean
+  freeSlots: number
+  /** Numbers among those asked about that have a call in flight. */
+  busyPhones: ReadonlySet<string>
+}
+
+export function holdupOf(call: Pick<CallRow, 'status' | 'waiting_for' | 'phone'>, facts: HoldupFacts): Holdup | null {
+  if (call.status !== 'PENDING' || call.waiting_for) return null
+  if (facts.paused) return 'paused'
+  if (facts.busyPhones.has(call.phone)) return 'phone'
+  if (facts.freeSlots <= 0) return 'slot'
+  return null
+}
+
 const iso = (d: Date | null) => (d ? d.toISOString() : null)
 
-export function toResource(row: CallRow, dials: DialRow[] = []): CallResource {
+export function toResource(row: CallRow, dials: DialRow[] = [], holdup: Holdup | null = null): CallResource {
   return {
     id: row.id,
     payload: { to: row.phone, scriptId: row.script_id, metadata: row.metadata },
@@ -156,7 +179,7 @@ export function toResource(row: CallRow, dials: DialRow[] = []): CallResource {
     lastError: row.last_error,
     // While IN_PROGRESS and not yet accepted, the next request under the same key goes out then.
     nextAttemptAt: row.status === 'PENDING' || (row.status === 'IN_PROGRESS' && !row.dialed_at) ? iso(row.next_attempt_at) : null,
-    waitingFor: row.status === 'PENDING' && row.waiting_for ? WAITING_FOR_NAMES[row.waiting_for] : null,
+    waitingFor: row.status === 'PENDING' ? (row.waiting_for ? WAITING_FOR_NAMES[row.waiting_for] : holdup) : null,
     notBefore: iso(row.not_before),
     expiresAt: iso(row.expires_at),
     callingWindow: row.calling_window,

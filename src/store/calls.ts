@@ -165,6 +165,16 @@ export async function countByStatus(db: Db): Promise<Record<CallStatus, number>>
   return counts
 }
 
+/** Whether dispatch is paused, the slots free, and which of `phones` have a call in flight: one statement. */
+export async function holdupFacts(db: Db, phones: string[], defaultLimit: number): Promise<{ paused: boolean; freeSlots: number; busyPhones: Set<string> }> {
+  const [row] = await db<{ paused: boolean; free: number; busy: string[] }[]>`
+    SELECT s.paused,
+      COALESCE(s.max_concurrent_calls, ${defaultLimit}::int) - ${inFlightCount(db)} AS free,
+      ARRAY(SELECT phone FROM calls WHERE status = 'IN_PROGRESS' AND phone = ANY(${phones}::text[])) AS busy
+    FROM dispatch_settings s`
+  return { paused: row!.paused, freeSlots: row!.free, busyPhones: new Set(row!.busy) }
+}
+
 export async function countInFlight(db: Db): Promise<number> {
   const [row] = await db<{ n: number }[]>`SELECT ${inFlightCount(db)} AS n`
   return row!.n

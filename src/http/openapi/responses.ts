@@ -48,7 +48,10 @@ export const Call = v.strictObject({
   attempts: count,
   lastError: v.nullable(v.string()),
   nextAttemptAt: v.nullable(instant),
-  waitingFor: v.pipe(v.nullable(v.picklist(['notBefore', 'callingWindow', 'cap', 'retry'])), v.description('Why a PENDING call is not dialed yet.')),
+  waitingFor: v.pipe(
+    v.nullable(v.picklist(['notBefore', 'callingWindow', 'cap', 'retry', 'paused', 'slot', 'phone'])),
+    v.description('Why a PENDING call is not dialed yet: its own schedule (notBefore, callingWindow, cap, retry), else dispatch paused, every slot taken, or its number with a call in flight (paused, slot, phone: as of this read).'),
+  ),
   notBefore: v.nullable(instant),
   expiresAt: v.nullable(instant),
   callingWindow: v.nullable(CallingWindow),

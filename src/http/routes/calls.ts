@@ -12,7 +12,8 @@ import * as s from '../schemas.ts'
 /** The resources of these calls, each with its dials (one query for all). */
 async function resourcesOf(calls: CallService, rows: CallRow[]) {
   const dials = await calls.dials(rows.filter((r) => r.dial > 0).map((r) => r.id))
-  return rows.map((row) => toResource(row, dials))
+  const holdups = await calls.holdups(rows)
+  return rows.map((row) => toResource(row, dials, holdups.get(row.id) ?? null))
 }
 
 export function callRoutes(app: Hono, calls: CallService): void {

@@ -11,7 +11,7 @@ import { observeEnded } from './observe.ts'
 import { cancelCall, retryCall } from './actions.ts'
 import { firstDue, insertPlanned, phoneSuppressed, planCreates, retryKeyRaces, zonesFor, type CreateCallInput } from './create.ts'
 import { rescheduleCall } from './jobs.ts'
-import { callNotFound, callNotPending, scheduleImpossible, type CallRow, type CallStatus } from '../../domain/call.ts'
+import { callNotFound, callNotPending, holdupOf, scheduleImpossible, type CallRow, type CallStatus, type Holdup } from '../../domain/call.ts'
 import { DomainError } from '../../domain/errors.ts'
 import { NO_POLICY, type CallingPolicy } from '../../domain/policy.ts'
 import type { CallingWindow } from '../../domain/window.ts'
@@ -50,6 +50,8 @@ export interface CallService {
   list(q: calls.ListQuery): Promise<CallRow[]>
   /** The dials of these calls, for their resources. */
   dials(ids: string[]): Promise<DialRow[]>
+  /** What holds back each of these calls that is PENDING with nothing of its own to wait for (paused, slot, phone). */
+  holdups(rows: CallRow[]): Promise<Map<string, Holdup>>
   metrics(): Promise<CallMetrics>
 }
 
@@ -144,6 +146,18 @@ export function createCallService(deps: {
     },
 
     dials: (ids) => dialsOf(sql, ids),
+
+    async holdups(rows) {
+      const free = rows.filter((r) => r.status === 'PENDING' && !r.waiting_for)
+      const holdups = new Map<string, Holdup>()
+      if (free.length === 0) return holdups
+      const facts = await calls.holdupFacts(sql, [...new Set(free.map((r) => r.phone))], deps.maxConcurrentCalls)
+      for (const row of free) {
+        const holdup = holdupOf(row, facts)
+        if (holdup) holdups.set(row.id, holdup)
+      }
+      return holdups
+    },
 
     async metrics() {
       const counts = await calls.countByStatus(sql)
