@@ -33,7 +33,7 @@ t.test('POST /calls for a number with no calling rules: five round trips in its 
   t.equal(counter.statements.length, 6, `BEGIN; the do-not-call list and the clock; the job; the call, which wakes the workers; COMMIT; then what holds it back, for its waitingFor (${counter.statements.join(' | ')})`)
   t.match(counter.statements[0], /^begin/i)
   t.match(counter.statements[4], /^commit/i)
-  t.match(counter.statements[5], /dispatch_settings/, 'after the commit: paused, the free slots, its number in flight')
+  t.match(counter.statements[5], /^select s.paused/i, 'after the commit: paused, the free slots, its number in flight')
   const [row] = await h.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM calls WHERE id = ${res.body.id} AND job_id IS NOT NULL`
   t.equal(row!.n, 1, 'committed, with its job')
 })
