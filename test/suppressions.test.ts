@@ -76,7 +76,9 @@ t.test('import and list', async (t) => {
     entries: [...phones.map((phone) => ({ phone })), { phone: phones[1]!, reason: 'duplicate line' }],
   })
   t.equal(imported.status, 200)
-  t.same(imported.body, { added: 30, updated: 0, callsSuppressed: 1 })
+  t.match(imported.body, { added: 30, updated: 0, rejected: 0, callsSuppressed: 1 })
+  t.equal(imported.body.items.length, 31, 'an answer per entry')
+  t.same(imported.body.items[30], { index: 30, result: 'added', phone: phones[1] }, 'a number given twice: added, once')
   t.equal((await callRow(h, pending.id)).status, 'SUPPRESSED')
   t.equal((await h.call('GET', `/suppressions/${encodeURIComponent(phones[1]!)}`)).body.reason, 'duplicate line', 'the last entry for a number wins')
   const seen: string[] = []
@@ -88,10 +90,21 @@ t.test('import and list', async (t) => {
     if (!cursor) break
   }
   t.same(seen.slice().sort(), phones.slice().sort(), 'every number, once, over the pages')
-  const bad = await h.call('POST', '/suppressions/import', { entries: [{ phone: 'nope' }] })
-  t.equal(bad.status, 400)
-  t.same(bad.body.errors.map((e: { path: string }) => e.path), ['body.entries.0.phone'])
+  // One bad entry refuses that entry, not the list: each is answered by its index.
+  const another = newPhone()
+  const mixed = await h.call('POST', '/suppressions/import', { entries: [{ phone: 'nope' }, { phone: another, reason: 'asked' }, { phone: phones[2], reason: 42 }] })
+  t.equal(mixed.status, 200)
+  t.match(mixed.body, { added: 1, updated: 0, rejected: 2 })
+  t.equal(mixed.body.items[0].result, 'rejected')
+  t.equal(mixed.body.items[0].problem.code, 'validation_failed')
+  t.same(mixed.body.items[0].problem.errors.map((e: { path: string }) => e.path), ['body.entries.0.phone'])
+  t.same(mixed.body.items[1], { index: 1, result: 'added', phone: another })
+  t.same(mixed.body.items[2].problem.errors.map((e: { path: string }) => e.path), ['body.entries.2.reason'])
+  t.equal((await h.call('GET', `/suppressions/${encodeURIComponent(another)}`)).status, 200, 'the good entry is listed')
+  t.equal((await h.call('GET', `/suppressions/${encodeURIComponent(phones[2]!)}`)).body.reason, null, 'the refused entry changed nothing')
+  // The list itself must be a list of 1 to 5,000 entries.
   t.equal((await h.call('POST', '/suppressions/import', { entries: [] })).status, 400)
+  t.equal((await h.call('POST', '/suppressions/import', { entries: 'x' })).status, 400)
 })
 
 t.test('pause, resume and the limit at run time', async (t) => {

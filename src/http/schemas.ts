@@ -206,15 +206,15 @@ export const SuppressionBody = v.strictObject({
 
 export const MAX_IMPORT = 5_000
 
+/** One entry of an import, judged on its own (a bad one refuses itself, not the list). */
+export const SuppressionEntry = v.strictObject({
+  phone: e164,
+  reason: v.optional(v.pipe(v.string('must be a string'), v.maxLength(500, 'must be at most 500 characters'), storable)),
+})
+
 export const SuppressionImport = v.strictObject({
   entries: v.pipe(
-    v.array(
-      v.strictObject({
-        phone: e164,
-        reason: v.optional(v.pipe(v.string('must be a string'), v.maxLength(500, 'must be at most 500 characters'), storable)),
-      }),
-      'must be an array of {"phone", "reason"?}',
-    ),
+    v.array(v.unknown(), 'must be an array of {"phone", "reason"?}'),
     v.minLength(1, 'must not be empty'),
     v.maxLength(MAX_IMPORT, `must have at most ${MAX_IMPORT} entries`),
   ),

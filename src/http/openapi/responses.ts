@@ -108,7 +108,18 @@ export const SuppressionAdded = v.strictObject({
   callsSuppressed: v.pipe(count, v.description('PENDING calls to this number that were ended as SUPPRESSED.')),
 })
 export const SuppressionPage = v.strictObject({ data: v.array(Suppression), nextCursor })
-export const SuppressionImported = v.strictObject({ added: count, updated: count, callsSuppressed: count })
+export const SuppressionImported = v.strictObject({
+  added: v.pipe(count, v.description('Numbers new to the list.')),
+  updated: v.pipe(count, v.description('Numbers already listed (their reason updated when one was given).')),
+  rejected: v.pipe(count, v.description('Entries refused: each is answered in items with its problem.')),
+  callsSuppressed: v.pipe(count, v.description('Waiting calls to the numbers added, ended as SUPPRESSED.')),
+  items: v.array(
+    v.union([
+      v.strictObject({ index: count, result: v.picklist(['added', 'updated']), phone: v.string() }),
+      v.strictObject({ index: count, result: v.literal('rejected'), problem: ItemProblem }),
+    ]),
+  ),
+})
 
 export const DispatchSettings = v.strictObject({
   paused: v.boolean(),

@@ -2,6 +2,7 @@ import type { Hono } from 'hono'
 import type { Suppression, SuppressionService } from '../../services/calls/suppressions.ts'
 import type { DispatchControl } from '../../services/dispatch/control.ts'
 import { readJson } from '../body.ts'
+import type { HttpProblem } from '../problem.ts'
 import * as s from '../schemas.ts'
 
 // The do-not-call list (/suppressions) and run-time control of dispatch (/dispatch).
@@ -43,9 +44,26 @@ export function suppressionRoutes(app: Hono, suppressions: SuppressionService): 
   })
 
   // Up to MAX_IMPORT numbers in one transaction; the body may be up to 1 MiB.
+  // Each entry on its own, as in a batch of calls: a bad one is answered with its index and
+  // problem, the rest are added.
   app.post('/suppressions/import', async (c) => {
     const body = s.parseBody(s.SuppressionImport, await readJson(c, 1024 * 1024))
-    return c.json(await suppressions.import(body.entries, body.source))
+    const judged = body.entries.map((entry, index) => {
+      try {
+        return { index, entry: s.parseBody(s.SuppressionEntry, entry) }
+      } catch (err) {
+        const problem = err as HttpProblem
+        const errors = (problem.extra.errors as Array<{ path: string; message: string }>).map((e) => ({ ...e, path: e.path.replace(/^body/, `body.entries.${index}`) }))
+        return { index, problem: { status: 400, code: 'validation_failed' as const, detail: `The entry is not valid: ${errors.map((e) => `${e.path} ${e.message}`).join('; ')}.`, errors } }
+      }
+    })
+    const valid = judged.flatMap((j) => (j.entry ? [j.entry] : []))
+    const { added, callsSuppressed } = await suppressions.import(valid, body.source)
+    const items = judged.map((j) =>
+      j.entry ? { index: j.index, result: added.has(j.entry.phone) ? ('added' as const) : ('updated' as const), phone: j.entry.phone } : { index: j.index, result: 'rejected' as const, problem: j.problem! },
+    )
+    const count = (result: string) => new Set(items.filter((i) => i.result === result).map((i) => ('phone' in i ? i.phone : i.index))).size
+    return c.json({ added: count('added'), updated: count('updated'), rejected: items.filter((i) => i.result === 'rejected').length, callsSuppressed, items })
   })
 }
 

@@ -17,7 +17,8 @@ export type Suppression = db.SuppressionRow
 
 export interface SuppressionService {
   add(phone: string, input: { reason?: string | undefined; source?: string | undefined }): Promise<{ suppression: Suppression; created: boolean; callsSuppressed: number }>
-  import(entries: Array<{ phone: string; reason?: string | undefined }>, source: string | undefined): Promise<{ added: number; updated: number; callsSuppressed: number }>
+  /** Every entry added or updated in one transaction; for each number, whether it was new. */
+  import(entries: Array<{ phone: string; reason?: string | undefined }>, source: string | undefined): Promise<{ added: Set<string>; callsSuppressed: number }>
   remove(phone: string): Promise<void>
   get(phone: string): Promise<Suppression>
   list(q: { limit: number; after?: string | undefined }): Promise<Suppression[]>
@@ -51,8 +52,9 @@ export function createSuppressionService(deps: { sql: Sql; queue: Queues; log?: 
     async import(entries, source) {
       // One entry per number: the last reason given wins, as a repeated PUT would.
       const unique = [...new Map(entries.map((e) => [e.phone, { phone: e.phone, reason: e.reason ?? null }])).values()]
-      const { added, rows, callsSuppressed } = await addAll(unique, source ?? 'import')
-      return { added: added.length, updated: rows.length - added.length, callsSuppressed }
+      if (unique.length === 0) return { added: new Set<string>(), callsSuppressed: 0 }
+      const { added, callsSuppressed } = await addAll(unique, source ?? 'import')
+      return { added: new Set(added), callsSuppressed }
     },
 
     async remove(phone) {
