@@ -1,7 +1,7 @@
 import t from 'tap'
 import { insertCall, newPhone, postCall } from './support/factory.ts'
 import { raceCancelAgainstClaim } from './support/cancel-race.ts'
-import { createHarness } from './support/harness.ts'
+import { addEventSink, createHarness } from './support/harness.ts'
 import { callRow, callSnapshot, jobOf } from './support/inspect.ts'
 
 // POST /calls/:id/cancel: a PENDING call ends CANCELLED and is never dialed; its job goes with
@@ -9,6 +9,7 @@ import { callRow, callSnapshot, jobOf } from './support/inspect.ts'
 
 t.test('a pending call is cancelled: final, jobless, and reported', async (t) => {
   const h = await createHarness(t)
+  await addEventSink(h) // these events are looked at: an endpoint takes them
   const call = await postCall(h, { to: newPhone() })
   const jobId = (await jobOf(h.sql, call.id))!.id
   const res = await h.call('POST', `/calls/${call.id}/cancel`)

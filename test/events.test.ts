@@ -9,7 +9,7 @@ import { startEventReceiver, type EventReceiver } from './support/event-receiver
 import { recordDialResult } from '../src/services/dispatch/record.ts'
 import { inFlightCall, POLICY, sendSigned } from './support/callbacks.ts'
 import { insertCall, newPhone, postCall } from './support/factory.ts'
-import { createHarness, registerWorker, type Harness } from './support/harness.ts'
+import { addEventSink, createHarness, registerWorker, type Harness } from './support/harness.ts'
 import { waitFor } from './support/processes.ts'
 
 // Event endpoints, what is sent to them and when: filters, order, retries, giving up, time-outs,
@@ -343,6 +343,7 @@ t.test('batch.completed once when the last two calls of a batch end at the same 
   // Each transaction ends one call and then looks whether the batch is done; without a lock,
   // each still sees the other's call open (not yet committed), and no one completes the batch.
   const h = await createHarness(t)
+  await addEventSink(h) // these events are looked at: an endpoint takes them
   for (let round = 0; round < 10; round++) {
     const res = await h.call('POST', '/calls/batch', { calls: [{ to: `+1555610${round}001`, scriptId: 'x' }, { to: `+1555610${round}002`, scriptId: 'x' }] })
     const ids: string[] = res.body.items.map((i: { call: { id: string } }) => i.call.id)
@@ -369,6 +370,7 @@ t.test('batch.completed once when the last two calls of a batch end at the same 
 
 t.test('a batch none of whose items became a call is complete at once', async (t) => {
   const h = await createHarness(t)
+  await addEventSink(h) // these events are looked at: an endpoint takes them
   const res = await h.call('POST', '/calls/batch', { calls: [{ to: 'nope', scriptId: 'x' }] })
   t.equal(res.status, 201)
   t.equal(res.body.created, 0)
@@ -381,6 +383,7 @@ t.test('a batch none of whose items became a call is complete at once', async (t
 t.test('a final report that comes before the dial’s 202 was recorded still tells call.dialed first', async (t) => {
   const calling = { window: null, caps: { perDay: 0, perWeek: 0 }, retries: { BUSY: { limit: 1, delaySeconds: 60 } } }
   const h = await createHarness(t, { calling })
+  await addEventSink(h) // these events are looked at: an endpoint takes them
   const w = await registerWorker(h)
   const typesOf = async (id: string) => (await h.sql<{ type: string }[]>`SELECT type FROM events WHERE call_id = ${id} ORDER BY seq`).map((e) => e.type)
 

@@ -4,7 +4,7 @@ import t from 'tap'
 import { startDispatcher } from './support/dispatcher.ts'
 import { startFakeProvider } from './support/fake-provider.ts'
 import { insertCall, newPhone, postCall } from './support/factory.ts'
-import { createHarness, registerWorker, type Harness } from './support/harness.ts'
+import { addEventSink, createHarness, registerWorker, type Harness } from './support/harness.ts'
 import { callRow } from './support/inspect.ts'
 import { waitFor } from './support/processes.ts'
 
@@ -146,6 +146,7 @@ const done = (h: Harness, id: string) => waitFor(`request ${id} to be carried ou
 
 t.test('request_retry: a worker, woken by the request, retries the call as the API does', async (t) => {
   const h = await createHarness(t)
+  await addEventSink(h) // these events are looked at: an endpoint takes them
   let n = 0
   const fake = await startFakeProvider(t, () => (++n === 1 ? { status: 400, body: { error: 'no such script' } } : { status: 202, body: { callId: `p-${n}` } }))
   await startDispatcher(t, h, fake.url) // polls once a minute: only the request's wake-up can get it going
@@ -162,6 +163,7 @@ t.test('request_retry: a worker, woken by the request, retries the call as the A
 
 t.test('request_cancel: done for a PENDING call; refused, with the API’s reason, for one in flight or not there', async (t) => {
   const h = await createHarness(t)
+  await addEventSink(h) // these events are looked at: an endpoint takes them
   const fake = await startFakeProvider(t, () => ({ status: 202, body: { callId: 'p' } }))
   await startDispatcher(t, h, fake.url)
   await h.call('POST', '/dispatch/pause') // so the pending call stays PENDING until cancelled
@@ -182,6 +184,7 @@ t.test('request_cancel: done for a PENDING call; refused, with the API’s reaso
 
 t.test('requests filed at once, two workers: each carried out once', async (t) => {
   const h = await createHarness(t)
+  await addEventSink(h) // these events are looked at: an endpoint takes them
   const fake = await startFakeProvider(t, () => ({ status: 202, body: { callId: 'p' } }))
   await h.call('POST', '/dispatch/pause')
   const calls = await Promise.all(Array.from({ length: 12 }, () => postCall(h, { to: newPhone() })))

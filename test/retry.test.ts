@@ -6,7 +6,7 @@ import type { Sql } from '../src/store/sql.ts'
 import { startDispatcher } from './support/dispatcher.ts'
 import { startFakeProvider } from './support/fake-provider.ts'
 import { insertCall, newPhone, postCall } from './support/factory.ts'
-import { createHarness, type Harness } from './support/harness.ts'
+import { addEventSink, createHarness, type Harness } from './support/harness.ts'
 import { callRow, callSnapshot, jobOf } from './support/inspect.ts'
 import { runBinary, waitFor } from './support/processes.ts'
 
@@ -119,6 +119,7 @@ t.test('other states, missing calls and numbers on the do-not-call list are refu
 
 t.test('ten retries of one call at once: one wins, the rest are refused, one job', async (t) => {
   const h = await createHarness(t)
+  await addEventSink(h) // these events are looked at: an endpoint takes them
   const call = await insertCall(h, { status: 'FAILED' })
   const answers = await Promise.all(Array.from({ length: 10 }, () => h.call('POST', `/calls/${call.id}/retry`)))
   t.same(answers.map((a) => a.status).sort(), [200, ...Array(9).fill(409)])
@@ -129,6 +130,7 @@ t.test('ten retries of one call at once: one wins, the rest are refused, one job
 
 t.test('bin/orchestrator calls retry and cancel do what the API does, through the same code', async (t) => {
   const h = await createHarness(t)
+  await addEventSink(h) // these events are looked at: an endpoint takes them
   const env = { DATABASE_URL: h.url, LOG_LEVEL: 'warn' }
   const failed = await insertCall(h, { status: 'FAILED' })
   const until = new Date(Date.now() + 30 * 86_400_000).toISOString()

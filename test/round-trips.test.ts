@@ -4,7 +4,7 @@ import type { CallRow } from '../src/domain/call.ts'
 import { claimCalls } from '../src/services/dispatch/claim.ts'
 import { recordDialResult } from '../src/services/dispatch/record.ts'
 import { POLICY, sendSigned } from './support/callbacks.ts'
-import { createHarness, registerWorker, type Harness } from './support/harness.ts'
+import { addEventSink, createHarness, registerWorker, type Harness } from './support/harness.ts'
 import { newPhone, postCall } from './support/factory.ts'
 
 // Round trips to PostgreSQL on the hot paths (docs/performance.md). Every statement of a
@@ -38,7 +38,7 @@ t.test('POST /calls for a number with no calling rules: five round trips in its 
   t.equal(row!.n, 1, 'committed, with its job')
 })
 
-t.test('an accepted dial and the completed callback that ends the call, with no event endpoint: seven and fourteen', async (t) => {
+t.test('an accepted dial and the completed callback that ends the call, with no event endpoint: five and twelve', async (t) => {
   const h = await createHarness(t)
   const worker = await registerWorker(h)
   // One of each first: the counted ones are the second, on warm connections.
@@ -48,11 +48,30 @@ t.test('an accepted dial and the completed callback that ends the call, with no 
   const { counter, restore } = countStatements(h.name)
   t.teardown(restore)
   await recordDialResult(h.sql, h.queue, POLICY, call, { kind: 'accepted', providerCallId: 'p-counted' })
-  t.equal(counter.statements.length, 7, `accepted: BEGIN; the call; its dial; its dials and the event targets, read for the event; the event; COMMIT (${counter.statements.join(' | ')})`)
+  t.equal(counter.statements.length, 5, `accepted: BEGIN; the call; its dial; the event targets (none: no event is written); COMMIT (${counter.statements.join(' | ')})`)
   counter.statements = []
   const res = await sendSigned(h, call.id, { callId: 'p-counted', status: 'COMPLETED', durationSec: 30 })
   t.equal(res.status, 200)
-  t.equal(counter.statements.length, 14, `completed: a delivery seen before?; BEGIN; the claim lock; the call; seen before, under its lock; the update; its dial; the callback kept; the job completed; the workers woken; the event's two reads and its write; COMMIT (${counter.statements.join(' | ')})`)
+  t.equal(counter.statements.length, 12, `completed: a delivery seen before?; BEGIN; the claim lock; the call; seen before, under its lock; the update; its dial; the callback kept; the job completed; the workers woken; the event targets (none: no event is written); COMMIT (${counter.statements.join(' | ')})`)
+})
+
+t.test('the same with an event endpoint: nine and sixteen, the events written in the same transactions', async (t) => {
+  const h = await createHarness(t)
+  await addEventSink(h)
+  const worker = await registerWorker(h)
+  const warm = await dialedCall(h, worker)
+  await sendSigned(h, warm.id, { callId: warm.provider_call_id, status: 'COMPLETED' })
+  const call = await claimed(h, worker)
+  const { counter, restore } = countStatements(h.name)
+  t.teardown(restore)
+  await recordDialResult(h.sql, h.queue, POLICY, call, { kind: 'accepted', providerCallId: 'p-counted' })
+  const accepted = counter.statements.length
+  counter.statements = []
+  t.equal((await sendSigned(h, call.id, { callId: 'p-counted', status: 'COMPLETED', durationSec: 30 })).status, 200)
+  const completed = counter.statements.length
+  // Over the counts without an endpoint: its dials, read for the body; the event with its delivery; the delivery job; the delivery loops woken.
+  t.same([accepted, completed], [9, 16], `accepted and completed, each with its event (${counter.statements.join(' | ')})`)
+  t.equal((await h.sql`SELECT count(*)::int AS n FROM events WHERE call_id = ${call.id}`)[0]!.n, 2, 'call.dialed and call.completed written')
 })
 
 async function claimed(h: Harness, worker: number): Promise<CallRow> {

@@ -161,3 +161,13 @@ export function workerEnv(h: { url: string }, providerUrl: string, apiPort: numb
     ...more,
   }
 }
+
+/**
+ * An event endpoint that takes every event (nothing listens at its address): events are
+ * written only for endpoints that take them, so a test that looks at events registers one.
+ */
+export async function addEventSink(h: Pick<Harness, 'sql'>): Promise<string> {
+  const [row] = await h.sql<{ id: string }[]>`
+    INSERT INTO event_endpoints (url, secrets, source) VALUES ('http://127.0.0.1:9/event-sink', ARRAY['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'], 'api') RETURNING id`
+  return row!.id
+}
