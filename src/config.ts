@@ -102,6 +102,8 @@ const EnvSchema = v.object({
   EVENT_RETRY_MAX_SECONDS: int(7200, 1, 86_400),
   WORKER_POLL_MS: int(5_000, 50, 600_000),
   SHUTDOWN_TIMEOUT_MS: int(15_000, 0, 600_000),
+  CALLBACK_RETENTION: v.optional(v.string(), '30d'),
+  EVENT_RETENTION: v.optional(v.string(), '30d'),
   LOG_LEVEL: v.optional(v.picklist(logLevels, `must be one of ${logLevels.join(', ')}`), 'info'),
   LOG_FORMAT: v.optional(v.picklist(logFormats, `must be one of ${logFormats.join(', ')}`), 'auto'),
   METRICS_PORT: int(9464, 0, 65535),
@@ -137,6 +139,8 @@ export interface Config {
    * headers the API answers (empty: any).
    */
   http: { host: string; hostGiven: boolean; port: number; apiTokens: string[]; readTokens: string[]; allowedHosts: string[] }
+  /** How long callbacks and sent events are kept (seconds); workers delete older ones, a little at a time. */
+  retention: { callbackSeconds: number; eventSeconds: number }
   dispatch: {
     maxConcurrentCalls: number
     maxAttempts: number
@@ -228,6 +232,14 @@ function parseStatusMix(text: string): Config['simulator']['statusMix'] {
 }
 
 const DURATION_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400 }
+
+/** "30d", "12h", "1m": a duration in seconds, minutes, hours or days, as RETRY_* delays are written. */
+function parseDuration(variable: string, text: string): number {
+  const m = /^(\d{1,6})([smhd])$/.exec(text.trim())
+  const seconds = Number(m?.[1]) * (DURATION_UNITS[m?.[2] ?? ''] ?? NaN)
+  if (!m || !(seconds >= 1)) throw new ConfigError(`${variable}: must be a duration such as 30d, 12h, 15m or 90s`)
+  return seconds
+}
 
 /** "2@10m": at most 2 retries, 10 minutes after the previous dial ended; "" or "0": none. */
 function parseRetry(variable: string, text: string | undefined): { limit: number; delaySeconds: number } | undefined {
@@ -337,6 +349,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       readTokens: e.API_READ_TOKENS,
       allowedHosts: e.ALLOWED_HOSTS.map((h) => h.toLowerCase()),
     },
+    retention: { callbackSeconds: parseDuration('CALLBACK_RETENTION', e.CALLBACK_RETENTION), eventSeconds: parseDuration('EVENT_RETENTION', e.EVENT_RETENTION) },
     dispatch: {
       maxConcurrentCalls: e.MAX_CONCURRENT_CALLS,
       maxAttempts: e.MAX_ATTEMPTS,

@@ -311,7 +311,7 @@ export async function startOrchestrator(
           publicBaseUrl: config.publicBaseUrl,
           callbackSecret: callbackSecret(webhook),
         }),
-        options: { ...config.dispatch, leaseMs: config.provider.timeoutMs + LEASE_MARGIN_MS, calling: config.policy },
+        options: { ...config.dispatch, leaseMs: config.provider.timeoutMs + LEASE_MARGIN_MS, calling: config.policy, retention: config.retention },
         log,
       })
       await untilDatabaseAnswers('worker start-up', () => dispatcher.start(), log, signal)

@@ -203,7 +203,8 @@ export class Dispatcher {
     this.#actionsFiled = true
     await touchWorker(this.#sql, this.#workerId)
     const result = await sweep(this.#sql, this.#queue, this.#options, this.#sweepCursor, this.#log.child({ worker: this.#workerId }))
-    if (Object.values(result).some((n) => n > 0)) this.#log.info('sweep', { worker: this.#workerId, ...result })
+    const { pruned, ...counts } = result
+    if (Object.values(counts).some((n) => n > 0) || pruned.callbacks + pruned.events > 0) this.#log.info('sweep', { worker: this.#workerId, ...counts, pruned })
     this.#reconciler.kick(this.#abort.signal)
   }
 

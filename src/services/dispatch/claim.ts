@@ -17,7 +17,7 @@ import type { Queues } from '../../store/queues.ts'
 
 export interface DispatchPolicy {
   maxConcurrentCalls: number
-  /** Dial requests per call, the first included (the spec's MAX_ATTEMPTS). */
+  /** Requests per dial, the first included (MAX_ATTEMPTS). */
   maxAttempts: number
   retryBaseSeconds: number
   retryMaxSeconds: number
@@ -29,6 +29,8 @@ export interface DispatchPolicy {
   reconcileAfterSeconds: number | null
   /** Windows, caps and outcome retries; none when absent. */
   calling?: CallingPolicy | undefined
+  /** How long callbacks and sent events are kept (seconds); kept for ever when absent. */
+  retention?: { callbackSeconds: number; eventSeconds: number } | undefined
 }
 
 /** Time a worker may lose between taking a lease and sending; the lease covers the request plus this. */

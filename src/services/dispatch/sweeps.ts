@@ -8,6 +8,7 @@ import { silentLogger, type Logger } from '../../platform/log.ts'
 import { metrics } from '../../platform/metrics.ts'
 import { observeEnded } from '../calls/observe.ts'
 import { endDials } from '../../store/dials.ts'
+import { deleteOldCallbacks, deleteOldEvents } from '../../store/retention.ts'
 import { emitCallEvents } from '../events/outbox.ts'
 import { lockClaimsShared } from '../../store/locks.ts'
 import { wakeWorkers } from '../../store/notify.ts'
@@ -30,6 +31,8 @@ export interface SweepResult {
   exhaustedFailed: number
   unblocked: number
   requeued: number
+  /** Callbacks and events deleted, past CALLBACK_RETENTION and EVENT_RETENTION. */
+  pruned: { callbacks: number; events: number }
 }
 
 /** `cursor` carries the PENDING-call walk from one sweep to the next (see requeueJobless). */
@@ -53,7 +56,18 @@ export async function sweep(
   const unblocked = await deleteStrandedJobs(sql, queue)
   const requeued = await requeueJobless(sql, queue, cursor)
   await foldStatusCounts(sql)
-  return { expired: expired.length, timedOut: timedOut.length, held: exhausted.held, exhaustedFailed: exhausted.failed.length, unblocked, requeued }
+  const pruned = policy.retention ? await prune(sql, policy.retention) : { callbacks: 0, events: 0 }
+  return { expired: expired.length, timedOut: timedOut.length, held: exhausted.held, exhaustedFailed: exhausted.failed.length, unblocked, requeued, pruned }
+}
+
+/** Rows deleted per table and sweep: small statements, many sweeps (every WORKER_POLL_MS). */
+export const PRUNE_BATCH = 500
+
+/** Callbacks and sent events past their retention, the oldest PRUNE_BATCH of each. */
+export async function prune(sql: Sql, retention: { callbackSeconds: number; eventSeconds: number }, limit = PRUNE_BATCH): Promise<{ callbacks: number; events: number }> {
+  const callbacks = await deleteOldCallbacks(sql, retention.callbackSeconds, limit)
+  const events = await deleteOldEvents(sql, retention.eventSeconds, limit)
+  return { callbacks, events }
 }
 
 /** PENDING calls past their expiry → EXPIRED, their jobs deleted. */
