@@ -8,7 +8,8 @@ import { toResource } from './domain/call.ts'
 import { DomainError } from './domain/errors.ts'
 import { CallId, RetryCallBody } from './http/schemas.ts'
 import { createLogger } from './platform/log.ts'
-import { operatorDatabase, runCallAction, startOrchestrator, type CallAction, type Mode } from './runtime.ts'
+import { embeddedDir, operatorDatabase, runCallAction, startOrchestrator, type CallAction, type Mode } from './runtime.ts'
+import { stopEmbeddedPostgres } from './store/embedded.ts'
 
 // bin/orchestrator <mode>: the single entry point. Exit codes: 0 clean stop, 1 failure while
 // running, 2 bad usage, 78 bad configuration (EX_CONFIG).
@@ -21,6 +22,7 @@ const MODES: Record<Mode, string> = {
   simulator: 'a fake AI-call provider on SIMULATOR_PORT, for local runs and load tests',
 }
 
+const DB_COMMAND = '  db stop                                 stop the embedded PostgreSQL of EMBEDDED_PG_DIR, whoever started it'
 const PSQL_COMMAND = '  psql [--url]                            psql on the database (the embedded one with its password), or its URL'
 
 const CALL_COMMANDS = [
@@ -34,6 +36,7 @@ function help(): string {
     'usage: bin/orchestrator <mode>',
     '       bin/orchestrator calls <cancel|retry> <id> [--expires-at <ISO 8601 time>]',
     '       bin/orchestrator psql [--url]',
+    '       bin/orchestrator db stop',
     '',
     'modes:',
     ...Object.entries(MODES).map(([mode, text]) => `  ${mode.padEnd(10)} ${text}`),
@@ -41,6 +44,7 @@ function help(): string {
     'commands (each prints the call as the API shows it, or says why it was refused, exit 1):',
     ...CALL_COMMANDS,
     PSQL_COMMAND,
+    DB_COMMAND,
     '',
     'Configuration comes from the environment (and from .env in the working directory, if present).',
     'Every variable, its default and its meaning (from .env.example):',
@@ -125,6 +129,24 @@ async function psqlCommand(argv: string[]): Promise<number> {
   }
 }
 
+/** bin/orchestrator db stop: for the rare case a server outlived every process (they stop it themselves). */
+async function dbCommand(argv: string[]): Promise<number> {
+  if (argv.length !== 1 || argv[0] !== 'stop') {
+    process.stderr.write(`bin/orchestrator db: unknown arguments: ${argv.join(' ')}\nusage:\n${DB_COMMAND}\n`)
+    return 2
+  }
+  const config = configuration()
+  if (!config) return 78
+  if (config.databaseUrl) {
+    process.stderr.write('bin/orchestrator db stop: DATABASE_URL is set; only the embedded PostgreSQL (without it) is ours to stop\n')
+    return 1
+  }
+  const dir = embeddedDir(config)
+  const pid = await stopEmbeddedPostgres(dir)
+  process.stdout.write(pid ? `stopped the embedded PostgreSQL (pid ${pid}) of ${dir}\n` : `no embedded PostgreSQL runs on ${dir}\n`)
+  return 0
+}
+
 async function main(argv: string[]): Promise<number> {
   const mode = argv[0]
   if (mode === undefined || mode === '--help' || mode === '-h' || mode === 'help') {
@@ -133,6 +155,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (mode === 'calls') return callCommand(argv.slice(1))
   if (mode === 'psql') return psqlCommand(argv.slice(1))
+  if (mode === 'db') return dbCommand(argv.slice(1))
   if (!(mode in MODES) || argv.length > 1) {
     process.stderr.write(`bin/orchestrator: unknown mode or extra arguments: ${argv.join(' ')}\n\n${help()}`)
     return 2

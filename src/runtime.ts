@@ -100,10 +100,13 @@ async function untilDatabaseAnswers<T>(what: string, step: () => Promise<T>, log
   }
 }
 
+/** Where the embedded server's data lives: EMBEDDED_PG_DIR, from the project's root. */
+export const embeddedDir = (config: Config) => resolve(projectRoot, config.embeddedPg.dir)
+
 /** The database URL to use: DATABASE_URL, or an embedded server whose data lives under .data/. */
 async function database(config: Config, log: Logger): Promise<{ url: string; embedded?: EmbeddedDatabase }> {
   if (config.databaseUrl) return { url: config.databaseUrl }
-  const dir = resolve(projectRoot, config.embeddedPg.dir)
+  const dir = embeddedDir(config)
   log.info('DATABASE_URL is not set: using an embedded PostgreSQL', { dataDir: config.embeddedPg.dir, port: config.embeddedPg.port })
   const embedded = await startEmbeddedPostgres({ dir, port: config.embeddedPg.port }, log)
   return { url: embedded.url, embedded }

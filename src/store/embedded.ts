@@ -139,11 +139,57 @@ function postgresUserIds(): { uid: number; gid: number } | undefined {
   }
 }
 
-/** The port of a server already running on this data directory, if its postmaster.pid names one. */
-async function runningPort(dir: string): Promise<number | undefined> {
-  const pidFile = await readFile(`${dir}/postmaster.pid`, 'utf8').catch(() => undefined)
-  const port = Number(pidFile?.split('\n')[3])
-  return Number.isInteger(port) && port > 0 ? port : undefined
+/** The server running on this data directory, as its postmaster.pid names it: its PID and port. */
+async function postmaster(dir: string): Promise<{ pid: number; port: number | undefined } | undefined> {
+  const lines = (await readFile(`${dir}/postmaster.pid`, 'utf8').catch(() => '')).split('\n')
+  const pid = Number(lines[0])
+  const port = Number(lines[3])
+  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return undefined
+  return { pid, port: Number.isInteger(port) && port > 0 ? port : undefined }
+}
+
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM' // alive, and someone else's
+  }
+}
+
+/**
+ * The orchestrator process that owns the server of this data directory (`<dir>.owner`): the
+ * one that started it, or adopted it from a process that is gone. It stops the server when it
+ * stops; other processes on the same directory only use it.
+ */
+const ownerFile = (dir: string) => `${dir}.owner`
+
+async function owner(dir: string): Promise<number | undefined> {
+  const pid = Number((await readFile(ownerFile(dir), 'utf8').catch(() => '')).trim())
+  return Number.isInteger(pid) && pid > 0 && alive(pid) ? pid : undefined
+}
+
+const own = (dir: string) => writeFile(ownerFile(dir), `${process.pid}\n`)
+
+/** Fast shutdown of the server with this PID (SIGINT), waiting until it is gone. */
+async function stopPostmaster(pid: number): Promise<void> {
+  try {
+    process.kill(pid, 'SIGINT')
+  } catch {
+    return
+  }
+  for (let waited = 0; alive(pid) && waited < 60_000; waited += 100) await new Promise((r) => setTimeout(r, 100))
+}
+
+/**
+ * Stops the server of this data directory, whoever started it (`bin/orchestrator db stop`).
+ * Answers its PID, or undefined when none was running.
+ */
+export async function stopEmbeddedPostgres(dir: string): Promise<number | undefined> {
+  const running = await postmaster(dir)
+  if (running) await stopPostmaster(running.pid)
+  await rm(ownerFile(dir), { force: true })
+  return running?.pid
 }
 
 /**
@@ -164,10 +210,21 @@ export async function startEmbeddedPostgres(
   password ??= LEGACY_PASSWORD
   const urlOf = (port: number, database: string) => `postgres://${USER}:${encodeURIComponent(password!)}@127.0.0.1:${port}/${database}`
   let port = options.port
-  const leftOver = await runningPort(options.dir)
-  if (leftOver && leftOver !== port && (await answers(urlOf(leftOver, 'postgres')))) {
-    log.warn('reusing the embedded PostgreSQL already running on this data directory', { port: leftOver })
-    port = leftOver
+  // A server already running on this directory: another orchestrator process uses it (its
+  // owner is alive), or one that is gone left it behind (a SIGKILL, a crash), which this
+  // process then owns, and stops when it stops.
+  let adopted: number | undefined
+  const found = await postmaster(options.dir)
+  if (found && (await answers(urlOf(found.port ?? port, 'postgres')))) {
+    port = found.port ?? port
+    const ownerPid = await owner(options.dir)
+    if (ownerPid && ownerPid !== process.pid) {
+      log.info('using the embedded PostgreSQL another orchestrator process runs', { postmasterPid: found.pid, ownerPid, port })
+    } else {
+      log.warn('adopting the embedded PostgreSQL a process that is gone left running: it stops with this one', { postmasterPid: found.pid, port })
+      adopted = found.pid
+      await own(options.dir)
+    }
   }
   let adminUrl = urlOf(port, 'postgres')
   let server: ChildProcess | undefined
@@ -199,6 +256,7 @@ export async function startEmbeddedPostgres(
     if (asRoot) ids ??= postgresUserIds() // initialise() may just have created the user
     try {
       server = await runServer(await postgresBinary(), { dir: options.dir, port, ids }, log)
+      await own(options.dir)
     } catch (err) {
       // Lost a start race to another process: use the server it started.
       if (!(await answers(adminUrl))) {
@@ -236,8 +294,12 @@ export async function startEmbeddedPostgres(
     url: urlOf(port, DATABASE),
     async stop() {
       const running = server
+      const left = adopted
       server = undefined
+      adopted = undefined
       if (running) await stopServer(running)
+      if (left) await stopPostmaster(left)
+      if (running || left) await rm(ownerFile(options.dir), { force: true })
       if (running && options.persistent === false) {
         await rm(options.dir, { recursive: true, force: true })
         await rm(passwordFile(options.dir), { force: true })
