@@ -29,7 +29,8 @@ import { createWorkerApp } from './http/worker-app.ts'
 import { listen, type RunningServer } from './platform/serve.ts'
 import { throttled, type Logger } from './platform/log.ts'
 import type { CallRow } from './domain/call.ts'
-import { ProviderSimulator } from './simulator/simulator.ts'
+import { ProviderSimulator, type SimulatorStore } from './simulator/simulator.ts'
+import { liveSimulatedCalls, prepareSimulatorCalls, simulatorSecret, recordSimulatedCall, simulatedCallById, simulatedCallByKey } from './store/simulator-calls.ts'
 
 // Builds the parts a mode asks for, starts them in order, and stops them in reverse.
 
@@ -54,7 +55,7 @@ export function pageUrl(host: string, port: number): string {
   return `http://${local ? 'localhost' : host.includes(':') ? `[${host}]` : host}:${port}/`
 }
 
-export function simulatorFromConfig(config: Config, secret: string, log: Logger): ProviderSimulator {
+export function simulatorFromConfig(config: Config, secret: string, log: Logger, store?: SimulatorStore): ProviderSimulator {
   const s = config.simulator
   return new ProviderSimulator(
     {
@@ -66,9 +67,30 @@ export function simulatorFromConfig(config: Config, secret: string, log: Logger)
       rates: s.rates,
       slowAcceptMs: s.slowAcceptMs,
       statusLookup: s.statusLookup,
+      store,
     },
     log.child({ part: 'simulator' }),
   )
+}
+
+/**
+ * The built-in simulator's memory in our database (a schema of its own), so a restart of `all`
+ * forgets no call it placed; without the right to make a schema, it remembers in memory only.
+ */
+async function simulatorStore(sql: Sql, log: Logger): Promise<(SimulatorStore & { secret(fresh: string): Promise<string> }) | undefined> {
+  try {
+    await prepareSimulatorCalls(sql)
+  } catch (err) {
+    log.warn('the built-in simulator keeps its calls in memory only: it could not make its schema', { err: (err as Error).message })
+    return undefined
+  }
+  return {
+    placed: (call) => recordSimulatedCall(sql, call),
+    byKey: (key) => simulatedCallByKey(sql, key),
+    byId: (id) => simulatedCallById(sql, id),
+    live: () => liveSimulatedCalls(sql),
+    secret: (fresh) => simulatorSecret(sql, fresh),
+  }
 }
 
 /** The key callback URL tokens are made with: CALLBACK_URL_SECRET, or else the first webhook secret. */
@@ -239,11 +261,13 @@ export async function startOrchestrator(
     let simulatorUrl: string | undefined
     let builtInSimulator: ProviderSimulator | undefined
     if (mode === 'all' && !providerUrl) {
-      // Out of the box: no provider configured, so run the simulator in-process with a secret
-      // made up for this run, and say so loudly.
-      const secret = webhook.secrets[0] ?? `whsec_${randomBytes(24).toString('base64')}`
+      // Out of the box: no provider configured, so run the simulator in-process, and say so
+      // loudly. Without WEBHOOK_SECRET it signs with one made up once and kept with its calls:
+      // the webhook URLs handed out before a restart carry tokens made with it.
+      const store = await simulatorStore(sql, log)
+      const secret = webhook.secrets[0] ?? (await store?.secret(`whsec_${randomBytes(24).toString('base64')}`)) ?? `whsec_${randomBytes(24).toString('base64')}`
       if (webhook.secrets.length === 0) webhook = { ...webhook, secrets: [secret] }
-      const sim = simulatorFromConfig(config, secret, log)
+      const sim = simulatorFromConfig(config, secret, log, store)
       // SIMULATOR_PORT when given; else any free port, so two of these never collide.
       await sim.start(config.simulator.portGiven ? config.simulator.port : 0, config.simulator.host)
       stops.push(() => sim.stop())

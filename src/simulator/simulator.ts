@@ -5,6 +5,7 @@ import * as v from 'valibot'
 import { signPayload } from '../domain/signature.ts'
 import type { Config } from '../config.ts'
 import { listen, type RunningServer } from '../platform/serve.ts'
+import type { SimulatedCall } from '../store/simulator-calls.ts'
 import type { Logger } from '../platform/log.ts'
 
 // A fake AI-call provider implementing the README's provider contract: 202 + callId, Idempotency-Key
@@ -56,9 +57,23 @@ export interface SimulatorOptions {
   /** Overrides the random fault choice (tests script the provider with it). */
   decide?: ((dial: { to: string; idempotencyKey: string; n: number }) => DialDecision) | undefined
   random?: () => number
+  /** Where placed calls are kept across restarts; in memory only when absent. */
+  store?: SimulatorStore | undefined
 }
 
 /** One call the provider placed, or one dial request it refused. */
+/**
+ * Where the simulator keeps the calls it placed, so a restart forgets none of them: a look-up
+ * answers the truth, a repeated Idempotency-Key gets its first answer, and a call live at the
+ * restart still ends, with its callback, on time (src/store/simulator-calls.ts, in "all" mode).
+ */
+export interface SimulatorStore {
+  placed(call: SimulatedCall): Promise<void>
+  byKey(key: string): Promise<SimulatedCall | undefined>
+  byId(providerCallId: string): Promise<SimulatedCall | undefined>
+  live(): Promise<SimulatedCall[]>
+}
+
 export interface DialRecord {
   idempotencyKey: string
   to: string
@@ -132,6 +147,31 @@ export class ProviderSimulator {
 
   async start(port = 0, host = '127.0.0.1'): Promise<void> {
     this.#server = await listen(this.app(), { host, port })
+    await this.#resume()
+  }
+
+  /** The calls a previous run placed that are still live: each ends, with its callback, when it was to. */
+  async #resume(): Promise<void> {
+    const live = (await this.#o.store?.live()) ?? []
+    for (const call of live) {
+      const record: DialRecord = {
+        idempotencyKey: call.idempotencyKey,
+        to: call.to,
+        scriptId: '',
+        decision: 'accept',
+        at: call.startedAt.getTime(),
+        providerCallId: call.providerCallId,
+        status: call.status,
+      }
+      this.#byProviderId.set(call.providerCallId, record)
+      this.#byKey.set(call.idempotencyKey, { state: 'done', status: 202, body: { callId: call.providerCallId } })
+      record.liveAtPlacement = this.#begin(call.to)
+      this.#later(Math.max(0, call.endsAt.getTime() - Date.now()), async () => {
+        this.#end(call.to, record)
+        if (!call.lost) await this.#sendCallback(call.webhookUrl, record)
+      })
+    }
+    if (live.length) this.#log.info('simulator: calls from before the restart resumed', { live: live.length })
   }
 
   /**
@@ -209,9 +249,9 @@ export class ProviderSimulator {
   app(): Hono {
     const app = new Hono()
     app.get('/stats', (c) => c.json(this.stats()))
-    app.get('/api/v1/calls/:id', (c) => {
+    app.get('/api/v1/calls/:id', async (c) => {
       if (this.#o.apiKey && c.req.header('authorization') !== `Bearer ${this.#o.apiKey}`) return c.json({ error: 'unauthorized' }, 401)
-      const record = this.#o.statusLookup === false ? undefined : this.#byProviderId.get(c.req.param('id'))
+      const record = this.#o.statusLookup === false ? undefined : (this.#byProviderId.get(c.req.param('id')) ?? (await this.#stored(c.req.param('id'))))
       if (!record) return c.json({ error: 'no such call' }, 404)
       this.#lookups++
       if (!record.endedAt) return c.json({ callId: record.providerCallId, status: 'IN_PROGRESS' })
@@ -231,6 +271,8 @@ export class ProviderSimulator {
       this.requestsPerKey.set(key, (this.requestsPerKey.get(key) ?? 0) + 1)
       const parsed = v.safeParse(DialBody, await c.req.json().catch(() => undefined))
       if (!parsed.success) return c.json({ error: 'invalid body' }, 400)
+      const stored = this.#byKey.has(key) ? undefined : await this.#o.store?.byKey(key)
+      if (stored) this.#byKey.set(key, { state: 'done', status: 202, body: { callId: stored.providerCallId } })
       const earlier = this.#byKey.get(key)
       if (earlier?.state === 'processing') {
         this.#conflicts++
@@ -249,6 +291,22 @@ export class ProviderSimulator {
       return response
     })
     return app
+  }
+
+  /** A call a previous run placed (and ended, or it would have been resumed), as a look-up sees it. */
+  async #stored(providerCallId: string): Promise<DialRecord | undefined> {
+    const call = await this.#o.store?.byId(providerCallId)
+    if (!call) return undefined
+    return {
+      idempotencyKey: call.idempotencyKey,
+      to: call.to,
+      scriptId: '',
+      decision: 'accept',
+      at: call.startedAt.getTime(),
+      providerCallId: call.providerCallId,
+      status: call.status,
+      ...(call.endsAt.getTime() <= Date.now() ? { endedAt: call.endsAt.getTime() } : {}),
+    }
   }
 
   readonly #labels = new WeakMap<Response, string>()
@@ -305,7 +363,9 @@ export class ProviderSimulator {
         break
     }
     if (!PLACING.has(decision)) throw new Error(`unhandled decision ${decision}`)
-    const { providerCallId, early } = this.#place(record, body)
+    const { providerCallId, early, kept } = this.#place(record, body)
+    // Kept before it is answered, as a provider does: a repeat of the key after a restart gets this call.
+    await kept
     // An early callback goes out, and is answered, before our answer does.
     await early
     const answer = { callId: providerCallId }
@@ -327,7 +387,7 @@ export class ProviderSimulator {
   }
 
   /** Places the call: it is live until its duration passes, then its callback goes out. */
-  #place(record: DialRecord, body: v.InferOutput<typeof DialBody>): { providerCallId: string; early?: Promise<void> } {
+  #place(record: DialRecord, body: v.InferOutput<typeof DialBody>): { providerCallId: string; early?: Promise<void>; kept: Promise<void> } {
     const providerCallId = randomUUID()
     record.providerCallId = providerCallId
     record.status = this.#statusFor()
@@ -335,6 +395,16 @@ export class ProviderSimulator {
     record.liveAtPlacement = this.#begin(body.to)
     const duration = this.#o.minDurationMs + this.#random() * (this.#o.maxDurationMs - this.#o.minDurationMs)
     const lost = this.#random() < this.#o.rates.lostCallback
+    const kept = (this.#o.store?.placed({
+      providerCallId,
+      idempotencyKey: record.idempotencyKey,
+      to: body.to,
+      status: record.status,
+      startedAt: new Date(record.at),
+      endsAt: new Date(Date.now() + duration),
+      webhookUrl: body.webhookUrl,
+      lost,
+    }) ?? Promise.resolve()).catch((err: unknown) => this.#log.warn('simulator: could not keep a call', { err: (err as Error).message }))
     const end = async () => {
       this.#end(body.to, record)
       if (lost) {
@@ -346,9 +416,9 @@ export class ProviderSimulator {
     }
     // An early callback goes out before the 202; the 202 waits for its first delivery, but not
     // for the retries of a receiver that is down.
-    if (this.#random() < this.#o.rates.earlyCallback) return { providerCallId, early: Promise.race([end(), this.#sleep(500)]) }
+    if (this.#random() < this.#o.rates.earlyCallback) return { providerCallId, early: Promise.race([end(), this.#sleep(500)]), kept }
     this.#later(duration, end)
-    return { providerCallId }
+    return { providerCallId, kept }
   }
 
   /** Counts a placed call as live; returns how many are live now. */
