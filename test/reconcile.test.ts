@@ -5,7 +5,9 @@ import { createProviderClient } from '../src/provider/client.ts'
 import { Reconciler } from '../src/services/dispatch/reconcile.ts'
 import { reconcileAllNow } from '../src/store/transitions.ts'
 import { listen } from '../src/platform/serve.ts'
-import { silentLogger } from '../src/platform/log.ts'
+import { silentLogger, type Logger } from '../src/platform/log.ts'
+import { readStatus } from '../src/store/status.ts'
+import { renderBoard } from '../src/http/status-page.ts'
 import { inFlightCall } from './support/callbacks.ts'
 import { newPhone } from './support/factory.ts'
 import { callRow, inFlightCount } from './support/inspect.ts'
@@ -88,6 +90,19 @@ t.test('a provider without the endpoint (404/405/501): no more look-ups, the tim
     t.equal(row.reconcile_at, null, `${status}: not asked again`)
     t.ok(row.timeout_at, `${status}: its timeout stands`)
   }
+  // Said where an operator looks: the status (and its page) and the log name how many and until when.
+  const status = await readStatus(h.sql, 30)
+  const until = (await h.sql<{ until: Date }[]>`SELECT max(timeout_at) AS until FROM calls WHERE status = 'IN_PROGRESS'`)[0]!.until
+  t.same(status.heldUntilTimeout, { calls: 3, until }, 'three calls held until the last one times out')
+  t.match(renderBoard(status), /3 calls hold slots until \d\d:\d\d UTC \(CALL_TIMEOUT_SECONDS\)/)
+  const lines: string[] = []
+  const log = { ...silentLogger, warn: (msg: string) => void lines.push(msg), child: () => log } as unknown as Logger
+  const call = await dueCall(h, worker, 'prov-none-again')
+  const fake = await startFakeProvider(t, () => ({ status: 404, body: 'nope' }))
+  const provider = createProviderClient({ baseUrl: fake.url, timeoutMs: 2_000, publicBaseUrl: 'http://127.0.0.1:9', callbackSecret: WEBHOOK_SECRET })
+  await new Reconciler({ sql: h.sql, queue: h.queue, provider, policy, log, ratePerSecond: 50 }).runOnce()
+  t.equal((await callRow(h, call.id)).reconcile_at, null)
+  t.ok(lines.some((l) => /^4 calls hold slots until \d\d:\d\d UTC \(CALL_TIMEOUT_SECONDS\)/.test(l)), lines.join(' | '))
 })
 
 t.test('a failed look-up is asked again later; a 429 pauses look-ups for its Retry-After', async (t) => {

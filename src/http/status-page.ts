@@ -28,6 +28,9 @@ export function formatDuration(ms: number): string {
   return `${Math.floor(s / 86_400)} d ${Math.floor(s / 3600) % 24} h`
 }
 
+/** HH:MM of an instant, in UTC. */
+const hhmm = (d: Date) => d.toISOString().slice(11, 16)
+
 /** Everything that changes, as the page shows it and as each server-sent event carries it. */
 export function renderBoard(s: StatusSnapshot): string {
   const now = s.at.getTime()
@@ -36,9 +39,12 @@ export function renderBoard(s: StatusSnapshot): string {
   const free = s.paused ? 0 : Math.max(0, s.limit - inUse)
   const callId = (id: string) => `<code title="${escapeHtml(id)}">${escapeHtml(id.slice(0, 8))}</code>`
 
-  const dispatch = s.paused
+  const held = s.heldUntilTimeout
+    ? `<p class="banner paused" data-held>${s.heldUntilTimeout.calls} call${s.heldUntilTimeout.calls === 1 ? '' : 's'} hold slots until ${hhmm(s.heldUntilTimeout.until)} UTC (CALL_TIMEOUT_SECONDS): the provider cannot be asked about them.</p>`
+    : ''
+  const dispatch = (s.paused
     ? `<p class="banner paused" data-dispatch="paused">Dispatch is <strong>paused</strong>: no new calls start (POST /dispatch/resume).</p>`
-    : `<p class="banner running" data-dispatch="running">Dispatch is running.</p>`
+    : `<p class="banner running" data-dispatch="running">Dispatch is running.</p>`) + held
 
   const slots = `
     <section class="slots">

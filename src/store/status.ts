@@ -23,6 +23,11 @@ export interface StatusSnapshot {
   recentFailures: Array<{ id: string; phone: string; reason: string; providerStatus: string | null; endedAt: Date }>
   /** Callbacks received in the last RECENT_MINUTES, by verdict. */
   callbacks: Record<string, number>
+  /**
+   * Dialed calls no look-up will end (the provider cannot be asked, or RECONCILE_AFTER_SECONDS
+   * is 0): they hold their slots until their CALL_TIMEOUT_SECONDS, the last of them until `until`.
+   */
+  heldUntilTimeout: { calls: number; until: Date } | null
 }
 
 interface Row {
@@ -34,6 +39,7 @@ interface Row {
   in_flight: Array<{ id: string; phone: string; attempts: number; started_at: string; dialed_at: string | null }>
   failures: Array<{ id: string; phone: string; last_error: string; provider_status: string | null; ended_at: string }>
   callbacks: Record<string, number> | null
+  held: { calls: number; until: string } | null
 }
 
 export async function readStatus(sql: Sql, defaultLimit: number): Promise<StatusSnapshot> {
@@ -56,7 +62,9 @@ export async function readStatus(sql: Sql, defaultLimit: number): Promise<Status
          ORDER BY ended_at DESC LIMIT ${LIST_LIMIT.failures}) f) AS failures,
       (SELECT json_object_agg(verdict, n) FROM (
          SELECT verdict, count(*) AS n FROM callbacks
-         WHERE received_at > now() - ${recent}::interval GROUP BY verdict) v) AS callbacks
+         WHERE received_at > now() - ${recent}::interval GROUP BY verdict) v) AS callbacks,
+      (SELECT CASE WHEN count(*) > 0 THEN json_build_object('calls', count(*), 'until', max(timeout_at)) END FROM calls
+       WHERE status = 'IN_PROGRESS' AND dialed_at IS NOT NULL AND reconcile_at IS NULL AND timeout_at > now()) AS held
     FROM dispatch_settings s`
   const r = row!
   const counts = Object.fromEntries(CALL_STATUSES.map((s) => [s, Number(r.counts?.[s] ?? 0)])) as Record<CallStatus, number>
@@ -88,5 +96,14 @@ export async function readStatus(sql: Sql, defaultLimit: number): Promise<Status
       endedAt: date(f.ended_at),
     })),
     callbacks: Object.fromEntries(Object.entries(r.callbacks ?? {}).map(([k, v]) => [k, Number(v)])),
+    heldUntilTimeout: r.held && { calls: Number(r.held.calls), until: date(r.held.until) },
   }
+}
+
+/** The dialed calls no look-up will end, and when the last of them times out; null when none. */
+export async function heldUntilTimeout(sql: Sql): Promise<{ calls: number; until: Date } | null> {
+  const [row] = await sql<{ calls: number; until: Date | null }[]>`
+    SELECT count(*)::int AS calls, max(timeout_at) AS until FROM calls
+    WHERE status = 'IN_PROGRESS' AND dialed_at IS NOT NULL AND reconcile_at IS NULL AND timeout_at > now()`
+  return row && row.calls > 0 && row.until ? { calls: row.calls, until: row.until } : null
 }

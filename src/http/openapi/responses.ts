@@ -222,4 +222,8 @@ export const Status = v.strictObject({
     v.description('Calls that failed in the last hour, newest first (at most 10).'),
   ),
   callbacks: v.pipe(v.record(v.string(), count), v.description('Callbacks received in the last hour, by verdict.')),
+  heldUntilTimeout: v.pipe(
+    v.nullable(v.strictObject({ calls: count, until: instant })),
+    v.description('Dialed calls no status look-up will end (the provider cannot be asked): they hold slots until CALL_TIMEOUT_SECONDS, the last until `until`.'),
+  ),
 })

@@ -5,6 +5,7 @@ import type { CallRow } from '../../domain/call.ts'
 import { lockForReport } from '../../store/callbacks.ts'
 import type { Sql } from '../../store/sql.ts'
 import * as t from '../../store/transitions.ts'
+import { heldUntilTimeout } from '../../store/status.ts'
 import type { Logger } from '../../platform/log.ts'
 import type { DispatchPolicy } from './claim.ts'
 import type { LookupResult, ProviderClient } from '../../provider/client.ts'
@@ -94,6 +95,7 @@ export class Reconciler {
     const batch = Math.max(1, Math.min(100, this.#ratePerSecond * 5))
     const due = await this.#sql.begin((tx) => t.takeDueLookups(tx, after, batch))
     const counts = { asked: 0, final: 0, live: 0 }
+    let unsupported = 0
     const spacingMs = 1000 / this.#ratePerSecond
     let next = 0
     const worker = async () => {
@@ -106,6 +108,7 @@ export class Reconciler {
         metrics.reconciliations.inc({ result: kind })
         if (kind === 'final') counts.final++
         if (kind === 'live') counts.live++
+        if (kind === 'unsupported') unsupported++
         // Keep this worker's share of the rate.
         const wait = spacingMs * CONCURRENCY - (Date.now() - started)
         if (wait > 0) await new Promise((r) => setTimeout(r, wait))
@@ -113,6 +116,15 @@ export class Reconciler {
     }
     await Promise.all(Array.from({ length: Math.min(CONCURRENCY, due.length) }, worker))
     if (counts.asked) this.#log.info('reconciled', counts)
+    if (unsupported > 0) {
+      const held = await heldUntilTimeout(this.#sql)
+      if (held) {
+        this.#log.warn(`${held.calls} calls hold slots until ${held.until.toISOString().slice(11, 16)} UTC (CALL_TIMEOUT_SECONDS): the provider cannot be asked about them`, {
+          calls: held.calls,
+          until: held.until,
+        })
+      }
+    }
     return counts
   }
 
