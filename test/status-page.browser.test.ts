@@ -102,4 +102,10 @@ t.test('the page signs in, then follows calls live from dial to end without a re
   const png = await readFile(SCREENSHOT)
   t.same([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], 'the screenshot is a PNG')
   t.ok(png.length > 10_000, `and not an empty one (${png.length} bytes)`)
+
+  // The server gone: the last numbers are marked stale, never shown as live.
+  await server.close()
+  await page.waitForSelector('#board[data-stale]', { timeout: 15_000 })
+  t.match(await page.textContent('#live'), /^stale: as of .*(reconnecting|disconnected)/, 'the header says since when')
+  await page.screenshot({ path: SCREENSHOT.replace(/\.png$/, '-stale.png'), fullPage: true })
 })

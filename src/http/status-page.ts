@@ -149,6 +149,7 @@ const STYLE = `
   .banner { padding: .5rem 1rem; border-radius: .5rem; }
   .running { background: #2a72; } .paused { background: #d732; }
   #live { font-size: .85rem; } #live.ok::before { content: "● "; color: #2a7; }
+  #board.stale { opacity: .45; filter: grayscale(1); }
   .logout { margin-left: auto; }
   form.login { display: grid; gap: .5rem; max-width: 24rem; }
 `
@@ -171,10 +172,17 @@ export function renderPage(s: StatusSnapshot, nonce: string, options: { logout: 
     if (!('EventSource' in window)) setTimeout(() => location.reload(), 5000)
     else {
       const events = new EventSource('status/events')
-      events.addEventListener('status', (e) => { board.innerHTML = e.data; live.textContent = 'live'; live.className = 'ok' })
+      let heard = new Date()
+      events.addEventListener('status', (e) => {
+        board.innerHTML = e.data; board.classList.remove('stale'); board.removeAttribute('data-stale')
+        live.textContent = 'live'; live.className = 'ok'; heard = new Date()
+      })
+      // Numbers the server no longer sends are not live: they are greyed out, and say from when.
       events.onerror = () => {
         live.className = ''
-        live.textContent = events.readyState === EventSource.CLOSED ? 'disconnected: reload the page (signed out?)' : 'reconnecting…'
+        board.classList.add('stale'); board.setAttribute('data-stale', '')
+        const since = 'stale: as of ' + heard.toLocaleTimeString() + ', '
+        live.textContent = since + (events.readyState === EventSource.CLOSED ? 'disconnected: reload the page (signed out?)' : 'reconnecting…')
       }
     }`
   return document(
