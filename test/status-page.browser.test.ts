@@ -103,6 +103,19 @@ t.test('the page signs in, then follows calls live from dial to end without a re
   t.same([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], 'the screenshot is a PNG')
   t.ok(png.length > 10_000, `and not an empty one (${png.length} bytes)`)
 
+  // The console, signed in by the same session: the list, then one call's timeline, by its link.
+  const consoleContext = await browser.newContext({ viewport: { width: 1100, height: 900 } })
+  await consoleContext.addCookies(await page.context().cookies())
+  const consoleTab = await consoleContext.newPage()
+  consoleTab.on('pageerror', (err) => errors.push(err.message))
+  await consoleTab.goto(`${base}/console/calls`)
+  t.equal(await consoleTab.locator('table[data-calls] tr[data-call]').count(), 3, 'the console lists the calls')
+  await consoleTab.click(`a[href="calls/${calls[0]!.id}"]`)
+  await consoleTab.waitForSelector('table[data-timeline]')
+  t.match(await consoleTab.textContent('table[data-timeline]'), /verdict applied/, 'its timeline shows the provider\'s report and its verdict')
+  await consoleTab.screenshot({ path: SCREENSHOT.replace(/status-page\.png$/, 'console-call.png'), fullPage: true })
+  t.same(errors, [], 'no script errors on the console')
+
   // The server gone: the last numbers are marked stale, never shown as live.
   await server.close()
   await page.waitForSelector('#board[data-stale]', { timeout: 15_000 })

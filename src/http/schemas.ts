@@ -244,6 +244,17 @@ export const ListQuery = v.strictObject({
   cursor: v.optional(v.string()),
 })
 
+/** The console's call list: every filter optional; an empty field (as a form sends it) is no filter. */
+const blankIsNone = <T extends v.GenericSchema>(schema: T) => v.optional(v.union([v.literal(''), schema]))
+export const ConsoleQuery = v.strictObject({
+  status: blankIsNone(v.picklist(CALL_STATUSES, `must be one of ${CALL_STATUSES.join(', ')}`)),
+  phone: blankIsNone(e164),
+  batch: blankIsNone(v.pipe(v.string(), v.uuid('must be a UUID'))),
+  from: blankIsNone(timestamp),
+  to: blankIsNone(timestamp),
+  cursor: v.optional(v.pipe(v.string(), v.uuid('is not a cursor this page issued'))),
+})
+
 /** ?format= of GET /metrics; other parameters are ignored. */
 export const MetricsQuery = v.object({
   format: v.optional(v.picklist(['json', 'prometheus'], 'must be "json" or "prometheus"')),

@@ -150,9 +150,16 @@ const STYLE = `
   .running { background: #2a72; } .paused { background: #d732; }
   #live { font-size: .85rem; } #live.ok::before { content: "● "; color: #2a7; }
   #board.stale { opacity: .45; filter: grayscale(1); }
+  nav.console { font-size: .9rem; } form.filter { display: flex; flex-wrap: wrap; gap: .6rem; align-items: end; margin: 1rem 0; }
+  form.filter label { display: flex; flex-direction: column; font-size: .8rem; } dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; }
+  table[data-timeline] td:first-child, table[data-calls] td { white-space: nowrap; vertical-align: top; }
   .logout { margin-left: auto; }
   form.login { display: grid; gap: .5rem; max-width: 24rem; }
 `
+
+export function htmlDocument(title: string, nonce: string, body: string, head = ''): string {
+  return document(title, nonce, body, head)
+}
 
 function document(title: string, nonce: string, body: string, head = ''): string {
   return `<!doctype html>
@@ -188,7 +195,7 @@ export function renderPage(s: StatusSnapshot, nonce: string, options: { logout: 
   return document(
     'Call orchestrator: status',
     nonce,
-    `<header><h1>Call orchestrator</h1><span id="live" class="muted">connecting…</span>${
+    `<header><h1>Call orchestrator</h1><span id="live" class="muted">connecting…</span><nav class="console"><a href="console/calls">Calls</a></nav>${
       options.logout ? `<form class="logout" method="post" action="logout"><button>Sign out</button></form>` : ''
     }</header>
 <main id="board">${renderBoard(s)}</main>

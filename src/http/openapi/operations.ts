@@ -271,4 +271,19 @@ export const OPERATIONS: Operation[] = [
     answers: { 200: { description: 'An event stream.', mediaTypes: ['text/event-stream'] } },
     problems: [[503, 'too_many_streams']],
   },
+  {
+    method: 'get', path: '/console/calls', id: 'consoleCalls', tag: 'Status page', access: 'session', needs: 'status',
+    summary: 'The console: calls filtered by status, phone, batch and time, newest first, 50 a page (HTML).',
+    description: 'A Bearer token or the status page session cookie. Each call links to its timeline. Readable without script.',
+    query: s.ConsoleQuery,
+    answers: { 200: { description: 'The page.', mediaTypes: ['text/html'] } },
+  },
+  {
+    method: 'get', path: '/console/calls/:id', id: 'consoleCall', tag: 'Status page', access: 'session', needs: 'status',
+    summary: 'The console: one call\'s timeline, from its creation through each dial, the provider\'s reports and its events with their deliveries (HTML).',
+    description: 'A Bearer token or the status page session cookie. Readable without script.',
+    pathParams: { id: callId },
+    answers: { 200: { description: 'The page.', mediaTypes: ['text/html'] } },
+    problems: [callNotFound],
+  },
 ]

@@ -3,6 +3,8 @@ import type { IncomingMessage } from 'node:http'
 import type { Context, Hono } from 'hono'
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie'
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming'
+import type { CallRow } from '../../domain/call.ts'
+import type { ConsoleFilter, Timeline } from '../../store/console.ts'
 import type { StatusSnapshot } from '../../store/status.ts'
 import { isDatabaseUnavailable } from '../../store/sql.ts'
 import { throttled as throttledLog, type Logger } from '../../platform/log.ts'
@@ -10,6 +12,8 @@ import { metrics } from '../../platform/metrics.ts'
 import { bearerToken, matchesSecret, sameOrigin, SESSION_COOKIE, type SessionStore } from '../auth.ts'
 import { readBody } from '../body.ts'
 import { HttpProblem } from '../problem.ts'
+import { renderCallList, renderTimeline } from '../console-page.ts'
+import * as s from '../schemas.ts'
 import { renderBoard, renderLogin, renderPage, renderUnavailable } from '../status-page.ts'
 
 // The status page: GET / (the page, or a sign-in form when API_TOKENS is set and the browser
@@ -23,6 +27,8 @@ import { renderBoard, renderLogin, renderPage, renderUnavailable } from '../stat
 
 export interface StatusBoard {
   read(): Promise<StatusSnapshot>
+  /** The console's reads (/console/calls, /console/calls/{id}); the console is not served without them. */
+  console?: { calls(filter: ConsoleFilter): Promise<CallRow[]>; timeline(id: string): Promise<Timeline | undefined> } | undefined
   /** The sign-in sessions (src/http/auth.ts). */
   sessions: SessionStore
 }
@@ -141,6 +147,46 @@ export function statusRoutes(
     deleteCookie(c, SESSION_COOKIE, { path: '/', secure: isHttps(c) })
     return c.redirect('./', 303)
   })
+
+  // The console: the same access as the page, read only, plain HTML.
+  const reads = deps.status.console
+  if (reads) {
+    const page = async (c: Context, body: (nonce: string) => Promise<string>) => {
+      if ((await access(c)) === undefined) {
+        if (!wantsHtml(c)) throw refuse()
+        const nonce = newNonce()
+        return html(c, renderLogin(nonce, 'Sign in to open the console.'), 401, nonce)
+      }
+      const nonce = newNonce()
+      return html(c, await body(nonce), 200, nonce)
+    }
+    const CONSOLE_PAGE = 50
+    app.get('/console/calls', (c) =>
+      page(c, async (nonce) => {
+        const q = s.parse(s.ConsoleQuery, s.singleQuery(c.req.queries()), 'query')
+        const filter = {
+          status: q.status || undefined,
+          phone: q.phone || undefined,
+          batchId: q.batch || undefined,
+          from: q.from ? new Date(q.from) : undefined,
+          to: q.to ? new Date(q.to) : undefined,
+          after: q.cursor,
+          limit: CONSOLE_PAGE + 1,
+        }
+        const rows = await reads.calls(filter)
+        const shown = rows.slice(0, CONSOLE_PAGE)
+        return renderCallList(shown, filter, rows.length > CONSOLE_PAGE ? shown.at(-1)!.id : null, nonce)
+      }),
+    )
+    app.get('/console/calls/:id', (c) =>
+      page(c, async (nonce) => {
+        const id = s.parse(s.CallId, c.req.param('id'), 'path.id')
+        const timeline = await reads.timeline(id)
+        if (!timeline) throw new HttpProblem(404, 'call_not_found', `No call has id ${id}.`, { callId: id })
+        return renderTimeline(timeline, nonce)
+      }),
+    )
+  }
 
   app.get('/status.json', async (c) => {
     if ((await access(c)) === undefined) throw refuse()

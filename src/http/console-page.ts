@@ -1,0 +1,94 @@
+import { CALL_STATUSES, type CallRow } from '../domain/call.ts'
+import type { ConsoleFilter, Timeline } from '../store/console.ts'
+import { escapeHtml as e, htmlDocument } from './status-page.ts'
+
+// The console's pages (/console/calls, /console/calls/{id}): plain HTML, read without script,
+// linked to one another. The status page (/) is the overview; these follow one call.
+
+const iso = (d: Date | string | null) => (d ? new Date(d).toISOString().replace('T', ' ').slice(0, 23) : '')
+
+const nav = `<nav class="console"><a href="../">Overview</a> · <a href="calls">Calls</a></nav>`
+const navDeep = `<nav class="console"><a href="../../">Overview</a> · <a href="../calls">Calls</a></nav>`
+
+/** /console/calls: a filter form and one page of calls, newest first. */
+export function renderCallList(rows: CallRow[], filter: ConsoleFilter, next: string | null, nonce: string): string {
+  const query = (extra: Record<string, string>) =>
+    new URLSearchParams(
+      Object.entries({
+        status: filter.status ?? '',
+        phone: filter.phone ?? '',
+        batch: filter.batchId ?? '',
+        from: filter.from?.toISOString() ?? '',
+        to: filter.to?.toISOString() ?? '',
+        ...extra,
+      }).filter(([, v]) => v !== ''),
+    ).toString()
+  const options = ['', ...CALL_STATUSES].map((s) => `<option value="${s}"${s === (filter.status ?? '') ? ' selected' : ''}>${s || 'any status'}</option>`).join('')
+  const table = rows.length
+    ? `<table data-calls><thead><tr><th>Call</th><th>Status</th><th>Phone</th><th>Script</th><th>Dials</th><th>Created</th><th>Last error</th></tr></thead><tbody>${rows
+        .map(
+          (c) =>
+            `<tr data-call="${e(c.id)}"><td><a href="calls/${e(c.id)}"><code>${e(c.id.slice(0, 8))}</code></a></td><td>${e(c.status)}</td><td>${e(c.phone)}</td><td>${e(c.script_id)}</td><td>${c.dial}</td><td>${e(iso(c.created_at))}</td><td>${e(c.last_error ?? '')}</td></tr>`,
+        )
+        .join('')}</tbody></table>`
+    : `<p class="muted" data-no-calls>No call matches.</p>`
+  return htmlDocument(
+    'Call orchestrator: calls',
+    nonce,
+    `<header><h1>Calls</h1>${nav}</header>
+<form class="filter" method="get" action="calls">
+  <label>Status <select name="status">${options}</select></label>
+  <label>Phone <input name="phone" value="${e(filter.phone ?? '')}" placeholder="+15550100000"></label>
+  <label>Batch <input name="batch" value="${e(filter.batchId ?? '')}" placeholder="batch id"></label>
+  <label>From <input name="from" value="${e(filter.from?.toISOString() ?? '')}" placeholder="2026-12-01T00:00:00Z"></label>
+  <label>To <input name="to" value="${e(filter.to?.toISOString() ?? '')}" placeholder="2026-12-02T00:00:00Z"></label>
+  <button>Filter</button>
+</form>
+<main>${table}${next ? `<p><a data-next href="calls?${e(query({ cursor: next }))}">Older calls →</a></p>` : ''}</main>`,
+  )
+}
+
+/** /console/calls/{id}: the call's story, oldest first: created, each dial, the provider's reports, its events and their deliveries. */
+export function renderTimeline(t: Timeline, nonce: string): string {
+  const c = t.call
+  type Entry = { at: Date; kind: string; html: string }
+  const entries: Entry[] = [{ at: new Date(c.created_at), kind: 'created', html: `Created for <strong>${e(c.phone)}</strong>, script <code>${e(c.script_id)}</code>${c.batch_id ? `, in batch <code>${e(c.batch_id)}</code>` : ''}.` }]
+  for (const d of t.dials) {
+    entries.push({
+      at: new Date(d.started_at),
+      kind: 'dial',
+      html: `Dial ${d.dial} started: ${d.requests} request${d.requests === 1 ? '' : 's'} to the provider (Idempotency-Key <code>${e(`${c.id}:${d.dial}`)}</code>)${
+        d.dialed_at ? `, accepted at ${e(iso(d.dialed_at))} as <code>${e(d.provider_call_id ?? '')}</code>` : ', not accepted yet'
+      }.`,
+    })
+    if (d.ended_at) entries.push({ at: new Date(d.ended_at), kind: 'dial-ended', html: `Dial ${d.dial} ended: <strong>${e(d.outcome ?? '')}</strong>${d.error ? ` (${e(d.error)})` : ''}.` })
+  }
+  for (const r of t.reports) {
+    entries.push({
+      at: new Date(r.received_at),
+      kind: 'report',
+      html: `The provider's report (${e(r.source === 'reconcile' ? 'status look-up' : 'webhook')}): <strong>${e(r.provider_status ?? 'unreadable')}</strong> → verdict <strong>${e(r.verdict)}</strong>${r.reason ? ` (${e(r.reason)})` : ''}${r.repeats ? `, delivered ${r.repeats} more time${r.repeats === 1 ? '' : 's'}` : ''}.`,
+    })
+  }
+  for (const ev of t.events) {
+    const deliveries = ev.deliveries.length
+      ? `<ul>${ev.deliveries.map((d) => `<li>${e(d.url)}: <strong>${e(d.status)}</strong> after ${d.attempts} attempt${d.attempts === 1 ? '' : 's'}${d.last_status_code ? ` (HTTP ${d.last_status_code})` : ''}${d.last_error ? `: ${e(d.last_error)}` : ''}</li>`).join('')}</ul>`
+      : ''
+    entries.push({ at: new Date(ev.created_at), kind: 'event', html: `Event <code>${e(ev.type)}</code> (<code>${e(ev.id)}</code>)${deliveries}` })
+  }
+  if (c.ended_at) entries.push({ at: new Date(c.ended_at), kind: 'ended', html: `Ended <strong>${e(c.status)}</strong>${c.last_error ? `: ${e(c.last_error)}` : ''}.` })
+  entries.sort((a, b) => a.at.getTime() - b.at.getTime())
+  const rows = entries.map((x) => `<tr data-entry="${x.kind}"><td>${e(iso(x.at))}</td><td>${x.html}</td></tr>`).join('')
+  return htmlDocument(
+    `Call orchestrator: call ${c.id}`,
+    nonce,
+    `<header><h1>Call <code>${e(c.id.slice(0, 8))}</code> <span data-status>${e(c.status)}</span></h1>${navDeep}</header>
+<main>
+<dl class="facts"><dt>Id</dt><dd><code>${e(c.id)}</code></dd><dt>Phone</dt><dd>${e(c.phone)}</dd><dt>Attempts</dt><dd>${c.attempts} request${c.attempts === 1 ? '' : 's'} over ${c.dial} dial${c.dial === 1 ? '' : 's'}</dd>${
+      c.expires_at ? `<dt>Deadline</dt><dd>${e(iso(c.expires_at))}</dd>` : ''
+    }</dl>
+<table data-timeline><thead><tr><th>When (UTC)</th><th>What</th></tr></thead><tbody>${rows}</tbody></table>
+<p class="muted">The same as JSON, with a token: GET /calls/${e(c.id)}</p>
+</main>`,
+  )
+}

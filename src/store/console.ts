@@ -1,0 +1,74 @@
+import type { CallRow, CallStatus, DialRow } from '../domain/call.ts'
+import type { Sql } from './sql.ts'
+
+// What the console (/console) reads: calls to filter, and one call's whole story.
+
+export interface ConsoleFilter {
+  status?: CallStatus | undefined
+  phone?: string | undefined
+  batchId?: string | undefined
+  /** Created at or after. */
+  from?: Date | undefined
+  /** Created before. */
+  to?: Date | undefined
+  /** The id of the last call of the previous page. */
+  after?: string | undefined
+  limit: number
+}
+
+/** Newest first, keyset pages on (created_at, id), as GET /calls. */
+export async function consoleCalls(sql: Sql, f: ConsoleFilter): Promise<CallRow[]> {
+  return sql<CallRow[]>`
+    SELECT * FROM calls
+    WHERE true
+      ${f.status ? sql`AND status = ${f.status}` : sql``}
+      ${f.phone ? sql`AND phone = ${f.phone}` : sql``}
+      ${f.batchId ? sql`AND batch_id = ${f.batchId}::uuid` : sql``}
+      ${f.from ? sql`AND created_at >= ${f.from}::timestamptz` : sql``}
+      ${f.to ? sql`AND created_at < ${f.to}::timestamptz` : sql``}
+      ${f.after ? sql`AND (created_at, id) < (SELECT created_at, id FROM calls WHERE id = ${f.after}::uuid)` : sql``}
+    ORDER BY created_at DESC, id DESC
+    LIMIT ${f.limit}`
+}
+
+export interface ReportRow {
+  received_at: Date
+  source: string
+  webhook_id: string | null
+  provider_call_id: string | null
+  provider_status: string | null
+  verdict: string
+  reason: string | null
+  repeats: number
+}
+
+export interface EventWithDeliveries {
+  id: string
+  type: string
+  created_at: Date
+  deliveries: Array<{ url: string; status: string; attempts: number; last_status_code: number | null; last_error: string | null; delivered_at: string | null }>
+}
+
+export interface Timeline {
+  call: CallRow
+  dials: DialRow[]
+  reports: ReportRow[]
+  events: EventWithDeliveries[]
+}
+
+/** One call with its dials, the provider's reports on it and their verdicts, and its events with their deliveries. */
+export async function callTimeline(sql: Sql, id: string): Promise<Timeline | undefined> {
+  const [call] = await sql<CallRow[]>`SELECT * FROM calls WHERE id = ${id}`
+  if (!call) return undefined
+  const dials = await sql<DialRow[]>`SELECT * FROM call_dials WHERE call_id = ${id} ORDER BY dial`
+  const reports = await sql<ReportRow[]>`
+    SELECT received_at, source, webhook_id, provider_call_id, provider_status, verdict, reason, repeats
+    FROM callbacks WHERE call_id = ${id} ORDER BY received_at`
+  const events = await sql<EventWithDeliveries[]>`
+    SELECT e.id, e.type, e.created_at,
+      COALESCE((SELECT json_agg(json_build_object('url', p.url, 'status', d.status, 'attempts', d.attempts,
+                  'last_status_code', d.last_status_code, 'last_error', d.last_error, 'delivered_at', d.delivered_at) ORDER BY p.created_at)
+                FROM event_deliveries d JOIN event_endpoints p ON p.id = d.endpoint_id WHERE d.event_id = e.id), '[]') AS deliveries
+    FROM events e WHERE e.call_id = ${id} ORDER BY e.seq`
+  return { call, dials, reports, events }
+}

@@ -1,0 +1,59 @@
+import t from 'tap'
+import { addEventSink, createHarness } from './support/harness.ts'
+import { sendSigned } from './support/callbacks.ts'
+import { insertCall, newPhone } from './support/factory.ts'
+
+// The console follows calls, in plain HTML that needs no script: a list to filter, and each
+// call's timeline (created, its dials and their requests, the provider's reports with their
+// verdicts, its events with their deliveries). The status page's access: a token (admin or
+// read-only) or its session.
+
+const ADMIN = 'a'.repeat(32)
+const READER = 'r'.repeat(32)
+
+t.test('the list filters by status, phone and batch, a page at a time, and links each call', async (t) => {
+  const h = await createHarness(t, { apiTokens: [ADMIN], readTokens: [READER] })
+  const get = (path: string, token: string | null = READER) =>
+    h.app.request(path, { headers: { accept: 'text/html', ...(token ? { authorization: `Bearer ${token}` } : {}) } })
+  const phone = newPhone()
+  const mine = await insertCall(h, { phone, status: 'COMPLETED' })
+  await insertCall(h, { status: 'FAILED' })
+  const batch = await h.call('POST', '/calls/batch', { calls: [{ to: newPhone(), scriptId: 'b' }, { to: newPhone(), scriptId: 'b' }] }, { authorization: `Bearer ${ADMIN}` })
+
+  t.equal((await get('/console/calls', null)).status, 401, 'no token, no console')
+  const all = await get('/console/calls')
+  t.equal(all.status, 200, 'a read-only token opens it')
+  t.match(all.headers.get('content-type'), /text\/html/)
+  const body = await all.text()
+  t.equal(body.match(/<tr data-call=/g)?.length, 4)
+  t.match(body, new RegExp(`href="calls/${mine.id}"`), 'each call links to its timeline')
+  t.notMatch(body, /<script/, 'no script needed')
+
+  const byPhone = await (await get(`/console/calls?phone=${encodeURIComponent(phone)}`)).text()
+  t.same([...byPhone.matchAll(/data-call="([^"]+)"/g)].map((m) => m[1]), [mine.id], 'by phone')
+  const byStatus = await (await get('/console/calls?status=FAILED&phone=')).text()
+  t.equal(byStatus.match(/<tr data-call=/g)?.length, 1, 'by status; an empty field is no filter')
+  const byBatch = await (await get(`/console/calls?batch=${batch.body.batchId}`)).text()
+  t.equal(byBatch.match(/<tr data-call=/g)?.length, 2, 'by batch')
+  const none = await (await get(`/console/calls?to=2000-01-01T00:00:00Z`)).text()
+  t.match(none, /data-no-calls/, 'by time: nothing before 2000')
+  t.equal((await get('/console/calls?status=NOPE')).status, 400, 'a bad filter is a 400')
+})
+
+t.test('a call\'s timeline: created, its dial, the provider\'s report and its verdict, its events and their deliveries', async (t) => {
+  const h = await createHarness(t, { apiTokens: [ADMIN] })
+  await addEventSink(h)
+  const call = await insertCall(h, { status: 'IN_PROGRESS' })
+  await h.sql`INSERT INTO call_dials (call_id, dial, phone, started_at, requests, dialed_at, provider_call_id) VALUES (${call.id}, 1, ${call.phone}, now(), 1, now(), ${call.provider_call_id})`
+  t.equal((await sendSigned(h, call.id, { callId: call.provider_call_id, status: 'COMPLETED', durationSec: 12 })).status, 200)
+  const res = await h.app.request(`/console/calls/${call.id}`, { headers: { accept: 'text/html', authorization: `Bearer ${ADMIN}` } })
+  t.equal(res.status, 200)
+  const page = await res.text()
+  for (const entry of ['created', 'dial', 'dial-ended', 'report', 'event', 'ended']) t.match(page, `data-entry="${entry}"`, `the timeline has ${entry}`)
+  t.match(page, /verdict <strong>applied<\/strong>/, 'the report with its verdict')
+  t.match(page, /call\.completed/, 'the event')
+  t.match(page, /event-sink: <strong>pending<\/strong>/, 'and its delivery')
+  t.match(page, /data-status>COMPLETED/)
+  const missing = await h.app.request('/console/calls/3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10', { headers: { authorization: `Bearer ${ADMIN}` } })
+  t.equal(missing.status, 404)
+})
