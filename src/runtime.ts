@@ -18,7 +18,7 @@ import { startEmbeddedPostgres, type EmbeddedDatabase } from './store/embedded.t
 import { isMigrated, migrate, readMigrations } from './store/migrate.ts'
 import { connect, isDatabaseUnavailable, type Sql } from './store/sql.ts'
 import { readStatus } from './store/status.ts'
-import { callTimeline, consoleCalls } from './store/console.ts'
+import { batchProgress, callTimeline, consoleCalls } from './store/console.ts'
 import { reconcileAllNow } from './store/transitions.ts'
 import { LEASE_MARGIN_MS } from './services/dispatch/claim.ts'
 import { Dispatcher } from './worker/dispatcher.ts'
@@ -314,7 +314,7 @@ export async function startOrchestrator(
         dispatch: createDispatchControl({ sql, maxConcurrentCalls: config.dispatch.maxConcurrentCalls }),
         batches: createBatchService({ sql, queue, callTtlSeconds: config.dispatch.callTtlSeconds, calling: config.policy, log }),
         events: createEventService({ sql, deliveries: queue.deliveries, allowInsecureUrls: config.events.allowInsecureUrls }),
-        status: { read: () => readStatus(sql, config.dispatch.maxConcurrentCalls), sessions: sessionStore(sql), console: { calls: (f) => consoleCalls(sql, f), timeline: (id) => callTimeline(sql, id) } },
+        status: { read: () => readStatus(sql, config.dispatch.maxConcurrentCalls), sessions: sessionStore(sql), console: { calls: (f) => consoleCalls(sql, f), timeline: (id) => callTimeline(sql, id), batch: (id) => batchProgress(sql, id) } },
       })
       const server: RunningServer = await listen(app, config.http)
       stops.push(async () => {

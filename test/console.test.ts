@@ -57,3 +57,23 @@ t.test('a call\'s timeline: created, its dial, the provider\'s report and its ve
   const missing = await h.app.request('/console/calls/3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10', { headers: { authorization: `Bearer ${ADMIN}` } })
   t.equal(missing.status, 404)
 })
+
+t.test('a batch\'s page: its progress by status and its calls, linked both ways', async (t) => {
+  const h = await createHarness(t, { apiTokens: [ADMIN] })
+  const auth = { authorization: `Bearer ${ADMIN}` }
+  const batch = await h.call('POST', '/calls/batch', { calls: [{ to: newPhone(), scriptId: 'b' }, { to: newPhone(), scriptId: 'b' }, { to: 'nope', scriptId: 'b' }] }, auth)
+  t.equal(batch.status, 201)
+  const id = batch.body.batchId
+  const first = batch.body.items[0].call.id
+  t.equal((await h.call('POST', `/calls/${first}/cancel`, undefined, auth)).status, 200)
+  const res = await h.app.request(`/console/batches/${id}`, { headers: { accept: 'text/html', ...auth } })
+  t.equal(res.status, 200)
+  const page = await res.text()
+  t.match(page, /data-progress>1 <span class="of">of 2 calls ended/, 'one of its two calls ended')
+  t.match(page, /data-batch-status="PENDING"><td>PENDING<\/td><td>1</)
+  t.match(page, /data-batch-status="CANCELLED"><td>CANCELLED<\/td><td>1</)
+  t.match(page, new RegExp(`href="../calls/${first}"`), 'its calls link to their timelines')
+  const timeline = await (await h.app.request(`/console/calls/${first}`, { headers: auth })).text()
+  t.match(timeline, new RegExp(`href="../batches/${id}"`), 'and a call links to its batch')
+  t.equal((await h.app.request('/console/batches/3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10', { headers: auth })).status, 404)
+})

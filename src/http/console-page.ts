@@ -1,4 +1,5 @@
 import { CALL_STATUSES, type CallRow } from '../domain/call.ts'
+import type { BatchRow } from '../store/batches.ts'
 import type { ConsoleFilter, Timeline } from '../store/console.ts'
 import { escapeHtml as e, htmlDocument } from './status-page.ts'
 
@@ -48,11 +49,34 @@ export function renderCallList(rows: CallRow[], filter: ConsoleFilter, next: str
   )
 }
 
+/** /console/batches/{id}: how far the batch has come, by status, and its calls. */
+export function renderBatch(batch: BatchRow, calls: CallRow[], nonce: string): string {
+  const by = batch.by_status ?? {}
+  const ended = CALL_STATUSES.filter((s) => s !== 'PENDING' && s !== 'IN_PROGRESS').reduce((n, s) => n + (by[s] ?? 0), 0)
+  const rows = CALL_STATUSES.map(
+    (s) => `<tr data-batch-status="${s}"><td>${s}</td><td>${by[s] ?? 0}</td><td><meter min="0" max="${Math.max(1, batch.calls)}" value="${by[s] ?? 0}"></meter></td></tr>`,
+  ).join('')
+  const list = calls
+    .map((c) => `<tr data-call="${e(c.id)}"><td>${c.batch_index ?? ''}</td><td><a href="../calls/${e(c.id)}"><code>${e(c.id.slice(0, 8))}</code></a></td><td>${e(c.status)}</td><td>${e(c.phone)}</td></tr>`)
+    .join('')
+  return htmlDocument(
+    `Call orchestrator: batch ${batch.id}`,
+    nonce,
+    `<header><h1>Batch <code>${e(batch.id.slice(0, 8))}</code></h1>${navDeep}</header>
+<main>
+<p class="big" data-progress>${ended} <span class="of">of ${batch.calls} calls ended</span></p>
+<dl class="facts"><dt>Id</dt><dd><code>${e(batch.id)}</code></dd><dt>Items</dt><dd>${batch.items}, ${batch.calls} became calls</dd><dt>Created</dt><dd>${e(iso(batch.created_at))}</dd><dt>Completed</dt><dd>${batch.completed_at ? e(iso(batch.completed_at)) : 'not yet'}</dd></dl>
+<table data-by-status><thead><tr><th>Status</th><th>Calls</th><th></th></tr></thead><tbody>${rows}</tbody></table>
+<table data-calls><thead><tr><th>Item</th><th>Call</th><th>Status</th><th>Phone</th></tr></thead><tbody>${list}</tbody></table>
+</main>`,
+  )
+}
+
 /** /console/calls/{id}: the call's story, oldest first: created, each dial, the provider's reports, its events and their deliveries. */
 export function renderTimeline(t: Timeline, nonce: string): string {
   const c = t.call
   type Entry = { at: Date; kind: string; html: string }
-  const entries: Entry[] = [{ at: new Date(c.created_at), kind: 'created', html: `Created for <strong>${e(c.phone)}</strong>, script <code>${e(c.script_id)}</code>${c.batch_id ? `, in batch <code>${e(c.batch_id)}</code>` : ''}.` }]
+  const entries: Entry[] = [{ at: new Date(c.created_at), kind: 'created', html: `Created for <strong>${e(c.phone)}</strong>, script <code>${e(c.script_id)}</code>${c.batch_id ? `, in batch <a href="../batches/${e(c.batch_id)}"><code>${e(c.batch_id.slice(0, 8))}</code></a>` : ''}.` }]
   for (const d of t.dials) {
     entries.push({
       at: new Date(d.started_at),

@@ -1,4 +1,5 @@
 import type { CallRow, CallStatus, DialRow } from '../domain/call.ts'
+import { callsOfBatch, getBatch, type BatchRow } from './batches.ts'
 import type { Sql } from './sql.ts'
 
 // What the console (/console) reads: calls to filter, and one call's whole story.
@@ -71,4 +72,11 @@ export async function callTimeline(sql: Sql, id: string): Promise<Timeline | und
                 FROM event_deliveries d JOIN event_endpoints p ON p.id = d.endpoint_id WHERE d.event_id = e.id), '[]') AS deliveries
     FROM events e WHERE e.call_id = ${id} ORDER BY e.seq`
   return { call, dials, reports, events }
+}
+
+/** A batch with its calls by status, and its calls in item order. */
+export async function batchProgress(sql: Sql, id: string): Promise<{ batch: BatchRow; calls: CallRow[] } | undefined> {
+  const batch = await getBatch(sql, id)
+  if (!batch) return undefined
+  return { batch, calls: await callsOfBatch(sql, id) }
 }

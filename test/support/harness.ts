@@ -6,7 +6,7 @@ import { createSuppressionService } from '../../src/services/calls/suppressions.
 import { createDispatchControl } from '../../src/services/dispatch/control.ts'
 import { Queues } from '../../src/store/queues.ts'
 import { type DeliveryRetry } from '../../src/store/delivery-jobs.ts'
-import { callTimeline, consoleCalls } from '../../src/store/console.ts'
+import { batchProgress, callTimeline, consoleCalls } from '../../src/store/console.ts'
 import { readStatus } from '../../src/store/status.ts'
 import { createEventService } from '../../src/services/events/endpoints.ts'
 import { createApp } from '../../src/http/app.ts'
@@ -77,7 +77,7 @@ export async function createHarness(
     dispatch: createDispatchControl({ sql, maxConcurrentCalls: options.maxConcurrentCalls ?? 30 }),
     batches: createBatchService({ sql, queue, callTtlSeconds: options.callTtlSeconds ?? 86_400, calling: options.calling }),
     events: createEventService({ sql, deliveries: queue.deliveries, allowInsecureUrls: options.allowInsecureEventUrls ?? true }),
-    status: { read: () => readStatus(sql, options.maxConcurrentCalls ?? 30), sessions: sessionStore(sql), console: { calls: (f) => consoleCalls(sql, f), timeline: (id) => callTimeline(sql, id) } },
+    status: { read: () => readStatus(sql, options.maxConcurrentCalls ?? 30), sessions: sessionStore(sql), console: { calls: (f) => consoleCalls(sql, f), timeline: (id) => callTimeline(sql, id), batch: (id) => batchProgress(sql, id) } },
     statusIntervalMs: options.statusIntervalMs,
     apiTokens: options.apiTokens ?? [],
     allowedHosts: options.allowedHosts,

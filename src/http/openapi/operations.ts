@@ -286,4 +286,12 @@ export const OPERATIONS: Operation[] = [
     answers: { 200: { description: 'The page.', mediaTypes: ['text/html'] } },
     problems: [callNotFound],
   },
+  {
+    method: 'get', path: '/console/batches/:id', id: 'consoleBatch', tag: 'Status page', access: 'session', needs: 'status',
+    summary: 'The console: a batch\'s progress by status, and its calls (HTML).',
+    description: 'A Bearer token or the status page session cookie. Readable without script.',
+    pathParams: { id: batchId },
+    answers: { 200: { description: 'The page.', mediaTypes: ['text/html'] } },
+    problems: [[404, 'batch_not_found']],
+  },
 ]

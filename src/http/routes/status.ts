@@ -4,6 +4,7 @@ import type { Context, Hono } from 'hono'
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie'
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming'
 import type { CallRow } from '../../domain/call.ts'
+import type { BatchRow } from '../../store/batches.ts'
 import type { ConsoleFilter, Timeline } from '../../store/console.ts'
 import type { StatusSnapshot } from '../../store/status.ts'
 import { isDatabaseUnavailable } from '../../store/sql.ts'
@@ -12,7 +13,7 @@ import { metrics } from '../../platform/metrics.ts'
 import { bearerToken, matchesSecret, sameOrigin, SESSION_COOKIE, type SessionStore } from '../auth.ts'
 import { readBody } from '../body.ts'
 import { HttpProblem } from '../problem.ts'
-import { renderCallList, renderTimeline } from '../console-page.ts'
+import { renderBatch, renderCallList, renderTimeline } from '../console-page.ts'
 import * as s from '../schemas.ts'
 import { renderBoard, renderLogin, renderPage, renderUnavailable } from '../status-page.ts'
 
@@ -28,7 +29,13 @@ import { renderBoard, renderLogin, renderPage, renderUnavailable } from '../stat
 export interface StatusBoard {
   read(): Promise<StatusSnapshot>
   /** The console's reads (/console/calls, /console/calls/{id}); the console is not served without them. */
-  console?: { calls(filter: ConsoleFilter): Promise<CallRow[]>; timeline(id: string): Promise<Timeline | undefined> } | undefined
+  console?:
+    | {
+        calls(filter: ConsoleFilter): Promise<CallRow[]>
+        timeline(id: string): Promise<Timeline | undefined>
+        batch(id: string): Promise<{ batch: BatchRow; calls: CallRow[] } | undefined>
+      }
+    | undefined
   /** The sign-in sessions (src/http/auth.ts). */
   sessions: SessionStore
 }
@@ -184,6 +191,14 @@ export function statusRoutes(
         const timeline = await reads.timeline(id)
         if (!timeline) throw new HttpProblem(404, 'call_not_found', `No call has id ${id}.`, { callId: id })
         return renderTimeline(timeline, nonce)
+      }),
+    )
+    app.get('/console/batches/:id', (c) =>
+      page(c, async (nonce) => {
+        const id = s.parse(s.Uuid, c.req.param('id'), 'path.id')
+        const found = await reads.batch(id)
+        if (!found) throw new HttpProblem(404, 'batch_not_found', `No batch has id ${id}.`, { batchId: id })
+        return renderBatch(found.batch, found.calls, nonce)
       }),
     )
   }
