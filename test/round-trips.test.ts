@@ -19,7 +19,7 @@ function countStatements(database: string) {
     if (x.database === database) counter.statements.push((x.query ?? '').trim().split(/\s+/).slice(0, 3).join(' '))
   }
   dc.subscribe('tracing:postgres:query:start', onStart)
-  return { counter, restore: () => dc.unsubscribe('tracing:postgres:query:start', onStart) }
+  return { counter, restore: () => void dc.unsubscribe('tracing:postgres:query:start', onStart) }
 }
 
 t.test('POST /calls for a number with no calling rules: five round trips in its transaction, and one read after', async (t) => {
@@ -38,39 +38,39 @@ t.test('POST /calls for a number with no calling rules: five round trips in its 
   t.equal(row!.n, 1, 'committed, with its job')
 })
 
-t.test('an accepted dial and the completed callback that ends the call, with no event endpoint: five and twelve', async (t) => {
-  const h = await createHarness(t)
+/**
+ * The statements of an accepted dial, then of the completed callback that ends the call, each
+ * counted on warm connections (one of each first), with each one's statements.
+ */
+async function dialAndCallback(t: Parameters<typeof createHarness>[0], h: Harness) {
   const worker = await registerWorker(h)
-  // One of each first: the counted ones are the second, on warm connections.
   const warm = await dialedCall(h, worker)
   await sendSigned(h, warm.id, { callId: warm.provider_call_id, status: 'COMPLETED' })
   const call = await claimed(h, worker)
   const { counter, restore } = countStatements(h.name)
   t.teardown(restore)
   await recordDialResult(h.sql, h.queue, POLICY, call, { kind: 'accepted', providerCallId: 'p-counted' })
-  t.equal(counter.statements.length, 5, `accepted: BEGIN; the call; its dial; the event targets (none: no event is written); COMMIT (${counter.statements.join(' | ')})`)
+  const accepted = counter.statements
   counter.statements = []
   const res = await sendSigned(h, call.id, { callId: 'p-counted', status: 'COMPLETED', durationSec: 30 })
-  t.equal(res.status, 200)
-  t.equal(counter.statements.length, 12, `completed: a delivery seen before?; BEGIN; the claim lock; the call; seen before, under its lock; the update; its dial; the callback kept; the job completed; the workers woken; the event targets (none: no event is written); COMMIT (${counter.statements.join(' | ')})`)
+  return { call, accepted, completed: counter.statements, status: res.status }
+}
+
+t.test('an accepted dial and the completed callback that ends the call, with no event endpoint: five and twelve', async (t) => {
+  const h = await createHarness(t)
+  const { accepted, completed, status } = await dialAndCallback(t, h)
+  t.equal(accepted.length, 5, `accepted: BEGIN; the call; its dial; the event targets (none: no event is written); COMMIT (${accepted.join(' | ')})`)
+  t.equal(status, 200)
+  t.equal(completed.length, 12, `completed: a delivery seen before?; BEGIN; the claim lock; the call; seen before, under its lock; the update; its dial; the callback kept; the job completed; the workers woken; the event targets (none: no event is written); COMMIT (${completed.join(' | ')})`)
 })
 
 t.test('the same with an event endpoint: nine and sixteen, the events written in the same transactions', async (t) => {
   const h = await createHarness(t)
   await addEventSink(h)
-  const worker = await registerWorker(h)
-  const warm = await dialedCall(h, worker)
-  await sendSigned(h, warm.id, { callId: warm.provider_call_id, status: 'COMPLETED' })
-  const call = await claimed(h, worker)
-  const { counter, restore } = countStatements(h.name)
-  t.teardown(restore)
-  await recordDialResult(h.sql, h.queue, POLICY, call, { kind: 'accepted', providerCallId: 'p-counted' })
-  const accepted = counter.statements.length
-  counter.statements = []
-  t.equal((await sendSigned(h, call.id, { callId: 'p-counted', status: 'COMPLETED', durationSec: 30 })).status, 200)
-  const completed = counter.statements.length
+  const { call, accepted, completed, status } = await dialAndCallback(t, h)
+  t.equal(status, 200)
   // Over the counts without an endpoint: its dials, read for the body; the event with its delivery; the delivery job; the delivery loops woken.
-  t.same([accepted, completed], [9, 16], `accepted and completed, each with its event (${counter.statements.join(' | ')})`)
+  t.same([accepted.length, completed.length], [9, 16], `accepted and completed, each with its event (${[...accepted, '||', ...completed].join(' | ')})`)
   t.equal((await h.sql`SELECT count(*)::int AS n FROM events WHERE call_id = ${call.id}`)[0]!.n, 2, 'call.dialed and call.completed written')
 })
 

@@ -291,6 +291,27 @@ export function parseBody<S extends v.GenericSchema>(schema: S, input: unknown):
 }
 
 /**
+ * One item of a list in a body, judged on its own (a batch's calls, an import's entries): its
+ * value, or the 400 problem that refuses it alone, whose paths name it (`body.<list>.<index>`).
+ */
+export function parseItem<S extends v.GenericSchema>(
+  schema: S,
+  item: unknown,
+  list: string,
+  index: number,
+  what: string,
+): { value: v.InferOutput<S> } | { problem: { status: 400; code: 'validation_failed'; detail: string; errors: Array<{ path: string; message: string }> } } {
+  try {
+    return { value: parseBody(schema, item) }
+  } catch (err) {
+    const extra = (err as { extra?: { errors?: Array<{ path: string; message: string }> } }).extra
+    if (!extra?.errors) throw err
+    const errors = extra.errors.map((e) => ({ ...e, path: e.path.replace(/^body/, `body.${list}.${index}`) }))
+    return { problem: { status: 400, code: 'validation_failed', detail: `The ${what} is not valid: ${errors.map((e) => `${e.path} ${e.message}`).join('; ')}.`, errors } }
+  }
+}
+
+/**
  * The query string as one value per name. A name given twice (limit=1&limit=2) is refused
  * rather than half-read.
  */

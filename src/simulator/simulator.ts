@@ -101,6 +101,20 @@ const DialBody = v.object({
 
 type KeyState = { state: 'processing' } | { state: 'done'; status: number; body: unknown }
 
+/** What a placed call's key is answered with, every time it is sent. */
+const accepted = (providerCallId: string): KeyState => ({ state: 'done', status: 202, body: { callId: providerCallId } })
+
+/** A call kept by an earlier run (SimulatorStore), as this run's record of it. */
+const recordOf = (call: SimulatedCall): DialRecord => ({
+  idempotencyKey: call.idempotencyKey,
+  to: call.to,
+  scriptId: '',
+  decision: 'accept',
+  at: call.startedAt.getTime(),
+  providerCallId: call.providerCallId,
+  status: call.status,
+})
+
 /** The call request an Idempotency-Key belongs to: the orchestrator sends "{callId}:{dial}". */
 export const callOfKey = (key: string) => key.replace(/:[^:]*$/, '')
 
@@ -154,17 +168,9 @@ export class ProviderSimulator {
   async #resume(): Promise<void> {
     const live = (await this.#o.store?.live()) ?? []
     for (const call of live) {
-      const record: DialRecord = {
-        idempotencyKey: call.idempotencyKey,
-        to: call.to,
-        scriptId: '',
-        decision: 'accept',
-        at: call.startedAt.getTime(),
-        providerCallId: call.providerCallId,
-        status: call.status,
-      }
+      const record = recordOf(call)
       this.#byProviderId.set(call.providerCallId, record)
-      this.#byKey.set(call.idempotencyKey, { state: 'done', status: 202, body: { callId: call.providerCallId } })
+      this.#byKey.set(call.idempotencyKey, accepted(call.providerCallId))
       record.liveAtPlacement = this.#begin(call.to)
       this.#later(Math.max(0, call.endsAt.getTime() - Date.now()), async () => {
         this.#end(call.to, record)
@@ -272,7 +278,7 @@ export class ProviderSimulator {
       const parsed = v.safeParse(DialBody, await c.req.json().catch(() => undefined))
       if (!parsed.success) return c.json({ error: 'invalid body' }, 400)
       const stored = this.#byKey.has(key) ? undefined : await this.#o.store?.byKey(key)
-      if (stored) this.#byKey.set(key, { state: 'done', status: 202, body: { callId: stored.providerCallId } })
+      if (stored) this.#byKey.set(key, accepted(stored.providerCallId))
       const earlier = this.#byKey.get(key)
       if (earlier?.state === 'processing') {
         this.#conflicts++
@@ -297,16 +303,7 @@ export class ProviderSimulator {
   async #stored(providerCallId: string): Promise<DialRecord | undefined> {
     const call = await this.#o.store?.byId(providerCallId)
     if (!call) return undefined
-    return {
-      idempotencyKey: call.idempotencyKey,
-      to: call.to,
-      scriptId: '',
-      decision: 'accept',
-      at: call.startedAt.getTime(),
-      providerCallId: call.providerCallId,
-      status: call.status,
-      ...(call.endsAt.getTime() <= Date.now() ? { endedAt: call.endsAt.getTime() } : {}),
-    }
+    return { ...recordOf(call), ...(call.endsAt.getTime() <= Date.now() ? { endedAt: call.endsAt.getTime() } : {}) }
   }
 
   readonly #labels = new WeakMap<Response, string>()
@@ -369,7 +366,7 @@ export class ProviderSimulator {
     // An early callback goes out, and is answered, before our answer does.
     await early
     const answer = { callId: providerCallId }
-    this.#byKey.set(key, { state: 'done', status: 202, body: answer })
+    this.#byKey.set(key, accepted(providerCallId))
     switch (decision) {
       case 'slow_accept':
         await this.#sleep(this.#o.slowAcceptMs ?? 15_000)

@@ -107,6 +107,12 @@ export async function lockCall(tx: Tx, id: string): Promise<CallRow | undefined>
 
 export interface ListQuery {
   status?: CallStatus | undefined
+  phone?: string | undefined
+  batchId?: string | undefined
+  /** Created at or after. */
+  from?: Date | undefined
+  /** Created before. */
+  to?: Date | undefined
   limit: number
   /** The id of the last call of the previous page. */
   after?: string | undefined
@@ -123,6 +129,10 @@ export async function listCalls(db: Db, q: ListQuery): Promise<{ rows: CallRow[]
     SELECT * FROM calls
     WHERE true
       ${q.status ? db`AND status = ${q.status}` : db``}
+      ${q.phone ? db`AND phone = ${q.phone}` : db``}
+      ${q.batchId ? db`AND batch_id = ${q.batchId}::uuid` : db``}
+      ${q.from ? db`AND created_at >= ${q.from}::timestamptz` : db``}
+      ${q.to ? db`AND created_at < ${q.to}::timestamptz` : db``}
       ${q.after ? db`AND (created_at, id) < (SELECT created_at, id FROM calls WHERE id = ${q.after})` : db``}
     ORDER BY created_at DESC, id DESC
     LIMIT ${q.limit}`

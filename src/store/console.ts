@@ -1,35 +1,17 @@
-import type { CallRow, CallStatus, DialRow } from '../domain/call.ts'
+import type { CallRow, DialRow } from '../domain/call.ts'
+import { listCalls, type ListQuery } from './calls.ts'
 import { callsOfBatch, getBatch, type BatchRow } from './batches.ts'
+import { dialsOf } from './dials.ts'
 import type { Sql } from './sql.ts'
 
 // What the console (/console) reads: calls to filter, and one call's whole story.
 
-export interface ConsoleFilter {
-  status?: CallStatus | undefined
-  phone?: string | undefined
-  batchId?: string | undefined
-  /** Created at or after. */
-  from?: Date | undefined
-  /** Created before. */
-  to?: Date | undefined
-  /** The id of the last call of the previous page. */
-  after?: string | undefined
-  limit: number
-}
+/** The console's filters: those of GET /calls, and phone, batch and creation time. */
+export type ConsoleFilter = ListQuery
 
-/** Newest first, keyset pages on (created_at, id), as GET /calls. */
+/** Newest first, keyset pages on (created_at, id): GET /calls's own query. */
 export async function consoleCalls(sql: Sql, f: ConsoleFilter): Promise<CallRow[]> {
-  return sql<CallRow[]>`
-    SELECT * FROM calls
-    WHERE true
-      ${f.status ? sql`AND status = ${f.status}` : sql``}
-      ${f.phone ? sql`AND phone = ${f.phone}` : sql``}
-      ${f.batchId ? sql`AND batch_id = ${f.batchId}::uuid` : sql``}
-      ${f.from ? sql`AND created_at >= ${f.from}::timestamptz` : sql``}
-      ${f.to ? sql`AND created_at < ${f.to}::timestamptz` : sql``}
-      ${f.after ? sql`AND (created_at, id) < (SELECT created_at, id FROM calls WHERE id = ${f.after}::uuid)` : sql``}
-    ORDER BY created_at DESC, id DESC
-    LIMIT ${f.limit}`
+  return (await listCalls(sql, f)).rows
 }
 
 export interface ReportRow {
@@ -61,7 +43,7 @@ export interface Timeline {
 export async function callTimeline(sql: Sql, id: string): Promise<Timeline | undefined> {
   const [call] = await sql<CallRow[]>`SELECT * FROM calls WHERE id = ${id}`
   if (!call) return undefined
-  const dials = await sql<DialRow[]>`SELECT * FROM call_dials WHERE call_id = ${id} ORDER BY dial`
+  const dials = await dialsOf(sql, [id])
   const reports = await sql<ReportRow[]>`
     SELECT received_at, source, webhook_id, provider_call_id, provider_status, verdict, reason, repeats
     FROM callbacks WHERE call_id = ${id} ORDER BY received_at`

@@ -64,7 +64,7 @@ export async function readStatus(sql: Sql, defaultLimit: number): Promise<Status
          SELECT verdict, count(*) AS n FROM callbacks
          WHERE received_at > now() - ${recent}::interval GROUP BY verdict) v) AS callbacks,
       (SELECT CASE WHEN count(*) > 0 THEN json_build_object('calls', count(*), 'until', max(timeout_at)) END FROM calls
-       WHERE status = 'IN_PROGRESS' AND dialed_at IS NOT NULL AND reconcile_at IS NULL AND timeout_at > now()) AS held
+       WHERE ${heldUntilTimeoutWhere(sql)}) AS held
     FROM dispatch_settings s`
   const r = row!
   const counts = Object.fromEntries(CALL_STATUSES.map((s) => [s, Number(r.counts?.[s] ?? 0)])) as Record<CallStatus, number>
@@ -100,10 +100,12 @@ export async function readStatus(sql: Sql, defaultLimit: number): Promise<Status
   }
 }
 
+/** Dialed calls no look-up will end: the provider cannot be asked (or RECONCILE_AFTER_SECONDS is 0), so their timeout decides. */
+const heldUntilTimeoutWhere = (sql: Sql) => sql`status = 'IN_PROGRESS' AND dialed_at IS NOT NULL AND reconcile_at IS NULL AND timeout_at > now()`
+
 /** The dialed calls no look-up will end, and when the last of them times out; null when none. */
 export async function heldUntilTimeout(sql: Sql): Promise<{ calls: number; until: Date } | null> {
   const [row] = await sql<{ calls: number; until: Date | null }[]>`
-    SELECT count(*)::int AS calls, max(timeout_at) AS until FROM calls
-    WHERE status = 'IN_PROGRESS' AND dialed_at IS NOT NULL AND reconcile_at IS NULL AND timeout_at > now()`
+    SELECT count(*)::int AS calls, max(timeout_at) AS until FROM calls WHERE ${heldUntilTimeoutWhere(sql)}`
   return row && row.calls > 0 && row.until ? { calls: row.calls, until: row.until } : null
 }

@@ -4,7 +4,6 @@ import { toResource, type CallRow } from '../../domain/call.ts'
 import type { CallService } from '../../services/calls/service.ts'
 import { batchResource } from '../../store/batches.ts'
 import { parseJsonBody, readBody, readJson } from '../body.ts'
-import type { HttpProblem } from '../problem.ts'
 import * as s from '../schemas.ts'
 
 // /calls: create, read, change a pending call, list. Each resource lists the call's dials.
@@ -61,13 +60,8 @@ export function batchRoutes(app: Hono, calls: CallService, batches: BatchService
     const body = s.parseBody(s.BatchBody, parseJsonBody(c, text))
     // Each item on its own: a bad one is answered with its index and problem, the rest go on.
     const items = body.calls.map((item, index): BatchItemInput | ItemProblem => {
-      try {
-        return s.parseBody(s.BatchItem, item)
-      } catch (err) {
-        const problem = err as HttpProblem
-        const errors = (problem.extra.errors as Array<{ path: string; message: string }>).map((e) => ({ ...e, path: e.path.replace(/^body/, `body.calls.${index}`) }))
-        return { status: 400, code: 'validation_failed', detail: `The call is not valid: ${errors.map((e) => `${e.path} ${e.message}`).join('; ')}.`, errors }
-      }
+      const judged = s.parseItem(s.BatchItem, item, 'calls', index, 'call')
+      return 'value' in judged ? judged.value : judged.problem
     })
     const outcome = await batches.create(items, batchKey, hashBatch(text))
     const byId = new Map((await resources([...outcome.calls.values()])).map((r) => [r.id, r]))

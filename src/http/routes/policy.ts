@@ -2,7 +2,6 @@ import type { Hono } from 'hono'
 import type { Suppression, SuppressionService } from '../../services/calls/suppressions.ts'
 import type { DispatchControl } from '../../services/dispatch/control.ts'
 import { readJson } from '../body.ts'
-import type { HttpProblem } from '../problem.ts'
 import * as s from '../schemas.ts'
 
 // The do-not-call list (/suppressions) and run-time control of dispatch (/dispatch).
@@ -49,13 +48,8 @@ export function suppressionRoutes(app: Hono, suppressions: SuppressionService): 
   app.post('/suppressions/import', async (c) => {
     const body = s.parseBody(s.SuppressionImport, await readJson(c, 1024 * 1024))
     const judged = body.entries.map((entry, index) => {
-      try {
-        return { index, entry: s.parseBody(s.SuppressionEntry, entry) }
-      } catch (err) {
-        const problem = err as HttpProblem
-        const errors = (problem.extra.errors as Array<{ path: string; message: string }>).map((e) => ({ ...e, path: e.path.replace(/^body/, `body.entries.${index}`) }))
-        return { index, problem: { status: 400, code: 'validation_failed' as const, detail: `The entry is not valid: ${errors.map((e) => `${e.path} ${e.message}`).join('; ')}.`, errors } }
-      }
+      const one = s.parseItem(s.SuppressionEntry, entry, 'entries', index, 'entry')
+      return 'value' in one ? { index, entry: one.value } : { index, problem: one.problem }
     })
     const valid = judged.flatMap((j) => (j.entry ? [j.entry] : []))
     const { added, callsSuppressed } = await suppressions.import(valid, body.source)

@@ -109,14 +109,17 @@ export function statusRoutes(
   // problem+json, so a 4xx means the same thing everywhere.
   const wantsHtml = (c: Context) => /text\/html/i.test(c.req.header('accept') ?? '')
 
-  app.get('/', async (c) => {
+  /** A page behind the status page's access: the sign-in form for a browser without it, a 401 for anyone else. */
+  const page = async (c: Context, body: (nonce: string) => Promise<string>, signIn?: string) => {
     const nonce = newNonce()
     if ((await access(c)) === undefined) {
       if (!wantsHtml(c)) throw refuse()
-      return html(c, renderLogin(nonce), 401, nonce)
+      return html(c, renderLogin(nonce, signIn), 401, nonce)
     }
-    return html(c, renderPage(await deps.status.read(), nonce, { logout: tokensSet }), 200, nonce)
-  })
+    return html(c, await body(nonce), 200, nonce)
+  }
+
+  app.get('/', (c) => page(c, async (nonce) => renderPage(await deps.status.read(), nonce, { logout: tokensSet })))
 
   app.post('/login', async (c) => {
     // A form posted from another site is refused: nobody should be signed in by someone else's page.
@@ -158,15 +161,7 @@ export function statusRoutes(
   // The console: the same access as the page, read only, plain HTML.
   const reads = deps.status.console
   if (reads) {
-    const page = async (c: Context, body: (nonce: string) => Promise<string>) => {
-      if ((await access(c)) === undefined) {
-        if (!wantsHtml(c)) throw refuse()
-        const nonce = newNonce()
-        return html(c, renderLogin(nonce, 'Sign in to open the console.'), 401, nonce)
-      }
-      const nonce = newNonce()
-      return html(c, await body(nonce), 200, nonce)
-    }
+    const SIGN_IN = 'Sign in to open the console.'
     const CONSOLE_PAGE = 50
     app.get('/console/calls', (c) =>
       page(c, async (nonce) => {
@@ -183,7 +178,7 @@ export function statusRoutes(
         const rows = await reads.calls(filter)
         const shown = rows.slice(0, CONSOLE_PAGE)
         return renderCallList(shown, filter, rows.length > CONSOLE_PAGE ? shown.at(-1)!.id : null, nonce)
-      }),
+      }, SIGN_IN),
     )
     app.get('/console/calls/:id', (c) =>
       page(c, async (nonce) => {
@@ -191,7 +186,7 @@ export function statusRoutes(
         const timeline = await reads.timeline(id)
         if (!timeline) throw new HttpProblem(404, 'call_not_found', `No call has id ${id}.`, { callId: id })
         return renderTimeline(timeline, nonce)
-      }),
+      }, SIGN_IN),
     )
     app.get('/console/batches/:id', (c) =>
       page(c, async (nonce) => {
@@ -199,7 +194,7 @@ export function statusRoutes(
         const found = await reads.batch(id)
         if (!found) throw new HttpProblem(404, 'batch_not_found', `No batch has id ${id}.`, { batchId: id })
         return renderBatch(found.batch, found.calls, nonce)
-      }),
+      }, SIGN_IN),
     )
   }
 

@@ -40,7 +40,7 @@ async function write(tx: Tx, deliveryJobs: DeliveryJobs, emitted: Emitted[], tar
   const scopes = new Map<string, DeliveryScope>()
   for (const event of events) {
     for (const endpoint of targets.endpoints) {
-      if (endpoint.event_types && !endpoint.event_types.includes(event.type)) continue
+      if (!endpointTakes(endpoint, event.type)) continue
       deliveries.push({ eventId: event.id, endpointId: endpoint.id })
       // One job per endpoint and call (or batch) sends all of that call's new events, in order.
       const scope = { endpointId: endpoint.id, callId: event.call_id, batchId: event.call_id ? null : event.batch_id }
@@ -82,8 +82,11 @@ export async function emitCallEvents(
   await emitBatchesCompleted(tx, deliveryJobs, [...new Set(calls.filter((c) => c.batch_id && c.ended_at).map((c) => c.batch_id!))], targets)
 }
 
+/** Whether this endpoint takes events of this type (`event_types` null: every type). */
+const endpointTakes = (endpoint: EventTargets['endpoints'][number], type: string) => !endpoint.event_types || endpoint.event_types.includes(type)
+
 /** Whether any endpoint takes events of this type. */
-const takes = (targets: EventTargets, type: string) => targets.endpoints.some((e) => !e.event_types || e.event_types.includes(type))
+const takes = (targets: EventTargets, type: string) => targets.endpoints.some((e) => endpointTakes(e, type))
 
 /**
  * Marks complete each of these batches whose calls are now all final (once per batch), and
