@@ -77,3 +77,59 @@ t.test('a batch\'s page: its progress by status and its calls, linked both ways'
   t.match(timeline, new RegExp(`href="../batches/${id}"`), 'and a call links to its batch')
   t.equal((await h.app.request('/console/batches/3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10', { headers: auth })).status, 404)
 })
+
+t.test('cancel and retry from the console: admins only, each after a question, back to the timeline', async (t) => {
+  const h = await createHarness(t, { apiTokens: [ADMIN], readTokens: [READER] })
+  const html = { accept: 'text/html', host: 'console.test' }
+  const as = (token: string) => ({ ...html, authorization: `Bearer ${token}` })
+  const pending = await insertCall(h, { status: 'PENDING' })
+  const failed = await insertCall(h, { status: 'FAILED' })
+  const statusOf = async (id: string) => (await h.sql<{ status: string }[]>`SELECT status FROM calls WHERE id = ${id}`)[0]!.status
+
+  const asAdmin = await (await h.app.request(`/console/calls/${pending.id}`, { headers: as(ADMIN) })).text()
+  t.match(asAdmin, `data-action="cancel" href="${pending.id}/cancel"`, 'an admin is offered cancel for a PENDING call')
+  t.notMatch(asAdmin, /data-action="retry"/, 'and not retry')
+  const failedPage = await (await h.app.request(`/console/calls/${failed.id}`, { headers: as(ADMIN) })).text()
+  t.match(failedPage, /data-action="retry"/, 'retry for a FAILED one')
+  t.notMatch(failedPage, /data-action="cancel"/)
+  t.notMatch(await (await h.app.request(`/console/calls/${pending.id}`, { headers: as(READER) })).text(), /data-action=/, 'a reader is offered nothing')
+
+  // The button leads to a question; only its form acts.
+  const question = await h.app.request(`/console/calls/${pending.id}/cancel`, { headers: as(ADMIN) })
+  t.equal(question.status, 200)
+  const form = await question.text()
+  t.match(form, /<form method="post" action="cancel" data-confirm="cancel">/, 'the question holds the form that does it')
+  t.notMatch(form, /<script/, 'no script needed')
+  t.equal(await statusOf(pending.id), 'PENDING', 'asking changes nothing')
+
+  const post = (id: string, action: string, headers: Record<string, string>) => h.app.request(`/console/calls/${id}/${action}`, { method: 'POST', headers })
+  const refusedReader = await post(pending.id, 'cancel', as(READER))
+  t.equal(refusedReader.status, 403, 'a read-only token may not act')
+  t.equal(((await refusedReader.json()) as { code: string }).code, 'read_only_token')
+  t.equal((await h.app.request(`/console/calls/${pending.id}/cancel`, { headers: as(READER) })).status, 403, 'nor be asked')
+  t.equal((await post(pending.id, 'cancel', html)).status, 401, 'no token, no action')
+  t.equal((await post(pending.id, 'cancel', { ...as(ADMIN), origin: 'https://evil.test' })).status, 403, 'a form from another site is refused')
+  t.equal(await statusOf(pending.id), 'PENDING', 'none of those changed anything')
+
+  const done = await post(pending.id, 'cancel', as(ADMIN))
+  t.equal(done.status, 303)
+  t.equal(done.headers.get('location'), `../${pending.id}`, 'back to the timeline')
+  t.equal(await statusOf(pending.id), 'CANCELLED')
+  const again = await post(pending.id, 'cancel', as(ADMIN))
+  t.equal(again.status, 409, 'the second time, the call is no longer PENDING')
+  t.match(await again.text(), /data-refusal>[^<]*CANCELLED/, 'and the question page says why')
+
+  t.equal((await post(failed.id, 'retry', as(ADMIN))).status, 303)
+  t.equal(await statusOf(failed.id), 'PENDING', 'retried')
+  t.equal((await post('3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10', 'retry', as(ADMIN))).status, 404)
+
+  // A session opened with an admin token acts; one opened with a read token does not.
+  const signIn = async (token: string) => {
+    const res = await h.app.request('/login', { method: 'POST', headers: { ...html, 'content-type': 'application/x-www-form-urlencoded' }, body: `token=${token}` })
+    return (res.headers.get('set-cookie') ?? '').split(';')[0]!
+  }
+  const other = await insertCall(h, { status: 'PENDING' })
+  t.equal((await post(other.id, 'cancel', { ...html, cookie: await signIn(READER) })).status, 403, 'a reader\'s session may not act')
+  t.equal((await post(other.id, 'cancel', { ...html, cookie: await signIn(ADMIN) })).status, 303, 'an admin\'s session may')
+  t.equal(await statusOf(other.id), 'CANCELLED')
+})

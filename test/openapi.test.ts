@@ -127,7 +127,7 @@ t.test('the route table decides access: every admin and read route, as it says',
   const reader = 'r'.repeat(32)
   const h = await createHarness(t, { apiTokens: [admin], readTokens: [reader] })
   const concrete = (path: string) => path.replace(/:(\w+)/g, (_, name) => (name === 'phone' ? '%2B966501234567' : name === 'file' ? 'x.js' : '3f0e4c1a-7b2d-4e8f-9a61-0c5d2b7e8f10'))
-  for (const op of OPERATIONS.filter((o) => o.access === 'admin' || o.access === 'read')) {
+  for (const op of OPERATIONS.filter((o) => o.access === 'admin' || o.access === 'read' || o.access === 'console')) {
     const path = concrete(op.path)
     const send = (token?: string) =>
       h.app.request(path, {
@@ -137,7 +137,7 @@ t.test('the route table decides access: every admin and read route, as it says',
       })
     t.equal((await send()).status, 401, `${op.method.toUpperCase()} ${op.path}: no token, 401`)
     const read = await send(reader)
-    if (op.access === 'admin') {
+    if (op.access === 'admin' || op.access === 'console') {
       t.equal(read.status, 403, `${op.method.toUpperCase()} ${op.path}: a read token may not`)
       t.equal(((await read.json()) as { code: string }).code, 'read_only_token')
     } else {

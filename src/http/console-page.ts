@@ -72,8 +72,35 @@ export function renderBatch(batch: BatchRow, calls: CallRow[], nonce: string): s
   )
 }
 
+/** What an admin may do to a call from the console, and which statuses allow it (as POST /calls/{id}/cancel and /retry). */
+export const CONSOLE_ACTIONS = {
+  cancel: { allowed: ['PENDING'], label: 'Cancel', question: 'Cancel this call? It will not be dialed again.', done: 'Yes, cancel it' },
+  retry: { allowed: ['FAILED', 'EXPIRED'], label: 'Retry', question: 'Dial this call again, under a new dial and a fresh deadline? A call whose last dial had an unknown outcome may have been placed: retrying it may ring the person twice.', done: 'Yes, dial it again' },
+} as const satisfies Record<string, { allowed: readonly CallRow['status'][]; label: string; question: string; done: string }>
+export type ConsoleAction = keyof typeof CONSOLE_ACTIONS
+
+/**
+ * /console/calls/{id}/{action}: the question before the action, as a form that posts it. The
+ * confirmation is a page of its own, so that it needs no script; a refusal comes back here too.
+ */
+export function renderConfirm(c: CallRow, action: ConsoleAction, nonce: string, refusal?: string): string {
+  const a = CONSOLE_ACTIONS[action]
+  return htmlDocument(
+    `Call orchestrator: ${action} call ${c.id}`,
+    nonce,
+    `<header><h1>${a.label} call <code>${e(c.id.slice(0, 8))}</code> <span data-status>${e(c.status)}</span></h1>${navAction}</header>
+<main>
+${refusal ? `<p class="bad" data-refusal>${e(refusal)}</p>` : ''}
+<dl class="facts"><dt>Id</dt><dd><code>${e(c.id)}</code></dd><dt>Phone</dt><dd>${e(c.phone)}</dd><dt>Script</dt><dd><code>${e(c.script_id)}</code></dd></dl>
+<form method="post" action="${action}" data-confirm="${action}"><p>${e(a.question)}</p><button>${e(a.done)}</button> <a href="../${e(c.id)}">No, back to the call</a></form>
+</main>`,
+  )
+}
+
+const navAction = `<nav class="console"><a href="../../../">Overview</a> · <a href="../../calls">Calls</a></nav>`
+
 /** /console/calls/{id}: the call's story, oldest first: created, each dial, the provider's reports, its events and their deliveries. */
-export function renderTimeline(t: Timeline, nonce: string): string {
+export function renderTimeline(t: Timeline, nonce: string, options: { mayAct?: boolean } = {}): string {
   const c = t.call
   type Entry = { at: Date; kind: string; html: string }
   const entries: Entry[] = [{ at: new Date(c.created_at), kind: 'created', html: `Created for <strong>${e(c.phone)}</strong>, script <code>${e(c.script_id)}</code>${c.batch_id ? `, in batch <a href="../batches/${e(c.batch_id)}"><code>${e(c.batch_id.slice(0, 8))}</code></a>` : ''}.` }]
@@ -103,6 +130,9 @@ export function renderTimeline(t: Timeline, nonce: string): string {
   if (c.ended_at) entries.push({ at: new Date(c.ended_at), kind: 'ended', html: `Ended <strong>${e(c.status)}</strong>${c.last_error ? `: ${e(c.last_error)}` : ''}.` })
   entries.sort((a, b) => a.at.getTime() - b.at.getTime())
   const rows = entries.map((x) => `<tr data-entry="${x.kind}"><td>${e(iso(x.at))}</td><td>${x.html}</td></tr>`).join('')
+  // Links, not buttons that act: each leads to its confirmation (renderConfirm).
+  const possible = options.mayAct ? (Object.keys(CONSOLE_ACTIONS) as ConsoleAction[]).filter((a) => (CONSOLE_ACTIONS[a].allowed as readonly string[]).includes(c.status)) : []
+  const actions = possible.length ? `<p class="actions">${possible.map((a) => `<a class="button" data-action="${a}" href="${e(c.id)}/${a}">${CONSOLE_ACTIONS[a].label}…</a>`).join(' ')}</p>` : ''
   return htmlDocument(
     `Call orchestrator: call ${c.id}`,
     nonce,
@@ -111,6 +141,7 @@ export function renderTimeline(t: Timeline, nonce: string): string {
 <dl class="facts"><dt>Id</dt><dd><code>${e(c.id)}</code></dd><dt>Phone</dt><dd>${e(c.phone)}</dd><dt>Attempts</dt><dd>${c.attempts} request${c.attempts === 1 ? '' : 's'} over ${c.dial} dial${c.dial === 1 ? '' : 's'}</dd>${
       c.expires_at ? `<dt>Deadline</dt><dd>${e(iso(c.expires_at))}</dd>` : ''
     }</dl>
+${actions}
 <table data-timeline><thead><tr><th>When (UTC)</th><th>What</th></tr></thead><tbody>${rows}</tbody></table>
 <p class="muted">The same as JSON, with a token: GET /calls/${e(c.id)}</p>
 </main>`,

@@ -154,6 +154,8 @@ const STYLE = `
   form.filter label { display: flex; flex-direction: column; font-size: .8rem; } dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; }
   table[data-timeline] td:first-child, table[data-calls] td { white-space: nowrap; vertical-align: top; }
   .logout { margin-left: auto; }
+  a.button, button { display: inline-block; padding: .3rem .8rem; border: 1px solid #8888; border-radius: .3rem; background: #8881; color: inherit; text-decoration: none; font: inherit; cursor: pointer; }
+  .bad { background: #d332; padding: .5rem 1rem; border-radius: .5rem; }
   form.login { display: grid; gap: .5rem; max-width: 24rem; }
 `
 

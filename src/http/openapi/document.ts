@@ -89,7 +89,7 @@ export function problemsOf(op: Operation): Array<[number, ProblemCode]> {
   }
   if (needsToken(op)) problems.push([401, 'unauthorized'])
   if (op.method !== 'get' && op.access !== 'provider') problems.push([403, 'cross_origin'])
-  if (op.access === 'admin') problems.push([403, 'read_only_token'])
+  if (op.access === 'admin' || op.access === 'console') problems.push([403, 'read_only_token'])
   problems.push(...(op.problems ?? []))
   if (op.path !== '/healthz' && op.path !== '/readyz') problems.push([403, 'host_not_allowed'])
   if (op.access !== 'public') problems.push([503, 'database_unavailable'])
@@ -149,6 +149,7 @@ const SECURITY = {
   admin: [{ bearerAuth: [] }],
   read: [{ bearerAuth: [] }],
   session: [{ bearerAuth: [] }],
+  console: [{ bearerAuth: [] }],
   public: [],
   provider: [{ webhookSignature: [] }, { callbackApiKey: [] }, { callbackBearer: [] }],
 }

@@ -16,8 +16,9 @@ export type Method = 'get' | 'post' | 'put' | 'patch' | 'delete'
  * Who may call. With API_TOKENS set: `admin`, one of API_TOKENS; `read`, one of those or of
  * API_READ_TOKENS; `session`, the status page's, a read token or its sign-in cookie. Always:
  * `public`, anyone; `provider`, the provider's callback (webhook signature or callback API key).
+ * `console`: the console's actions, one of API_TOKENS or a sign-in cookie opened with one.
  */
-export type Access = 'admin' | 'read' | 'session' | 'public' | 'provider'
+export type Access = 'admin' | 'read' | 'session' | 'console' | 'public' | 'provider'
 
 /** What must be wired into the app for the route to be served (AppDeps); always, when left out. */
 export type Part = 'callbacks' | 'suppressions' | 'dispatch' | 'batches' | 'events' | 'status'
@@ -33,7 +34,7 @@ export interface Answer {
 }
 
 /** Whether the route wants a token when API_TOKENS is set. */
-export const needsToken = (op: Pick<Operation, 'access'>) => op.access === 'admin' || op.access === 'read' || op.access === 'session'
+export const needsToken = (op: Pick<Operation, 'access'>) => op.access !== 'public' && op.access !== 'provider'
 
 export interface Operation {
   method: Method
@@ -285,6 +286,38 @@ export const OPERATIONS: Operation[] = [
     pathParams: { id: callId },
     answers: { 200: { description: 'The page.', mediaTypes: ['text/html'] } },
     problems: [callNotFound],
+  },
+  {
+    method: 'get', path: '/console/calls/:id/cancel', id: 'consoleConfirmCancel', tag: 'Status page', access: 'console', needs: 'status',
+    summary: 'The console: asks before cancelling a PENDING call, with a form that does it (HTML).',
+    description: 'An admin token, or the status page session cookie opened with one; a read-only one is a 403. Readable without script.',
+    pathParams: { id: callId },
+    answers: { 200: { description: 'The question, and a form posting the answer.', mediaTypes: ['text/html'] } },
+    problems: [callNotFound],
+  },
+  {
+    method: 'post', path: '/console/calls/:id/cancel', id: 'consoleCancel', tag: 'Status page', access: 'console', needs: 'status',
+    summary: 'Cancels a PENDING call from the console, as POST /calls/{id}/cancel does, then back to its timeline.',
+    description: 'The form of GET /console/calls/{id}/cancel. A refusal (the call is no longer in a status that allows it) is shown on the question\'s page, with its status code.',
+    pathParams: { id: callId },
+    answers: { 303: { description: 'Done: back to the call\'s timeline.' } },
+    problems: [callNotFound, pending],
+  },
+  {
+    method: 'get', path: '/console/calls/:id/retry', id: 'consoleConfirmRetry', tag: 'Status page', access: 'console', needs: 'status',
+    summary: 'The console: asks before retrying a FAILED or EXPIRED call, with a form that does it (HTML).',
+    description: 'An admin token, or the status page session cookie opened with one; a read-only one is a 403. Readable without script.',
+    pathParams: { id: callId },
+    answers: { 200: { description: 'The question, and a form posting the answer.', mediaTypes: ['text/html'] } },
+    problems: [callNotFound],
+  },
+  {
+    method: 'post', path: '/console/calls/:id/retry', id: 'consoleRetry', tag: 'Status page', access: 'console', needs: 'status',
+    summary: 'Retrys a FAILED or EXPIRED call from the console, as POST /calls/{id}/retry does, then back to its timeline.',
+    description: 'The form of GET /console/calls/{id}/retry. A refusal (the call is no longer in a status that allows it) is shown on the question\'s page, with its status code.',
+    pathParams: { id: callId },
+    answers: { 303: { description: 'Done: back to the call\'s timeline.' } },
+    problems: [callNotFound, [409, 'call_not_retryable']],
   },
   {
     method: 'get', path: '/console/batches/:id', id: 'consoleBatch', tag: 'Status page', access: 'session', needs: 'status',

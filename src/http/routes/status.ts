@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import type { Context, Hono } from 'hono'
+import type { ContentfulStatusCode } from 'hono/utils/http-status'
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie'
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming'
 import type { CallRow } from '../../domain/call.ts'
@@ -12,8 +13,8 @@ import { throttled as throttledLog, type Logger } from '../../platform/log.ts'
 import { metrics } from '../../platform/metrics.ts'
 import { bearerToken, matchesSecret, sameOrigin, SESSION_COOKIE, type SessionStore } from '../auth.ts'
 import { readBody } from '../body.ts'
-import { HttpProblem } from '../problem.ts'
-import { renderBatch, renderCallList, renderTimeline } from '../console-page.ts'
+import { HttpProblem, toProblem } from '../problem.ts'
+import { CONSOLE_ACTIONS, renderBatch, renderCallList, renderConfirm, renderTimeline, type ConsoleAction } from '../console-page.ts'
 import * as s from '../schemas.ts'
 import { renderBoard, renderLogin, renderPage, renderUnavailable } from '../status-page.ts'
 
@@ -57,7 +58,11 @@ const HEARTBEAT_MS = 15_000
 
 export function statusRoutes(
   app: Hono,
-  deps: { status: StatusBoard; apiTokens: readonly string[]; readTokens?: readonly string[] | undefined; log: Logger; intervalMs?: number | undefined },
+  deps: {
+    status: StatusBoard
+    /** What an admin may do from the console's call page (the calls service's cancel and retry); no buttons without them. */
+    actions?: Record<ConsoleAction, (id: string) => Promise<unknown>> | undefined
+    apiTokens: readonly string[]; readTokens?: readonly string[] | undefined; log: Logger; intervalMs?: number | undefined },
 ): void {
   const intervalMs = deps.intervalMs ?? STATUS_INTERVAL_MS
   const floods = throttledLog(deps.log, 10_000)
@@ -70,6 +75,11 @@ export function statusRoutes(
     if (!tokensSet || matchesSecret(bearerToken(c.req.header('authorization')), tokens)) return Infinity
     return deps.status.sessions.until(getCookie(c, SESSION_COOKIE), tokens)
   }
+  /** Whether this request may change calls from the console: an admin token, or a session opened with one. */
+  const mayAct = async (c: Context): Promise<boolean> =>
+    !tokensSet ||
+    matchesSecret(bearerToken(c.req.header('authorization')), deps.apiTokens) ||
+    (await deps.status.sessions.until(getCookie(c, SESSION_COOKIE), deps.apiTokens)) !== undefined
 
   // Sign-in attempts that failed, per client address, for the window they fall in.
   const failures = new Map<string, { n: number; since: number }>()
@@ -94,7 +104,7 @@ export function statusRoutes(
 
   // A nonce per page: only the page's own inline script and style run, so a value that slipped
   // through unescaped still could not execute.
-  const html = (c: Context, body: string, status: 200 | 401, nonce: string) =>
+  const html = (c: Context, body: string, status: ContentfulStatusCode, nonce: string) =>
     c.html(body, status, {
       'Content-Security-Policy': `default-src 'none'; img-src data:; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'`,
       'Cache-Control': 'no-store',
@@ -185,9 +195,44 @@ export function statusRoutes(
         const id = s.parse(s.CallId, c.req.param('id'), 'path.id')
         const timeline = await reads.timeline(id)
         if (!timeline) throw new HttpProblem(404, 'call_not_found', `No call has id ${id}.`, { callId: id })
-        return renderTimeline(timeline, nonce)
+        return renderTimeline(timeline, nonce, { mayAct: !!deps.actions && (await mayAct(c)) })
       }, SIGN_IN),
     )
+    // Cancel and retry, for admins: a page that asks (GET), then the form it holds (POST), which
+    // goes back to the call's timeline. A refusal (the call moved on meanwhile) is shown on the
+    // question's page. A cross-site form is refused before this (app.ts), and the cookie is SameSite.
+    const actions = deps.actions
+    if (actions) {
+      const readOnly = () => new HttpProblem(403, 'read_only_token', 'This token may read, not change anything: sign in with one of API_TOKENS.')
+      const callOf = async (c: Context) => {
+        const id = s.parse(s.CallId, c.req.param('id'), 'path.id')
+        const timeline = await reads.timeline(id)
+        if (!timeline) throw new HttpProblem(404, 'call_not_found', `No call has id ${id}.`, { callId: id })
+        return timeline.call
+      }
+      for (const action of Object.keys(CONSOLE_ACTIONS) as ConsoleAction[]) {
+        app.get(`/console/calls/:id/${action}`, (c) =>
+          page(c, async (nonce) => {
+            if (!(await mayAct(c))) throw readOnly()
+            return renderConfirm(await callOf(c), action, nonce)
+          }, SIGN_IN),
+        )
+        app.post(`/console/calls/:id/${action}`, async (c) => {
+          if ((await access(c)) === undefined) throw refuse()
+          if (!(await mayAct(c))) throw readOnly()
+          const call = await callOf(c)
+          try {
+            await actions[action](call.id)
+          } catch (err) {
+            const problem = toProblem(err)
+            if (!problem || problem.status >= 500) throw err
+            const nonce = newNonce()
+            return html(c, renderConfirm(await callOf(c), action, nonce, problem.message), problem.status, nonce)
+          }
+          return c.redirect(`../${call.id}`, 303)
+        })
+      }
+    }
     app.get('/console/batches/:id', (c) =>
       page(c, async (nonce) => {
         const id = s.parse(s.Uuid, c.req.param('id'), 'path.id')
