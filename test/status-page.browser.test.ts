@@ -95,6 +95,8 @@ t.test('the page signs in, then follows calls live from dial to end without a re
   await h.call('POST', '/dispatch/pause', undefined, { authorization: `Bearer ${TOKEN}` })
   await page.waitForSelector('[data-dispatch="paused"]', { timeout: 15_000 })
   t.pass('pausing shows at once')
+  t.ok(await page.isVisible('[data-last-hour] svg polyline[data-series="dialed"]'), 'the last hour is drawn')
+  t.equal(await page.locator('[data-last-hour] table[data-minutes] tbody tr').count(), 60, 'a row per minute behind it')
   t.same(errors, [], 'no script errors, and nothing refused by the content security policy')
 
   await mkdir(join(import.meta.dirname, 'artifacts'), { recursive: true })
@@ -114,6 +116,18 @@ t.test('the page signs in, then follows calls live from dial to end without a re
   await consoleTab.waitForSelector('table[data-timeline]')
   t.match(await consoleTab.textContent('table[data-timeline]'), /verdict applied/, 'its timeline shows the provider\'s report and its verdict')
   await consoleTab.screenshot({ path: SCREENSHOT.replace(/status-page\.png$/, 'console-call.png'), fullPage: true })
+
+  // Retry the busy call: the button asks first, and only the answer acts.
+  await consoleTab.goto(`${base}/console/calls/${calls[1]!.id}`)
+  await consoleTab.click('a[data-action="retry"]')
+  await consoleTab.waitForSelector('form[data-confirm="retry"]')
+  t.match(await consoleTab.textContent('form[data-confirm="retry"]'), /ring the person twice/, 'the question says what could happen')
+  t.equal((await h.sql<{ status: string }[]>`SELECT status FROM calls WHERE id = ${calls[1]!.id}`)[0]!.status, 'FAILED', 'asking changed nothing')
+  await consoleTab.screenshot({ path: SCREENSHOT.replace(/status-page\.png$/, 'console-confirm.png'), fullPage: true })
+  await consoleTab.click('form[data-confirm="retry"] button')
+  await consoleTab.waitForSelector('table[data-timeline]')
+  t.equal(await consoleTab.textContent('[data-status]'), 'PENDING', 'back on the timeline, the call is PENDING again (dispatch is paused)')
+  t.equal(await consoleTab.locator('a[data-action="cancel"]').count(), 1, 'and may now be cancelled')
   t.same(errors, [], 'no script errors on the console')
 
   // The server gone: the last numbers are marked stale, never shown as live.

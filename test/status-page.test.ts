@@ -288,3 +288,61 @@ t.test('an open page does not hold up a graceful shutdown', async (t) => {
   t.equal(closed, 'closed', 'it closed with a page open')
   await until('the stream to end at the client', () => events.closed())
 })
+
+t.test('the last hour per minute: created, dialed, completed, failed and slots in use, as JSON and as a chart', async (t) => {
+  const h = await createHarness(t, { maxConcurrentCalls: 5 })
+  const ago = (min: number) => new Date(Date.now() - min * 60_000)
+  // Dials whose spans cross the hour's start, lie within it, and last until now.
+  const spans: Array<{ status: 'COMPLETED' | 'FAILED' | 'IN_PROGRESS'; created: number; started: number; ended: number | null }> = [
+    { status: 'IN_PROGRESS', created: 75, started: 70, ended: null },
+    { status: 'COMPLETED', created: 80, started: 65, ended: 50 },
+    { status: 'COMPLETED', created: 35, started: 30, ended: 20 },
+    { status: 'COMPLETED', created: 31, started: 29.5, ended: 12 },
+    { status: 'FAILED', created: 6, started: 5, ended: 2 },
+    { status: 'IN_PROGRESS', created: 1, started: 0.5, ended: null },
+  ]
+  for (const span of spans) {
+    const call = await insertCall(h, { status: span.status, createdAt: ago(span.created) })
+    await h.sql`UPDATE calls SET ended_at = ${span.ended === null ? null : ago(span.ended)} WHERE id = ${call.id}`
+    await h.sql`INSERT INTO call_dials (call_id, dial, phone, started_at, ended_at, outcome)
+      VALUES (${call.id}, 1, ${call.phone}, ${ago(span.started)}, ${span.ended === null ? null : ago(span.ended)}, ${span.ended === null ? null : span.status})`
+  }
+  await insertCall(h, { status: 'PENDING' })
+
+  const status = (await h.call('GET', '/status.json')).body
+  const minutes = status.lastHour as Array<{ minute: string; created: number; dialed: number; completed: number; failed: number; slots: number }>
+  t.equal(minutes.length, 60, 'sixty minutes')
+  t.ok(Date.parse(minutes[59]!.minute) <= Date.parse(status.at) && Date.parse(status.at) - Date.parse(minutes[59]!.minute) < 60_000, 'the current minute last')
+
+  // The same numbers, counted here from the rows as stored.
+  const calls = await h.sql<{ created_at: Date; ended_at: Date | null; status: string }[]>`SELECT created_at, ended_at, status FROM calls`
+  const dials = await h.sql<{ started_at: Date; ended_at: Date | null }[]>`SELECT started_at, ended_at FROM call_dials`
+  const within = (d: Date | null, from: number) => d !== null && d.getTime() >= from && d.getTime() < from + 60_000
+  const expected = minutes.map((m) => {
+    const from = Date.parse(m.minute)
+    const end = from + 60_000
+    return {
+      minute: m.minute,
+      created: calls.filter((c) => within(c.created_at, from)).length,
+      dialed: dials.filter((d) => within(d.started_at, from)).length,
+      completed: calls.filter((c) => c.status === 'COMPLETED' && within(c.ended_at, from)).length,
+      failed: calls.filter((c) => c.status === 'FAILED' && within(c.ended_at, from)).length,
+      slots: dials.filter((d) => d.started_at.getTime() < end && (d.ended_at === null || d.ended_at.getTime() >= end)).length,
+    }
+  })
+  t.same(minutes, expected, 'every minute as the rows say')
+  t.equal(minutes[0]!.slots, 2, 'the dials begun before the hour count from its start')
+  t.equal(minutes[59]!.slots, 2, 'and now: the two in flight')
+  t.equal(minutes.reduce((n, m) => n + m.created, 0), 5, 'the calls created within the hour')
+
+  const page = await (await h.app.request('/', { headers: html })).text()
+  t.match(page, /<section class="wide" data-last-hour>/, 'the overview draws it')
+  for (const series of ['created', 'dialed', 'completed', 'failed']) {
+    const points = new RegExp(`<polyline data-series="${series}"[^>]* points="([^"]+)"`).exec(page)?.[1]?.split(' ')
+    t.equal(points?.length, 60, `${series}: a point per minute`)
+  }
+  t.match(page, /<polygon data-series="slots"/, 'slots in use, as an area')
+  t.match(page, /<line data-limit/, 'under the limit')
+  t.match(page, /data-now="slots">[\s\S]*slots in use 2<\/span> of 5/, 'the current minute in words')
+  t.equal(page.match(/<table class="counts" data-minutes>[\s\S]*?<\/table>/)?.[0].match(/<tr><th>\d\d:\d\d/g)?.length, 60, 'and every minute in a table')
+})

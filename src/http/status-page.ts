@@ -1,5 +1,5 @@
 import { CALL_STATUSES } from '../domain/call.ts'
-import { LIST_LIMIT, RECENT_MINUTES, type StatusSnapshot } from '../store/status.ts'
+import { LIST_LIMIT, RECENT_MINUTES, type MinuteCounts, type StatusSnapshot } from '../store/status.ts'
 
 // The status page's HTML, rendered here and only here: the first load gets the whole page, and
 // every server-sent event carries the board (the part that changes) rendered by the same code,
@@ -123,7 +123,54 @@ export function renderBoard(s: StatusSnapshot): string {
       }
     </section>`
 
-  return `${dispatch}<div class="grid">${slots}${counts}${oldest}${verdicts}${flying}${failures}</div>`
+  return `${dispatch}<div class="grid">${slots}${counts}${oldest}${verdicts}${renderLastHour(s.lastHour, s.limit)}${flying}${failures}</div>`
+}
+
+/** The series of the last-hour chart, each with its colour. */
+const SERIES = [
+  { key: 'created', label: 'created', colour: '#888' },
+  { key: 'dialed', label: 'dialed', colour: '#36c' },
+  { key: 'completed', label: 'completed', colour: '#2a7' },
+  { key: 'failed', label: 'failed', colour: '#d33' },
+] as const
+
+/**
+ * The last hour per minute, drawn on the server as SVG (no script, no library): calls created,
+ * dialed, completed and failed on one chart, slots in use against the limit on another. The
+ * current minute's numbers are written beside it and every minute's in a table under it, so the
+ * chart can be read without seeing it.
+ */
+export function renderLastHour(minutes: MinuteCounts[], limit: number): string {
+  if (minutes.length === 0) return ''
+  const W = 600
+  const H = 120
+  const x = (i: number) => (minutes.length === 1 ? W : (i / (minutes.length - 1)) * W).toFixed(1)
+  const top = Math.max(1, ...minutes.flatMap((m) => SERIES.map((sr) => m[sr.key])))
+  const y = (n: number, max: number) => (H - (n / max) * H).toFixed(1)
+  const lines = SERIES.map(
+    (sr) =>
+      `<polyline data-series="${sr.key}" fill="none" stroke="${sr.colour}" stroke-width="2" vector-effect="non-scaling-stroke" points="${minutes.map((m, i) => `${x(i)},${y(m[sr.key], top)}`).join(' ')}"><title>${sr.label} per minute</title></polyline>`,
+  ).join('')
+  const slotTop = Math.max(1, limit, ...minutes.map((m) => m.slots))
+  const area = `<polygon data-series="slots" fill="#a6c5" stroke="#a6c" vector-effect="non-scaling-stroke" points="0,${H} ${minutes.map((m, i) => `${x(i)},${y(m.slots, slotTop)}`).join(' ')} ${W},${H}"><title>slots in use</title></polygon>`
+  const limitLine = `<line data-limit x1="0" x2="${W}" y1="${y(limit, slotTop)}" y2="${y(limit, slotTop)}" stroke="#d73" stroke-dasharray="6 4" vector-effect="non-scaling-stroke"><title>the limit: ${limit}</title></line>`
+  const now = minutes.at(-1)!
+  const first = hhmm(minutes[0]!.minute)
+  const svg = (label: string, body: string, max: number) =>
+    `<svg viewBox="0 0 ${W} ${H}" preserveAspectRatio="none" width="100%" height="${H}" role="img" aria-label="${escapeHtml(label)}">${body}</svg><p class="axis muted"><span>${first}</span><span>max ${max}</span><span>${hhmm(now.minute)} UTC</span></p>`
+  const legend = SERIES.map((sr) => `<span data-now="${sr.key}"><svg width="10" height="10" aria-hidden="true"><rect width="10" height="10" fill="${sr.colour}"/></svg> ${sr.label} ${now[sr.key]}</span>`).join(' ')
+  return `
+    <section class="wide" data-last-hour>
+      <h2>Last ${minutes.length} min, per minute</h2>
+      <p class="legend">This minute: ${legend}</p>
+      ${svg(`Calls per minute over the last hour: ${SERIES.map((sr) => `${sr.label} ${minutes.reduce((n, m) => n + m[sr.key], 0)}`).join(', ')}`, lines, top)}
+      <p class="legend"><span data-now="slots"><svg width="10" height="10" aria-hidden="true"><rect width="10" height="10" fill="#a6c"/></svg> slots in use ${now.slots}</span> of ${limit}</p>
+      ${svg(`Slots in use over the last hour, at most ${Math.max(...minutes.map((m) => m.slots))} of ${limit}`, area + limitLine, slotTop)}
+      <details><summary>Every minute</summary><table class="counts" data-minutes><thead><tr><th>UTC</th>${SERIES.map((sr) => `<th>${sr.label}</th>`).join('')}<th>slots</th></tr></thead><tbody>${minutes
+        .toReversed()
+        .map((m) => `<tr><th>${hhmm(m.minute)}</th>${SERIES.map((sr) => `<td>${m[sr.key]}</td>`).join('')}<td>${m.slots}</td></tr>`)
+        .join('')}</tbody></table></details>
+    </section>`
 }
 
 /** Shown in place of the board while the database does not answer; the stream keeps trying. */
@@ -155,6 +202,7 @@ const STYLE = `
   table[data-timeline] td:first-child, table[data-calls] td { white-space: nowrap; vertical-align: top; }
   .logout { margin-left: auto; }
   a.button, button { display: inline-block; padding: .3rem .8rem; border: 1px solid #8888; border-radius: .3rem; background: #8881; color: inherit; text-decoration: none; font: inherit; cursor: pointer; }
+  .axis { display: flex; justify-content: space-between; font-size: .75rem; margin: 0 0 .5rem; } .legend { font-size: .85rem; margin: .25rem 0; }
   .bad { background: #d332; padding: .5rem 1rem; border-radius: .5rem; }
   form.login { display: grid; gap: .5rem; max-width: 24rem; }
 `

@@ -28,6 +28,21 @@ export interface StatusSnapshot {
    * is 0): they hold their slots until their CALL_TIMEOUT_SECONDS, the last of them until `until`.
    */
   heldUntilTimeout: { calls: number; until: Date } | null
+  /**
+   * The last RECENT_MINUTES minutes, oldest first, the current (partial) minute last: calls
+   * created, dials started, calls that ended COMPLETED and FAILED, and slots in use (dials in
+   * flight) at the minute's end, or now for the current one.
+   */
+  lastHour: MinuteCounts[]
+}
+
+export interface MinuteCounts {
+  minute: Date
+  created: number
+  dialed: number
+  completed: number
+  failed: number
+  slots: number
 }
 
 interface Row {
@@ -40,6 +55,7 @@ interface Row {
   failures: Array<{ id: string; phone: string; last_error: string; provider_status: string | null; ended_at: string }>
   callbacks: Record<string, number> | null
   held: { calls: number; until: string } | null
+  last_hour: Array<[minute: string, created: number, dialed: number, completed: number, failed: number, slots: number]>
 }
 
 export async function readStatus(sql: Sql, defaultLimit: number): Promise<StatusSnapshot> {
@@ -64,7 +80,8 @@ export async function readStatus(sql: Sql, defaultLimit: number): Promise<Status
          SELECT verdict, count(*) AS n FROM callbacks
          WHERE received_at > now() - ${recent}::interval GROUP BY verdict) v) AS callbacks,
       (SELECT CASE WHEN count(*) > 0 THEN json_build_object('calls', count(*), 'until', max(timeout_at)) END FROM calls
-       WHERE ${heldUntilTimeoutWhere(sql)}) AS held
+       WHERE ${heldUntilTimeoutWhere(sql)}) AS held,
+      (${lastHour(sql)}) AS last_hour
     FROM dispatch_settings s`
   const r = row!
   const counts = Object.fromEntries(CALL_STATUSES.map((s) => [s, Number(r.counts?.[s] ?? 0)])) as Record<CallStatus, number>
@@ -97,8 +114,36 @@ export async function readStatus(sql: Sql, defaultLimit: number): Promise<Status
     })),
     callbacks: Object.fromEntries(Object.entries(r.callbacks ?? {}).map(([k, v]) => [k, Number(v)])),
     heldUntilTimeout: r.held && { calls: Number(r.held.calls), until: date(r.held.until) },
+    lastHour: r.last_hour.map(([minute, created, dialed, completed, failed, slots]) => ({ minute: date(minute), created, dialed, completed, failed, slots })),
   }
 }
+
+/**
+ * The last hour per minute, as JSON arrays. Each series is grouped from its own index
+ * (sql/018_last_hour.sql); slots in use are the dials in flight when the hour began plus those
+ * started since, less those ended since, summed minute by minute.
+ */
+const lastHour = (sql: Sql) => sql`
+  WITH span AS (SELECT date_trunc('minute', now()) - ${`${RECENT_MINUTES - 1} minutes`}::interval AS since),
+  minutes AS (SELECT m FROM span, generate_series(span.since, date_trunc('minute', now()), interval '1 minute') AS m),
+  created AS (SELECT date_trunc('minute', created_at) AS m, count(*) AS n FROM calls, span WHERE created_at >= span.since GROUP BY 1),
+  ended AS (
+    SELECT date_trunc('minute', ended_at) AS m, count(*) FILTER (WHERE status = 'COMPLETED') AS completed, count(*) FILTER (WHERE status = 'FAILED') AS failed
+    FROM calls, span WHERE ended_at >= span.since GROUP BY 1),
+  started AS (SELECT date_trunc('minute', started_at) AS m, count(*) AS n FROM call_dials, span WHERE started_at >= span.since GROUP BY 1),
+  stopped AS (SELECT date_trunc('minute', ended_at) AS m, count(*) AS n FROM call_dials, span WHERE ended_at >= span.since GROUP BY 1),
+  before AS (
+    SELECT count(*) AS n FROM call_dials, span
+    WHERE started_at < span.since AND (ended_at IS NULL OR ended_at >= span.since))
+  SELECT coalesce(json_agg(json_build_array(x.m, x.created, x.dialed, x.completed, x.failed, x.slots) ORDER BY x.m), '[]') FROM (
+    SELECT minutes.m,
+           coalesce(created.n, 0) AS created,
+           coalesce(started.n, 0) AS dialed,
+           coalesce(ended.completed, 0) AS completed,
+           coalesce(ended.failed, 0) AS failed,
+           (SELECT n FROM before) + sum(coalesce(started.n, 0) - coalesce(stopped.n, 0)) OVER (ORDER BY minutes.m) AS slots
+    FROM minutes
+    LEFT JOIN created USING (m) LEFT JOIN ended USING (m) LEFT JOIN started USING (m) LEFT JOIN stopped USING (m)) x`
 
 /** Dialed calls no look-up will end: the provider cannot be asked (or RECONCILE_AFTER_SECONDS is 0), so their timeout decides. */
 const heldUntilTimeoutWhere = (sql: Sql) => sql`status = 'IN_PROGRESS' AND dialed_at IS NOT NULL AND reconcile_at IS NULL AND timeout_at > now()`

@@ -226,4 +226,8 @@ export const Status = v.strictObject({
     v.nullable(v.strictObject({ calls: count, until: instant })),
     v.description('Dialed calls no status look-up will end (the provider cannot be asked): they hold slots until CALL_TIMEOUT_SECONDS, the last until `until`.'),
   ),
+  lastHour: v.pipe(
+    v.array(v.strictObject({ minute: instant, created: count, dialed: count, completed: count, failed: count, slots: count })),
+    v.description('The last 60 minutes, oldest first, the current minute last: calls created, dials started, calls completed and failed, and slots in use at the minute\'s end (now, for the current one).'),
+  ),
 })
