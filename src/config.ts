@@ -103,6 +103,7 @@ const EnvSchema = v.object({
   WORKER_POLL_MS: int(5_000, 50, 600_000),
   SHUTDOWN_TIMEOUT_MS: int(15_000, 0, 600_000),
   CALLBACK_RETENTION: v.optional(v.string(), '30d'),
+  SIMULATOR_FORGET_AFTER: v.optional(v.string(), '1h'),
   EVENT_RETENTION: v.optional(v.string(), '30d'),
   LOG_LEVEL: v.optional(v.picklist(logLevels, `must be one of ${logLevels.join(', ')}`), 'info'),
   LOG_FORMAT: v.optional(v.picklist(logFormats, `must be one of ${logFormats.join(', ')}`), 'auto'),
@@ -185,6 +186,8 @@ export interface Config {
     statusMix: Array<{ status: string; weight: number }>
     slowAcceptMs: number
     statusLookup: boolean
+    /** SIMULATOR_FORGET_AFTER: how long it remembers a call request in memory after its end. */
+    forgetAfterMs: number
     rates: {
       serverError: number
       timeout: number
@@ -383,6 +386,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       statusMix: parseStatusMix(e.SIMULATOR_STATUS_MIX),
       slowAcceptMs: e.SIMULATOR_SLOW_202_MS,
       statusLookup: e.SIMULATOR_STATUS_LOOKUP === 'on',
+      forgetAfterMs: parseDuration('SIMULATOR_FORGET_AFTER', e.SIMULATOR_FORGET_AFTER) * 1000,
       rates: {
         serverError: e.SIMULATOR_5XX_RATE,
         timeout: e.SIMULATOR_TIMEOUT_RATE,

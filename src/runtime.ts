@@ -69,6 +69,7 @@ export function simulatorFromConfig(config: Config, secret: string, log: Logger,
       slowAcceptMs: s.slowAcceptMs,
       statusLookup: s.statusLookup,
       store,
+      forgetAfterMs: s.forgetAfterMs,
     },
     log.child({ part: 'simulator' }),
   )
@@ -78,7 +79,7 @@ export function simulatorFromConfig(config: Config, secret: string, log: Logger,
  * The built-in simulator's memory in our database (a schema of its own), so a restart of `all`
  * forgets no call it placed; without the right to make a schema, it remembers in memory only.
  */
-async function simulatorStore(sql: Sql, log: Logger): Promise<(SimulatorStore & { secret(fresh: string): Promise<string> }) | undefined> {
+export async function simulatorStore(sql: Sql, log: Logger): Promise<(SimulatorStore & { secret(fresh: string): Promise<string> }) | undefined> {
   try {
     await prepareSimulatorCalls(sql)
   } catch (err) {

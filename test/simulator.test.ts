@@ -69,3 +69,42 @@ t.test('the provider API key is required when configured', async (t) => {
   t.equal((await dial(sim.url, 'k:1', hook.url)).status, 401)
   t.equal((await dial(sim.url, 'k:2', hook.url, { authorization: 'Bearer prov-secret' })).status, 202)
 })
+
+t.test('a long-running simulator forgets ended calls: its memory stays level, its counts and answers do not change', async (t) => {
+  const { createHarness } = await import('./support/harness.ts')
+  const { simulatorStore } = await import('../src/runtime.ts')
+  const { silentLogger } = await import('../src/platform/log.ts')
+  const h = await createHarness(t)
+  const store = await simulatorStore(h.sql, silentLogger)
+  t.ok(store, 'the store in its own schema')
+  const hook = await receiver(t)
+  const sim = await startSimulator(t, { store, forgetAfterMs: 300, minDurationMs: 5, maxDurationMs: 20 })
+  const send = (i: number) =>
+    fetch(`${sim.url}/api/v1/calls`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'idempotency-key': `call-${i}:1` },
+      body: JSON.stringify({ to: `+1555800${String(i).padStart(4, '0')}`, scriptId: 's', webhookUrl: hook.url }),
+    })
+  const ids = new Map<number, string>()
+  for (let round = 0; round < 10; round++) {
+    const answers = await Promise.all(Array.from({ length: 30 }, (_, j) => send(round * 30 + j)))
+    for (const [j, a] of answers.entries()) ids.set(round * 30 + j, ((await a.json()) as { callId: string }).callId)
+  }
+  for (let i = 0; i < 20; i++) t.equal(((await (await send(i)).json()) as { callId: string }).callId, ids.get(i), `a repeated key ${i} gets its call`)
+  await waitFor('every callback', async () => hook.got.length === 300, 20_000)
+  t.ok(sim.memory().keys >= 300, `before: every key remembered (${JSON.stringify(sim.memory())})`)
+
+  await new Promise((r) => setTimeout(r, 400))
+  sim.forget()
+  t.same(sim.memory(), { dials: 0, keys: 0, answers: 0, byKey: 0, byProviderId: 0, phones: 0, webhookIds: 0, timers: 0 }, 'after: nothing left in memory')
+  const stats = sim.stats()
+  t.match(stats, { requests: 320, replays: 20, accepted: 300, keysAcceptedTwice: 0, callsPlacedTwice: 0, maxInFlightPerPhone: 1, phoneOverlaps: 0 }, 'the counts stay')
+  t.same(stats.requestsPerKey, { 1: 280, 2: 20 })
+  t.same(stats.placedPerCall, { 1: 300 })
+
+  // Forgotten in memory, not by the provider: the store answers for them.
+  t.equal(((await (await send(7)).json()) as { callId: string }).callId, ids.get(7), 'a forgotten key, repeated, still gets its call')
+  t.equal(sim.stats().accepted, 300, 'and places nothing')
+  const lookup = await fetch(`${sim.url}/api/v1/calls/${ids.get(8)}`)
+  t.match(await lookup.json(), { callId: ids.get(8), status: 'COMPLETED' }, 'a look-up of a forgotten call answers the truth')
+})

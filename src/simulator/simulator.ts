@@ -59,6 +59,14 @@ export interface SimulatorOptions {
   random?: () => number
   /** Where placed calls are kept across restarts; in memory only when absent. */
   store?: SimulatorStore | undefined
+  /**
+   * Forget a call request this long after its last dial ended (or its last request was
+   * answered), keeping only its counts in the stats: a long-running simulator's memory stays
+   * level. The store (when there is one) still answers look-ups and repeated keys for it;
+   * without one, keep this longer than any caller may repeat a key or look a call up. Unset:
+   * every record is kept (tests and the soak read them after the run).
+   */
+  forgetAfterMs?: number | undefined
 }
 
 /** One call the provider placed, or one dial request it refused. */
@@ -133,6 +141,11 @@ export class ProviderSimulator {
   readonly deliveredWebhookIds = new Set<string>()
   readonly #inFlightByPhone = new Map<string, number>()
   readonly #timers = new Set<NodeJS.Timeout>()
+  /** With forgetAfterMs: when each key was last requested. */
+  readonly #touched = new Map<string, number>()
+  /** What forgotten call requests add to the stats. */
+  readonly #forgotten = { dials: 0, requests: 0, replays: 0, accepted: 0, keysAcceptedTwice: 0, callsPlacedTwice: 0, requestsPerKey: {} as Record<string, number>, placedPerCall: {} as Record<string, number> }
+  #sweeper: NodeJS.Timeout | undefined
   #inFlight = 0
   #maxInFlight = 0
   #maxPerPhone = 0
@@ -162,6 +175,8 @@ export class ProviderSimulator {
   async start(port = 0, host = '127.0.0.1'): Promise<void> {
     this.#server = await listen(this.app(), { host, port })
     await this.#resume()
+    const forget = this.#o.forgetAfterMs
+    if (forget !== undefined) this.#sweeper = setInterval(() => this.forget(), Math.min(forget, 60_000)).unref()
   }
 
   /** The calls a previous run placed that are still live: each ends, with its callback, when it was to. */
@@ -199,6 +214,7 @@ export class ProviderSimulator {
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.#sweeper)
     this.stopCallbacks()
     await this.#server?.close()
   }
@@ -223,27 +239,36 @@ export class ProviderSimulator {
         return h
       }, {})
     const perCall = this.placedPerCall()
+    const f = this.#forgotten
+    const merged = (a: Record<string, number>, b: Record<string, number>) => {
+      const sum = { ...a }
+      for (const [k, n] of Object.entries(b)) sum[k] = (sum[k] ?? 0) + n
+      return sum
+    }
     return {
-      requests: [...this.requestsPerKey.values()].reduce((a, b) => a + b, 0),
+      requests: f.requests + [...this.requestsPerKey.values()].reduce((a, b) => a + b, 0),
       /** Requests that repeated a key the provider had already seen. */
-      replays: [...this.requestsPerKey.values()].reduce((a, b) => a + b - 1, 0),
+      replays: f.replays + [...this.requestsPerKey.values()].reduce((a, b) => a + b - 1, 0),
       /** Repeats that came while the key's first request was still being processed (answered 409). */
       conflicts: this.#conflicts,
       /** Calls placed (whatever the dial request was answered). */
-      accepted: this.dials.filter((d) => d.providerCallId).length,
+      accepted: f.accepted + this.dials.filter((d) => d.providerCallId).length,
       inFlight: this.#inFlight,
       maxInFlight: this.#maxInFlight,
       maxInFlightPerPhone: this.#maxPerPhone,
       /** Calls placed while their phone already had one live: must be 0. */
       phoneOverlaps: this.#phoneOverlaps,
       /** How many keys were sent once, twice, …: {"1": 412, "2": 3}. */
-      requestsPerKey: histogram(this.requestsPerKey.values()),
+      requestsPerKey: merged(f.requestsPerKey, histogram(this.requestsPerKey.values())),
       /** Idempotency keys the provider placed as a new call more than once: must be 0. */
-      keysAcceptedTwice: [...perKey.values()].filter((n) => n > 1).length,
+      keysAcceptedTwice: f.keysAcceptedTwice + [...perKey.values()].filter((n) => n > 1).length,
       /** How many call requests got 1, 2, … placed calls: {"1": 300}. */
-      placedPerCall: histogram([...perCall.values()].map((calls) => calls.length)),
-      /** Call requests the provider placed more than once: must be 0 unless retries start new dials. */
-      callsPlacedTwice: [...perCall.values()].filter((calls) => calls.length > 1).length,
+      placedPerCall: merged(f.placedPerCall, histogram([...perCall.values()].map((calls) => calls.length))),
+      /**
+       * Call requests the provider placed more than once: must be 0 unless retries start new
+       * dials. With forgetAfterMs, dials of one call further apart than that count apart.
+       */
+      callsPlacedTwice: f.callsPlacedTwice + [...perCall.values()].filter((calls) => calls.length > 1).length,
       lookups: this.#lookups,
       callbacksSent: this.#callbacksSent,
       callbacksFailed: this.#callbacksFailed,
@@ -275,6 +300,7 @@ export class ProviderSimulator {
       const key = c.req.header('idempotency-key')
       if (!key) return c.json({ error: 'Idempotency-Key header required' }, 400)
       this.requestsPerKey.set(key, (this.requestsPerKey.get(key) ?? 0) + 1)
+      if (this.#o.forgetAfterMs !== undefined) this.#touched.set(key, Date.now())
       const parsed = v.safeParse(DialBody, await c.req.json().catch(() => undefined))
       if (!parsed.success) return c.json({ error: 'invalid body' }, 400)
       const stored = this.#byKey.has(key) ? undefined : await this.#o.store?.byKey(key)
@@ -336,7 +362,7 @@ export class ProviderSimulator {
   }
 
   async #handleDial(key: string, body: v.InferOutput<typeof DialBody>, socket: IncomingMessage['socket'] | undefined): Promise<Response> {
-    const decision = this.#o.decide?.({ to: body.to, idempotencyKey: key, n: this.dials.length }) ?? this.#pick()
+    const decision = this.#o.decide?.({ to: body.to, idempotencyKey: key, n: this.#forgotten.dials + this.dials.length }) ?? this.#pick()
     const record: DialRecord = { idempotencyKey: key, to: body.to, scriptId: body.scriptId, decision, at: Date.now() }
     this.dials.push(record)
     if (this.#o.answerDelayMs) await this.#sleep(this.#o.answerDelayMs)
@@ -433,7 +459,88 @@ export class ProviderSimulator {
     if (record.endedAt) return
     record.endedAt = Date.now()
     this.#inFlight--
-    this.#inFlightByPhone.set(phone, (this.#inFlightByPhone.get(phone) ?? 1) - 1)
+    const left = (this.#inFlightByPhone.get(phone) ?? 1) - 1
+    if (left > 0) this.#inFlightByPhone.set(phone, left)
+    else this.#inFlightByPhone.delete(phone)
+  }
+
+  /** How many entries its memory holds: level over time with forgetAfterMs. */
+  memory() {
+    return {
+      dials: this.dials.length,
+      keys: this.requestsPerKey.size,
+      answers: this.answersPerKey.size,
+      byKey: this.#byKey.size,
+      byProviderId: this.#byProviderId.size,
+      phones: this.#inFlightByPhone.size,
+      webhookIds: this.deliveredWebhookIds.size,
+      timers: this.#timers.size,
+    }
+  }
+
+  /**
+   * Forgets the call requests (every key of one call, "{callId}:{dial}") whose last request
+   * and last dial ended more than forgetAfterMs ago, folding their counts into the stats. Runs
+   * on a timer; a no-op without forgetAfterMs.
+   */
+  forget(): void {
+    const after = this.#o.forgetAfterMs
+    if (after === undefined) return
+    const cutoff = Date.now() - after
+    const keysOf = new Map<string, string[]>()
+    for (const key of this.requestsPerKey.keys()) {
+      const call = callOfKey(key)
+      keysOf.set(call, [...(keysOf.get(call) ?? []), key])
+    }
+    const dialsOf = new Map<string, DialRecord[]>()
+    for (const d of this.dials) {
+      const call = callOfKey(d.idempotencyKey)
+      dialsOf.set(call, [...(dialsOf.get(call) ?? []), d])
+    }
+    const f = this.#forgotten
+    const count = (h: Record<string, number>, n: number) => (h[n] = (h[n] ?? 0) + 1)
+    const forgottenDials = new Set<DialRecord>()
+    for (const [call, keys] of keysOf) {
+      const dials = dialsOf.get(call) ?? []
+      const settled =
+        keys.every((k) => (this.#touched.get(k) ?? 0) < cutoff && this.#byKey.get(k)?.state !== 'processing') &&
+        dials.every((d) => (d.providerCallId ? d.endedAt !== undefined && d.endedAt < cutoff : d.at < cutoff))
+      if (!settled) continue
+      let placed = 0
+      for (const key of keys) {
+        const requests = this.requestsPerKey.get(key) ?? 0
+        const placedForKey = dials.filter((d) => d.idempotencyKey === key && d.providerCallId).length
+        f.requests += requests
+        f.replays += Math.max(0, requests - 1)
+        count(f.requestsPerKey, requests)
+        if (placedForKey > 1) f.keysAcceptedTwice++
+        placed += placedForKey
+        this.requestsPerKey.delete(key)
+        this.answersPerKey.delete(key)
+        this.#touched.delete(key)
+        this.#byKey.delete(key)
+      }
+      f.accepted += placed
+      if (placed > 0) count(f.placedPerCall, placed)
+      if (placed > 1) f.callsPlacedTwice++
+      for (const d of dials) {
+        forgottenDials.add(d)
+        if (d.providerCallId) this.#byProviderId.delete(d.providerCallId)
+      }
+    }
+    if (forgottenDials.size > 0) {
+      f.dials += forgottenDials.size
+      const kept = this.dials.filter((d) => !forgottenDials.has(d))
+      this.dials.length = 0
+      for (const d of kept) this.dials.push(d)
+    }
+    // Calls resumed from before a restart were never requested of this run.
+    for (const [id, record] of this.#byProviderId) {
+      if (record.endedAt !== undefined && record.endedAt < cutoff && !this.requestsPerKey.has(record.idempotencyKey)) {
+        this.#byProviderId.delete(id)
+        if (this.#byKey.get(record.idempotencyKey)?.state === 'done') this.#byKey.delete(record.idempotencyKey)
+      }
+    }
   }
 
   #statusFor(): string {
@@ -481,7 +588,7 @@ export class ProviderSimulator {
         await response.body?.cancel()
         if (response.ok) {
           this.#callbacksSent++
-          this.deliveredWebhookIds.add(webhookId)
+          if (this.#o.forgetAfterMs === undefined) this.deliveredWebhookIds.add(webhookId)
           return true
         }
         this.#log.warn('simulator: callback refused', { status: response.status, webhookId })
