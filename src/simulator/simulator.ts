@@ -280,6 +280,7 @@ export class ProviderSimulator {
   app(): Hono {
     const app = new Hono()
     app.get('/stats', (c) => c.json(this.stats()))
+    app.get('/memory', (c) => c.json(this.memory()))
     app.get('/api/v1/calls/:id', async (c) => {
       if (this.#o.apiKey && c.req.header('authorization') !== `Bearer ${this.#o.apiKey}`) return c.json({ error: 'unauthorized' }, 401)
       const record = this.#o.statusLookup === false ? undefined : (this.#byProviderId.get(c.req.param('id')) ?? (await this.#stored(c.req.param('id'))))
