@@ -17,8 +17,8 @@ export interface NewCall {
   phone: string
   scriptId: string
   metadata: Record<string, unknown>
-  /** The client's deadline; without one, the caller's `ttlSeconds` from now on the database's clock. */
-  expiresAt: Date | null
+  /** Its deadline: the client's, or the default the caller worked out (CALL_TTL_SECONDS from now). */
+  expiresAt: Date
   idempotencyKey: string | null
   requestHash: string | null
   notBefore: Date | null
@@ -35,14 +35,14 @@ export interface NewCall {
  * PENDING calls, in one INSERT (their rows as one JSON array); the same statement wakes the
  * workers when its transaction commits.
  */
-export async function insertCalls(tx: Tx, calls: NewCall[], options: { ttlSeconds: number; batchId: string | null }): Promise<CallRow[]> {
+export async function insertCalls(tx: Tx, calls: NewCall[], options: { batchId: string | null }): Promise<CallRow[]> {
   if (calls.length === 0) return []
   const rows = await tx<Array<CallRow & { woken?: unknown }>>`
     WITH inserted AS (
     INSERT INTO calls (id, job_id, phone, script_id, metadata, expires_at, idempotency_key, request_hash,
                        not_before, calling_window, time_zones, next_attempt_at, waiting_for, batch_id, batch_index)
     SELECT r.id, r.job_id, r.phone, r.script_id, r.metadata,
-           COALESCE(r.expires_at, now() + make_interval(secs => ${options.ttlSeconds})),
+           r.expires_at,
            r.idempotency_key, r.request_hash, r.not_before, r.calling_window,
            ARRAY(SELECT jsonb_array_elements_text(r.time_zones)),
            CASE WHEN r.due_at > now() THEN r.due_at END,

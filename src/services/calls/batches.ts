@@ -108,7 +108,7 @@ export function createBatchService(deps: {
 
       const batchId = randomUUID()
       const batch = await insertBatch(tx, { id: batchId, idempotencyKey: batchKey ?? null, requestHash: batchKey ? requestHash : null, items: items.length, calls: fresh.length, results })
-      for (const row of await insertPlanned(tx, queue, fresh, { ttlSeconds: deps.callTtlSeconds, batchId })) calls.set(row.id, row)
+      for (const row of await insertPlanned(tx, queue, fresh, { batchId })) calls.set(row.id, row)
       // A batch none of whose items became a call is complete as it is made.
       if (fresh.length === 0) {
         await emitBatchesCompleted(tx, queue.deliveries, [batchId])

@@ -128,7 +128,8 @@ export async function planCreates(tx: Tx, calling: CallingPolicy, ttlSeconds: nu
       refuse(phoneSuppressed(input.to))
       continue
     }
-    // Its deadline: expiresAt, else CALL_TTL_SECONDS from now (as insertCalls sets it).
+    // Its deadline: expiresAt, else CALL_TTL_SECONDS from now on the database's clock (the
+    // transaction's now(), as the row's created_at).
     const deadline = input.expiresAt ?? new Date(now.getTime() + ttlSeconds * 1000)
     if (input.notBefore && input.notBefore.getTime() >= deadline.getTime()) {
       refuse(scheduleImpossible(input.notBefore, deadline))
@@ -158,7 +159,7 @@ export async function planCreates(tx: Tx, calling: CallingPolicy, ttlSeconds: nu
         phone: input.to,
         scriptId: input.scriptId,
         metadata: input.metadata ?? {},
-        expiresAt: input.expiresAt ?? null,
+        expiresAt: deadline,
         idempotencyKey: key,
         requestHash: hash,
         notBefore: timing.not_before,
@@ -181,7 +182,7 @@ export async function insertPlanned(
   tx: Tx,
   queue: Queues,
   calls: NewCall[],
-  options: { ttlSeconds: number; batchId: string | null },
+  options: { batchId: string | null },
 ): Promise<CallRow[]> {
   if (calls.length === 0) return []
   await jobsForNewCalls(tx, queue.calls, calls.map((c) => ({ id: c.id, jobId: c.jobId, phone: c.phone, startAfter: c.dueAt })))

@@ -75,7 +75,7 @@ export function createCallService(deps: {
           const [plan] = await planCreates(tx, calling, deps.callTtlSeconds, [{ input, idempotencyKey: idempotencyKey ?? null }])
           if (plan!.kind === 'refused') throw plan!.error
           if (plan!.kind === 'replay') return { call: plan!.call!, replayed: true }
-          const [call] = await insertPlanned(tx, queue, [plan!.call], { ttlSeconds: deps.callTtlSeconds, batchId: null })
+          const [call] = await insertPlanned(tx, queue, [plan!.call], { batchId: null })
           return { call: call!, replayed: false }
         }),
       )
