@@ -59,6 +59,10 @@ const EnvSchema = v.object({
   DATABASE_URL: v.optional(
     v.pipe(v.string(), v.trim(), v.regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')),
   ),
+  DATABASE_DIRECT_URL: v.optional(
+    v.pipe(v.string(), v.trim(), v.regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')),
+  ),
+  DATABASE_POOLER: v.optional(v.picklist(['none', 'transaction'], 'must be none or transaction'), 'none'),
   DATABASE_POOL_MAX: int(10, 2, 200),
   EMBEDDED_PG_DIR: v.optional(v.string(), '.data/postgres'),
   EMBEDDED_PG_PORT: int(25432, 1, 65535),
@@ -132,6 +136,13 @@ export type LogFormat = (typeof logFormats)[number]
 
 export interface Config {
   databaseUrl: string | undefined
+  /**
+   * DATABASE_DIRECT_URL: a session of its own to the server, for what a transaction pooler
+   * cannot carry (LISTEN, migrations); DATABASE_URL when unset.
+   */
+  databaseDirectUrl: string | undefined
+  /** DATABASE_POOLER: `transaction` when DATABASE_URL is a pooler in transaction mode (no prepared statements then). */
+  databasePooler: 'none' | 'transaction'
   databasePoolMax: number
   embeddedPg: { dir: string; port: number }
   /**
@@ -342,6 +353,8 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   }
   return {
     databaseUrl: e.DATABASE_URL,
+    databaseDirectUrl: e.DATABASE_DIRECT_URL,
+    databasePooler: e.DATABASE_POOLER,
     databasePoolMax: e.DATABASE_POOL_MAX,
     embeddedPg: { dir: e.EMBEDDED_PG_DIR, port: e.EMBEDDED_PG_PORT },
     http: {
@@ -410,6 +423,12 @@ export type Mode = 'api' | 'worker' | 'all' | 'migrate' | 'simulator'
  * so a process that cannot do its job stops at start-up with exit code 78, not later.
  */
 export function checkModeConfig(mode: Mode, config: Config): void {
+  if (!config.databaseUrl && (config.databaseDirectUrl || config.databasePooler !== 'none')) {
+    throw new ConfigError(`${config.databaseDirectUrl ? 'DATABASE_DIRECT_URL' : 'DATABASE_POOLER'}: only with DATABASE_URL (the embedded PostgreSQL has no pooler in front)`)
+  }
+  if ((mode === 'worker' || mode === 'all') && config.databasePooler === 'transaction' && !config.databaseDirectUrl) {
+    throw new ConfigError('DATABASE_DIRECT_URL: workers LISTEN for wake-ups, which a pooler in transaction mode cannot carry; set a direct (or session-mode) URL to the same database')
+  }
   const dials = mode === 'worker' || (mode === 'all' && config.provider.baseUrl)
   if (mode === 'worker' && !config.provider.baseUrl) {
     throw new ConfigError('PROVIDER_BASE_URL: worker mode dials the provider; set it (only "all" mode falls back to the built-in simulator)')

@@ -124,16 +124,38 @@ async function untilDatabaseAnswers<T>(what: string, step: () => Promise<T>, log
   }
 }
 
+/** Applies the migrations over a connection of its own to `url`, then closes it. */
+async function migrateOver(url: string): Promise<number[]> {
+  const direct = connect(url, { max: 1, applicationName: 'call-orchestrator/migrate' })
+  try {
+    return await migrate(direct)
+  } finally {
+    await direct.end({ timeout: 5 })
+  }
+}
+
 /** Where the embedded server's data lives: EMBEDDED_PG_DIR, from the project's root. */
 export const embeddedDir = (config: Config) => resolve(projectRoot, config.embeddedPg.dir)
 
-/** The database URL to use: DATABASE_URL, or an embedded server whose data lives under .data/. */
-async function database(config: Config, log: Logger): Promise<{ url: string; embedded?: EmbeddedDatabase }> {
-  if (config.databaseUrl) return { url: config.databaseUrl }
+interface Database {
+  /** Where the service's pools connect: DATABASE_URL (perhaps a pooler), or the embedded server. */
+  url: string
+  /** A session of its own (LISTEN, migrations): DATABASE_DIRECT_URL, else `url`. */
+  directUrl: string
+  /** `url` is a transaction pooler: no prepared statements on it. */
+  pooled: boolean
+  embedded?: EmbeddedDatabase
+}
+
+/** The database to use: DATABASE_URL (and DATABASE_DIRECT_URL), or an embedded server whose data lives under .data/. */
+async function database(config: Config, log: Logger): Promise<Database> {
+  if (config.databaseUrl) {
+    return { url: config.databaseUrl, directUrl: config.databaseDirectUrl ?? config.databaseUrl, pooled: config.databasePooler === 'transaction' }
+  }
   const dir = embeddedDir(config)
   log.info('DATABASE_URL is not set: using an embedded PostgreSQL', { dataDir: config.embeddedPg.dir, port: config.embeddedPg.port })
   const embedded = await startEmbeddedPostgres({ dir, port: config.embeddedPg.port }, log)
-  return { url: embedded.url, embedded }
+  return { url: embedded.url, directUrl: embedded.url, pooled: false, embedded }
 }
 
 /**
@@ -165,7 +187,7 @@ export type CallAction = { action: 'cancel'; id: string } | { action: 'retry'; i
  */
 export async function runCallAction(config: Settings, log: Logger, command: CallAction): Promise<CallRow> {
   const db = await database(config, log)
-  const sql = connect(db.url, { max: 2 })
+  const sql = connect(db.url, { max: 2, pooled: db.pooled })
   const queue = new Queues(db.url, log.child({ part: 'pg-boss' }), {
     supervise: false,
     deliveryRetry: config.events.retry,
@@ -211,9 +233,10 @@ export async function startOrchestrator(
 
     const db = await database(config, log)
     if (db.embedded) stops.push(() => db.embedded!.stop())
-    const sql: Sql = connect(db.url, { max: mode === 'migrate' ? 2 : config.databasePoolMax })
+    const sql: Sql = connect(db.url, { max: mode === 'migrate' ? 2 : config.databasePoolMax, pooled: db.pooled })
     stops.push(() => sql.end({ timeout: 5 }))
-    const applied = await untilDatabaseAnswers('migrations', () => migrate(sql), log, signal)
+    // Migrations on a session of their own when there is one: they need no pooler in between.
+    const applied = await untilDatabaseAnswers('migrations', () => (db.directUrl === db.url ? migrate(sql) : migrateOver(db.directUrl)), log, signal)
     if (applied.length) log.info('migrations applied', { versions: applied })
     const migrationCount = (await readMigrations()).length
 
@@ -331,7 +354,7 @@ export async function startOrchestrator(
       if (!providerUrl) throw new Error('worker mode needs PROVIDER_BASE_URL (only "all" mode falls back to the simulator)')
       const dispatcher = new Dispatcher({
         sql,
-        databaseUrl: db.url,
+        listenUrl: db.directUrl,
         queue,
         provider: createProviderClient({
           baseUrl: providerUrl,
@@ -348,7 +371,7 @@ export async function startOrchestrator(
       const delivery = new EventDelivery({
         sql,
         deliveries: queue.deliveries,
-        databaseUrl: db.url,
+        listenUrl: db.directUrl,
         options: { timeoutMs: config.events.timeoutMs, perEndpoint: config.events.perEndpoint, allowInsecureUrls: config.events.allowInsecureUrls },
         log: log.child({ part: 'events' }),
       })

@@ -180,3 +180,17 @@ t.test('.env.example defaults are the defaults', async (t) => {
   const env = Object.fromEntries([...text.matchAll(/^([A-Z][A-Z0-9_]*)=(.*)$/gm)].map((m) => [m[1]!, m[2]!]))
   t.same(loadSettings(env), loadSettings({}))
 })
+
+t.test('behind a transaction pooler: DATABASE_POOLER and DATABASE_DIRECT_URL', async (t) => {
+  const { checkModeConfig } = await import('../src/config.ts')
+  const pooled = { DATABASE_URL: 'postgres://u@pooler:6432/db', DATABASE_POOLER: 'transaction', PROVIDER_BASE_URL: 'http://p', WEBHOOK_SECRET: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' }
+  const c = loadSettings({ ...pooled, DATABASE_DIRECT_URL: 'postgres://u@db:5432/db' })
+  t.equal(c.databasePooler, 'transaction')
+  t.equal(c.databaseDirectUrl, 'postgres://u@db:5432/db')
+  t.doesNotThrow(() => checkModeConfig('worker', c))
+  t.throws(() => checkModeConfig('worker', loadSettings(pooled)), /DATABASE_DIRECT_URL: workers LISTEN/, 'a worker behind a pooler needs a direct URL')
+  t.doesNotThrow(() => checkModeConfig('api', loadSettings(pooled)), 'the API does not LISTEN')
+  t.throws(() => checkModeConfig('all', loadSettings({ DATABASE_POOLER: 'transaction' })), /DATABASE_POOLER: only with DATABASE_URL/)
+  t.throws(() => loadSettings({ DATABASE_POOLER: 'session' }), ConfigError, 'none or transaction')
+  t.equal(loadSettings({}).databasePooler, 'none')
+})

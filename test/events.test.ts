@@ -19,7 +19,7 @@ async function startDelivery(t: Test, h: Harness, options: Partial<DeliveryOptio
   const delivery = new EventDelivery({
     sql: h.sql,
     deliveries: h.queue.deliveries,
-    databaseUrl: h.url,
+    listenUrl: h.url,
     options: { timeoutMs: 2_000, perEndpoint: 4, allowInsecureUrls: true, pollMs: 100, ...options },
     log: silentLogger,
   })

@@ -233,7 +233,7 @@ t.test('event deliveries by result: delivered, failed (retried), given up', asyn
   const delivery = new EventDelivery({
     sql: h.sql,
     deliveries: h.queue.deliveries,
-    databaseUrl: h.url,
+    listenUrl: h.url,
     options: { timeoutMs: 2_000, perEndpoint: 4, allowInsecureUrls: true, pollMs: 100 },
     log: silentLogger,
   })

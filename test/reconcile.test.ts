@@ -144,7 +144,7 @@ t.test('every final callback lost: the worker finds out from the provider, not f
   })
   const dispatcher = new Dispatcher({
     sql: h.sql,
-    databaseUrl: h.url,
+    listenUrl: h.url,
     queue: h.queue,
     provider: createProviderClient({ baseUrl: sim.url, timeoutMs: 2_000, publicBaseUrl: `http://127.0.0.1:${api.port}`, callbackSecret: WEBHOOK_SECRET }),
     options: { ...policy, maxConcurrentCalls: 5, callTimeoutSeconds: 1800, reconcileAfterSeconds: 1, pollMs: 300, shutdownTimeoutMs: 2_000, reconcileRatePerSecond: 20 },

@@ -12,10 +12,20 @@ export type Sql = postgres.Sql
  */
 export type Tx = postgres.TransactionSql
 
-/** The service's own connection pool (postgres.js). pg-boss keeps a separate pool of its own. */
-export function connect(url: string, options: { max?: number; applicationName?: string } = {}): Sql {
+/**
+ * The service's own connection pool (postgres.js). pg-boss keeps a separate pool of its own.
+ * `pooled`: the URL is a pooler in transaction mode (PgBouncer, Supavisor, RDS Proxy), which
+ * hands each transaction to any server connection. Then no named prepared statements, since the
+ * next statement may reach a connection that never saw them; and one statement at a time per
+ * connection, since postgres.js would otherwise pipeline a statement behind another's
+ * Parse/Describe/Flush, and PgBouncer (1.18 here) sends it to a server connection where that
+ * exchange never ends: the query hangs (test/pooler.test.ts).
+ */
+export function connect(url: string, options: { max?: number; applicationName?: string; pooled?: boolean } = {}): Sql {
   return postgres(url, {
     max: options.max ?? 10,
+    prepare: !options.pooled,
+    ...(options.pooled ? { max_pipeline: 1 } : {}),
     onnotice: () => {},
     connection: { application_name: options.applicationName ?? 'call-orchestrator' },
     transform: { undefined: null },

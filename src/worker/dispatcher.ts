@@ -60,13 +60,13 @@ export class Dispatcher {
   #actionsFiled = true
   readonly #abort = new AbortController()
 
-  constructor(deps: { sql: Sql; databaseUrl: string; queue: Queues; provider: ProviderClient; options: DispatcherOptions; log: Logger }) {
+  constructor(deps: { sql: Sql; listenUrl: string; queue: Queues; provider: ProviderClient; options: DispatcherOptions; log: Logger }) {
     this.#sql = deps.sql
     this.#queue = deps.queue
     this.#provider = deps.provider
     this.#options = deps.options
     this.#log = deps.log
-    this.#listener = new WakeListener(deps.databaseUrl, (payload) => this.#woken(payload), deps.log)
+    this.#listener = new WakeListener(deps.listenUrl, (payload) => this.#woken(payload), deps.log)
     this.#reconciler = new Reconciler({
       sql: deps.sql,
       queue: deps.queue,

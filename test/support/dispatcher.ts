@@ -30,7 +30,7 @@ export async function startDispatcher(
   const { publicBaseUrl = 'http://127.0.0.1:9', providerTimeoutMs = 5_000, ...dispatch } = options
   const dispatcher = new Dispatcher({
     sql: h.sql,
-    databaseUrl: h.url,
+    listenUrl: h.url,
     queue: h.queue,
     provider: createProviderClient({ baseUrl: providerUrl, timeoutMs: providerTimeoutMs, publicBaseUrl, callbackSecret: WEBHOOK_SECRET }),
     options: { ...TEST_DISPATCH, ...dispatch },

@@ -102,13 +102,13 @@ export class EventDelivery {
   #wake: (() => void) | undefined
   #wakeRequested = false
 
-  /** With `databaseUrl`, new events wake the loop (LISTEN); without, it finds them at the next poll. */
-  constructor(deps: { sql: Sql; deliveries: DeliveryJobs; options: DeliveryOptions; log: Logger; databaseUrl?: string }) {
+  /** With `listenUrl` (a session of its own), new events wake the loop (LISTEN); without, it finds them at the next poll. */
+  constructor(deps: { sql: Sql; deliveries: DeliveryJobs; options: DeliveryOptions; log: Logger; listenUrl?: string }) {
     this.#sql = deps.sql
     this.#deliveries = deps.deliveries
     this.#options = deps.options
     this.#log = deps.log
-    if (deps.databaseUrl) this.#listener = new WakeListener(deps.databaseUrl, () => this.wake(), deps.log, EVENTS_CHANNEL)
+    if (deps.listenUrl) this.#listener = new WakeListener(deps.listenUrl, () => this.wake(), deps.log, EVENTS_CHANNEL)
   }
 
   async start(): Promise<void> {
