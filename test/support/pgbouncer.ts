@@ -25,8 +25,12 @@ export interface Pgbouncer {
   stop(): Promise<void>
 }
 
-/** Starts PgBouncer for the server of `upstreamUrl`, in transaction mode. */
-export async function startPgbouncer(t: { teardown(fn: () => Promise<void> | void): void }, upstreamUrl: string): Promise<Pgbouncer> {
+/** Starts PgBouncer for the server of `upstreamUrl`, in transaction mode unless told otherwise. */
+export async function startPgbouncer(
+  t: { teardown(fn: () => Promise<void> | void): void },
+  upstreamUrl: string,
+  options: { poolMode?: 'transaction' | 'session' } = {},
+): Promise<Pgbouncer> {
   if (!existsSync(PGBOUNCER)) throw new Error(`PgBouncer at ${PGBOUNCER} (apt-get install pgbouncer; .ci/run does)`)
   const upstream = new URL(upstreamUrl)
   const user = decodeURIComponent(upstream.username || 'postgres')
@@ -43,7 +47,7 @@ unix_socket_dir =
 auth_type = trust
 auth_file = ${join(dir, 'users.txt')}
 admin_users = ${user}
-pool_mode = transaction
+pool_mode = ${options.poolMode ?? 'transaction'}
 max_client_conn = 1000
 default_pool_size = 20
 server_login_retry = 1
