@@ -63,7 +63,8 @@ const EnvSchema = v.object({
     v.pipe(v.string(), v.trim(), v.regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')),
   ),
   DATABASE_POOLER: v.optional(v.picklist(['none', 'transaction'], 'must be none or transaction'), 'none'),
-  DATABASE_POOL_MAX: int(10, 2, 200),
+  DATABASE_CONNECTIONS: v.optional(v.string()),
+  DATABASE_POOL_MAX: v.optional(v.string()),
   EMBEDDED_PG_DIR: v.optional(v.string(), '.data/postgres'),
   EMBEDDED_PG_PORT: int(25432, 1, 65535),
   HOST: optionalString,
@@ -143,7 +144,11 @@ export interface Config {
   databaseDirectUrl: string | undefined
   /** DATABASE_POOLER: `transaction` when DATABASE_URL is a pooler in transaction mode (no prepared statements then). */
   databasePooler: 'none' | 'transaction'
-  databasePoolMax: number
+  /**
+   * DATABASE_CONNECTIONS (or its older name DATABASE_POOL_MAX): the most connections one process
+   * opens to PostgreSQL, all pools and listeners together; see connectionBudget.
+   */
+  databaseConnections: number
   embeddedPg: { dir: string; port: number }
   /**
    * `host`: HOST, or when it is unset 127.0.0.1 while API_TOKENS is unset (an open API reachable
@@ -243,6 +248,26 @@ function parseStatusMix(text: string): Config['simulator']['statusMix'] {
     throw new ConfigError('SIMULATOR_STATUS_MIX: at least one weight must be above 0')
   }
   return mix
+}
+
+/** DATABASE_CONNECTIONS: 10 unless set; at least 4 (a worker's least: 2 listeners, pg-boss, its own pool). */
+function parseConnections(text: string | undefined): number {
+  if (text === undefined) return 10
+  const n = Number(text)
+  if (!Number.isInteger(n) || n < 4 || n > 1000) throw new ConfigError('DATABASE_CONNECTIONS: must be a whole number from 4 to 1000')
+  return n
+}
+
+/**
+ * How a process spends its DATABASE_CONNECTIONS: the listeners a worker keeps open (LISTEN for
+ * dispatch and for events, on DATABASE_DIRECT_URL), pg-boss's pool (a quarter, 1 to 3), and
+ * the service's own pool (the rest). The default, 10, fits an API and 8 workers within
+ * PostgreSQL's default max_connections of 100, with 10 left for operators and superusers.
+ */
+export function connectionBudget(mode: Mode, total: number): { own: number; boss: number; listeners: number; total: number } {
+  const listeners = mode === 'worker' || mode === 'all' ? 2 : 0
+  const boss = Math.min(3, Math.max(1, Math.floor(total / 4)))
+  return { own: total - listeners - boss, boss, listeners, total }
 }
 
 const DURATION_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400 }
@@ -355,7 +380,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     databaseUrl: e.DATABASE_URL,
     databaseDirectUrl: e.DATABASE_DIRECT_URL,
     databasePooler: e.DATABASE_POOLER,
-    databasePoolMax: e.DATABASE_POOL_MAX,
+    databaseConnections: parseConnections(e.DATABASE_CONNECTIONS ?? e.DATABASE_POOL_MAX),
     embeddedPg: { dir: e.EMBEDDED_PG_DIR, port: e.EMBEDDED_PG_PORT },
     http: {
       host: e.HOST ?? (e.API_TOKENS.length > 0 ? '0.0.0.0' : '127.0.0.1'),
@@ -425,6 +450,10 @@ export type Mode = 'api' | 'worker' | 'all' | 'migrate' | 'simulator'
 export function checkModeConfig(mode: Mode, config: Config): void {
   if (!config.databaseUrl && (config.databaseDirectUrl || config.databasePooler !== 'none')) {
     throw new ConfigError(`${config.databaseDirectUrl ? 'DATABASE_DIRECT_URL' : 'DATABASE_POOLER'}: only with DATABASE_URL (the embedded PostgreSQL has no pooler in front)`)
+  }
+  const budget = connectionBudget(mode, config.databaseConnections)
+  if (mode !== 'simulator' && mode !== 'migrate' && budget.own < 2) {
+    throw new ConfigError(`DATABASE_CONNECTIONS: ${mode} mode needs at least ${budget.listeners + budget.boss + 2} (${budget.listeners} listeners, ${budget.boss} for pg-boss, 2 for its own pool)`)
   }
   if ((mode === 'worker' || mode === 'all') && config.databasePooler === 'transaction' && !config.databaseDirectUrl) {
     throw new ConfigError('DATABASE_DIRECT_URL: workers LISTEN for wake-ups, which a pooler in transaction mode cannot carry; set a direct (or session-mode) URL to the same database')

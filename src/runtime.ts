@@ -11,7 +11,7 @@ import { createDispatchControl } from './services/dispatch/control.ts'
 import { syncEnvEndpoint } from './store/events.ts'
 import { EventDelivery } from './services/events/deliver.ts'
 import { createEventService } from './services/events/endpoints.ts'
-import type { Config, Mode } from './config.ts'
+import { connectionBudget, type Config, type Mode } from './config.ts'
 import { differences, sharedSettings, type Settings } from './settings.ts'
 import { recordSharedSetting } from './store/settings.ts'
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './store/embedded.ts'
@@ -233,7 +233,9 @@ export async function startOrchestrator(
 
     const db = await database(config, log)
     if (db.embedded) stops.push(() => db.embedded!.stop())
-    const sql: Sql = connect(db.url, { max: mode === 'migrate' ? 2 : config.databasePoolMax, pooled: db.pooled })
+    const budget = connectionBudget(mode, config.databaseConnections)
+    if (mode !== 'migrate') log.info('database connections', { atMost: budget.total, pool: budget.own, pgBoss: budget.boss, listeners: budget.listeners, setting: 'DATABASE_CONNECTIONS' })
+    const sql: Sql = connect(db.url, { max: mode === 'migrate' ? 2 : budget.own, pooled: db.pooled })
     stops.push(() => sql.end({ timeout: 5 }))
     // Migrations on a session of their own when there is one: they need no pooler in between.
     const applied = await untilDatabaseAnswers('migrations', () => (db.directUrl === db.url ? migrate(sql) : migrateOver(db.directUrl)), log, signal)
@@ -242,6 +244,7 @@ export async function startOrchestrator(
 
     const runsWorker = mode === 'worker' || mode === 'all'
     const queue = new Queues(db.url, log.child({ part: 'pg-boss' }), {
+      max: budget.boss,
       supervise: runsWorker,
       deliveryRetry: config.events.retry,
       deliveryTimeoutMs: config.events.timeoutMs,

@@ -50,7 +50,7 @@ t.test('an open API binds to 127.0.0.1 and says so; HOST or API tokens open it u
   t.equal(loadConfig({ HOST: '0.0.0.0' }).http.host, '0.0.0.0')
   const db = await createTestDatabase(t)
   const port = await freePort()
-  const proc = runBinary(t, 'api', { DATABASE_URL: db.url, DATABASE_POOL_MAX: '3', PORT: String(port), LOG_LEVEL: 'info' })
+  const proc = runBinary(t, 'api', { DATABASE_URL: db.url, DATABASE_CONNECTIONS: '8', PORT: String(port), LOG_LEVEL: 'info' })
   await waitFor('the API', async () => (await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined))?.ok, 60_000)
   t.match(proc.output(), /listening on 127\.0\.0\.1 only/, 'it says so')
   t.match(proc.output(), /"host":"127\.0\.0\.1","port":\d+,"statusPage":"http:\/\/localhost:\d+\/","console":"http:\/\/localhost:\d+\/console\/calls","msg":"API listening"/)

@@ -194,3 +194,19 @@ t.test('behind a transaction pooler: DATABASE_POOLER and DATABASE_DIRECT_URL', a
   t.throws(() => loadSettings({ DATABASE_POOLER: 'session' }), ConfigError, 'none or transaction')
   t.equal(loadSettings({}).databasePooler, 'none')
 })
+
+t.test('DATABASE_CONNECTIONS: one budget per process, pools and listeners together', async (t) => {
+  const { checkModeConfig, connectionBudget } = await import('../src/config.ts')
+  t.equal(loadSettings({}).databaseConnections, 10)
+  t.same(connectionBudget('worker', 10), { own: 6, boss: 2, listeners: 2, total: 10 })
+  t.same(connectionBudget('api', 10), { own: 8, boss: 2, listeners: 0, total: 10 })
+  const sum = (b: { own: number; boss: number; listeners: number }) => b.own + b.boss + b.listeners
+  t.ok(sum(connectionBudget('api', 10)) + 8 * sum(connectionBudget('worker', 10)) <= 90, 'the default fits an API and 8 workers in max_connections 100, 10 to spare')
+  t.equal(loadSettings({ DATABASE_POOL_MAX: '12' }).databaseConnections, 12, 'the older name still counts')
+  t.equal(loadSettings({ DATABASE_POOL_MAX: '12', DATABASE_CONNECTIONS: '20' }).databaseConnections, 20, 'the new one wins')
+  t.throws(() => loadSettings({ DATABASE_CONNECTIONS: '3' }), /DATABASE_CONNECTIONS: must be a whole number from 4/)
+  const worker = { PROVIDER_BASE_URL: 'http://p', WEBHOOK_SECRET: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' }
+  t.throws(() => checkModeConfig('worker', loadSettings({ ...worker, DATABASE_CONNECTIONS: '4' })), /worker mode needs at least 5/)
+  t.doesNotThrow(() => checkModeConfig('worker', loadSettings({ ...worker, DATABASE_CONNECTIONS: '5' })))
+  t.doesNotThrow(() => checkModeConfig('api', loadSettings({ DATABASE_CONNECTIONS: '4' })))
+})

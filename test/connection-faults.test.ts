@@ -35,7 +35,7 @@ t.test('every kind of connection failure, in turn: no process ends, every call e
     DATABASE_URL: via(pooled, pooler.url(db.name)),
     DATABASE_DIRECT_URL: via(direct, db.url),
     DATABASE_POOLER: 'transaction',
-    DATABASE_POOL_MAX: '4',
+    DATABASE_CONNECTIONS: '8',
     PORT: String(port),
     HOST: '127.0.0.1',
     PROVIDER_BASE_URL: sim.url,

@@ -58,7 +58,7 @@ t.test('terminated backends and a restarted server: every process resumes by its
   })
   const env = {
     DATABASE_URL: pg.url,
-    DATABASE_POOL_MAX: '5',
+    DATABASE_CONNECTIONS: '8',
     PORT: String(apiPort),
     HOST: '127.0.0.1',
     PROVIDER_BASE_URL: sim.url,

@@ -21,7 +21,7 @@ t.test('SIGKILL mid-dial: once their leases lapse, another worker re-sends the c
   })
   const env = {
     DATABASE_URL: h.url,
-    DATABASE_POOL_MAX: '5', // several processes share the test server's 100 connections
+    DATABASE_CONNECTIONS: '8', // several processes share the test server's 100 connections
     PROVIDER_BASE_URL: sim.url,
     WEBHOOK_SECRET,
     PUBLIC_BASE_URL: `http://127.0.0.1:${api.port}`,

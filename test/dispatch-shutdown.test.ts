@@ -11,7 +11,7 @@ t.test('SIGTERM lets a dial under way finish and be recorded', async (t) => {
   const fake = await startFakeProvider(t, () => ({ status: 202, body: { callId: 'slow-1' }, delayMs: 1_500 }))
   const proc = runBinary(t, 'worker', {
     DATABASE_URL: h.url,
-    DATABASE_POOL_MAX: '5', // several processes share the test server's 100 connections
+    DATABASE_CONNECTIONS: '8', // several processes share the test server's 100 connections
     PROVIDER_BASE_URL: fake.url,
     WEBHOOK_SECRET,
     PUBLIC_BASE_URL: 'http://127.0.0.1:9',

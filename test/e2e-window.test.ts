@@ -24,7 +24,7 @@ t.test('calls wait outside CALLING_WINDOW and are dialed inside it', async (t) =
   const start = (window: string) =>
     runBinary(t, 'all', {
       DATABASE_URL: db.url,
-      DATABASE_POOL_MAX: '5',
+      DATABASE_CONNECTIONS: '8',
       PORT: String(port),
       HOST: '127.0.0.1',
       PROVIDER_BASE_URL: sim.url,

@@ -11,7 +11,7 @@ t.test('all mode with the simulator and faults: every call ends, the limits hold
   const port = await freePort()
   const proc = runBinary(t, 'all', {
     DATABASE_URL: db.url,
-    DATABASE_POOL_MAX: '5', // several processes share the test server's 100 connections
+    DATABASE_CONNECTIONS: '8', // several processes share the test server's 100 connections
     PORT: String(port),
     HOST: '127.0.0.1',
     API_TOKENS: 'e2e-token',

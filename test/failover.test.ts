@@ -41,7 +41,7 @@ t.test('a failover mid-run: every process survives, every call ends, nothing twi
     DATABASE_URL: pooled.url('orchestrator'),
     DATABASE_DIRECT_URL: direct.url('orchestrator'),
     DATABASE_POOLER: 'transaction',
-    DATABASE_POOL_MAX: '4',
+    DATABASE_CONNECTIONS: '8',
     PORT: String(port),
     HOST: '127.0.0.1',
     PROVIDER_BASE_URL: sim.url,

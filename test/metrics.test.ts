@@ -276,7 +276,7 @@ t.test('a worker process serves its own metrics and a health check on METRICS_PO
   const port = await freePort()
   const worker = runBinary(t, 'worker', {
     DATABASE_URL: h.url,
-    DATABASE_POOL_MAX: '3',
+    DATABASE_CONNECTIONS: '8',
     HOST: '127.0.0.1',
     METRICS_PORT: String(port),
     PROVIDER_BASE_URL: fake.url,

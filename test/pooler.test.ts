@@ -24,7 +24,7 @@ t.test('through PgBouncer in transaction mode: every call ends, the provider see
     DATABASE_URL: pooler.url(db.name),
     DATABASE_DIRECT_URL: db.url,
     DATABASE_POOLER: 'transaction',
-    DATABASE_POOL_MAX: '4',
+    DATABASE_CONNECTIONS: '8',
     PORT: String(port),
     HOST: '127.0.0.1',
     PROVIDER_BASE_URL: sim.url,

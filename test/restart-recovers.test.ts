@@ -12,7 +12,7 @@ t.test('a restart with calls in flight: they end on time, each placed once', asy
   const port = await freePort()
   const env = {
     DATABASE_URL: h.url,
-    DATABASE_POOL_MAX: '6',
+    DATABASE_CONNECTIONS: '8',
     PORT: String(port),
     SIMULATOR_MIN_DURATION_MS: '6000',
     SIMULATOR_MAX_DURATION_MS: '8000',

@@ -37,7 +37,7 @@ for (const signal of ['SIGINT', 'SIGHUP'] as const) {
     const port = await freePort()
     const proc = runBinary(t, 'api', {
       DATABASE_URL: h.url,
-      DATABASE_POOL_MAX: '4',
+      DATABASE_CONNECTIONS: '8',
       PORT: String(port),
       SHUTDOWN_TIMEOUT_MS: '2000',
       LOG_LEVEL: 'info',
@@ -62,7 +62,7 @@ t.test('Ctrl-C with calls in flight on the built-in simulator: its callbacks sto
   const simPort = await freePort()
   const proc = runBinary(t, 'all', {
     DATABASE_URL: h.url,
-    DATABASE_POOL_MAX: '6',
+    DATABASE_CONNECTIONS: '8',
     PORT: String(port),
     SIMULATOR_PORT: String(simPort),
     SIMULATOR_MIN_DURATION_MS: '4000',

@@ -67,7 +67,7 @@ t.test('compose.yaml, started by hand: migrate, simulator, API and two workers s
   const envOf = (service: Service, own: Record<string, string>) => ({
     ...Object.fromEntries(Object.entries(service.environment ?? {}).map(([k, v]) => [k, rewrite(String(v))])),
     HOST: '127.0.0.1',
-    DATABASE_POOL_MAX: '4', // the shared test server has 100 connections for every test at once
+    DATABASE_CONNECTIONS: '8', // the shared test server has 100 connections for every test at once
     ...own,
   })
   /** The URL a health check fetches, on the port this process got instead of its compose port. */

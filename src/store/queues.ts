@@ -21,13 +21,14 @@ export class Queues {
    * `deliveryRetry` and `deliveryTimeoutMs`: how the event deliveries this process writes are
    * retried and how long one attempt may take (EVENT_RETRY_*, EVENT_TIMEOUT_MS).
    */
-  constructor(databaseUrl: string, log: Logger, options: { supervise: boolean; deliveryRetry?: DeliveryRetry; deliveryTimeoutMs?: number }) {
+  /** `max`: connections in pg-boss's pool (3 unless given: the process's budget decides, src/config.ts connectionBudget). */
+  constructor(databaseUrl: string, log: Logger, options: { supervise: boolean; deliveryRetry?: DeliveryRetry; deliveryTimeoutMs?: number; max?: number }) {
     this.#log = log
     this.boss = new PgBoss({
       connectionString: databaseUrl,
       schema: BOSS_SCHEMA,
       application_name: 'call-orchestrator/pg-boss',
-      max: 3,
+      max: options.max ?? 3,
       supervise: options.supervise,
       // How soon an abandoned delivery job (its worker died) is seen expired and retried.
       superviseIntervalSeconds: 10,

@@ -81,7 +81,7 @@ const env: Record<string, string> = {
   PATH: process.env.PATH ?? '',
   HOME: process.env.HOME ?? '',
   DATABASE_URL: pg.url,
-  DATABASE_POOL_MAX: '5',
+  DATABASE_CONNECTIONS: '8',
   HOST: '127.0.0.1',
   PORT: String(apiPort),
   PROVIDER_BASE_URL: `http://127.0.0.1:${simPort}`,

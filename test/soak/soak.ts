@@ -111,7 +111,7 @@ const env: Record<string, string> = {
   PATH: process.env.PATH ?? '',
   HOME: process.env.HOME ?? '',
   DATABASE_URL: url,
-  DATABASE_POOL_MAX: '5',
+  DATABASE_CONNECTIONS: '8',
   HOST: '127.0.0.1',
   PORT: String(apiPort),
   PROVIDER_BASE_URL: sim.url,

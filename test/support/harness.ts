@@ -154,7 +154,7 @@ export async function readResponse(res: Response): Promise<{ status: number; hea
 export function workerEnv(h: { url: string }, providerUrl: string, apiPort: number, more: Record<string, string> = {}): Record<string, string> {
   return {
     DATABASE_URL: h.url,
-    DATABASE_POOL_MAX: '5', // several processes share the test server's 100 connections
+    DATABASE_CONNECTIONS: '8', // several processes share the test server's 100 connections
     PROVIDER_BASE_URL: providerUrl,
     WEBHOOK_SECRET,
     PUBLIC_BASE_URL: `http://127.0.0.1:${apiPort}`,
