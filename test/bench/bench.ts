@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [-- --only create|flow|saturation|backlog]
+// npm run bench [-- --quick] [-- --only create|flow|saturation|backlog|workers]
 //
 // Every benchmark scenario in one run, on one PostgreSQL server (DATABASE_URL's, or an embedded
 // one started for the run), each scenario on a fresh database of its own. Each scenario measures
@@ -15,8 +15,9 @@ import { backlog } from './scenarios/backlog.ts'
 import { create } from './scenarios/create.ts'
 import { flow } from './scenarios/flow.ts'
 import { saturation } from './scenarios/saturation.ts'
+import { workers } from './scenarios/workers.ts'
 
-const SCENARIOS: Record<string, Scenario> = { create, flow, saturation, backlog }
+const SCENARIOS: Record<string, Scenario> = { create, flow, saturation, backlog, workers }
 
 const { values: args } = parseArgs({ options: { quick: { type: 'boolean', default: false }, only: { type: 'string', multiple: true } } })
 const only = args.only ?? Object.keys(SCENARIOS)
