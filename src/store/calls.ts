@@ -1,7 +1,7 @@
 import { CALL_STATUSES, type CallRow, type CallStatus } from '../domain/call.ts'
 import type { WaitingFor } from '../domain/policy.ts'
 import type { CallingWindow } from '../domain/window.ts'
-import { WAKE_CHANNEL } from './notify.ts'
+import { oneWorker, WAKE_CHANNEL } from './notify.ts'
 import { PgError, pgErrorCode, type Sql, type Tx } from './sql.ts'
 
 // Every query on the calls table. Each state change is a guarded UPDATE: it names the state
@@ -70,7 +70,7 @@ export async function insertCalls(tx: Tx, calls: NewCall[], options: { batchId: 
              time_zones jsonb, due_at timestamptz, waiting_for text, batch_index int)
     ORDER BY r.batch_index
     RETURNING *)
-    SELECT inserted.*, pg_notify(${WAKE_CHANNEL}, '') AS woken FROM inserted`
+    SELECT inserted.*, pg_notify(${WAKE_CHANNEL}, ${oneWorker(tx)}) AS woken FROM inserted`
   return rows.map(({ woken: _, ...row }) => row)
 }
 

@@ -1,4 +1,6 @@
-import type { Tx } from './sql.ts'
+import type { Sql, Tx } from './sql.ts'
+
+type Db = Sql
 
 // LISTEN/NOTIFY: the channels that wake workers and event delivery loops instead of polling,
 // and the NOTIFYs sent inside a transaction, which PostgreSQL delivers only if it commits.
@@ -7,13 +9,36 @@ import type { Tx } from './sql.ts'
 export const WAKE_CHANNEL = 'call_orchestrator_wake'
 
 /**
- * Wakes every worker at commit (and only if the transaction commits). `slotFreed`: a call in
- * flight ended, so a waiting call may take its slot; the payload says when (the database's
- * clock, ms), which workers use to measure how long the slot stayed empty.
+ * Wakes workers at commit (and only if the transaction commits). `slotFreed`: a call in flight
+ * ended, so a waiting call may take its slot; the payload says when (the database's clock, ms),
+ * which workers use to measure how long the slot stayed empty. A freed slot wakes one worker
+ * (see oneWorker); anything else (a call changed or rescheduled, dispatch resumed) wakes all.
  */
 export async function wakeWorkers(tx: Tx, slotFreed = false): Promise<void> {
   await tx`
-    SELECT pg_notify(${WAKE_CHANNEL}, CASE WHEN ${slotFreed}::boolean THEN ${SLOT_FREED} || (extract(epoch FROM clock_timestamp()) * 1000)::bigint ELSE '' END)`
+    SELECT pg_notify(${WAKE_CHANNEL}, CASE WHEN ${slotFreed}::boolean
+      THEN ${SLOT_FREED} || (extract(epoch FROM clock_timestamp()) * 1000)::bigint || ${oneWorker(tx)}
+      ELSE '' END)`
+}
+
+/** A payload's suffix naming the one worker it is for: `@<workers.id>`. */
+export const FOR_WORKER = '@'
+
+/**
+ * SQL for the suffix `@<id>` of one live worker picked at random (alive: seen within three of
+ * its poll intervals, sql/019), or '' when none is known alive, which wakes them all. One
+ * worker claims what a freed slot or a new call allows; the others would only queue for the
+ * claim lock to find nothing left.
+ */
+export const oneWorker = (db: Tx | Db) => db`coalesce(${FOR_WORKER} || (
+  SELECT id FROM workers
+  WHERE stopped_at IS NULL AND last_seen_at > now() - make_interval(secs => 3 * coalesce(poll_ms, 5000) / 1000.0)
+  ORDER BY random() LIMIT 1), '')`
+
+/** Who a wake-up payload is for: a worker's id, or undefined for every worker. */
+export function wakeTarget(payload: string): number | undefined {
+  const at = payload.lastIndexOf(FOR_WORKER)
+  return at < 0 ? undefined : Number(payload.slice(at + 1))
 }
 
 /** The payload prefix of a wake-up sent because a slot was freed. */

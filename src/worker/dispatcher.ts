@@ -6,7 +6,7 @@ import { isDatabaseUnavailable, type Sql } from '../store/sql.ts'
 import { reconcileAllNow } from '../store/transitions.ts'
 import { registerWorker, touchWorker } from '../store/workers.ts'
 import type { Logger } from '../platform/log.ts'
-import { ACTION_FILED, SLOT_FREED } from '../store/notify.ts'
+import { ACTION_FILED, FOR_WORKER, SLOT_FREED, wakeTarget } from '../store/notify.ts'
 import { carryOutRequestedActions } from '../services/calls/requests.ts'
 import { metrics } from '../platform/metrics.ts'
 import { observeEnded } from '../services/calls/observe.ts'
@@ -84,7 +84,7 @@ export class Dispatcher {
   /** Safe to call again after it failed (the database went away during start-up). */
   async start(): Promise<void> {
     if (this.#state !== 'new') return
-    this.#workerId ||= await registerWorker(this.#sql, hostname(), process.pid)
+    this.#workerId ||= await registerWorker(this.#sql, hostname(), process.pid, this.#options.pollMs)
     const moved = await applyPolicyChange(this.#sql, this.#queue, this.#options.calling ?? NO_POLICY)
     if (moved) this.#log.info('calling policy changed: waiting calls rescheduled', { worker: this.#workerId, calls: moved })
     await this.#listener.start()
@@ -121,9 +121,14 @@ export class Dispatcher {
     this.#log.info('worker stopped', { worker: this.#workerId })
   }
 
-  /** A NOTIFY: a slot freed says when, for the refill-time histogram. */
+  /**
+   * A NOTIFY. One meant for another worker is left to it (a freed slot or a new call wakes one
+   * worker). A slot freed says when, for the refill-time histogram.
+   */
   #woken(payload: string): void {
-    if (payload.startsWith(SLOT_FREED) && this.#freedAt.length < 1_000) this.#freedAt.push(Number(payload.slice(SLOT_FREED.length)))
+    const target = wakeTarget(payload)
+    if (target !== undefined && target !== this.#workerId) return
+    if (payload.startsWith(SLOT_FREED) && this.#freedAt.length < 1_000) this.#freedAt.push(Number(payload.slice(SLOT_FREED.length).split(FOR_WORKER)[0]))
     if (payload === ACTION_FILED) this.#actionsFiled = true
     this.wake()
   }
