@@ -56,6 +56,11 @@ export const metrics = {
     'Event delivery attempts to client endpoints, by result: delivered, failed (retried later), given_up.',
     ['result'],
   ),
+  claimDuration: histogram(
+    'orchestrator_claim_duration_seconds',
+    'One claim: counting the free slots and taking waiting calls, under the claim lock (waiting for the lock included).',
+    QUICK,
+  ),
   queueWait: histogram('orchestrator_queue_wait_seconds', 'From a call’s creation to its first dial request being claimed.', SLOW),
   providerLatency: histogram('orchestrator_provider_request_duration_seconds', 'Dial request round trips to the provider, by outcome.', QUICK, ['outcome']),
   callDuration: histogram('orchestrator_call_duration_seconds', 'Call durations the provider reported with its final report.', SLOW),

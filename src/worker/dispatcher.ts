@@ -161,7 +161,9 @@ export class Dispatcher {
           this.#send(call, performance.now(), call.lapsed)
         }
         const freed = this.#freedAt.splice(0)
+        const claimStarted = performance.now()
         const { claimed, exhausted, ended, nextDueMs } = await claimCalls(this.#sql, this.#queue, this.#options, this.#workerId, this.#options.maxConcurrentCalls)
+        metrics.claimDuration.observe((performance.now() - claimStarted) / 1000)
         const takenAt = performance.now()
         this.#claimed(claimed, ended, freed)
         for (const call of claimed) this.#send(call, takenAt, false)

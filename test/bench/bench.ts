@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [-- --only create|flow|saturation|backlog|workers]
+// npm run bench [-- --quick] [-- --only create|flow|saturation|backlog|workers|large]
 //
 // Every benchmark scenario in one run, on one PostgreSQL server (DATABASE_URL's, or an embedded
 // one started for the run), each scenario on a fresh database of its own. Each scenario measures
@@ -16,8 +16,9 @@ import { create } from './scenarios/create.ts'
 import { flow } from './scenarios/flow.ts'
 import { saturation } from './scenarios/saturation.ts'
 import { workers } from './scenarios/workers.ts'
+import { large } from './scenarios/large.ts'
 
-const SCENARIOS: Record<string, Scenario> = { create, flow, saturation, backlog, workers }
+const SCENARIOS: Record<string, Scenario> = { create, flow, saturation, backlog, workers, large }
 
 const { values: args } = parseArgs({ options: { quick: { type: 'boolean', default: false }, only: { type: 'string', multiple: true } } })
 const only = args.only ?? Object.keys(SCENARIOS)

@@ -18,6 +18,8 @@ export interface StackOptions {
   limit: number
   /** How long the simulator holds each call; 0 calls back as soon as it has answered. */
   callMs: number
+  /** Give each worker a metrics port of its own, for claimSeconds(). */
+  metrics?: boolean
 }
 
 export type SimulatorStats = ReturnType<ProviderSimulator['stats']>
@@ -28,6 +30,8 @@ export interface Stack {
   sql: postgres.Sql
   /** Each child's usage now, and this process's (the simulator and the load generators). */
   usage(): Record<string, ProcessUsage>
+  /** The workers' claims so far (orchestrator_claim_duration_seconds, summed): how many and their total seconds. Needs `metrics`. */
+  claimSeconds(): Promise<{ count: number; sum: number }>
   stop(): Promise<void>
 }
 
@@ -54,8 +58,10 @@ export async function startStack(o: StackOptions): Promise<Stack> {
     ...(process.env.BENCH_CPU_PROF ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_CPU_PROF}` } : {}),
   }
   const children: Array<{ role: string; child: ChildProcess }> = []
-  const run = (mode: string, role = mode) => {
-    const child = spawn(binary, [mode], { env, stdio: ['ignore', 'inherit', 'inherit'] })
+  const metricsPorts: number[] = []
+  const run = async (mode: string, role = mode) => {
+    const own = mode === 'worker' && o.metrics ? { METRICS_PORT: String(metricsPorts[metricsPorts.push(await freePort()) - 1]) } : {}
+    const child = spawn(binary, [mode], { env: { ...env, ...own }, stdio: ['ignore', 'inherit', 'inherit'] })
     children.push({ role, child })
     return child
   }
@@ -68,12 +74,12 @@ export async function startStack(o: StackOptions): Promise<Stack> {
   }
   try {
     // Migrate first, so the API and the workers do not all race to install pg-boss.
-    const migrated = run('migrate')
+    const migrated = await run('migrate')
     const code = await new Promise((r) => migrated.on('exit', r))
     if (code !== 0) throw new Error(`bin/orchestrator migrate exited ${code}`)
     children.length = 0
-    run('api')
-    for (let i = 0; i < o.workers; i++) run('worker', `worker${i + 1}`)
+    await run('api')
+    for (let i = 0; i < o.workers; i++) await run('worker', `worker${i + 1}`)
     const deadline = Date.now() + 60_000
     for (;;) {
       const ready = (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.ok
@@ -98,6 +104,16 @@ export async function startStack(o: StackOptions): Promise<Stack> {
       }
       out['bench (simulator, clients)'] = ownUsage()
       return out
+    },
+    async claimSeconds() {
+      let count = 0
+      let sum = 0
+      for (const port of metricsPorts) {
+        const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+        count += Number(/^orchestrator_claim_duration_seconds_count (\S+)$/m.exec(text)?.[1] ?? 0)
+        sum += Number(/^orchestrator_claim_duration_seconds_sum (\S+)$/m.exec(text)?.[1] ?? 0)
+      }
+      return { count, sum }
     },
     stop,
   }
