@@ -1,9 +1,10 @@
 import t from 'tap'
 import { createTestDatabase } from './support/db.ts'
 import { startFaultProxy, type FaultMode } from './support/fault-proxy.ts'
-import { startSimulator, WEBHOOK_SECRET } from './support/harness.ts'
+import { startSimulator } from './support/harness.ts'
 import { startPgbouncer } from './support/pgbouncer.ts'
-import { freePort, runBinary, waitFor, type Proc } from './support/processes.ts'
+import { freePort, waitFor } from './support/processes.ts'
+import { createCall, everyCallEnded, startService, stopService, UNHANDLED } from './support/service.ts'
 
 // Every way a connection to the database fails, one after another, while calls flow through an
 // API and two workers (processes): connections reset (TCP RST), refused, accepted and never
@@ -29,44 +30,19 @@ t.test('every kind of connection failure, in turn: no process ends, every call e
     return u.toString()
   }
   const sim = await startSimulator(t, { minDurationMs: 100, maxDurationMs: 600 })
-  const port = await freePort()
-  const base = `http://127.0.0.1:${port}`
-  const env = {
-    DATABASE_URL: via(pooled, pooler.url(db.name)),
-    DATABASE_DIRECT_URL: via(direct, db.url),
-    DATABASE_POOLER: 'transaction',
-    DATABASE_CONNECTIONS: '8',
-    PORT: String(port),
-    HOST: '127.0.0.1',
-    PROVIDER_BASE_URL: sim.url,
-    PUBLIC_BASE_URL: base,
-    WEBHOOK_SECRET,
-    MAX_CONCURRENT_CALLS: String(LIMIT),
-    RETRY_BASE_SECONDS: '1',
-    RETRY_MAX_SECONDS: '2',
-    PROVIDER_TIMEOUT_MS: '2000',
-    CALL_TIMEOUT_SECONDS: '60',
-    RECONCILE_AFTER_SECONDS: '3',
-    WORKER_POLL_MS: '1000',
-  }
-  const procs: Proc[] = [runBinary(t, 'api', env)]
-  await waitFor('the API', async () => (await fetch(`${base}/readyz`).catch(() => undefined))?.ok, 60_000)
-  procs.push(runBinary(t, 'worker', env), runBinary(t, 'worker', env))
+  const service = await startService(t, {
+    databaseUrl: via(pooled, pooler.url(db.name)),
+    directUrl: via(direct, db.url),
+    providerUrl: sim.url,
+    workers: 2,
+    env: { MAX_CONCURRENT_CALLS: String(LIMIT), PROVIDER_TIMEOUT_MS: '2000', CALL_TIMEOUT_SECONDS: '60', RECONCILE_AFTER_SECONDS: '3' },
+  })
+  const { base, procs } = service
 
   let created = 0
   const creating = (async () => {
     for (let i = 0; i < CALLS; i++) {
-      for (;;) {
-        const res = await fetch(`${base}/calls`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', 'idempotency-key': `faults-${i}` },
-          body: JSON.stringify({ to: `+4420730${String(i % 15).padStart(5, '0')}`, scriptId: 'faults' }),
-          signal: AbortSignal.timeout(5_000),
-        }).catch(() => undefined)
-        if (res?.status === 201 || res?.status === 200) break
-        if (res && res.status !== 503) throw new Error(`POST /calls answered ${res.status}: ${await res.text()}`)
-        await new Promise((r) => setTimeout(r, 250))
-      }
+      await createCall(base, `faults-${i}`, `+4420730${String(i % 15).padStart(5, '0')}`, 'faults')
       created++
       await new Promise((r) => setTimeout(r, 100))
     }
@@ -95,14 +71,7 @@ t.test('every kind of connection failure, in turn: no process ends, every call e
 
   await creating
   t.equal(created, CALLS, 'every create answered, after retrying the 503s')
-  const rows = await waitFor(
-    'every call to end',
-    async () => {
-      const rows = await db.sql<{ status: string; n: number }[]>`SELECT status, count(*)::int AS n FROM calls GROUP BY status`
-      return rows.some((r) => r.status === 'PENDING' || r.status === 'IN_PROGRESS') ? undefined : rows
-    },
-    180_000,
-  )
+  const rows = await everyCallEnded(db.sql)
   t.equal(rows.reduce((n, r) => n + r.n, 0), CALLS, `${CALLS} calls, every one final: ${JSON.stringify(rows)}`)
   for (const [i, p] of procs.entries()) t.equal(p.child.exitCode, null, `process ${i + 1} lived through every fault`)
   const stats = sim.stats()
@@ -112,7 +81,6 @@ t.test('every kind of connection failure, in turn: no process ends, every call e
   const output = procs.map((p) => p.output()).join('\n')
   t.match(output, /server_login_retry|server login/, 'the pooler\'s failing logins reached the processes')
 
-  for (const p of procs) p.child.kill('SIGTERM')
-  t.same(await Promise.all(procs.map((p) => p.exited)), [0, 0, 0], 'every process stops cleanly')
-  for (const [i, p] of procs.entries()) t.notMatch(p.output(), /Unhandled|uncaught|"level":"fatal"/i, `process ${i + 1}: no unhandled rejection`)
+  t.same(await stopService(service), [0, 0, 0], 'every process stops cleanly')
+  for (const [i, p] of procs.entries()) t.notMatch(p.output(), UNHANDLED, `process ${i + 1}: no unhandled rejection`)
 })

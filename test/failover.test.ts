@@ -1,9 +1,10 @@
 import t from 'tap'
 import postgres from 'postgres'
 import { startEventReceiver } from './support/event-receiver.ts'
-import { startSimulator, WEBHOOK_SECRET } from './support/harness.ts'
+import { startSimulator } from './support/harness.ts'
 import { startPgbouncer } from './support/pgbouncer.ts'
-import { freePort, runBinary, waitFor, type Proc } from './support/processes.ts'
+import { waitFor } from './support/processes.ts'
+import { createCall, everyCallEnded, startService, stopService, UNHANDLED } from './support/service.ts'
 import { startReplicatedPostgres } from './support/replicated.ts'
 
 // A failover, as a managed database survives the loss of a machine: a primary with a
@@ -35,54 +36,31 @@ t.test('a failover mid-run: every process survives, every call ends, nothing twi
   const receiver = await startEventReceiver(t)
   receiver.secrets = [EVENT_SECRET]
 
-  const port = await freePort()
-  const base = `http://127.0.0.1:${port}`
-  const env = {
-    DATABASE_URL: pooled.url('orchestrator'),
-    DATABASE_DIRECT_URL: direct.url('orchestrator'),
-    DATABASE_POOLER: 'transaction',
-    DATABASE_CONNECTIONS: '8',
-    PORT: String(port),
-    HOST: '127.0.0.1',
-    PROVIDER_BASE_URL: sim.url,
-    PUBLIC_BASE_URL: base,
-    WEBHOOK_SECRET,
-    MAX_CONCURRENT_CALLS: String(LIMIT),
-    MAX_ATTEMPTS: '3',
-    RETRY_BASE_SECONDS: '1',
-    RETRY_MAX_SECONDS: '2',
-    PROVIDER_TIMEOUT_MS: '2000',
-    CALL_TIMEOUT_SECONDS: '60',
-    RECONCILE_AFTER_SECONDS: '3',
-    WORKER_POLL_MS: '1000',
-    EVENT_WEBHOOK_URL: receiver.url,
-    EVENT_WEBHOOK_SECRET: EVENT_SECRET,
-    EVENT_ALLOW_INSECURE_URLS: 'true',
-    EVENT_RETRY_BASE_SECONDS: '1',
-    EVENT_RETRY_MAX_SECONDS: '2',
-  }
-  const procs: Proc[] = [runBinary(t, 'api', env)]
-  await waitFor('the API', async () => (await fetch(`${base}/readyz`).catch(() => undefined))?.ok, 60_000)
-  procs.push(runBinary(t, 'worker', env), runBinary(t, 'worker', env))
+  const service = await startService(t, {
+    databaseUrl: pooled.url('orchestrator'),
+    directUrl: direct.url('orchestrator'),
+    providerUrl: sim.url,
+    workers: 2,
+    env: {
+      MAX_CONCURRENT_CALLS: String(LIMIT),
+      PROVIDER_TIMEOUT_MS: '2000',
+      CALL_TIMEOUT_SECONDS: '60',
+      RECONCILE_AFTER_SECONDS: '3',
+      EVENT_WEBHOOK_URL: receiver.url,
+      EVENT_WEBHOOK_SECRET: EVENT_SECRET,
+      EVENT_ALLOW_INSECURE_URLS: 'true',
+      EVENT_RETRY_BASE_SECONDS: '1',
+      EVENT_RETRY_MAX_SECONDS: '2',
+    },
+  })
+  const { base, procs } = service
 
   // Calls keep coming in while the primary goes away: a client retries a 503 with the same key.
   let created = 0
-  const create = async (i: number) => {
-    for (;;) {
-      const res = await fetch(`${base}/calls`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', 'idempotency-key': `failover-${i}` },
-        body: JSON.stringify({ to: `+4420720${String(i % 30).padStart(5, '0')}`, scriptId: 'failover' }),
-        signal: AbortSignal.timeout(10_000),
-      }).catch(() => undefined)
-      if (res?.status === 201 || res?.status === 200) return void created++
-      if (res && res.status !== 503) throw new Error(`POST /calls answered ${res.status}: ${await res.text()}`)
-      await new Promise((r) => setTimeout(r, 300))
-    }
-  }
   const creating = (async () => {
     for (let i = 0; i < CALLS; i++) {
-      await create(i)
+      await createCall(base, `failover-${i}`, `+4420720${String(i % 30).padStart(5, '0')}`, 'failover')
+      created++
       await new Promise((r) => setTimeout(r, 60))
     }
   })()
@@ -100,14 +78,7 @@ t.test('a failover mid-run: every process survives, every call ends, nothing twi
   t.equal(created, CALLS, 'every create answered, some after retrying a 503')
   const db = postgres(cluster.url(cluster.replica.port, 'orchestrator'), { max: 2, onnotice: () => {} })
   t.teardown(() => db.end({ timeout: 1 }))
-  const rows = await waitFor(
-    'every call to end',
-    async () => {
-      const rows = await db<{ status: string; n: number }[]>`SELECT status, count(*)::int AS n FROM calls GROUP BY status`
-      return rows.some((r) => r.status === 'PENDING' || r.status === 'IN_PROGRESS') ? undefined : rows
-    },
-    180_000,
-  )
+  const rows = await everyCallEnded(db)
   t.equal(rows.reduce((n, r) => n + r.n, 0), CALLS, `${CALLS} calls, every one final: ${JSON.stringify(rows)}`)
 
   for (const [i, p] of procs.entries()) t.equal(p.child.exitCode, null, `process ${i + 1} is still running after ${outage} ms without a primary`)
@@ -130,9 +101,6 @@ t.test('a failover mid-run: every process survives, every call ends, nothing twi
   t.ok(events.length >= CALLS, `events were written (${events.length})`)
   t.same(events.filter((e) => !received.has(e.id)), [], 'every event reached the receiver')
 
-  for (const p of procs) p.child.kill('SIGTERM')
-  t.same(await Promise.all(procs.map((p) => p.exited)), [0, 0, 0], 'every process stops cleanly')
-  for (const [i, p] of procs.entries()) {
-    t.notMatch(p.output(), /Unhandled|uncaught|"level":"fatal"/i, `process ${i + 1}: no unhandled rejection, nothing fatal`)
-  }
+  t.same(await stopService(service), [0, 0, 0], 'every process stops cleanly')
+  for (const [i, p] of procs.entries()) t.notMatch(p.output(), UNHANDLED, `process ${i + 1}: no unhandled rejection, nothing fatal`)
 })

@@ -1,8 +1,8 @@
 import t from 'tap'
 import { createTestDatabase } from './support/db.ts'
-import { startSimulator, WEBHOOK_SECRET } from './support/harness.ts'
+import { startSimulator } from './support/harness.ts'
 import { startPgbouncer } from './support/pgbouncer.ts'
-import { freePort, runBinary, waitFor, type Proc } from './support/processes.ts'
+import { everyCallEnded, startService, stopService, UNHANDLED } from './support/service.ts'
 
 // Behind a pooler in transaction mode (what most managed Postgres offers): Debian's PgBouncer
 // between the service and the test's server, each transaction on whichever server connection
@@ -18,27 +18,14 @@ t.test('through PgBouncer in transaction mode: every call ends, the provider see
   const db = await createTestDatabase(t)
   const pooler = await startPgbouncer(t, db.url)
   const sim = await startSimulator(t, { minDurationMs: 20, maxDurationMs: 150, statusMix: [{ status: 'COMPLETED', weight: 3 }, { status: 'BUSY', weight: 1 }] })
-  const port = await freePort()
-  const base = `http://127.0.0.1:${port}`
-  const env = {
-    DATABASE_URL: pooler.url(db.name),
-    DATABASE_DIRECT_URL: db.url,
-    DATABASE_POOLER: 'transaction',
-    DATABASE_CONNECTIONS: '8',
-    PORT: String(port),
-    HOST: '127.0.0.1',
-    PROVIDER_BASE_URL: sim.url,
-    PUBLIC_BASE_URL: base,
-    WEBHOOK_SECRET,
-    MAX_CONCURRENT_CALLS: String(LIMIT),
-    MAX_ATTEMPTS: '2',
-    RETRY_BASE_SECONDS: '1',
-    RETRY_MAX_SECONDS: '1',
-    WORKER_POLL_MS: '1000',
-  }
-  const procs: Proc[] = [runBinary(t, 'api', env)]
-  await waitFor('the API', async () => (await fetch(`${base}/readyz`).catch(() => undefined))?.ok, 60_000)
-  procs.push(runBinary(t, 'worker', env), runBinary(t, 'worker', env))
+  const service = await startService(t, {
+    databaseUrl: pooler.url(db.name),
+    directUrl: db.url,
+    providerUrl: sim.url,
+    workers: 2,
+    env: { MAX_CONCURRENT_CALLS: String(LIMIT), MAX_ATTEMPTS: '2' },
+  })
+  const { base, procs } = service
 
   // Single creates and batches, some phones shared, so the per-phone rule has work to do.
   const phone = (i: number) => `+4420710${String(i % 12).padStart(5, '0')}`
@@ -57,15 +44,7 @@ t.test('through PgBouncer in transaction mode: every call ends, the provider see
     t.equal(res.status, 201, `batch ${b + 1}`)
   }
 
-  const ended = await waitFor(
-    'every call to end',
-    async () => {
-      const rows = await db.sql<{ status: string; n: number }[]>`SELECT status, count(*)::int AS n FROM calls GROUP BY status`
-      const open = rows.filter((r) => r.status === 'PENDING' || r.status === 'IN_PROGRESS').reduce((n, r) => n + r.n, 0)
-      return open === 0 && rows.length > 0 ? rows : undefined
-    },
-    120_000,
-  )
+  const ended = await everyCallEnded(db.sql, 120_000)
   t.equal(ended.reduce((n, r) => n + r.n, 0), 60, 'sixty calls, every one final')
 
   const stats = sim.stats()
@@ -84,11 +63,9 @@ t.test('through PgBouncer in transaction mode: every call ends, the provider see
   const [listening] = await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'call-orchestrator/listen'`
   t.ok(listening!.n >= 2, `each worker listens on a direct session (${listening!.n})`)
 
-  for (const p of procs) p.child.kill('SIGTERM')
-  const codes = await Promise.all(procs.map((p) => p.exited))
-  t.same(codes, [0, 0, 0], 'every process stops cleanly')
+  t.same(await stopService(service), [0, 0, 0], 'every process stops cleanly')
   for (const [i, p] of procs.entries()) {
-    const errors = p.output().split('\n').filter((line) => /"level":"(error|fatal)"|prepared statement|Unhandled/i.test(line))
+    const errors = p.output().split('\n').filter((line) => /"level":"error"|prepared statement/i.test(line) || UNHANDLED.test(line))
     t.same(errors, [], `process ${i + 1} logged no error`)
   }
 })

@@ -9,6 +9,9 @@ import type { Tx } from './sql.ts'
 // rows first. Freeing a slot needs no lock: a claim that misses it only claims less.
 export const CLAIM_LOCK = 7_261_002
 
+/** Held (tried, never waited for) by the worker refreshing statistics (./statistics.ts): one at a time. */
+export const ANALYZE_LOCK = 7_261_004
+
 export async function lockClaims(tx: Tx): Promise<void> {
   await tx`SELECT pg_advisory_xact_lock(${CLAIM_LOCK})`
 }

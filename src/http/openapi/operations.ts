@@ -287,38 +287,8 @@ export const OPERATIONS: Operation[] = [
     answers: { 200: { description: 'The page.', mediaTypes: ['text/html'] } },
     problems: [callNotFound],
   },
-  {
-    method: 'get', path: '/console/calls/:id/cancel', id: 'consoleConfirmCancel', tag: 'Status page', access: 'console', needs: 'status',
-    summary: 'The console: asks before cancelling a PENDING call, with a form that does it (HTML).',
-    description: 'An admin token, or the status page session cookie opened with one; a read-only one is a 403. Readable without script.',
-    pathParams: { id: callId },
-    answers: { 200: { description: 'The question, and a form posting the answer.', mediaTypes: ['text/html'] } },
-    problems: [callNotFound],
-  },
-  {
-    method: 'post', path: '/console/calls/:id/cancel', id: 'consoleCancel', tag: 'Status page', access: 'console', needs: 'status',
-    summary: 'Cancels a PENDING call from the console, as POST /calls/{id}/cancel does, then back to its timeline.',
-    description: 'The form of GET /console/calls/{id}/cancel. A refusal (the call is no longer in a status that allows it) is shown on the question\'s page, with its status code.',
-    pathParams: { id: callId },
-    answers: { 303: { description: 'Done: back to the call\'s timeline.' } },
-    problems: [callNotFound, pending],
-  },
-  {
-    method: 'get', path: '/console/calls/:id/retry', id: 'consoleConfirmRetry', tag: 'Status page', access: 'console', needs: 'status',
-    summary: 'The console: asks before retrying a FAILED or EXPIRED call, with a form that does it (HTML).',
-    description: 'An admin token, or the status page session cookie opened with one; a read-only one is a 403. Readable without script.',
-    pathParams: { id: callId },
-    answers: { 200: { description: 'The question, and a form posting the answer.', mediaTypes: ['text/html'] } },
-    problems: [callNotFound],
-  },
-  {
-    method: 'post', path: '/console/calls/:id/retry', id: 'consoleRetry', tag: 'Status page', access: 'console', needs: 'status',
-    summary: 'Retrys a FAILED or EXPIRED call from the console, as POST /calls/{id}/retry does, then back to its timeline.',
-    description: 'The form of GET /console/calls/{id}/retry. A refusal (the call is no longer in a status that allows it) is shown on the question\'s page, with its status code.',
-    pathParams: { id: callId },
-    answers: { 303: { description: 'Done: back to the call\'s timeline.' } },
-    problems: [callNotFound, [409, 'call_not_retryable']],
-  },
+  ...consoleAction('cancel', { doing: 'cancelling', does: 'Cancels', which: 'a PENDING call', refusal: pending }),
+  ...consoleAction('retry', { doing: 'retrying', does: 'Dials again', which: 'a FAILED or EXPIRED call', refusal: [409, 'call_not_retryable'] }),
   {
     method: 'get', path: '/console/batches/:id', id: 'consoleBatch', tag: 'Status page', access: 'session', needs: 'status',
     summary: 'The console: a batch\'s progress by status, and its calls (HTML).',
@@ -328,3 +298,32 @@ export const OPERATIONS: Operation[] = [
     problems: [[404, 'batch_not_found']],
   },
 ]
+
+/** The console's two routes for one action on a call: the question (GET) and its form's answer (POST). */
+function consoleAction(
+  action: 'cancel' | 'retry',
+  words: { doing: string; does: string; which: string; refusal: [number, ProblemCode] },
+): Operation[] {
+  const name = action[0]!.toUpperCase() + action.slice(1)
+  const common = { path: `/console/calls/:id/${action}`, tag: 'Status page', access: 'console', needs: 'status', pathParams: { id: callId } } as const
+  return [
+    {
+      ...common,
+      method: 'get',
+      id: `consoleConfirm${name}`,
+      summary: `The console: asks before ${words.doing} ${words.which}, with a form that does it (HTML).`,
+      description: 'An admin token, or the status page session cookie opened with one; a read-only one is a 403. Readable without script.',
+      answers: { 200: { description: 'The question, and a form posting the answer.', mediaTypes: ['text/html'] } },
+      problems: [callNotFound],
+    },
+    {
+      ...common,
+      method: 'post',
+      id: `console${name}`,
+      summary: `${words.does} ${words.which} from the console, as POST /calls/{id}/${action} does, then back to its timeline.`,
+      description: `The form of GET /console/calls/{id}/${action}. A refusal (the call is no longer in a status that allows it) is shown on the question's page, with its status code.`,
+      answers: { 303: { description: "Done: back to the call's timeline." } },
+      problems: [callNotFound, words.refusal],
+    },
+  ]
+}

@@ -9,6 +9,7 @@ import { metrics } from '../../platform/metrics.ts'
 import { observeEnded } from '../calls/observe.ts'
 import { endDials } from '../../store/dials.ts'
 import { deleteOldCallbacks, deleteOldEvents } from '../../store/retention.ts'
+import { analyzeStale } from '../../store/statistics.ts'
 import { emitCallEvents } from '../events/outbox.ts'
 import { lockClaimsShared } from '../../store/locks.ts'
 import { wakeWorkers } from '../../store/notify.ts'
@@ -56,6 +57,8 @@ export async function sweep(
   const unblocked = await deleteStrandedJobs(sql, queue)
   const requeued = await requeueJobless(sql, queue, cursor)
   await foldStatusCounts(sql)
+  const analyzed = await analyzeStale(sql)
+  if (analyzed.length) log.info('statistics refreshed', { tables: analyzed })
   const pruned = policy.retention ? await prune(sql, policy.retention) : { callbacks: 0, events: 0 }
   return { expired: expired.length, timedOut: timedOut.length, held: exhausted.held, exhaustedFailed: exhausted.failed.length, unblocked, requeued, pruned }
 }
