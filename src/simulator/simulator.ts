@@ -481,13 +481,13 @@ export class ProviderSimulator {
 
   /**
    * Forgets the call requests (every key of one call, "{callId}:{dial}") whose last request
-   * and last dial ended more than forgetAfterMs ago, folding their counts into the stats. Runs
-   * on a timer; a no-op without forgetAfterMs.
+   * and last dial ended more than forgetAfterMs before `now`, folding their counts into the
+   * stats. Runs on a timer; a no-op without forgetAfterMs.
    */
-  forget(): void {
+  forget(now = Date.now()): void {
     const after = this.#o.forgetAfterMs
     if (after === undefined) return
-    const cutoff = Date.now() - after
+    const cutoff = now - after
     const keysOf = new Map<string, string[]>()
     for (const key of this.requestsPerKey.keys()) {
       const call = callOfKey(key)
