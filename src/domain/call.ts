@@ -46,6 +46,10 @@ export const TRANSITIONS: ReadonlyArray<{ from: CallStatus; to: CallStatus; when
 
 export const canMove = (from: CallStatus, to: CallStatus): boolean => TRANSITIONS.some((m) => m.from === from && m.to === to)
 
+/** The statuses a client may cancel a call from (→ CANCELLED), and retry it from (→ PENDING, a new dial). */
+export const CANCELLABLE: readonly CallStatus[] = ['PENDING']
+export const RETRYABLE: readonly CallStatus[] = ['FAILED', 'EXPIRED']
+
 export interface CallRow {
   id: string
   phone: string

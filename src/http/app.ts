@@ -208,10 +208,7 @@ export function createApp(deps: AppDeps): Hono {
   if (deps.dispatch) dispatchRoutes(app, deps.dispatch)
   if (deps.events) eventRoutes(app, deps.events)
   // Its own access check: a browser navigating to / cannot send a Bearer header (routes/status.ts).
-  if (deps.status) {
-    const actions = { cancel: (id: string) => deps.calls.cancel(id), retry: (id: string) => deps.calls.retry(id) }
-    statusRoutes(app, { status: deps.status, actions, apiTokens: deps.apiTokens, readTokens, log: deps.log, intervalMs: deps.statusIntervalMs })
-  }
+  if (deps.status) statusRoutes(app, { status: deps.status, calls: deps.calls, apiTokens: deps.apiTokens, readTokens, log: deps.log, intervalMs: deps.statusIntervalMs })
 
   // What the database holds, as gauges beside this process's own metrics (src/platform/metrics.ts).
   const database = new Registry()

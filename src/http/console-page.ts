@@ -1,4 +1,4 @@
-import { CALL_STATUSES, type CallRow } from '../domain/call.ts'
+import { CALL_STATUSES, CANCELLABLE, RETRYABLE, type CallRow, type CallStatus } from '../domain/call.ts'
 import type { BatchRow } from '../store/batches.ts'
 import type { ConsoleFilter, Timeline } from '../store/console.ts'
 import { escapeHtml as e, htmlDocument } from './status-page.ts'
@@ -74,9 +74,9 @@ export function renderBatch(batch: BatchRow, calls: CallRow[], nonce: string): s
 
 /** What an admin may do to a call from the console, and which statuses allow it (as POST /calls/{id}/cancel and /retry). */
 export const CONSOLE_ACTIONS = {
-  cancel: { allowed: ['PENDING'], label: 'Cancel', question: 'Cancel this call? It will not be dialed again.', done: 'Yes, cancel it' },
-  retry: { allowed: ['FAILED', 'EXPIRED'], label: 'Retry', question: 'Dial this call again, under a new dial and a fresh deadline? A call whose last dial had an unknown outcome may have been placed: retrying it may ring the person twice.', done: 'Yes, dial it again' },
-} as const satisfies Record<string, { allowed: readonly CallRow['status'][]; label: string; question: string; done: string }>
+  cancel: { allowed: CANCELLABLE, label: 'Cancel', question: 'Cancel this call? It will not be dialed again.', done: 'Yes, cancel it' },
+  retry: { allowed: RETRYABLE, label: 'Retry', question: 'Dial this call again, under a new dial and a fresh deadline? A call whose last dial had an unknown outcome may have been placed: retrying it may ring the person twice.', done: 'Yes, dial it again' },
+} as const satisfies Record<string, { allowed: readonly CallStatus[]; label: string; question: string; done: string }>
 export type ConsoleAction = keyof typeof CONSOLE_ACTIONS
 
 /**
@@ -131,7 +131,7 @@ export function renderTimeline(t: Timeline, nonce: string, options: { mayAct?: b
   entries.sort((a, b) => a.at.getTime() - b.at.getTime())
   const rows = entries.map((x) => `<tr data-entry="${x.kind}"><td>${e(iso(x.at))}</td><td>${x.html}</td></tr>`).join('')
   // Links, not buttons that act: each leads to its confirmation (renderConfirm).
-  const possible = options.mayAct ? (Object.keys(CONSOLE_ACTIONS) as ConsoleAction[]).filter((a) => (CONSOLE_ACTIONS[a].allowed as readonly string[]).includes(c.status)) : []
+  const possible = options.mayAct ? (Object.keys(CONSOLE_ACTIONS) as ConsoleAction[]).filter((a) => CONSOLE_ACTIONS[a].allowed.includes(c.status)) : []
   const actions = possible.length ? `<p class="actions">${possible.map((a) => `<a class="button" data-action="${a}" href="${e(c.id)}/${a}">${CONSOLE_ACTIONS[a].label}…</a>`).join(' ')}</p>` : ''
   return htmlDocument(
     `Call orchestrator: call ${c.id}`,

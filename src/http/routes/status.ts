@@ -6,6 +6,7 @@ import { deleteCookie, getCookie, setCookie } from 'hono/cookie'
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming'
 import type { CallRow } from '../../domain/call.ts'
 import type { BatchRow } from '../../store/batches.ts'
+import type { CallService } from '../../services/calls/service.ts'
 import type { ConsoleFilter, Timeline } from '../../store/console.ts'
 import type { StatusSnapshot } from '../../store/status.ts'
 import { isDatabaseUnavailable } from '../../store/sql.ts'
@@ -60,8 +61,8 @@ export function statusRoutes(
   app: Hono,
   deps: {
     status: StatusBoard
-    /** What an admin may do from the console's call page (the calls service's cancel and retry); no buttons without them. */
-    actions?: Record<ConsoleAction, (id: string) => Promise<unknown>> | undefined
+    /** The calls service, for what an admin may do from the console's call page (cancel, retry); no buttons without it. */
+    calls?: Pick<CallService, 'get' | 'cancel' | 'retry'> | undefined
     apiTokens: readonly string[]; readTokens?: readonly string[] | undefined; log: Logger; intervalMs?: number | undefined },
 ): void {
   const intervalMs = deps.intervalMs ?? STATUS_INTERVAL_MS
@@ -195,41 +196,37 @@ export function statusRoutes(
         const id = s.parse(s.CallId, c.req.param('id'), 'path.id')
         const timeline = await reads.timeline(id)
         if (!timeline) throw new HttpProblem(404, 'call_not_found', `No call has id ${id}.`, { callId: id })
-        return renderTimeline(timeline, nonce, { mayAct: !!deps.actions && (await mayAct(c)) })
+        return renderTimeline(timeline, nonce, { mayAct: !!deps.calls && (await mayAct(c)) })
       }, SIGN_IN),
     )
     // Cancel and retry, for admins: a page that asks (GET), then the form it holds (POST), which
     // goes back to the call's timeline. A refusal (the call moved on meanwhile) is shown on the
     // question's page. A cross-site form is refused before this (app.ts), and the cookie is SameSite.
-    const actions = deps.actions
-    if (actions) {
+    const calls = deps.calls
+    if (calls) {
       const readOnly = () => new HttpProblem(403, 'read_only_token', 'This token may read, not change anything: sign in with one of API_TOKENS.')
-      const callOf = async (c: Context) => {
-        const id = s.parse(s.CallId, c.req.param('id'), 'path.id')
-        const timeline = await reads.timeline(id)
-        if (!timeline) throw new HttpProblem(404, 'call_not_found', `No call has id ${id}.`, { callId: id })
-        return timeline.call
-      }
+      const idOf = (c: Context) => s.parse(s.CallId, c.req.param('id'), 'path.id')
       for (const action of Object.keys(CONSOLE_ACTIONS) as ConsoleAction[]) {
         app.get(`/console/calls/:id/${action}`, (c) =>
           page(c, async (nonce) => {
             if (!(await mayAct(c))) throw readOnly()
-            return renderConfirm(await callOf(c), action, nonce)
+            return renderConfirm(await calls.get(idOf(c)), action, nonce)
           }, SIGN_IN),
         )
         app.post(`/console/calls/:id/${action}`, async (c) => {
           if ((await access(c)) === undefined) throw refuse()
           if (!(await mayAct(c))) throw readOnly()
-          const call = await callOf(c)
+          const id = idOf(c)
           try {
-            await actions[action](call.id)
+            await calls[action](id)
           } catch (err) {
+            // A refusal is shown on the question's page; no such call, or a failure, as anywhere else.
             const problem = toProblem(err)
-            if (!problem || problem.status >= 500) throw err
+            if (!problem || problem.status >= 500 || problem.code === 'call_not_found') throw err
             const nonce = newNonce()
-            return html(c, renderConfirm(await callOf(c), action, nonce, problem.message), problem.status, nonce)
+            return html(c, renderConfirm(await calls.get(id), action, nonce, problem.message), problem.status, nonce)
           }
-          return c.redirect(`../${call.id}`, 303)
+          return c.redirect(`../${id}`, 303)
         })
       }
     }

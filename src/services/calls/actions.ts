@@ -8,7 +8,7 @@ import { cancelPending, databaseNow, reopenEnded } from '../../store/transitions
 import { emitCallEvents } from '../events/outbox.ts'
 import { firstDue, phoneSuppressed } from './create.ts'
 import { deleteJob, jobForNextDial } from './jobs.ts'
-import { callNotCancellable, callNotFound, callNotRetryable, type CallRow } from '../../domain/call.ts'
+import { callNotCancellable, callNotFound, callNotRetryable, RETRYABLE, type CallRow } from '../../domain/call.ts'
 import { DomainError } from '../../domain/errors.ts'
 import type { CallingPolicy } from '../../domain/policy.ts'
 
@@ -45,7 +45,7 @@ export async function retryCall(
   await lockClaimsShared(tx)
   const current = await lockCall(tx, id)
   if (!current) throw callNotFound(id)
-  if (current.status !== 'FAILED' && current.status !== 'EXPIRED') throw callNotRetryable(id, current.status)
+  if (!RETRYABLE.includes(current.status)) throw callNotRetryable(id, current.status)
   if (await isSuppressed(tx, current.phone)) throw phoneSuppressed(current.phone)
   const now = await databaseNow(tx)
   const waited = current.expires_at && current.expires_at.getTime() - current.created_at.getTime()
