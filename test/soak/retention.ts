@@ -17,8 +17,6 @@
 // --quick (CI) judges rows and the simulator's entries, and reports disk and RSS: autovacuum
 // wakes once a minute and a process warms up for about as long, which a one-minute run cannot
 // tell from growth.
-import { spawn, type ChildProcess } from 'node:child_process'
-import { createWriteStream } from 'node:fs'
 import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { createServer } from 'node:http'
 import { tmpdir } from 'node:os'
@@ -28,6 +26,7 @@ import postgres from 'postgres'
 import { startEmbeddedPostgres } from '../../src/store/embedded.ts'
 import { silentLogger } from '../../src/platform/log.ts'
 import { freePort } from '../support/processes.ts'
+import { runLogged, until, type LoggedProc } from './processes.ts'
 
 const { values: args } = parseArgs({
   options: {
@@ -51,7 +50,6 @@ const RATE = Number(args.rate)
 const SAMPLE_MS = Number(args['sample-seconds'] ?? (args.quick ? 4 : 15)) * 1000
 const RETENTION = args.retention ?? (args.quick ? '10s' : '1m')
 const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'
-const binary = join(import.meta.dirname, '..', '..', 'bin', 'orchestrator')
 const started = Date.now()
 const seconds = () => Math.round((Date.now() - started) / 1000)
 const say = (line: string) => process.stdout.write(`retention ${seconds()}s: ${line}\n`)
@@ -104,28 +102,12 @@ const env: Record<string, string> = {
   SIMULATOR_FORGET_AFTER: RETENTION,
 }
 
-interface Proc {
-  name: string
-  child: ChildProcess
-  exited: Promise<number | null>
-  rss: number[]
-}
+type Proc = LoggedProc & { rss: number[] }
 const procs: Proc[] = []
 function run(mode: 'api' | 'worker' | 'simulator', name: string): Proc {
-  const log = createWriteStream(join(dir, `${name}.log`))
-  const child = spawn(binary, [mode], { env, stdio: ['ignore', 'pipe', 'pipe'] })
-  child.stdout!.pipe(log)
-  child.stderr!.pipe(log)
-  const proc: Proc = { name, child, rss: [], exited: new Promise((resolve) => child.on('exit', (code) => resolve(code))) }
+  const proc: Proc = { ...runLogged(mode, name, env, dir), rss: [] }
   procs.push(proc)
   return proc
-}
-async function until(what: string, check: () => Promise<boolean>, timeoutMs: number) {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check().catch(() => false))) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(250)
-  }
 }
 
 run('simulator', 'simulator')

@@ -15,8 +15,6 @@
 //     none it did not write, each call's events in the order they were written, never more
 //     than EVENT_MAX_IN_FLIGHT_PER_ENDPOINT at once; a repeat only under the same webhook-id.
 // It prints the figures and exits 1 on any violation. --quick is the bounded run CI makes.
-import { spawn, type ChildProcess } from 'node:child_process'
-import { createWriteStream } from 'node:fs'
 import { chmod, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -27,6 +25,7 @@ import { silentLogger } from '../../src/platform/log.ts'
 import { ProviderSimulator, type DialRecord } from '../../src/simulator/simulator.ts'
 import { startEventReceiver } from '../support/event-receiver.ts'
 import { freePort } from '../support/processes.ts'
+import { runLogged, until, type LoggedProc } from './processes.ts'
 
 const { values: args } = parseArgs({
   options: {
@@ -49,7 +48,6 @@ const LIMIT = Number(args.limit)
 const RATE = Number(args.rate)
 const MAX_MS = Number(args['max-minutes'] ?? (QUICK ? 6 : 15)) * 60_000
 const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'
-const binary = join(import.meta.dirname, '..', '..', 'bin', 'orchestrator')
 const started = Date.now()
 const elapsed = () => `${((Date.now() - started) / 1000).toFixed(1)}s`
 const say = (line: string) => process.stdout.write(`soak ${elapsed()}: ${line}\n`)
@@ -138,31 +136,13 @@ const env: Record<string, string> = {
   EVENT_TIMEOUT_MS: '2000',
 }
 
-interface Proc {
-  name: string
-  child: ChildProcess
-  exited: Promise<number | null>
-  killed: boolean
-}
+type Proc = LoggedProc & { killed: boolean }
 const procs: Proc[] = []
 let logSeq = 0
 function run(mode: 'api' | 'worker'): Proc {
-  const name = `${mode}-${++logSeq}`
-  const log = createWriteStream(join(dir, `${name}.log`))
-  const child = spawn(binary, [mode], { env, stdio: ['ignore', 'pipe', 'pipe'] })
-  child.stdout!.pipe(log)
-  child.stderr!.pipe(log)
-  const proc: Proc = { name, child, killed: false, exited: new Promise((resolve) => child.on('exit', (code) => resolve(code))) }
+  const proc: Proc = { ...runLogged(mode, `${mode}-${++logSeq}`, env, dir), killed: false }
   procs.push(proc)
   return proc
-}
-
-async function until(what: string, check: () => Promise<boolean>, timeoutMs: number) {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check().catch(() => false))) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(200)
-  }
 }
 
 const api = run('api')
