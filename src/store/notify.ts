@@ -1,6 +1,4 @@
-import type { Sql, Tx } from './sql.ts'
-
-type Db = Sql
+import type { Tx } from './sql.ts'
 
 // LISTEN/NOTIFY: the channels that wake workers and event delivery loops instead of polling,
 // and the NOTIFYs sent inside a transaction, which PostgreSQL delivers only if it commits.
@@ -30,15 +28,23 @@ export const FOR_WORKER = '@'
  * worker claims what a freed slot or a new call allows; the others would only queue for the
  * claim lock to find nothing left.
  */
-export const oneWorker = (db: Tx | Db) => db`coalesce(${FOR_WORKER} || (
+export const oneWorker = (tx: Tx) => tx`coalesce(${FOR_WORKER} || (
   SELECT id FROM workers
   WHERE stopped_at IS NULL AND last_seen_at > now() - make_interval(secs => 3 * coalesce(poll_ms, 5000) / 1000.0)
   ORDER BY random() LIMIT 1), '')`
 
-/** Who a wake-up payload is for: a worker's id, or undefined for every worker. */
-export function wakeTarget(payload: string): number | undefined {
-  const at = payload.lastIndexOf(FOR_WORKER)
-  return at < 0 ? undefined : Number(payload.slice(at + 1))
+/**
+ * A wake-up payload read back: which worker it is for (undefined: every worker), when the slot
+ * it announces was freed (the database's clock, ms), and whether it announces a filed action.
+ * Payloads: '' or `@<id>` (a new call), `freed:<ms>` or `freed:<ms>@<id>`, `action`.
+ */
+export function readWake(payload: string): { target?: number; freedAt?: number; actionFiled: boolean } {
+  const [body = '', target] = payload.split(FOR_WORKER)
+  return {
+    ...(target === undefined ? {} : { target: Number(target) }),
+    ...(body.startsWith(SLOT_FREED) ? { freedAt: Number(body.slice(SLOT_FREED.length)) } : {}),
+    actionFiled: body === ACTION_FILED,
+  }
 }
 
 /** The payload prefix of a wake-up sent because a slot was freed. */

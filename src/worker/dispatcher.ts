@@ -6,7 +6,7 @@ import { isDatabaseUnavailable, type Sql } from '../store/sql.ts'
 import { reconcileAllNow } from '../store/transitions.ts'
 import { registerWorker, touchWorker } from '../store/workers.ts'
 import type { Logger } from '../platform/log.ts'
-import { ACTION_FILED, FOR_WORKER, SLOT_FREED, wakeTarget } from '../store/notify.ts'
+import { readWake } from '../store/notify.ts'
 import { carryOutRequestedActions } from '../services/calls/requests.ts'
 import { metrics } from '../platform/metrics.ts'
 import { observeEnded } from '../services/calls/observe.ts'
@@ -126,10 +126,10 @@ export class Dispatcher {
    * worker). A slot freed says when, for the refill-time histogram.
    */
   #woken(payload: string): void {
-    const target = wakeTarget(payload)
-    if (target !== undefined && target !== this.#workerId) return
-    if (payload.startsWith(SLOT_FREED) && this.#freedAt.length < 1_000) this.#freedAt.push(Number(payload.slice(SLOT_FREED.length).split(FOR_WORKER)[0]))
-    if (payload === ACTION_FILED) this.#actionsFiled = true
+    const wake = readWake(payload)
+    if (wake.target !== undefined && wake.target !== this.#workerId) return
+    if (wake.freedAt !== undefined && this.#freedAt.length < 1_000) this.#freedAt.push(wake.freedAt)
+    if (wake.actionFiled) this.#actionsFiled = true
     this.wake()
   }
 
