@@ -80,16 +80,42 @@ export interface LockedForReport {
 }
 
 /**
- * What applying a report starts with: the claim lock shared (src/store/locks.ts), then the call's
- * row (FOR UPDATE), then whether the report's key is stored already. That look runs after the row
- * lock is granted, so a repeated delivery that waited on the first one's lock sees it
- * committed. Undefined when there is no such call.
+ * What applying a report starts with: the call's row (FOR UPDATE), then whether the report's
+ * key is stored already. That look runs after the row lock is granted, so a repeated delivery
+ * that waited on the first one's lock sees it committed. Undefined when there is no such call.
+ *
+ * Most reports are about a call in flight, which no claim locks (claims lock waiting jobs and
+ * PENDING calls, src/store/locks.ts): its row alone is enough, and such a report neither waits
+ * for claims nor makes them wait. Any other call is locked under the claim lock shared, taken
+ * before the row; the row locked first, in a savepoint, is let go before that lock is waited
+ * for, so a claim waiting for the row is never waited for in turn.
  */
 export async function lockForReport(tx: Tx, callId: string, keys: DeliveryKeys | null): Promise<LockedForReport | undefined> {
-  await lockClaimsShared(tx)
-  const [call] = await tx<CallRow[]>`SELECT * FROM calls WHERE id = ${callId} FOR UPDATE`
+  const call = (await lockInFlight(tx, callId)) ?? (await lockUnderClaimLock(tx, callId))
   if (!call) return undefined
   if (keys === null) return { call, repeated: false }
   const seen = await tx`SELECT 1 FROM callbacks WHERE dedupe_key IN (${keys.changed}, ${keys.exact})`
   return { call, repeated: seen.length > 0 }
+}
+
+const NOT_IN_FLIGHT = Symbol('not in flight')
+
+/** The call's row locked, if the call is in flight once locked; otherwise nothing is kept locked. */
+async function lockInFlight(tx: Tx, callId: string): Promise<CallRow | undefined> {
+  try {
+    return await tx.savepoint(async (sp) => {
+      const [call] = await sp<CallRow[]>`SELECT * FROM calls WHERE id = ${callId} FOR UPDATE`
+      if (call?.status !== 'IN_PROGRESS') throw NOT_IN_FLIGHT // rolled back to the savepoint: the row lock goes with it
+      return call
+    })
+  } catch (err) {
+    if (err === NOT_IN_FLIGHT) return undefined
+    throw err
+  }
+}
+
+async function lockUnderClaimLock(tx: Tx, callId: string): Promise<CallRow | undefined> {
+  await lockClaimsShared(tx)
+  const [call] = await tx<CallRow[]>`SELECT * FROM calls WHERE id = ${callId} FOR UPDATE`
+  return call
 }
