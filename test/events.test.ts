@@ -1,3 +1,4 @@
+import postgres from 'postgres'
 import t, { type Test } from 'tap'
 import type { CallRow } from '../src/domain/call.ts'
 import { syncEnvEndpoint, type DeliveryRow } from '../src/store/events.ts'
@@ -366,6 +367,73 @@ t.test('batch.completed once when the last two calls of a batch end at the same 
     const [batch] = await h.sql<{ completed_at: Date | null }[]>`SELECT completed_at FROM call_batches WHERE id = ${res.body.batchId}`
     t.ok(batch!.completed_at, `round ${round}: the batch is complete`)
   }
+})
+
+t.test('calls of one batch end side by side: while others are open, no one locks the batch row, only one open call', async (t) => {
+  // Every call that ended used to lock its batch's row to the end of its transaction, so a
+  // batch's callbacks queued one behind the other. Now a transaction pins one other open call
+  // of the batch (FOR SHARE): only that call's end waits for it.
+  const h = await createHarness(t)
+  await addEventSink(h)
+  const res = await h.call('POST', '/calls/batch', { calls: [1, 2, 3, 4].map((n) => ({ to: `+1555620000${n}`, scriptId: 'x' })) })
+  const batchId: string = res.body.batchId
+  const ids: string[] = res.body.items.map((i: { call: { id: string } }) => i.call.id)
+  const end = async (id: string, hold?: Promise<void>) =>
+    h.sql.begin(async (tx) => {
+      await tx`SET LOCAL lock_timeout = '2s'`
+      const [row] = await tx<CallRow[]>`UPDATE calls SET status = 'CANCELLED', ended_at = now(), job_id = NULL WHERE id = ${id} RETURNING *`
+      await emitCallEvents(tx, h.queue.deliveries, 'call.cancelled', [row!])
+      await hold
+    })
+  let release!: () => void
+  const held = new Promise<void>((r) => (release = r))
+  const first = end(ids[0]!, held)
+  const other = postgres(h.url, { max: 1, onnotice: () => {} })
+  t.teardown(() => other.end())
+  const lockable = (query: (tx: postgres.TransactionSql) => Promise<unknown>) =>
+    other.begin(async (tx) => {
+      await tx`SET LOCAL lock_timeout = '100ms'`
+      await query(tx)
+    }).then(() => true, (err) => (err.code === '55P03' ? false : Promise.reject(err)))
+  // Wait until the first transaction has pinned a call.
+  let pinned: string[] = []
+  for (let i = 0; i < 100 && pinned.length === 0; i++) {
+    const free = await Promise.all(ids.slice(1).map((id) => lockable((tx) => tx`SELECT 1 FROM calls WHERE id = ${id} FOR UPDATE`)))
+    pinned = ids.slice(1).filter((_, i) => !free[i])
+  }
+  t.equal(pinned.length, 1, 'the open transaction pins one other open call of the batch')
+  t.ok(await lockable((tx) => tx`SELECT 1 FROM call_batches WHERE id = ${batchId} FOR NO KEY UPDATE`), 'and not the batch row')
+  const unpinned = ids.slice(1).filter((id) => !pinned.includes(id))
+  await end(unpinned[0]!)
+  t.pass('another call of the batch ended while that transaction was open')
+  release()
+  await first
+  // The last two at once: the batch completes, once.
+  await Promise.all([end(pinned[0]!), end(unpinned[1]!)])
+  const events = await h.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM events WHERE type = 'batch.completed' AND batch_id = ${batchId}`
+  t.equal(events[0]!.n, 1, 'batch.completed written once')
+})
+
+t.test('batch.completed exactly once however the calls of a batch end at once (30 batches of 6)', async (t) => {
+  const h = await createHarness(t)
+  await addEventSink(h)
+  const batches = await Promise.all(Array.from({ length: 30 }, (_, b) =>
+    h.call('POST', '/calls/batch', { calls: Array.from({ length: 6 }, (_, i) => ({ to: `+1555630${String(b).padStart(2, '0')}0${i}`, scriptId: 'x' })) })))
+  await Promise.all(batches.flatMap((res) =>
+    res.body.items.map(async ({ call }: { call: { id: string } }) => {
+      await new Promise((r) => setTimeout(r, Math.random() * 20))
+      await h.sql.begin(async (tx) => {
+        const [row] = await tx<CallRow[]>`UPDATE calls SET status = 'CANCELLED', ended_at = now(), job_id = NULL WHERE id = ${call.id} RETURNING *`
+        await new Promise((r) => setTimeout(r, Math.random() * 10))
+        await emitCallEvents(tx, h.queue.deliveries, 'call.cancelled', [row!])
+      })
+    })))
+  const rows = await h.sql<{ id: string; completed: boolean; events: number }[]>`
+    SELECT b.id, b.completed_at IS NOT NULL AS completed,
+           (SELECT count(*)::int FROM events e WHERE e.batch_id = b.id AND e.type = 'batch.completed') AS events
+    FROM call_batches b`
+  t.equal(rows.length, 30)
+  t.same(rows.filter((r) => !r.completed || r.events !== 1), [], 'every batch completed, with one batch.completed')
 })
 
 t.test('a batch none of whose items became a call is complete at once', async (t) => {

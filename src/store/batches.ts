@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import type { CallRow } from '../domain/call.ts'
 import type { Sql, Tx } from './sql.ts'
 
@@ -59,17 +60,35 @@ export async function callsOfBatch(db: Db, id: string): Promise<CallRow[]> {
 
 /**
  * Batches whose calls are now all final, marked complete (once); with their calls by status.
+ *
  * Two transactions ending a batch's last two calls at once would each see the other's call
- * still open and neither complete it, so each first locks the batch rows (in id order, so two
- * such transactions never deadlock): the second to get the lock looks again with a fresh
- * snapshot, in which the first's call has ended. NO KEY UPDATE, not UPDATE: the events these
- * transactions have just written hold KEY SHARE locks on the batch (their foreign key), which
- * FOR UPDATE would wait for, each on the other.
+ * still open and neither complete it. So for each batch, first an open call that nobody has
+ * locked is looked for and, if found, locked FOR SHARE (SKIP LOCKED: never waited for). Whoever
+ * ends that call must wait for this transaction to commit and then sees its call ended: this
+ * batch is theirs to complete, not ours, and its row is left alone. Only a batch whose open
+ * calls are all locked by others (or none) is locked, FOR NO KEY UPDATE in id order (two such
+ * transactions never deadlock), and looked at again with a fresh snapshot: the second to get
+ * that lock sees the first's call ended. Before, every call ending locked its batch's row, and
+ * the calls of a large batch ended one behind the other. NO KEY UPDATE, not UPDATE: the events
+ * these transactions have just written hold KEY SHARE locks on the batch (their foreign key),
+ * which FOR UPDATE would wait for, each on the other.
  */
 export async function completeBatches(tx: Tx, ids: string[]): Promise<BatchRow[]> {
   if (ids.length === 0) return []
+  // From a random point in the batch's open calls, so that transactions ending its calls at
+  // once pin different ones, and no one call's end waits for all of them.
+  const pivot = randomUUID()
+  const pinned = await tx<{ id: string; call: string | null }[]>`
+    SELECT b.id, COALESCE(
+      (SELECT c.id FROM calls c WHERE c.batch_id = b.id AND c.status IN ('PENDING', 'IN_PROGRESS') AND c.id >= ${pivot}::uuid
+       ORDER BY c.id LIMIT 1 FOR SHARE SKIP LOCKED),
+      (SELECT c.id FROM calls c WHERE c.batch_id = b.id AND c.status IN ('PENDING', 'IN_PROGRESS')
+       ORDER BY c.id LIMIT 1 FOR SHARE SKIP LOCKED)) AS call
+    FROM unnest(${ids}::uuid[]) AS b(id)`
+  const unsettled = pinned.filter((p) => p.call === null).map((p) => p.id)
+  if (unsettled.length === 0) return []
   const open = await tx<{ id: string }[]>`
-    SELECT id FROM call_batches WHERE id = ANY(${ids}::uuid[]) AND completed_at IS NULL ORDER BY id FOR NO KEY UPDATE`
+    SELECT id FROM call_batches WHERE id = ANY(${unsettled}::uuid[]) AND completed_at IS NULL ORDER BY id FOR NO KEY UPDATE`
   if (open.length === 0) return []
   return tx<BatchRow[]>`
     UPDATE call_batches b SET completed_at = now()
