@@ -4,7 +4,7 @@ import type { CallRow } from '../domain/call.ts'
 import { NO_POLICY } from '../domain/policy.ts'
 import { isDatabaseUnavailable, type Sql } from '../store/sql.ts'
 import { reconcileAllNow } from '../store/transitions.ts'
-import { registerWorker, touchWorker } from '../store/workers.ts'
+import { registerWorker, touchAndTakeSweepTurn, touchWorker } from '../store/workers.ts'
 import type { Logger } from '../platform/log.ts'
 import { readWake } from '../store/notify.ts'
 import { carryOutRequestedActions } from '../services/calls/requests.ts'
@@ -208,10 +208,12 @@ export class Dispatcher {
     this.#lastSweep = Date.now()
     // A request filed while no worker was listening is found here.
     this.#actionsFiled = true
-    await touchWorker(this.#sql, this.#workerId)
-    const result = await sweep(this.#sql, this.#queue, this.#options, this.#sweepCursor, this.#log.child({ worker: this.#workerId }))
-    const { pruned, ...counts } = result
-    if (Object.values(counts).some((n) => n > 0) || pruned.callbacks + pruned.events > 0) this.#log.info('sweep', { worker: this.#workerId, ...counts, pruned })
+    // Seen alive at every poll; the sweeps themselves once per poll interval between all workers.
+    if (await touchAndTakeSweepTurn(this.#sql, this.#workerId, this.#options.pollMs)) {
+      const result = await sweep(this.#sql, this.#queue, this.#options, this.#sweepCursor, this.#log.child({ worker: this.#workerId }))
+      const { pruned, ...counts } = result
+      if (Object.values(counts).some((n) => n > 0) || pruned.callbacks + pruned.events > 0) this.#log.info('sweep', { worker: this.#workerId, ...counts, pruned })
+    }
     this.#reconciler.kick(this.#abort.signal)
   }
 
