@@ -37,10 +37,29 @@ export type LookupResult =
   | { kind: 'unsupported'; error: string }
   | { kind: 'error'; error: string; retryAfterMs?: number | undefined }
 
-export interface ProviderClient {
+/** What a look for the calls placed for one dial found (src/worker/dispatcher.ts, after an unknown outcome). */
+export type FoundDial = { kind: 'found'; providerCallId: string } | { kind: 'none' } | { kind: 'error'; error: string }
+
+export type ProviderName = 'generic' | 'vapi' | 'retell'
+
+interface ProviderBase {
+  readonly name: ProviderName
   dial(request: DialRequest, signal?: AbortSignal): Promise<DialResult>
   lookup(providerCallId: string, signal?: AbortSignal): Promise<LookupResult>
 }
+
+/**
+ * One provider's API. `idempotent`: a create sent again for the same dial is answered with the
+ * first one's answer (an idempotency key, as the generic contract has), so an unknown outcome is
+ * settled by sending again. Without one (Vapi, Retell), sending again may ring the person
+ * twice: the calls placed for the dial are looked for first (`findDialed`, by the ids we put in
+ * the call's metadata, among those created since `since`).
+ */
+export type ProviderClient = ProviderBase &
+  (
+    | { readonly idempotent: true }
+    | { readonly idempotent: false; findDialed(dial: { callId: string; dial: number; since: Date }, signal?: AbortSignal): Promise<FoundDial> }
+  )
 
 /** The key every request for one provider call carries; the provider answers a repeat with its first answer. */
 export const idempotencyKey = (callId: string, dial: number) => `${callId}:${dial}`
@@ -75,36 +94,36 @@ function causes(err: unknown): Array<{ name?: string; message?: string; code?: s
   return chain
 }
 
-const excerpt = (text: string) => {
+export const excerpt = (text: string) => {
   const flat = text.replace(/\s+/g, ' ').trim()
   return flat.length > 200 ? `${flat.slice(0, 200)}…` : flat
 }
 
-interface RawAnswer {
+export interface RawAnswer {
   status: number
   body: string
   retryAfterMs: number | undefined
 }
 
-export function createProviderClient(options: {
-  baseUrl: string
-  apiKey?: string | undefined
-  timeoutMs: number
-  publicBaseUrl: string
-  /** The secret callback URL tokens are made with (src/domain/callback-token.ts). */
-  callbackSecret: string
-}): ProviderClient {
-  const endpoint = `${options.baseUrl}/api/v1/calls`
-  const auth: Record<string, string> = options.apiKey ? { Authorization: `Bearer ${options.apiKey}` } : {}
+export type Exchange = (
+  url: string,
+  init: { method: string; body?: Record<string, unknown>; headers?: Record<string, string> },
+  signal?: AbortSignal,
+) => Promise<RawAnswer>
 
-  /** One HTTP exchange; a thrown error says whether the request can have reached the provider. */
-  async function exchange(url: string, init: { method: string; body?: Record<string, unknown>; headers?: Record<string, string> }, signal?: AbortSignal) {
+/**
+ * One HTTP exchange with the provider, never retried by the library (a create sent twice may
+ * ring the person twice), bounded by `timeoutMs`. A thrown error carries `sent`: whether the
+ * request can have reached the provider.
+ */
+export function httpExchange(options: { timeoutMs: number; headers: Record<string, string> }): Exchange {
+  return async (url, init, signal) => {
     // ofetch ignores its own `timeout` when a signal is passed, so build one signal for both.
     const deadline = AbortSignal.timeout(options.timeoutMs)
     try {
       const response = await ofetch.raw(url, {
         ...init,
-        headers: { ...auth, ...init.headers },
+        headers: { ...options.headers, ...init.headers },
         signal: signal ? AbortSignal.any([signal, deadline]) : deadline,
         retry: 0,
         ignoreResponseError: true,
@@ -123,8 +142,55 @@ export function createProviderClient(options: {
       throw Object.assign(new Error(`provider unreachable: ${reason}`), { sent })
     }
   }
+}
+
+/**
+ * A create's answer as a DialResult. `id.of` finds the provider's call id in a 2xx body;
+ * `refusal` may say whether a 4xx is worth sending again (a concurrency limit) where the status
+ * alone does not.
+ */
+export function classifyCreate(
+  answer: RawAnswer,
+  id: { name: string; of: (json: unknown) => unknown },
+  refusal?: (status: number, body: string) => boolean | undefined,
+): DialResult {
+  const { status, body, retryAfterMs } = answer
+  if (status >= 200 && status < 300) {
+    let providerCallId: unknown
+    try {
+      providerCallId = id.of(JSON.parse(body))
+    } catch {
+      providerCallId = undefined
+    }
+    if (typeof providerCallId === 'string' && providerCallId !== '') return { kind: 'accepted', providerCallId }
+    return { kind: 'unknown', error: `provider answered ${status} without a ${id.name}: ${excerpt(body)}` }
+  }
+  const error = `provider answered ${status}: ${excerpt(body)}`
+  if (status >= 500) return { kind: 'unknown', error, retryAfterMs }
+  const retry = refusal?.(status, body) ?? TRANSIENT_REFUSALS.has(status)
+  return retry ? { kind: 'not_placed', retry: true, error, retryAfterMs } : { kind: 'not_placed', retry: false, error }
+}
+
+/** A request that threw: unknown if it can have reached the provider, else not placed (worth sending again). */
+export function unsent(err: unknown): DialResult {
+  const { message, sent } = err as Error & { sent?: boolean }
+  return sent === false ? { kind: 'not_placed', retry: true, error: message } : { kind: 'unknown', error: message }
+}
+
+export function createProviderClient(options: {
+  baseUrl: string
+  apiKey?: string | undefined
+  timeoutMs: number
+  publicBaseUrl: string
+  /** The secret callback URL tokens are made with (src/domain/callback-token.ts). */
+  callbackSecret: string
+}): ProviderClient {
+  const endpoint = `${options.baseUrl}/api/v1/calls`
+  const exchange = httpExchange({ timeoutMs: options.timeoutMs, headers: options.apiKey ? { Authorization: `Bearer ${options.apiKey}` } : {} })
 
   return {
+    name: 'generic',
+    idempotent: true,
     async dial(request, signal) {
       let answer: RawAnswer
       try {
@@ -143,24 +209,9 @@ export function createProviderClient(options: {
           signal,
         )
       } catch (err) {
-        const { message, sent } = err as Error & { sent: boolean }
-        return sent ? { kind: 'unknown', error: message } : { kind: 'not_placed', retry: true, error: message }
+        return unsent(err)
       }
-      const { status, body, retryAfterMs } = answer
-      if (status >= 200 && status < 300) {
-        let providerCallId: unknown
-        try {
-          providerCallId = (JSON.parse(body) as { callId?: unknown }).callId
-        } catch {
-          providerCallId = undefined
-        }
-        if (typeof providerCallId === 'string' && providerCallId !== '') return { kind: 'accepted', providerCallId }
-        return { kind: 'unknown', error: `provider answered ${status} without a callId: ${excerpt(body)}` }
-      }
-      const error = `provider answered ${status}: ${excerpt(body)}`
-      if (status >= 500) return { kind: 'unknown', error, retryAfterMs }
-      if (TRANSIENT_REFUSALS.has(status)) return { kind: 'not_placed', retry: true, error, retryAfterMs }
-      return { kind: 'not_placed', retry: false, error }
+      return classifyCreate(answer, { name: 'callId', of: (json) => (json as { callId?: unknown } | null)?.callId })
     },
 
     async lookup(providerCallId, signal) {

@@ -14,6 +14,7 @@ import { sessionStore } from '../../src/http/auth.ts'
 import { silentLogger, type Logger } from '../../src/platform/log.ts'
 import { NO_FAULTS, ProviderSimulator, type SimulatorOptions } from '../../src/simulator/simulator.ts'
 import type { Sql } from '../../src/store/sql.ts'
+import type { ProviderWebhook } from '../../src/provider/webhook.ts'
 import { createTestDatabase, type TestDatabase } from './db.ts'
 
 export const WEBHOOK_SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'
@@ -58,6 +59,8 @@ export async function createHarness(
     allowedHosts?: string[]
     /** API_READ_TOKENS. */
     readTokens?: string[]
+    /** A provider's webhook (Vapi, Retell) in place of the generic contract's. */
+    webhook?: ProviderWebhook
   } = {},
 ): Promise<Harness> {
   const db = await createTestDatabase(t)
@@ -92,6 +95,7 @@ export async function createHarness(
       urlSecret: options.callbackUrlSecret,
       log: options.log ?? silentLogger,
       calling: options.calling,
+      webhook: options.webhook,
     }),
   })
   return {

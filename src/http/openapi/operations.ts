@@ -223,7 +223,8 @@ export const OPERATIONS: Operation[] = [
     description:
       'Call it at the webhookUrl sent with the dial, as it is: its callId, dial and token say which call and dial it is for and that we issued it. ' +
       'Authenticated by a Standard Webhooks signature (webhook-id, webhook-timestamp within 5 minutes, webhook-signature "v1,<base64 HMAC-SHA256 of id.timestamp.body>") ' +
-      'when WEBHOOK_SECRET is set, or by WEBHOOK_API_KEY as "Authorization: Bearer" or "X-Api-Key". Applied once per webhook-id; extra body fields are ignored.',
+      'when WEBHOOK_SECRET is set, or by WEBHOOK_API_KEY as "Authorization: Bearer" or "X-Api-Key". Applied once per webhook-id; extra body fields are ignored. ' +
+      'With PROVIDER=vapi the body is a Vapi server message and it is authenticated by Vapi\'s HMAC or Bearer credential instead (docs/providers.md).',
     query: CallbackUrl,
     body: { schema: CallbackBody, required: true, example: { callId: 'prov-8c1d', status: 'COMPLETED', durationSec: 42, completedAt: '2030-01-01T09:03:12Z' } },
     answers: { 200: { description: 'Taken: what the callback did to the call (applied, corrected, or nothing: duplicate, already_final, stale).', schema: r.CallbackResult } },

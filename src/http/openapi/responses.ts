@@ -178,7 +178,10 @@ export const EventPage = v.strictObject({ data: v.array(Event), nextCursor })
 export const Replayed = v.strictObject({ deliveries: v.pipe(count, v.description('Deliveries queued anew.')) })
 
 export const CallbackResult = v.strictObject({
-  verdict: v.picklist(['applied', 'corrected', 'duplicate', 'already_final', 'stale']),
+  verdict: v.pipe(
+    v.picklist(['applied', 'corrected', 'duplicate', 'already_final', 'stale', 'progress']),
+    v.description('progress: a provider\'s message that reports no end (PROVIDER=vapi: a status-update before "ended", a transcript); nothing changed.'),
+  ),
   callId: uuid,
   status: v.optional(v.picklist(CALL_STATUSES)),
 })

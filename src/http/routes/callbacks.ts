@@ -3,6 +3,7 @@ import * as v from 'valibot'
 import { deliveryKeys } from '../../store/callbacks.ts'
 import type { Sql } from '../../store/sql.ts'
 import { FINAL_PROVIDER_STATUSES } from '../../provider/client.ts'
+import type { ProviderWebhook } from '../../provider/webhook.ts'
 import type { Queues } from '../../store/queues.ts'
 import { bearerToken, matchesSecret } from '../auth.ts'
 import { readBody } from '../body.ts'
@@ -56,7 +57,54 @@ export interface CallbackDeps {
   apiKey: string | undefined
   /** CALLBACK_URL_SECRET: the URL tokens' key when set, else the secrets (src/domain/callback-token.ts). */
   urlSecret?: string | undefined
+  /** The provider's webhook (Vapi, Retell): who sent a delivery and what it says. Absent: the generic contract, with `secrets` and `apiKey`. */
+  webhook?: ProviderWebhook | undefined
   log: Logger
+}
+
+/**
+ * The generic contract's webhook (docs/dispatch.md): Standard Webhooks signatures with
+ * WEBHOOK_SECRET, or a static API key when no secret is set; the body is CallbackBody.
+ */
+export function genericWebhook(deps: Pick<CallbackDeps, 'secrets' | 'apiKey'>): ProviderWebhook {
+  return {
+    provider: 'generic',
+    configured: deps.secrets.length > 0 || Boolean(deps.apiKey),
+    notConfigured: 'Callback authentication is not configured (WEBHOOK_SECRET, or WEBHOOK_API_KEY with CALLBACK_URL_SECRET); every callback is refused.',
+    authenticate(header, body, nowMs) {
+      // With a secret configured every callback must be signed: the API key is no way around it.
+      if (deps.secrets.length > 0) {
+        const check = verifyCallbackSignature(
+          { id: header('webhook-id'), timestamp: header('webhook-timestamp'), signature: header('webhook-signature') },
+          body,
+          deps.secrets,
+          Math.floor(nowMs / 1000),
+        )
+        return check.ok ? { ok: true, webhookId: check.webhookId } : { ok: false, code: 'invalid_signature', detail: `Callback signature rejected: ${check.reason}.` }
+      }
+      const presented = bearerToken(header('authorization')) ?? header('x-api-key')
+      return deps.apiKey && matchesSecret(presented, [deps.apiKey])
+        ? { ok: true, webhookId: null }
+        : { ok: false, code: 'invalid_api_key', detail: 'Callback API key missing or wrong.' }
+    },
+    read(json) {
+      const parsed = v.safeParse(CallbackBody, json)
+      if (!parsed.success) {
+        return { kind: 'invalid', summary: parsed.issues.map((i) => `body.${v.getDotPath(i) ?? ''} ${i.message}`.replace('body. ', 'body ')).join('; ') }
+      }
+      const cb = parsed.output
+      return {
+        kind: 'final',
+        report: {
+          providerCallId: cb.callId,
+          providerStatus: cb.status,
+          durationSec: cb.durationSec ?? null,
+          completedAt: cb.completedAt ? new Date(cb.completedAt) : null,
+          endReason: null,
+        },
+      }
+    },
+  }
 }
 
 export interface CallbackRoute {
@@ -65,6 +113,7 @@ export interface CallbackRoute {
 
 export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
   const { sql, queue, log } = deps
+  const webhook = deps.webhook ?? genericWebhook(deps)
   const tokenSecrets = urlTokenSecrets(deps)
   const floods = throttled(log, 5_000)
 
@@ -82,9 +131,7 @@ export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
   }
 
   const handle = async (c: Context): Promise<Response> => {
-    if (tokenSecrets.length === 0 || (deps.secrets.length === 0 && !deps.apiKey)) {
-      throw refuse(401, 'callbacks_not_configured', 'Callback authentication is not configured (WEBHOOK_SECRET, or WEBHOOK_API_KEY with CALLBACK_URL_SECRET); every callback is refused.')
-    }
+    if (tokenSecrets.length === 0 || !webhook.configured) throw refuse(401, 'callbacks_not_configured', webhook.notConfigured)
     // The URL first: it needs no body, so a request at a URL we never issued costs no read.
     let query: Record<string, string>
     try {
@@ -99,20 +146,9 @@ export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
     const { callId, dial } = url.output
 
     const body = await readBody(c)
-    let webhookId: string | null = null
-    const presentedKey = bearerToken(c.req.header('authorization')) ?? c.req.header('x-api-key')
-    // With a secret configured every callback must be signed: the API key is no way around it.
-    if (deps.secrets.length > 0) {
-      const check = verifyCallbackSignature(
-        { id: c.req.header('webhook-id'), timestamp: c.req.header('webhook-timestamp'), signature: c.req.header('webhook-signature') },
-        body,
-        deps.secrets,
-      )
-      if (!check.ok) throw refuse(401, 'invalid_signature', `Callback signature rejected: ${check.reason}.`)
-      webhookId = check.webhookId
-    } else if (!deps.apiKey || !matchesSecret(presentedKey, [deps.apiKey])) {
-      throw refuse(401, 'invalid_api_key', 'Callback API key missing or wrong.')
-    }
+    const sender = webhook.authenticate((name) => c.req.header(name), body, Date.now())
+    if (!sender.ok) throw refuse(401, sender.code, sender.detail)
+    const { webhookId } = sender
 
     // A delivery we have had before (a replay, or the provider trying again) is counted on the
     // first one's row and changes nothing (src/store/callbacks.ts, DeliveryKeys).
@@ -138,18 +174,23 @@ export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
     if (!isJsonObject(json)) {
       return refused('the body is not a JSON object', new HttpProblem(400, 'validation_failed', 'The callback is not valid: the body must be a JSON object.'))
     }
-    const parsed = v.safeParse(CallbackBody, json)
-    if (!parsed.success) {
-      const summary = parsed.issues.map((i) => `body.${v.getDotPath(i) ?? ''} ${i.message}`.replace('body. ', 'body ')).join('; ')
-      return refused(`not valid: ${summary}`, new HttpProblem(400, 'validation_failed', `The callback is not valid: ${summary}.`))
+    const reading = webhook.read(json)
+    if (reading.kind === 'invalid') {
+      return refused(`not valid: ${reading.summary}`, new HttpProblem(400, 'validation_failed', `The callback is not valid: ${reading.summary}.`))
     }
-    const cb = parsed.output
+    if (reading.kind === 'progress') {
+      // About the call but not its end (ringing, started): nothing to apply, nothing kept.
+      metrics.webhookProgress.inc({ provider: webhook.provider })
+      log.debug('callback reports progress', { callId, dial, event: reading.event })
+      return c.json({ verdict: 'progress', callId })
+    }
+    const cb = { callId: reading.report.providerCallId, status: reading.report.providerStatus }
 
     const received = await receiveReport({ sql, queue, calling: deps.calling }, delivery, {
-      providerCallId: cb.callId,
-      providerStatus: cb.status,
-      durationSec: cb.durationSec ?? null,
-      completedAt: cb.completedAt ? new Date(cb.completedAt) : null,
+      providerCallId: reading.report.providerCallId,
+      providerStatus: reading.report.providerStatus,
+      durationSec: reading.report.durationSec,
+      completedAt: reading.report.completedAt,
     })
     switch (received.kind) {
       case 'duplicate':
