@@ -89,6 +89,13 @@ const EnvSchema = v.object({
   RETRY_FAILED: optionalString,
   RECONCILE_AFTER_SECONDS: int(120, 0, 86_400),
   RECONCILE_RATE_PER_SECOND: int(5, 1, 1_000),
+  PROVIDER: v.optional(v.picklist(['generic', 'vapi'], 'must be generic or vapi'), 'generic'),
+  VAPI_API_KEY: optionalString,
+  VAPI_PHONE_NUMBER_ID: optionalString,
+  VAPI_WEBHOOK_SECRET: optionalString,
+  VAPI_WEBHOOK_TOKEN: optionalString,
+  VAPI_BASE_URL: v.optional(httpUrl, 'https://api.vapi.ai'),
+  VOICEMAIL_OUTCOME: v.optional(v.picklist(['NO_ANSWER', 'COMPLETED'], 'must be NO_ANSWER or COMPLETED'), 'NO_ANSWER'),
   PROVIDER_BASE_URL: v.optional(httpUrl),
   PROVIDER_API_KEY: optionalString,
   PROVIDER_TIMEOUT_MS: int(10_000, 100, 600_000),
@@ -171,7 +178,17 @@ export interface Config {
     pollMs: number
     shutdownTimeoutMs: number
   }
-  provider: { baseUrl: string | undefined; apiKey: string | undefined; timeoutMs: number }
+  provider: {
+    /** PROVIDER: generic (the brief's contract, and the simulator) or vapi. */
+    name: 'generic' | 'vapi'
+    /** The generic provider's PROVIDER_BASE_URL. */
+    baseUrl: string | undefined
+    apiKey: string | undefined
+    timeoutMs: number
+    /** VOICEMAIL_OUTCOME: what a call that reached voicemail counts as. */
+    voicemail: 'NO_ANSWER' | 'COMPLETED'
+    vapi: { apiKey: string | undefined; phoneNumberId: string | undefined; webhookSecret: string | undefined; webhookToken: string | undefined; baseUrl: string }
+  }
   publicBaseUrl: string
   /** The calling policy as configured; src/settings.ts makes the domain's CallingPolicy of it. */
   calling: CallingSettings
@@ -404,9 +421,12 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     },
     provider: {
+      name: e.PROVIDER,
       baseUrl: e.PROVIDER_BASE_URL,
       apiKey: e.PROVIDER_API_KEY,
       timeoutMs: e.PROVIDER_TIMEOUT_MS,
+      voicemail: e.VOICEMAIL_OUTCOME,
+      vapi: { apiKey: e.VAPI_API_KEY, phoneNumberId: e.VAPI_PHONE_NUMBER_ID, webhookSecret: e.VAPI_WEBHOOK_SECRET, webhookToken: e.VAPI_WEBHOOK_TOKEN, baseUrl: e.VAPI_BASE_URL },
     },
     publicBaseUrl: e.PUBLIC_BASE_URL ?? `http://127.0.0.1:${e.PORT}`,
     calling: parseCalling(e),
@@ -443,6 +463,18 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
 
 export type Mode = 'api' | 'worker' | 'all' | 'migrate' | 'simulator'
 
+/** PROVIDER=vapi: a worker needs its key and number; whatever serves callbacks needs a way to authenticate Vapi's. */
+function checkVapi(mode: Mode, config: Config): void {
+  const vapi = config.provider.vapi
+  if (mode === 'worker' || mode === 'all') {
+    if (!vapi.apiKey) throw new ConfigError('VAPI_API_KEY: with PROVIDER=vapi a worker creates calls with Vapi\'s private API key; set it')
+    if (!vapi.phoneNumberId) throw new ConfigError('VAPI_PHONE_NUMBER_ID: with PROVIDER=vapi calls are placed from one of your Vapi phone numbers; set its id')
+  }
+  if ((mode === 'api' || mode === 'all') && !vapi.webhookSecret && !vapi.webhookToken) {
+    throw new ConfigError('VAPI_WEBHOOK_SECRET: with PROVIDER=vapi the API authenticates Vapi\'s server messages with its HMAC credential (or VAPI_WEBHOOK_TOKEN, its Bearer credential); set one')
+  }
+}
+
 /**
  * What a mode needs beyond each variable's own rules; throws ConfigError naming the variable,
  * so a process that cannot do its job stops at start-up with exit code 78, not later.
@@ -458,11 +490,18 @@ export function checkModeConfig(mode: Mode, config: Config): void {
   if ((mode === 'worker' || mode === 'all') && config.databasePooler === 'transaction' && !config.databaseDirectUrl) {
     throw new ConfigError('DATABASE_DIRECT_URL: workers LISTEN for wake-ups, which a pooler in transaction mode cannot carry; set a direct (or session-mode) URL to the same database')
   }
-  const dials = mode === 'worker' || (mode === 'all' && config.provider.baseUrl)
-  if (mode === 'worker' && !config.provider.baseUrl) {
+  if (config.provider.name === 'vapi') checkVapi(mode, config)
+  const generic = config.provider.name === 'generic'
+  const dials = mode === 'worker' || (mode === 'all' && (config.provider.baseUrl || !generic))
+  if (mode === 'worker' && generic && !config.provider.baseUrl) {
     throw new ConfigError('PROVIDER_BASE_URL: worker mode dials the provider; set it (only "all" mode falls back to the built-in simulator)')
   }
-  if (dials && config.webhook.secrets.length === 0 && !config.webhook.apiKey) {
+  if (!generic && (dials || mode === 'api') && config.webhook.secrets.length === 0 && !config.webhook.urlSecret) {
+    throw new ConfigError(
+      `CALLBACK_URL_SECRET: the webhook URL handed to ${config.provider.name} with each call carries a token only we can make; set CALLBACK_URL_SECRET (or WEBHOOK_SECRET), the same for the API and every worker`,
+    )
+  }
+  if (generic && dials && config.webhook.secrets.length === 0 && !config.webhook.apiKey) {
     throw new ConfigError(
       'WEBHOOK_SECRET: the webhook URLs a worker hands the provider carry a token made with WEBHOOK_SECRET (or CALLBACK_URL_SECRET); set the same one as the API',
     )

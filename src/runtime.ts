@@ -22,7 +22,9 @@ import { batchProgress, callTimeline, consoleCalls } from './store/console.ts'
 import { reconcileAllNow } from './store/transitions.ts'
 import { LEASE_MARGIN_MS } from './services/dispatch/claim.ts'
 import { Dispatcher } from './worker/dispatcher.ts'
-import { createProviderClient } from './provider/client.ts'
+import { createProviderClient, type ProviderClient } from './provider/client.ts'
+import { createVapiClient, createVapiWebhook } from './provider/vapi.ts'
+import type { ProviderWebhook } from './provider/webhook.ts'
 import { Queues } from './store/queues.ts'
 import { createApp } from './http/app.ts'
 import { sessionStore } from './http/auth.ts'
@@ -96,6 +98,23 @@ export async function simulatorStore(sql: Sql, log: Logger): Promise<(SimulatorS
 }
 
 /** The key callback URL tokens are made with: CALLBACK_URL_SECRET, or else the first webhook secret. */
+/** The provider's API as PROVIDER names it. `genericUrl`: PROVIDER_BASE_URL, or the built-in simulator's. */
+function providerClient(config: Config, genericUrl: string | undefined, secret: string): ProviderClient {
+  const { timeoutMs, voicemail, vapi } = config.provider
+  if (config.provider.name === 'vapi') {
+    return createVapiClient({ apiKey: vapi.apiKey!, phoneNumberId: vapi.phoneNumberId!, baseUrl: vapi.baseUrl, timeoutMs, publicBaseUrl: config.publicBaseUrl, callbackSecret: secret, voicemail })
+  }
+  if (!genericUrl) throw new Error('worker mode needs PROVIDER_BASE_URL (only "all" mode falls back to the simulator)')
+  return createProviderClient({ baseUrl: genericUrl, apiKey: config.provider.apiKey, timeoutMs, publicBaseUrl: config.publicBaseUrl, callbackSecret: secret })
+}
+
+/** The provider's webhook, for the API's callback route; undefined: the generic contract's. */
+function providerWebhook(config: Config, log: Logger): ProviderWebhook | undefined {
+  const { vapi, voicemail } = config.provider
+  if (config.provider.name === 'vapi') return createVapiWebhook({ secret: vapi.webhookSecret, token: vapi.webhookToken, voicemail, log: log.child({ provider: 'vapi' }) })
+  return undefined
+}
+
 function callbackSecret(webhook: Config['webhook']): string {
   const secret = urlTokenSecrets(webhook)[0]
   if (!secret) throw new Error('callback URLs need WEBHOOK_SECRET or CALLBACK_URL_SECRET') // checkModeConfig refuses this first
@@ -288,7 +307,7 @@ export async function startOrchestrator(
     let providerUrl = config.provider.baseUrl
     let simulatorUrl: string | undefined
     let builtInSimulator: ProviderSimulator | undefined
-    if (mode === 'all' && !providerUrl) {
+    if (mode === 'all' && !providerUrl && config.provider.name === 'generic') {
       // Out of the box: no provider configured, so run the simulator in-process, and say so
       // loudly. Without WEBHOOK_SECRET it signs with one made up once and kept with its calls:
       // the webhook URLs handed out before a restart carry tokens made with it.
@@ -314,7 +333,7 @@ export async function startOrchestrator(
             : 'API_TOKENS is not set: listening on 127.0.0.1 only, so nothing beyond this machine can reach the open API (set HOST to listen elsewhere)',
         )
       }
-      if (webhook.secrets.length === 0 && !webhook.apiKey) {
+      if (config.provider.name === 'generic' && webhook.secrets.length === 0 && !webhook.apiKey) {
         log.warn('neither WEBHOOK_SECRET nor WEBHOOK_API_KEY is set: every provider callback will be refused')
       }
       const callService = callServiceFor(config, sql, queue, log)
@@ -336,7 +355,16 @@ export async function startOrchestrator(
             return { ok: false, detail: 'database unreachable' }
           }
         },
-        callbacks: createCallbackRoute({ sql, queue, secrets: webhook.secrets, apiKey: webhook.apiKey, urlSecret: webhook.urlSecret, log, calling: config.policy }),
+        callbacks: createCallbackRoute({
+          sql,
+          queue,
+          secrets: webhook.secrets,
+          apiKey: webhook.apiKey,
+          urlSecret: webhook.urlSecret,
+          webhook: providerWebhook(config, log),
+          log,
+          calling: config.policy,
+        }),
         suppressions: createSuppressionService({ sql, queue, log }),
         dispatch: createDispatchControl({ sql, maxConcurrentCalls: config.dispatch.maxConcurrentCalls }),
         batches: createBatchService({ sql, queue, callTtlSeconds: config.dispatch.callTtlSeconds, calling: config.policy, log }),
@@ -354,19 +382,23 @@ export async function startOrchestrator(
     }
 
     if (runsWorker) {
-      if (!providerUrl) throw new Error('worker mode needs PROVIDER_BASE_URL (only "all" mode falls back to the simulator)')
+      const provider = providerClient(config, providerUrl, callbackSecret(webhook))
+      log.info('provider', { provider: provider.name, idempotent: provider.idempotent })
+      const timeoutMs = config.provider.timeoutMs
       const dispatcher = new Dispatcher({
         sql,
         listenUrl: db.directUrl,
         queue,
-        provider: createProviderClient({
-          baseUrl: providerUrl,
-          apiKey: config.provider.apiKey,
-          timeoutMs: config.provider.timeoutMs,
-          publicBaseUrl: config.publicBaseUrl,
-          callbackSecret: callbackSecret(webhook),
-        }),
-        options: { ...config.dispatch, leaseMs: config.provider.timeoutMs + LEASE_MARGIN_MS, calling: config.policy, retention: config.retention },
+        provider,
+        options: {
+          ...config.dispatch,
+          // Without idempotency keys a request after an unknown outcome may look, wait, look
+          // again and send: its lease covers the four (src/worker/dispatcher.ts, #lookFirst).
+          leaseMs: timeoutMs * (provider.idempotent ? 1 : 4) + LEASE_MARGIN_MS,
+          settleMs: timeoutMs,
+          calling: config.policy,
+          retention: config.retention,
+        },
         log,
       })
       await untilDatabaseAnswers('worker start-up', () => dispatcher.start(), log, signal)

@@ -22,7 +22,14 @@ t.test('defaults', async (t) => {
     pollMs: 5000,
     shutdownTimeoutMs: 15_000,
   })
-  t.same(c.provider, { baseUrl: undefined, apiKey: undefined, timeoutMs: 10_000 })
+  t.same(c.provider, {
+    name: 'generic',
+    baseUrl: undefined,
+    apiKey: undefined,
+    timeoutMs: 10_000,
+    voicemail: 'NO_ANSWER',
+    vapi: { apiKey: undefined, phoneNumberId: undefined, webhookSecret: undefined, webhookToken: undefined, baseUrl: 'https://api.vapi.ai' },
+  })
   t.equal(c.publicBaseUrl, 'http://127.0.0.1:3000')
   t.same(c.webhook, { secrets: [], apiKey: undefined })
   t.equal(c.logLevel, 'info')
@@ -193,6 +200,23 @@ t.test('behind a transaction pooler: DATABASE_POOLER and DATABASE_DIRECT_URL', a
   t.throws(() => checkModeConfig('all', loadSettings({ DATABASE_POOLER: 'transaction' })), /DATABASE_POOLER: only with DATABASE_URL/)
   t.throws(() => loadSettings({ DATABASE_POOLER: 'session' }), ConfigError, 'none or transaction')
   t.equal(loadSettings({}).databasePooler, 'none')
+})
+
+t.test('PROVIDER=vapi: what each mode needs, named', async (t) => {
+  const { checkModeConfig } = await import('../src/config.ts')
+  const vapi = { PROVIDER: 'vapi', VAPI_API_KEY: 'k', VAPI_PHONE_NUMBER_ID: 'pn', VAPI_WEBHOOK_SECRET: 's', CALLBACK_URL_SECRET: 'a-key-of-at-least-32-characters-000000' }
+  const without = (name: string) => loadSettings(Object.fromEntries(Object.entries(vapi).filter(([k]) => k !== name)))
+  for (const mode of ['worker', 'api', 'all'] as const) t.doesNotThrow(() => checkModeConfig(mode, loadSettings(vapi)), `${mode}: all set`)
+  t.throws(() => checkModeConfig('worker', without('VAPI_API_KEY')), /^VAPI_API_KEY:/)
+  t.throws(() => checkModeConfig('all', without('VAPI_PHONE_NUMBER_ID')), /^VAPI_PHONE_NUMBER_ID:/)
+  t.doesNotThrow(() => checkModeConfig('api', without('VAPI_API_KEY')), 'the API creates no calls')
+  t.throws(() => checkModeConfig('api', without('VAPI_WEBHOOK_SECRET')), /^VAPI_WEBHOOK_SECRET:/, 'the API authenticates server messages')
+  t.doesNotThrow(() => checkModeConfig('api', loadSettings({ ...vapi, VAPI_WEBHOOK_SECRET: '', VAPI_WEBHOOK_TOKEN: 't' })), 'or with the Bearer credential')
+  t.doesNotThrow(() => checkModeConfig('worker', without('VAPI_WEBHOOK_SECRET')), 'a worker receives none')
+  t.throws(() => checkModeConfig('worker', without('CALLBACK_URL_SECRET')), /^CALLBACK_URL_SECRET:/, 'the webhook URL needs a key for its token')
+  t.throws(() => loadSettings({ PROVIDER: 'bland' }), /PROVIDER/)
+  t.throws(() => loadSettings({ VOICEMAIL_OUTCOME: 'FAILED' }), /VOICEMAIL_OUTCOME/)
+  t.equal(loadSettings({ ...vapi, VOICEMAIL_OUTCOME: 'COMPLETED' }).provider.voicemail, 'COMPLETED')
 })
 
 t.test('DATABASE_CONNECTIONS: one budget per process, pools and listeners together', async (t) => {

@@ -66,6 +66,17 @@ export const metrics = {
   callDuration: histogram('orchestrator_call_duration_seconds', 'Call durations the provider reported with its final report.', SLOW),
   callbackLag: histogram('orchestrator_callback_lag_seconds', 'From the provider’s completedAt to its callback reaching us.', QUICK),
   statusStreams: new Gauge({ name: 'orchestrator_status_streams', help: 'Status page event streams open on this process.', registers: [registry] }),
+  unknownEndReasons: counter(
+    'orchestrator_provider_unknown_end_reasons_total',
+    'Final reports whose end reason (Vapi endedReason, Retell disconnection_reason) is not in the provider’s published list: mapped to FAILED. Each new word is logged once.',
+    ['provider'],
+  ),
+  lookups: counter(
+    'orchestrator_provider_lookups_total',
+    'Looks for the calls placed for a dial after an unknown outcome (providers without idempotency keys), by result: found (adopted), none, error (the call is held).',
+    ['result'],
+  ),
+  webhookProgress: counter('orchestrator_webhook_progress_total', 'Provider webhook deliveries acknowledged that report no end (ringing, started, analysed before the end), by provider.', ['provider']),
   slotRefill: histogram(
     'orchestrator_slot_refill_seconds',
     'From a slot being freed (a call ending) to this worker claiming a waiting call into it.',

@@ -60,3 +60,9 @@ export async function capOpensAt(db: Db, phone: string, caps: { perDay: number; 
          ORDER BY started_at DESC OFFSET ${caps.perWeek - 1} LIMIT 1)` : db`NULL::timestamptz`}) AS at`
   return row?.at ?? null
 }
+
+/** When the dial was first claimed (its first request went out after); undefined if it has no row. */
+export async function dialStartedAt(db: Db, callId: string, dial: number): Promise<Date | undefined> {
+  const [row] = await db<{ started_at: Date }[]>`SELECT started_at FROM call_dials WHERE call_id = ${callId} AND dial = ${dial}`
+  return row?.started_at
+}

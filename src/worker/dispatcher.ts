@@ -11,12 +11,13 @@ import { carryOutRequestedActions } from '../services/calls/requests.ts'
 import { metrics } from '../platform/metrics.ts'
 import { observeEnded } from '../services/calls/observe.ts'
 import { claimCalls, LEASE_MARGIN_MS, takeResends, type DispatchPolicy, type Ended } from '../services/dispatch/claim.ts'
-import type { DialResult, ProviderClient } from '../provider/client.ts'
+import type { DialResult, FoundDial, ProviderClient } from '../provider/client.ts'
 import type { Queues } from '../store/queues.ts'
 import { Reconciler } from '../services/dispatch/reconcile.ts'
 import { recordDialResult } from '../services/dispatch/record.ts'
 import { applyPolicyChange, sweep } from '../services/dispatch/sweeps.ts'
 import { WakeListener } from '../store/listener.ts'
+import { dialStartedAt } from '../store/dials.ts'
 
 // One worker process's loop: wait for a wake-up (NOTIFY, the next due time, or the safety
 // poll), send the requests that are due again, claim as many new calls as there are free
@@ -29,7 +30,16 @@ export interface DispatcherOptions extends DispatchPolicy {
   shutdownTimeoutMs: number
   /** Status look-ups per second, at most, from this worker. */
   reconcileRatePerSecond: number
+  /**
+   * With a provider that has no idempotency keys: how long a create that may have placed a call
+   * can take to show in the provider's list (PROVIDER_TIMEOUT_MS). A dial after an unknown
+   * outcome looks, waits this long, looks again, and only then sends; its lease covers all four.
+   */
+  settleMs?: number
 }
+
+/** How far the provider's clock may be from ours when we ask for the calls created since a dial began. */
+const CLOCK_SKEW_MS = 5 * 60_000
 
 /** How long a worker keeps trying to record one answer while the database is away. */
 const RECORD_PATIENCE_MS = 60_000
@@ -280,14 +290,21 @@ export class Dispatcher {
         return
       }
       let result: DialResult
+      // An earlier request of this dial may have placed the call, and the provider cannot tell
+      // a create sent again from a new one: look for it first.
+      const settled = !this.#provider.idempotent && (lapsed || call.outcome_unknown_at) ? await this.#lookFirst(call, log) : undefined
       const sentAt = performance.now()
-      try {
-        result = await this.#provider.dial(
-          { callId: call.id, dial: call.dial, to: call.phone, scriptId: call.script_id, metadata: call.metadata },
-          this.#abort.signal,
-        )
-      } catch (err) {
-        result = { kind: 'unknown', error: `dial failed: ${(err as Error).message}` }
+      if (settled) {
+        result = settled
+      } else {
+        try {
+          result = await this.#provider.dial(
+            { callId: call.id, dial: call.dial, to: call.phone, scriptId: call.script_id, metadata: call.metadata },
+            this.#abort.signal,
+          )
+        } catch (err) {
+          result = { kind: 'unknown', error: `dial failed: ${(err as Error).message}` }
+        }
       }
       const outcome = result.kind === 'not_placed' && !result.retry ? 'refused' : result.kind
       metrics.providerRequests.inc({ outcome })
@@ -297,6 +314,57 @@ export class Dispatcher {
     })()
     this.#inFlight.add(task)
     void task.finally(() => this.#inFlight.delete(task))
+  }
+
+  /**
+   * For a provider without idempotency keys, after an unknown outcome: the call an earlier
+   * request of this dial placed, found by our ids and adopted; or an unknown outcome again when
+   * the look itself fails (the call is held, as after any unknown outcome); or undefined when
+   * two looks, settleMs apart, found nothing: then it is sent again.
+   */
+  async #lookFirst(call: CallRow, log: Logger): Promise<DialResult | undefined> {
+    if (this.#provider.idempotent) return undefined
+    const provider = this.#provider
+    let since: Date
+    try {
+      since = new Date(((await dialStartedAt(this.#sql, call.id, call.dial)) ?? call.created_at).getTime() - CLOCK_SKEW_MS)
+    } catch (err) {
+      return { kind: 'unknown', error: `could not read when dial ${call.dial} began: ${(err as Error).message}` }
+    }
+    for (let look = 1; look <= 2; look++) {
+      let found: FoundDial
+      try {
+        found = await provider.findDialed({ callId: call.id, dial: call.dial, since }, this.#abort.signal)
+      } catch (err) {
+        found = { kind: 'error', error: (err as Error).message }
+      }
+      metrics.lookups.inc({ result: found.kind })
+      if (found.kind === 'found') {
+        log.info('an earlier request placed the call; adopting it', { providerCallId: found.providerCallId, look })
+        return { kind: 'accepted', providerCallId: found.providerCallId }
+      }
+      if (found.kind === 'error') {
+        log.warn('could not look for a call an earlier request may have placed; holding it', { error: found.error })
+        return { kind: 'unknown', error: `could not look for the call an earlier request may have placed: ${found.error}` }
+      }
+      if (look === 1) await this.#pause(this.#options.settleMs ?? 0)
+    }
+    log.info('no call placed by an earlier request; sending again')
+    return undefined
+  }
+
+  /** Waits `ms`, or less if the worker stops. */
+  #pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms)
+      const signal = this.#abort.signal
+      function done() {
+        clearTimeout(timer)
+        signal.removeEventListener('abort', done)
+        resolve()
+      }
+      signal.addEventListener('abort', done)
+    })
   }
 
   /**

@@ -1,5 +1,5 @@
 import { Dispatcher, type DispatcherOptions } from '../../src/worker/dispatcher.ts'
-import { createProviderClient } from '../../src/provider/client.ts'
+import { createProviderClient, type ProviderClient } from '../../src/provider/client.ts'
 import { silentLogger } from '../../src/platform/log.ts'
 import { WEBHOOK_SECRET, type Harness } from './harness.ts'
 
@@ -25,14 +25,14 @@ export async function startDispatcher(
   t: { teardown(fn: () => Promise<void> | void): void },
   h: Pick<Harness, 'sql' | 'url' | 'queue'>,
   providerUrl: string,
-  options: Partial<DispatcherOptions> & { publicBaseUrl?: string; providerTimeoutMs?: number } = {},
+  options: Partial<DispatcherOptions> & { publicBaseUrl?: string; providerTimeoutMs?: number; provider?: ProviderClient } = {},
 ): Promise<Dispatcher> {
-  const { publicBaseUrl = 'http://127.0.0.1:9', providerTimeoutMs = 5_000, ...dispatch } = options
+  const { publicBaseUrl = 'http://127.0.0.1:9', providerTimeoutMs = 5_000, provider, ...dispatch } = options
   const dispatcher = new Dispatcher({
     sql: h.sql,
     listenUrl: h.url,
     queue: h.queue,
-    provider: createProviderClient({ baseUrl: providerUrl, timeoutMs: providerTimeoutMs, publicBaseUrl, callbackSecret: WEBHOOK_SECRET }),
+    provider: provider ?? createProviderClient({ baseUrl: providerUrl, timeoutMs: providerTimeoutMs, publicBaseUrl, callbackSecret: WEBHOOK_SECRET }),
     options: { ...TEST_DISPATCH, ...dispatch },
     log: silentLogger,
   })
