@@ -89,7 +89,10 @@ const EnvSchema = v.object({
   RETRY_FAILED: optionalString,
   RECONCILE_AFTER_SECONDS: int(120, 0, 86_400),
   RECONCILE_RATE_PER_SECOND: int(5, 1, 1_000),
-  PROVIDER: v.optional(v.picklist(['generic', 'vapi'], 'must be generic or vapi'), 'generic'),
+  PROVIDER: v.optional(v.picklist(['generic', 'vapi', 'retell'], 'must be generic, vapi or retell'), 'generic'),
+  RETELL_API_KEY: optionalString,
+  RETELL_FROM_NUMBER: optionalString,
+  RETELL_BASE_URL: v.optional(httpUrl, 'https://api.retellai.com'),
   VAPI_API_KEY: optionalString,
   VAPI_PHONE_NUMBER_ID: optionalString,
   VAPI_WEBHOOK_SECRET: optionalString,
@@ -179,8 +182,8 @@ export interface Config {
     shutdownTimeoutMs: number
   }
   provider: {
-    /** PROVIDER: generic (the brief's contract, and the simulator) or vapi. */
-    name: 'generic' | 'vapi'
+    /** PROVIDER: generic (the brief's contract, and the simulator), vapi or retell. */
+    name: 'generic' | 'vapi' | 'retell'
     /** The generic provider's PROVIDER_BASE_URL. */
     baseUrl: string | undefined
     apiKey: string | undefined
@@ -188,6 +191,7 @@ export interface Config {
     /** VOICEMAIL_OUTCOME: what a call that reached voicemail counts as. */
     voicemail: 'NO_ANSWER' | 'COMPLETED'
     vapi: { apiKey: string | undefined; phoneNumberId: string | undefined; webhookSecret: string | undefined; webhookToken: string | undefined; baseUrl: string }
+    retell: { apiKey: string | undefined; fromNumber: string | undefined; baseUrl: string }
   }
   publicBaseUrl: string
   /** The calling policy as configured; src/settings.ts makes the domain's CallingPolicy of it. */
@@ -427,6 +431,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       timeoutMs: e.PROVIDER_TIMEOUT_MS,
       voicemail: e.VOICEMAIL_OUTCOME,
       vapi: { apiKey: e.VAPI_API_KEY, phoneNumberId: e.VAPI_PHONE_NUMBER_ID, webhookSecret: e.VAPI_WEBHOOK_SECRET, webhookToken: e.VAPI_WEBHOOK_TOKEN, baseUrl: e.VAPI_BASE_URL },
+      retell: { apiKey: e.RETELL_API_KEY, fromNumber: e.RETELL_FROM_NUMBER, baseUrl: e.RETELL_BASE_URL },
     },
     publicBaseUrl: e.PUBLIC_BASE_URL ?? `http://127.0.0.1:${e.PORT}`,
     calling: parseCalling(e),
@@ -463,6 +468,17 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
 
 export type Mode = 'api' | 'worker' | 'all' | 'migrate' | 'simulator'
 
+/** PROVIDER=retell: the API key creates calls and verifies webhooks; a worker also needs the number to call from. */
+function checkRetell(mode: Mode, config: Config): void {
+  const retell = config.provider.retell
+  if ((mode === 'worker' || mode === 'all' || mode === 'api') && !retell.apiKey) {
+    throw new ConfigError('RETELL_API_KEY: with PROVIDER=retell the API key (the one with the webhook badge) creates calls and verifies Retell\'s webhooks; set it')
+  }
+  if ((mode === 'worker' || mode === 'all') && !retell.fromNumber) {
+    throw new ConfigError('RETELL_FROM_NUMBER: with PROVIDER=retell calls are placed from a number bought from or imported into Retell; set it (E.164)')
+  }
+}
+
 /** PROVIDER=vapi: a worker needs its key and number; whatever serves callbacks needs a way to authenticate Vapi's. */
 function checkVapi(mode: Mode, config: Config): void {
   const vapi = config.provider.vapi
@@ -491,6 +507,7 @@ export function checkModeConfig(mode: Mode, config: Config): void {
     throw new ConfigError('DATABASE_DIRECT_URL: workers LISTEN for wake-ups, which a pooler in transaction mode cannot carry; set a direct (or session-mode) URL to the same database')
   }
   if (config.provider.name === 'vapi') checkVapi(mode, config)
+  if (config.provider.name === 'retell') checkRetell(mode, config)
   const generic = config.provider.name === 'generic'
   const dials = mode === 'worker' || (mode === 'all' && (config.provider.baseUrl || !generic))
   if (mode === 'worker' && generic && !config.provider.baseUrl) {

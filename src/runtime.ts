@@ -24,6 +24,7 @@ import { LEASE_MARGIN_MS } from './services/dispatch/claim.ts'
 import { Dispatcher } from './worker/dispatcher.ts'
 import { createProviderClient, type ProviderClient } from './provider/client.ts'
 import { createVapiClient, createVapiWebhook } from './provider/vapi.ts'
+import { createRetellClient, createRetellWebhook } from './provider/retell.ts'
 import type { ProviderWebhook } from './provider/webhook.ts'
 import { Queues } from './store/queues.ts'
 import { createApp } from './http/app.ts'
@@ -104,6 +105,10 @@ function providerClient(config: Config, genericUrl: string | undefined, secret: 
   if (config.provider.name === 'vapi') {
     return createVapiClient({ apiKey: vapi.apiKey!, phoneNumberId: vapi.phoneNumberId!, baseUrl: vapi.baseUrl, timeoutMs, publicBaseUrl: config.publicBaseUrl, callbackSecret: secret, voicemail })
   }
+  if (config.provider.name === 'retell') {
+    const { retell } = config.provider
+    return createRetellClient({ apiKey: retell.apiKey!, fromNumber: retell.fromNumber!, baseUrl: retell.baseUrl, timeoutMs, publicBaseUrl: config.publicBaseUrl, callbackSecret: secret, voicemail })
+  }
   if (!genericUrl) throw new Error('worker mode needs PROVIDER_BASE_URL (only "all" mode falls back to the simulator)')
   return createProviderClient({ baseUrl: genericUrl, apiKey: config.provider.apiKey, timeoutMs, publicBaseUrl: config.publicBaseUrl, callbackSecret: secret })
 }
@@ -112,6 +117,7 @@ function providerClient(config: Config, genericUrl: string | undefined, secret: 
 function providerWebhook(config: Config, log: Logger): ProviderWebhook | undefined {
   const { vapi, voicemail } = config.provider
   if (config.provider.name === 'vapi') return createVapiWebhook({ secret: vapi.webhookSecret, token: vapi.webhookToken, voicemail, log: log.child({ provider: 'vapi' }) })
+  if (config.provider.name === 'retell') return createRetellWebhook({ apiKey: config.provider.retell.apiKey, voicemail, log: log.child({ provider: 'retell' }) })
   return undefined
 }
 
@@ -384,6 +390,8 @@ export async function startOrchestrator(
     if (runsWorker) {
       const provider = providerClient(config, providerUrl, callbackSecret(webhook))
       log.info('provider', { provider: provider.name, idempotent: provider.idempotent })
+      // Where the provider publishes the account's limit (Retell), one below ours is said at start.
+      void provider.checkLimit?.(config.dispatch.maxConcurrentCalls, log)
       const timeoutMs = config.provider.timeoutMs
       const dispatcher = new Dispatcher({
         sql,

@@ -29,6 +29,7 @@ t.test('defaults', async (t) => {
     timeoutMs: 10_000,
     voicemail: 'NO_ANSWER',
     vapi: { apiKey: undefined, phoneNumberId: undefined, webhookSecret: undefined, webhookToken: undefined, baseUrl: 'https://api.vapi.ai' },
+    retell: { apiKey: undefined, fromNumber: undefined, baseUrl: 'https://api.retellai.com' },
   })
   t.equal(c.publicBaseUrl, 'http://127.0.0.1:3000')
   t.same(c.webhook, { secrets: [], apiKey: undefined })
@@ -215,6 +216,11 @@ t.test('PROVIDER=vapi: what each mode needs, named', async (t) => {
   t.doesNotThrow(() => checkModeConfig('worker', without('VAPI_WEBHOOK_SECRET')), 'a worker receives none')
   t.throws(() => checkModeConfig('worker', without('CALLBACK_URL_SECRET')), /^CALLBACK_URL_SECRET:/, 'the webhook URL needs a key for its token')
   t.throws(() => loadSettings({ PROVIDER: 'bland' }), /PROVIDER/)
+  const retell = { PROVIDER: 'retell', RETELL_API_KEY: 'k', RETELL_FROM_NUMBER: '+14155550100', CALLBACK_URL_SECRET: 'a-key-of-at-least-32-characters-000000' }
+  for (const mode of ['worker', 'api', 'all'] as const) t.doesNotThrow(() => checkModeConfig(mode, loadSettings(retell)), `retell, ${mode}: all set`)
+  t.throws(() => checkModeConfig('api', loadSettings({ ...retell, RETELL_API_KEY: '' })), /^RETELL_API_KEY:/, 'the API verifies webhooks with the key')
+  t.throws(() => checkModeConfig('worker', loadSettings({ ...retell, RETELL_FROM_NUMBER: '' })), /^RETELL_FROM_NUMBER:/)
+  t.doesNotThrow(() => checkModeConfig('api', loadSettings({ ...retell, RETELL_FROM_NUMBER: '' })), 'the API places no calls')
   t.throws(() => loadSettings({ VOICEMAIL_OUTCOME: 'FAILED' }), /VOICEMAIL_OUTCOME/)
   t.equal(loadSettings({ ...vapi, VOICEMAIL_OUTCOME: 'COMPLETED' }).provider.voicemail, 'COMPLETED')
 })

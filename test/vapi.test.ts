@@ -7,11 +7,10 @@ import { metrics } from '../src/platform/metrics.ts'
 import { webhookUrl } from '../src/provider/client.ts'
 import { createVapiClient, createVapiWebhook, vapiCallName } from '../src/provider/vapi.ts'
 import { startDispatcher } from './support/dispatcher.ts'
-import { FakeVapi, vapiSignature, type CreateFault } from './support/fake-vapi.ts'
+import { FakeVapi, vapiSignature, type CreateBody, type CreateFault } from './support/fake-vapi.ts'
+import { threeCallsThroughAll, throughFaults } from './support/never-twice.ts'
+import { waitFor } from './support/processes.ts'
 import { createHarness, WEBHOOK_SECRET } from './support/harness.ts'
-import { newPhone } from './support/factory.ts'
-import { freePort, runBinary, waitFor } from './support/processes.ts'
-import { createTestDatabase } from './support/db.ts'
 
 // The Vapi adapter (src/provider/vapi.ts) against a fake of Vapi's API written from its
 // published description (test/support/fake-vapi.ts): the create it sends, what each answer
@@ -163,95 +162,28 @@ t.test('server messages: the report and a status-update "ended" end the call; th
 })
 
 t.test('end to end with a worker: creates that may have placed the call are looked for, never sent twice', async (t) => {
-  const LIMIT = 4
-  const webhook = createVapiWebhook({ secret: SECRET, token: undefined, voicemail: 'NO_ANSWER', log: silentLogger })
-  const h = await createHarness(t, { webhook, maxConcurrentCalls: LIMIT })
-  const api = await listen(h.app, { host: '127.0.0.1', port: 0 })
-  t.teardown(() => api.close())
-  const reasons = ['customer-ended-call', 'customer-busy', 'customer-did-not-answer', 'voicemail', 'pipeline-error-openai-llm-failed']
-  const faults: CreateFault[] = ['502-after', 'drop-after', 'late', '502-before', 'none', 'none']
-  const fake = await fakeVapi(t, {
-    // Longer than a resend's backoff (1 s): the call is still live when it is looked for.
-    durationMs: 1_500,
-    lateMs: 700,
-    listDelayMs: 100,
-    statusUpdate: true,
-    // The first create of every call meets a fault; later ones go through.
-    fault: (_n, body) => (fake.creates.filter((c) => c.body.name === body.name).length === 0 ? faults[Number(body.assistantOverrides?.variableValues?.i) % faults.length]! : 'none'),
-    endedReason: (body) => reasons[Number(body.assistantOverrides?.variableValues?.i) % reasons.length]!,
+  await throughFaults<CreateBody>(t, {
+    webhook: createVapiWebhook({ secret: SECRET, token: undefined, voicemail: 'NO_ANSWER', log: silentLogger }),
+    fake: (o) => fakeVapi(t, { ...o, statusUpdate: true }),
+    indexOf: (body) => Number(body.assistantOverrides?.variableValues?.i),
+    dialOf: (body) => body.name ?? '',
+    client: (url, publicBaseUrl, timeoutMs) =>
+      createVapiClient({ apiKey: API_KEY, phoneNumberId: PHONE_NUMBER_ID, baseUrl: url, timeoutMs, publicBaseUrl, callbackSecret: WEBHOOK_SECRET, voicemail: 'NO_ANSWER' }),
+    reasons: [
+      ['customer-ended-call', 'COMPLETED'],
+      ['customer-busy', 'BUSY'],
+      ['customer-did-not-answer', 'NO_ANSWER'],
+      ['voicemail', 'NO_ANSWER'],
+      ['pipeline-error-openai-llm-failed', 'FAILED'],
+    ],
   })
-  const vapi = createVapiClient({
-    apiKey: API_KEY,
-    phoneNumberId: PHONE_NUMBER_ID,
-    baseUrl: fake.url,
-    timeoutMs: 400,
-    publicBaseUrl: `http://127.0.0.1:${api.port}`,
-    callbackSecret: WEBHOOK_SECRET,
-    voicemail: 'NO_ANSWER',
-  })
-  await startDispatcher(t, h, fake.url, { provider: vapi, pollMs: 100, maxConcurrentCalls: LIMIT, leaseMs: 4 * 400 + 5_000, settleMs: 400, retryBaseSeconds: 1, retryMaxSeconds: 1, maxAttempts: 4 })
-
-  const looked = async (result: string) => (await metrics.lookups.get()).values.find((v) => v.labels.result === result)?.value ?? 0
-  const before = { found: await looked('found'), none: await looked('none') }
-  const phones = Array.from({ length: 6 }, () => newPhone())
-  const ids: string[] = []
-  for (let i = 0; i < 24; i++) {
-    const res = await h.call('POST', '/calls', { to: phones[i % phones.length], scriptId: 'asst-1', metadata: { i } })
-    t.equal(res.status, 201)
-    ids.push(res.body.id)
-  }
-  await waitFor('every call ended', async () => {
-    const open = await h.sql`SELECT 1 FROM calls WHERE id IN ${h.sql(ids)} AND status IN ('PENDING', 'IN_PROGRESS')`
-    return open.length === 0
-  }, 60_000)
-
-  t.same(fake.placedTwice(), [], 'no dial placed twice')
-  t.ok(fake.maxLive <= LIMIT, `at most ${LIMIT} live at Vapi (${fake.maxLive})`)
-  t.equal(fake.phoneOverlaps, 0, 'never two live on one phone')
-  t.equal(fake.calls.size, 24, 'every call placed once')
-  // Of each six calls, three first creates placed the call without our learning its id, and one placed nothing.
-  t.equal((await looked('found')) - before.found, 12, 'the 12 calls placed by an unanswered create were found and adopted')
-  t.equal((await looked('none')) - before.none, 8, 'for the 4 whose create placed nothing, two looks found nothing')
-  t.equal(fake.creates.length, 28, 'and only those 4 were sent again')
-  const rows = await h.sql<{ id: string; status: string; provider_status: string; metadata: { i: number } }[]>`SELECT id, status, provider_status, metadata FROM calls WHERE id IN ${h.sql(ids)}`
-  const expected = ['COMPLETED', 'BUSY', 'NO_ANSWER', 'NO_ANSWER', 'FAILED']
-  t.same(rows.filter((r) => r.provider_status !== expected[r.metadata.i % expected.length]), [], "every call's providerStatus is Vapi's endedReason mapped")
-  t.ok(fake.webhookAnswers.every((s) => s === 200), 'every server message answered 200')
-  const names = new Set([...fake.calls.values()].map((c) => c.body.name))
-  t.ok(ids.every((id) => names.has(vapiCallName(id, 1))), 'each under its own name')
 })
 
 t.test('bin/orchestrator all with PROVIDER=vapi: calls go to Vapi, its server messages end them', async (t) => {
-  const h = await createTestDatabase(t)
-  const fake = await fakeVapi(t, { durationMs: 50, endedReason: () => 'assistant-ended-call' })
-  const port = await freePort()
-  const proc = runBinary(t, 'all', {
-    DATABASE_URL: h.url,
-    DATABASE_CONNECTIONS: '8',
-    PORT: String(port),
-    PUBLIC_BASE_URL: `http://127.0.0.1:${port}`,
-    PROVIDER: 'vapi',
-    VAPI_BASE_URL: fake.url,
-    VAPI_API_KEY: API_KEY,
-    VAPI_PHONE_NUMBER_ID: PHONE_NUMBER_ID,
-    VAPI_WEBHOOK_SECRET: SECRET,
-    CALLBACK_URL_SECRET: 'a-key-of-at-least-32-characters-000000',
-    WORKER_POLL_MS: '200',
-  })
-  const api = `http://127.0.0.1:${port}`
-  await waitFor('the API', async () => (await fetch(`${api}/readyz`).catch(() => undefined))?.ok, 30_000)
-  const ids: string[] = []
-  for (const phone of [newPhone(), newPhone(), newPhone()]) {
-    const res = await fetch(`${api}/calls`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ to: phone, scriptId: 'asst-7' }) })
-    t.equal(res.status, 201)
-    ids.push(((await res.json()) as { id: string }).id)
-  }
-  await waitFor('every call completed', async () => {
-    const rows = await h.sql<{ status: string }[]>`SELECT status FROM calls WHERE id IN ${h.sql(ids)}`
-    return rows.every((r) => r.status === 'COMPLETED')
-  }, 30_000)
+  const fake = await fakeVapi(t, { durationMs: 50, endReason: () => 'assistant-ended-call' })
+  const { api } = await threeCallsThroughAll(t, { PROVIDER: 'vapi', VAPI_BASE_URL: fake.url, VAPI_API_KEY: API_KEY, VAPI_PHONE_NUMBER_ID: PHONE_NUMBER_ID, VAPI_WEBHOOK_SECRET: SECRET }, 'asst-7')
   t.equal(fake.calls.size, 3, 'Vapi placed three calls')
   t.ok([...fake.calls.values()].every((c) => c.body.assistantId === 'asst-7' && c.body.assistantOverrides?.server?.url?.startsWith(`${api}/callbacks/call-status?`)), 'with our webhook URL')
-  t.ok(fake.webhookAnswers.length >= 3 && fake.webhookAnswers.every((s) => s === 200), 'its server messages were taken')
-  t.notMatch(proc.output(), /"level":(50|60)/, 'no error logged')
+  await waitFor('a report for each', async () => fake.webhookAnswers.length >= 3, 30_000)
+  t.ok(fake.webhookAnswers.every((s) => s === 200), 'its server messages were taken')
 })

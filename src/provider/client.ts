@@ -1,6 +1,7 @@
 import { ofetch } from 'ofetch'
 import { callbackToken } from '../domain/callback-token.ts'
 import { parseRetryAfterMs } from '../domain/backoff.ts'
+import type { Logger } from '../platform/log.ts'
 
 // The AI-call provider's API, as docs/dispatch.md, "The provider contract" describes it: POST a dial
 // with an Idempotency-Key, GET a call's status by the provider's id.
@@ -46,6 +47,8 @@ interface ProviderBase {
   readonly name: ProviderName
   dial(request: DialRequest, signal?: AbortSignal): Promise<DialResult>
   lookup(providerCallId: string, signal?: AbortSignal): Promise<LookupResult>
+  /** At a worker's start: says (logs) whether the account can have MAX_CONCURRENT_CALLS in flight, where the provider tells. */
+  checkLimit?(maxConcurrentCalls: number, log: Logger): Promise<void>
 }
 
 /**
@@ -169,6 +172,39 @@ export function classifyCreate(
   if (status >= 500) return { kind: 'unknown', error, retryAfterMs }
   const retry = refusal?.(status, body) ?? TRANSIENT_REFUSALS.has(status)
   return retry ? { kind: 'not_placed', retry: true, error, retryAfterMs } : { kind: 'not_placed', retry: false, error }
+}
+
+/** POSTs a create and classifies its answer; a request that threw is classified by whether it can have been sent. */
+export async function sendCreate(exchange: Exchange, url: string, body: Record<string, unknown>, signal: AbortSignal | undefined, classify: (answer: RawAnswer) => DialResult): Promise<DialResult> {
+  let answer: RawAnswer
+  try {
+    answer = await exchange(url, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body }, signal)
+  } catch (err) {
+    return unsent(err)
+  }
+  return classify(answer)
+}
+
+/** A read's JSON (`what` names it in errors): a failed exchange, a non-2xx answer and a body that is not JSON are returned as errors. */
+export async function fetchJson<T>(
+  exchange: Exchange,
+  url: string,
+  init: { method: string; body?: Record<string, unknown> },
+  what: string,
+  signal: AbortSignal | undefined,
+): Promise<{ ok: true; value: T } | { ok: false; error: string; retryAfterMs?: number | undefined }> {
+  let answer: RawAnswer
+  try {
+    answer = await exchange(url, { ...init, ...(init.body ? { headers: { 'Content-Type': 'application/json' } } : {}) }, signal)
+  } catch (err) {
+    return { ok: false, error: (err as Error).message }
+  }
+  if (answer.status < 200 || answer.status >= 300) return { ok: false, error: `${what} answered ${answer.status}: ${excerpt(answer.body)}`, retryAfterMs: answer.retryAfterMs }
+  try {
+    return { ok: true, value: JSON.parse(answer.body) as T }
+  } catch {
+    return { ok: false, error: `${what} answered with a body that is not JSON: ${excerpt(answer.body)}` }
+  }
 }
 
 /** A request that threw: unknown if it can have reached the provider, else not placed (worth sending again). */

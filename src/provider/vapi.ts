@@ -1,6 +1,6 @@
 import { createHmac, timingSafeEqual } from 'node:crypto'
 import type { Logger } from '../platform/log.ts'
-import { classifyCreate, excerpt, httpExchange, unsent, webhookUrl, type DialResult, type FoundDial, type LookupResult, type ProviderClient } from './client.ts'
+import { classifyCreate, fetchJson, httpExchange, sendCreate, webhookUrl, type DialResult, type FoundDial, type LookupResult, type ProviderClient } from './client.ts'
 import { vapiEnd, type VoicemailOutcome } from './end-reasons.ts'
 import { WEBHOOK_TOLERANCE_MS, type FinalReport, type HeaderOf, type ProviderWebhook, type WebhookReading, type WebhookSender } from './webhook.ts'
 import { noteEndReason } from './observe.ts'
@@ -47,52 +47,27 @@ export function createVapiClient(options: VapiOptions): ProviderClient {
     idempotent: false,
 
     async dial(request, signal): Promise<DialResult> {
-      let answer
-      try {
-        answer = await exchange(
-          `${base}/call`,
-          {
-            method: 'POST',
-            headers: { 'Content-Type': 'application/json' },
-            body: {
-              assistantId: request.scriptId,
-              phoneNumberId: options.phoneNumberId,
-              customer: { number: request.to },
-              name: vapiCallName(request.callId, request.dial),
-              assistantOverrides: {
-                variableValues: request.metadata,
-                metadata: { orchestratorCallId: request.callId, orchestratorDial: request.dial },
-                server: { url: webhookUrl(options.publicBaseUrl, request.callId, request.dial, options.callbackSecret) },
-              },
-            },
-          },
-          signal,
-        )
-      } catch (err) {
-        return unsent(err)
+      const body = {
+        assistantId: request.scriptId,
+        phoneNumberId: options.phoneNumberId,
+        customer: { number: request.to },
+        name: vapiCallName(request.callId, request.dial),
+        assistantOverrides: {
+          variableValues: request.metadata,
+          metadata: { orchestratorCallId: request.callId, orchestratorDial: request.dial },
+          server: { url: webhookUrl(options.publicBaseUrl, request.callId, request.dial, options.callbackSecret) },
+        },
       }
       // A 400 about the account's concurrency limit placed nothing: worth sending again later.
-      return classifyCreate(answer, { name: 'call id', of: (json) => (json as VapiCall | null)?.id }, (status, body) =>
-        status === 400 && /concurrency/i.test(body) ? true : undefined,
+      return sendCreate(exchange, `${base}/call`, body, signal, (answer) =>
+        classifyCreate(answer, { name: 'call id', of: (json) => (json as VapiCall | null)?.id }, (status, text) => (status === 400 && /concurrency/i.test(text) ? true : undefined)),
       )
     },
 
     async lookup(providerCallId, signal): Promise<LookupResult> {
-      let answer
-      try {
-        answer = await exchange(`${base}/call/${encodeURIComponent(providerCallId)}`, { method: 'GET' }, signal)
-      } catch (err) {
-        return { kind: 'error', error: (err as Error).message }
-      }
-      if (answer.status < 200 || answer.status >= 300) {
-        return { kind: 'error', error: `GET /call answered ${answer.status}: ${excerpt(answer.body)}`, retryAfterMs: answer.retryAfterMs }
-      }
-      let call: VapiCall
-      try {
-        call = JSON.parse(answer.body) as VapiCall
-      } catch {
-        return { kind: 'error', error: `GET /call answered with a body that is not JSON: ${excerpt(answer.body)}` }
-      }
+      const got = await fetchJson<VapiCall>(exchange, `${base}/call/${encodeURIComponent(providerCallId)}`, { method: 'GET' }, 'GET /call', signal)
+      if (!got.ok) return { kind: 'error', error: got.error, retryAfterMs: got.retryAfterMs }
+      const call = got.value
       if (call?.id !== providerCallId) return { kind: 'error', error: `GET /call/${providerCallId} answered about ${String(call?.id)}` }
       if (call.status !== 'ended') return { kind: 'live', status: String(call.status) }
       const end = vapiEnd(typeof call.endedReason === 'string' ? call.endedReason : '', options.voicemail)
@@ -101,20 +76,10 @@ export function createVapiClient(options: VapiOptions): ProviderClient {
 
     async findDialed({ callId, dial, since }, signal): Promise<FoundDial> {
       const query = new URLSearchParams({ createdAtGe: since.toISOString(), limit: String(LIST_LIMIT), phoneNumberId: options.phoneNumberId })
-      let answer
-      try {
-        answer = await exchange(`${base}/call?${query}`, { method: 'GET' }, signal)
-      } catch (err) {
-        return { kind: 'error', error: (err as Error).message }
-      }
-      if (answer.status < 200 || answer.status >= 300) return { kind: 'error', error: `GET /call answered ${answer.status}: ${excerpt(answer.body)}` }
-      let calls: VapiCall[]
-      try {
-        calls = JSON.parse(answer.body) as VapiCall[]
-      } catch {
-        return { kind: 'error', error: `GET /call answered with a body that is not JSON: ${excerpt(answer.body)}` }
-      }
-      if (!Array.isArray(calls)) return { kind: 'error', error: `GET /call answered something other than a list: ${excerpt(answer.body)}` }
+      const got = await fetchJson<VapiCall[]>(exchange, `${base}/call?${query}`, { method: 'GET' }, 'GET /call', signal)
+      if (!got.ok) return { kind: 'error', error: got.error }
+      const calls = got.value
+      if (!Array.isArray(calls)) return { kind: 'error', error: 'GET /call answered something other than a list' }
       // Vapi filters by time and number only: ours are told by the ids we sent with the create.
       const ours = calls.filter((c) => {
         const m = c?.assistantOverrides?.metadata
