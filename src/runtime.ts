@@ -368,6 +368,7 @@ export async function startOrchestrator(
           apiKey: webhook.apiKey,
           urlSecret: webhook.urlSecret,
           webhook: providerWebhook(config, log),
+          backoff: { baseSeconds: config.dispatch.retryBaseSeconds, maxSeconds: config.dispatch.retryMaxSeconds },
           log,
           calling: config.policy,
         }),

@@ -1,16 +1,19 @@
 import t from 'tap'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { listen } from '../src/platform/serve.ts'
 import { silentLogger } from '../src/platform/log.ts'
 import { metrics } from '../src/platform/metrics.ts'
 import { webhookUrl } from '../src/provider/client.ts'
 import { createVapiClient, createVapiWebhook, vapiCallName } from '../src/provider/vapi.ts'
-import { startDispatcher } from './support/dispatcher.ts'
 import { FakeVapi, vapiSignature, type CreateBody, type CreateFault } from './support/fake-vapi.ts'
 import { threeCallsThroughAll, throughFaults } from './support/never-twice.ts'
 import { waitFor } from './support/processes.ts'
-import { createHarness, WEBHOOK_SECRET } from './support/harness.ts'
+import { createHarness, readResponse, registerWorker, WEBHOOK_SECRET } from './support/harness.ts'
+import { callbackPath, inFlightCall, POLICY } from './support/callbacks.ts'
+import { callRow } from './support/inspect.ts'
+import { newPhone } from './support/factory.ts'
+import { claimCalls } from '../src/services/dispatch/claim.ts'
+import { recordDialResult } from '../src/services/dispatch/record.ts'
 
 // The Vapi adapter (src/provider/vapi.ts) against a fake of Vapi's API written from its
 // published description (test/support/fake-vapi.ts): the create it sends, what each answer
@@ -186,4 +189,32 @@ t.test('bin/orchestrator all with PROVIDER=vapi: calls go to Vapi, its server me
   t.ok([...fake.calls.values()].every((c) => c.body.assistantId === 'asst-7' && c.body.assistantOverrides?.server?.url?.startsWith(`${api}/callbacks/call-status?`)), 'with our webhook URL')
   await waitFor('a report for each', async () => fake.webhookAnswers.length >= 3, 30_000)
   t.ok(fake.webhookAnswers.every((s) => s === 200), 'its server messages were taken')
+})
+
+t.test("a concurrency refusal at the end of a call: nothing rang, so a new dial after the backoff, not a failure", async (t) => {
+  const webhook = createVapiWebhook({ secret: SECRET, token: undefined, voicemail: 'NO_ANSWER', log: silentLogger })
+  const h = await createHarness(t, { webhook })
+  const call = await inFlightCall(h, await registerWorker(h), newPhone(), 'v-refused')
+  const deliver = async (endedReason: string, id: string, dial: number) => {
+    const body = JSON.stringify({ message: { type: 'end-of-call-report', endedReason, call: { id } } })
+    const at = String(Math.floor(Date.now() / 1000))
+    return readResponse(
+      await h.app.request(callbackPath(call.id, dial), { method: 'POST', headers: { 'content-type': 'application/json', 'x-signature': vapiSignature(SECRET, at, body), 'x-timestamp': at }, body }),
+    )
+  }
+  const res = await deliver('call.start.error-subscription-concurrency-limit-reached', 'v-refused', 1)
+  t.same([res.status, res.body], [200, { verdict: 'applied', callId: call.id, status: 'PENDING' }], 'the call waits for a new dial')
+  const row = await callRow(h, call.id)
+  t.ok(row.next_attempt_at && row.next_attempt_at.getTime() > Date.now(), 'after the backoff')
+  t.match(row.last_error, /placed nothing \(call\.start\.error-subscription-concurrency-limit-reached\)/)
+  const dials = await h.sql<{ dial: number; outcome: string }[]>`SELECT dial, outcome FROM call_dials WHERE call_id = ${call.id}`
+  t.same(dials, [{ dial: 1, outcome: 'refused' }], 'the dial that placed nothing is refused, not FAILED')
+  // The next dial, placed this time, ends as Vapi says.
+  await h.sql`UPDATE calls SET next_attempt_at = now() WHERE id = ${call.id}`
+  await h.sql`UPDATE pgboss.job SET start_after = now() WHERE id = ${row.job_id}`
+  const { claimed } = await claimCalls(h.sql, h.queue, POLICY, await registerWorker(h), 30)
+  t.same(claimed.map((c) => [c.id, c.dial]), [[call.id, 2]], 'dialed again, as dial 2')
+  await recordDialResult(h.sql, h.queue, POLICY, claimed[0]!, { kind: 'accepted', providerCallId: 'v-placed' })
+  const ended = await deliver('customer-ended-call', 'v-placed', 2)
+  t.same(ended.body, { verdict: 'applied', callId: call.id, status: 'COMPLETED' })
 })

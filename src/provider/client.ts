@@ -32,7 +32,7 @@ export const FINAL_PROVIDER_STATUSES = ['COMPLETED', 'FAILED', 'BUSY', 'NO_ANSWE
 export type FinalProviderStatus = (typeof FINAL_PROVIDER_STATUSES)[number]
 
 export type LookupResult =
-  | { kind: 'final'; status: FinalProviderStatus; providerCallId: string; durationSec: number | null; completedAt: Date | null }
+  | { kind: 'final'; status: FinalProviderStatus; providerCallId: string; durationSec: number | null; completedAt: Date | null; notPlaced?: boolean }
   | { kind: 'live'; status: string }
   /** The provider has no status endpoint (404, 405, 501): fall back to CALL_TIMEOUT_SECONDS. */
   | { kind: 'unsupported'; error: string }

@@ -65,7 +65,7 @@ export function createRetellClient(options: RetellOptions): ProviderClient {
       if (call?.call_id !== providerCallId) return { kind: 'error', error: `get-call ${providerCallId} answered about ${String(call?.call_id)}` }
       if (typeof call.call_status !== 'string' || LIVE.has(call.call_status)) return { kind: 'live', status: String(call.call_status) }
       const end = retellEnd(typeof call.disconnection_reason === 'string' ? call.disconnection_reason : '', options.voicemail)
-      return { kind: 'final', status: end.status, providerCallId, ...timesOf(call) }
+      return { kind: 'final', status: end.status, providerCallId, ...timesOf(call), ...(end.notPlaced ? { notPlaced: true } : {}) }
     },
 
     async findDialed({ callId, dial }, signal): Promise<FoundDial> {
@@ -148,7 +148,7 @@ export function createRetellWebhook(options: { apiKey: string | undefined; voice
       const reason = typeof call?.disconnection_reason === 'string' ? call.disconnection_reason : ''
       const end = retellEnd(reason, options.voicemail)
       noteEndReason('retell', reason, end, options.log)
-      return { kind: 'final', report: { providerCallId: id, providerStatus: end.status, endReason: reason || null, ...timesOf(call!) } }
+      return { kind: 'final', report: { providerCallId: id, providerStatus: end.status, endReason: reason || null, ...timesOf(call!), ...(end.notPlaced ? { notPlaced: true } : {}) } }
     },
   }
 }

@@ -71,7 +71,7 @@ export function createVapiClient(options: VapiOptions): ProviderClient {
       if (call?.id !== providerCallId) return { kind: 'error', error: `GET /call/${providerCallId} answered about ${String(call?.id)}` }
       if (call.status !== 'ended') return { kind: 'live', status: String(call.status) }
       const end = vapiEnd(typeof call.endedReason === 'string' ? call.endedReason : '', options.voicemail)
-      return { kind: 'final', status: end.status, providerCallId, ...timesOf(call) }
+      return { kind: 'final', status: end.status, providerCallId, ...timesOf(call), ...(end.notPlaced ? { notPlaced: true } : {}) }
     },
 
     async findDialed({ callId, dial, since }, signal): Promise<FoundDial> {
@@ -154,7 +154,7 @@ export function createVapiWebhook(options: VapiWebhookOptions): ProviderWebhook 
       const end = vapiEnd(reason, options.voicemail)
       noteEndReason('vapi', reason, end, options.log)
       const times = timesOf({ startedAt: message.startedAt ?? message.call?.startedAt, endedAt: message.endedAt ?? message.call?.endedAt })
-      const report: FinalReport = { providerCallId: id, providerStatus: end.status, endReason: reason || null, ...times }
+      const report: FinalReport = { providerCallId: id, providerStatus: end.status, endReason: reason || null, ...times, ...(end.notPlaced ? { notPlaced: true } : {}) }
       return { kind: 'final', report }
     },
   }

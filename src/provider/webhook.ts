@@ -22,6 +22,8 @@ export interface FinalReport {
   completedAt: Date | null
   /** The provider's own word for how it ended (Vapi's endedReason, Retell's disconnection_reason); null for the generic contract. */
   endReason: string | null
+  /** The provider never placed the call (its concurrency limit): nothing rang. */
+  notPlaced?: boolean
 }
 
 export type WebhookReading =

@@ -14,6 +14,7 @@ import { refusalTally, throttled, type Logger } from '../../platform/log.ts'
 import type { CallingPolicy } from '../../domain/policy.ts'
 import { metrics } from '../../platform/metrics.ts'
 import { deliveredBefore, keepRefused, receiveReport, type Delivery } from '../../services/callbacks/receive.ts'
+import type { RefusalBackoff } from '../../services/callbacks/apply.ts'
 import { verifyCallbackSignature } from '../../domain/signature.ts'
 import { urlTokenSecrets, verifyCallbackToken } from '../../domain/callback-token.ts'
 
@@ -57,6 +58,8 @@ export interface CallbackDeps {
   apiKey: string | undefined
   /** CALLBACK_URL_SECRET: the URL tokens' key when set, else the secrets (src/domain/callback-token.ts). */
   urlSecret?: string | undefined
+  /** RETRY_BASE_SECONDS and RETRY_MAX_SECONDS: a new dial after the provider refused to place one waits this backoff. */
+  backoff?: RefusalBackoff | undefined
   /** The provider's webhook (Vapi, Retell): who sent a delivery and what it says. Absent: the generic contract, with `secrets` and `apiKey`. */
   webhook?: ProviderWebhook | undefined
   log: Logger
@@ -186,12 +189,7 @@ export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
     }
     const cb = { callId: reading.report.providerCallId, status: reading.report.providerStatus }
 
-    const received = await receiveReport({ sql, queue, calling: deps.calling }, delivery, {
-      providerCallId: reading.report.providerCallId,
-      providerStatus: reading.report.providerStatus,
-      durationSec: reading.report.durationSec,
-      completedAt: reading.report.completedAt,
-    })
+    const received = await receiveReport({ sql, queue, calling: deps.calling, backoff: deps.backoff }, delivery, reading.report)
     switch (received.kind) {
       case 'duplicate':
         return duplicate()

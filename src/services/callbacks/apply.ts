@@ -12,6 +12,7 @@ import { applyProviderFinal, databaseNow, finalReportApplies, markDialedByReport
 import type { FinalProviderStatus } from '../../provider/client.ts'
 import type { Queues } from '../../store/queues.ts'
 import { metrics } from '../../platform/metrics.ts'
+import { retryDelayMs } from '../../domain/backoff.ts'
 
 // The provider's final report on a call, from its webhook or from a status look-up, and what it
 // may change. A report is bound to one dial of one call: the webhook URL names them (with a token
@@ -31,7 +32,19 @@ export interface ProviderReport {
   durationSec: number | null
   completedAt: Date | null
   body: string
+  /** The provider says it never placed the call (its concurrency limit): a new dial after the backoff, not a failure. */
+  notPlaced?: boolean | undefined
+  /** The provider's own word for the end (Vapi's endedReason, Retell's disconnection_reason). */
+  endReason?: string | null | undefined
 }
+
+/** The backoff of a new dial after the provider refused to place one (RETRY_BASE_SECONDS, RETRY_MAX_SECONDS). */
+export interface RefusalBackoff {
+  baseSeconds: number
+  maxSeconds: number
+}
+
+const DEFAULT_BACKOFF: RefusalBackoff = { baseSeconds: 5, maxSeconds: 300 }
 
 export interface ReportOutcome {
   verdict: Verdict
@@ -64,6 +77,7 @@ export async function applyProviderReport(
   locked: LockedForReport,
   report: ProviderReport,
   calling: CallingPolicy = NO_POLICY,
+  backoff: RefusalBackoff = DEFAULT_BACKOFF,
 ): Promise<ReportOutcome> {
   const { call } = locked
   const record = (verdict: Verdict, reason: string | null) =>
@@ -115,7 +129,12 @@ export async function applyProviderReport(
       await emitCallEvents(tx, queue.deliveries, 'call.dialed', [dialed])
     }
   }
-  const retried = call.status === 'IN_PROGRESS' ? await retryAfter(tx, queue, call, final, calling) : undefined
+  const retried =
+    call.status !== 'IN_PROGRESS'
+      ? undefined
+      : report.notPlaced
+        ? await dialAgainAfterRefusal(tx, queue, call, final, report.endReason ?? null, calling, backoff)
+        : await retryAfter(tx, queue, call, final, calling)
   if (retried) {
     await record('applied', retried.last_error)
     return { verdict: 'applied', before: call.status, call: retried, reason: retried.last_error ?? undefined }
@@ -144,6 +163,36 @@ export async function applyProviderReport(
   // too: the event of the status the call now has.
   await emitCallEvents(tx, queue.deliveries, eventOf, [row])
   return { verdict: corrected ? 'corrected' : 'applied', before: call.status, call: row, reason: reason ?? undefined }
+}
+
+/**
+ * The provider ended the dial without placing it (its account's concurrency limit): nothing
+ * rang, so it is no outcome of the call. The dial ends `refused`, and a new one follows after
+ * the backoff (growing with the refusals so far), within the calling policy's window; the call
+ * waits PENDING as for any retry, and expires if the refusals outlast it. Undefined when the
+ * window never opens again: then the report stands as FAILED.
+ */
+async function dialAgainAfterRefusal(
+  tx: Tx,
+  queue: Queues,
+  call: CallRow,
+  final: FinalStatus,
+  endReason: string | null,
+  calling: CallingPolicy,
+  backoff: RefusalBackoff,
+): Promise<CallRow | undefined> {
+  const refusals = await dialsEndedWith(tx, call.id, 'refused')
+  const now = await databaseNow(tx)
+  const delayMs = retryDelayMs(refusals + 1, backoff)
+  const due = await dueTime(tx, calling, call, now, { at: new Date(now.getTime() + delayMs), reason: 'retry' })
+  if (!due) return undefined
+  const error = `the provider placed nothing (${endReason ?? 'its concurrency limit'}); a new dial after ${Math.round(delayMs / 1000)} s`
+  await endDials(tx, [{ callId: call.id, dial: call.dial, outcome: 'refused', error, providerCallId: final.providerCallId }])
+  const jobId = await jobForNextDial(tx, queue.calls, call, due.at, 'in flight')
+  const row = await retryAfterOutcome(tx, call.id, call.dial, { final, jobId, dueAt: due.at, waitingFor: due.waitingFor, error })
+  if (row) await emitCallEvents(tx, queue.deliveries, 'call.retry_scheduled', [row])
+  await wakeWorkers(tx, true)
+  return row
 }
 
 /**

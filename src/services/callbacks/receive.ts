@@ -4,7 +4,7 @@ import { countRepeat, isRepeatedDelivery, keepCallback, lockForReport, type Deli
 import { isProviderCallIdTaken } from '../../store/calls.ts'
 import type { Queues } from '../../store/queues.ts'
 import type { Sql } from '../../store/sql.ts'
-import { applyProviderReport, countProviderReport, type ProviderReport, type ReportOutcome } from './apply.ts'
+import { applyProviderReport, countProviderReport, type ProviderReport, type RefusalBackoff, type ReportOutcome } from './apply.ts'
 
 // A webhook delivery of the provider's report, once the edge has authenticated it and checked
 // its URL (src/http/routes/callbacks.ts): whether we had it before, keeping what cannot be
@@ -15,6 +15,8 @@ export interface ReceiveDeps {
   sql: Sql
   queue: Queues
   calling: CallingPolicy | undefined
+  /** The backoff of a new dial after the provider refused to place one. */
+  backoff?: RefusalBackoff | undefined
 }
 
 /** A webhook delivery about our call `callId`, authenticated and addressed to a URL we issued. */
@@ -69,7 +71,7 @@ export async function keepRefused(
 export async function receiveReport(
   deps: ReceiveDeps,
   delivery: Delivery,
-  report: Pick<ProviderReport, 'providerCallId' | 'providerStatus' | 'durationSec' | 'completedAt'>,
+  report: Pick<ProviderReport, 'providerCallId' | 'providerStatus' | 'durationSec' | 'completedAt' | 'notPlaced' | 'endReason'>,
   receivedAt = Date.now(),
 ): Promise<Received> {
   const full: ProviderReport = { source: 'webhook', webhookId: delivery.webhookId, keys: delivery.keys, dial: delivery.dial, body: delivery.body, ...report }
@@ -78,7 +80,7 @@ export async function receiveReport(
     const outcome = await deps.sql.begin(async (tx) => {
       const locked = await lockForReport(tx, delivery.callId, delivery.keys)
       if (!locked) return undefined
-      return applyProviderReport(tx, deps.queue, locked, full, deps.calling)
+      return applyProviderReport(tx, deps.queue, locked, full, deps.calling, deps.backoff)
     })
     if (!outcome) {
       await keepRefused(deps.sql, delivery, 'unknown_call', `no call ${delivery.callId}`, kept)

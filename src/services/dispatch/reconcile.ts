@@ -1,4 +1,4 @@
-import { applyProviderReport, countProviderReport, type ReportOutcome } from '../callbacks/apply.ts'
+import { applyProviderReport, countProviderReport, type RefusalBackoff, type ReportOutcome } from '../callbacks/apply.ts'
 import type { CallingPolicy } from '../../domain/policy.ts'
 import { metrics } from '../../platform/metrics.ts'
 import type { CallRow } from '../../domain/call.ts'
@@ -29,6 +29,7 @@ export async function applyLookedUpReport(
   call: Pick<CallRow, 'id' | 'dial'>,
   answer: Extract<LookupResult, { kind: 'final' }>,
   calling: CallingPolicy | undefined,
+  backoff?: RefusalBackoff,
 ): Promise<ReportOutcome | undefined> {
   return sql.begin(async (tx) => {
     const locked = await lockForReport(tx, call.id, null)
@@ -43,6 +44,7 @@ export async function applyLookedUpReport(
       providerStatus: answer.status,
       durationSec: answer.durationSec,
       completedAt: answer.completedAt,
+      notPlaced: answer.notPlaced,
       body: JSON.stringify({
         callId: answer.providerCallId,
         status: answer.status,
@@ -146,7 +148,10 @@ export class Reconciler {
         log.warn('status look-up failed; asking again later', { error: answer.error })
         return 'error'
       case 'final': {
-        const outcome = await applyLookedUpReport(this.#sql, this.#queue, call, answer, this.#policy.calling)
+        const outcome = await applyLookedUpReport(this.#sql, this.#queue, call, answer, this.#policy.calling, {
+          baseSeconds: this.#policy.retryBaseSeconds,
+          maxSeconds: this.#policy.retryMaxSeconds,
+        })
         if (outcome) countProviderReport({ source: 'reconcile', durationSec: answer.durationSec, completedAt: answer.completedAt }, outcome)
         if (outcome?.verdict === 'applied' || outcome?.verdict === 'corrected') {
           log.info(`status look-up ${outcome.verdict}`, { providerStatus: answer.status, from: outcome.before, to: outcome.call.status })
