@@ -34,9 +34,10 @@ t.test('POST /calls creates a PENDING call with a queued job', async (t) => {
   t.same(Object.keys(res.body).sort(), [
     'attempts', 'createdAt', 'durationSec', 'endedAt', 'expiresAt', 'id', 'lastError', 'nextAttemptAt', 'payload',
     'providerCallId', 'providerStatus', 'startedAt', 'status', 'updatedAt',
-    'waitingFor', 'notBefore', 'callingWindow', 'timeZones', 'dials', 'batchId',
+    'waitingFor', 'notBefore', 'callingWindow', 'timeZones', 'dials', 'batchId', 'result',
   ].sort())
   t.same(res.body.dials, [], 'no dial yet')
+  t.equal(res.body.result, null, 'nothing said of it yet')
   t.strictSame(res.body.payload, { to: '+966501234567', scriptId: 'welcomeFlow', metadata: { name: 'Sara', n: 1 } })
   t.equal(res.body.status, 'PENDING')
   t.equal(res.body.attempts, 0)

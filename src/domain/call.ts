@@ -103,6 +103,20 @@ export interface DialRow {
   outcome: DialOutcome | null
   error: string | null
   ended_at: Date | null
+  end_reason: string | null
+  transcript: string | null
+  recording_url: string | null
+  summary: string | null
+  analysis: unknown
+}
+
+/** What a dial ended with, for the people who ordered the call (sql/022_call_results.sql); the generic contract sends none of it. */
+export interface CallResult {
+  endReason: string | null
+  transcript: string | null
+  recordingUrl: string | null
+  summary: string | null
+  analysis: unknown
 }
 
 export interface CallPayload {
@@ -134,6 +148,8 @@ export interface CallResource {
   endedAt: string | null
   /** Every dial (provider call) the call has made, oldest first. */
   dials: DialResource[]
+  /** What its last dial ended with, when the provider said anything (Vapi, Retell); null otherwise. */
+  result: CallResult | null
 }
 
 export interface DialResource {
@@ -145,6 +161,8 @@ export interface DialResource {
   outcome: string | null
   error: string | null
   endedAt: string | null
+  /** The provider's own word for how it ended. */
+  endReason: string | null
 }
 
 const WAITING_FOR_NAMES: Record<WaitingFor, string> = { not_before: 'notBefore', calling_window: 'callingWindow', cap: 'cap', retry: 'retry' }
@@ -174,7 +192,15 @@ export function holdupOf(call: Pick<CallRow, 'status' | 'waiting_for' | 'phone'>
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null)
 
+/** The result of the last of these dials, if the provider told anything of it. */
+function resultOf(dials: DialRow[]): CallResult | null {
+  const last = dials.at(-1)
+  if (!last || (last.end_reason === null && last.transcript === null && last.recording_url === null && last.summary === null && last.analysis === null)) return null
+  return { endReason: last.end_reason, transcript: last.transcript, recordingUrl: last.recording_url, summary: last.summary, analysis: last.analysis ?? null }
+}
+
 export function toResource(row: CallRow, dials: DialRow[] = [], holdup: Holdup | null = null): CallResource {
+  const own = dials.filter((d) => d.call_id === row.id)
   return {
     id: row.id,
     payload: { to: row.phone, scriptId: row.script_id, metadata: row.metadata },
@@ -196,18 +222,18 @@ export function toResource(row: CallRow, dials: DialRow[] = [], holdup: Holdup |
     updatedAt: row.updated_at.toISOString(),
     startedAt: iso(row.started_at),
     endedAt: iso(row.ended_at),
-    dials: dials
-      .filter((d) => d.call_id === row.id)
-      .map((d) => ({
-        dial: d.dial,
-        startedAt: d.started_at.toISOString(),
-        requests: d.requests,
-        dialedAt: iso(d.dialed_at),
-        providerCallId: d.provider_call_id,
-        outcome: d.outcome,
-        error: d.error,
-        endedAt: iso(d.ended_at),
-      })),
+    dials: own.map((d) => ({
+      dial: d.dial,
+      startedAt: d.started_at.toISOString(),
+      requests: d.requests,
+      dialedAt: iso(d.dialed_at),
+      providerCallId: d.provider_call_id,
+      outcome: d.outcome,
+      error: d.error,
+      endedAt: iso(d.ended_at),
+      endReason: d.end_reason ?? null,
+    })),
+    result: resultOf(own),
   }
 }
 

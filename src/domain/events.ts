@@ -11,6 +11,7 @@ export const CALL_EVENTS = [
   'call.cancelled',
   'call.suppressed',
   'call.retry_scheduled',
+  'call.analyzed',
 ] as const
 export const EVENT_TYPES = [...CALL_EVENTS, 'batch.completed'] as const
 export type CallEvent = (typeof CALL_EVENTS)[number]

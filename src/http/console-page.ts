@@ -100,6 +100,26 @@ ${refusal ? `<p class="bad" data-refusal>${e(refusal)}</p>` : ''}
 const navAction = `<nav class="console"><a href="../../../">Overview</a> · <a href="../../calls">Calls</a></nav>`
 
 /** /console/calls/{id}: the call's story, oldest first: created, each dial, the provider's reports, its events and their deliveries. */
+/**
+ * What the last dial ended with, as Vapi or Retell told it: its end reason, summary, the
+ * recording (a player, and a link), the transcript and the analysis. Nothing for the generic
+ * contract, which tells none of it. The provider's text is escaped like everything else; the
+ * recording link is http(s) only (src/provider/webhook.ts, resultOf, and a CHECK on the column).
+ */
+function renderResult(d: Timeline['dials'][number] | undefined): string {
+  if (!d || (d.end_reason === null && d.transcript === null && d.recording_url === null && d.summary === null && d.analysis === null)) return ''
+  const facts = [
+    d.end_reason !== null ? `<dt>End reason</dt><dd><code>${e(d.end_reason)}</code></dd>` : '',
+    d.summary !== null ? `<dt>Summary</dt><dd data-summary>${e(d.summary)}</dd>` : '',
+  ].join('')
+  const recording = d.recording_url
+    ? `<p data-recording><audio controls preload="none" src="${e(d.recording_url)}"></audio> <a href="${e(d.recording_url)}" rel="noopener noreferrer">The recording</a></p>`
+    : ''
+  const transcript = d.transcript !== null ? `<h3>Transcript</h3><pre data-transcript>${e(d.transcript)}</pre>` : ''
+  const analysis = d.analysis !== null ? `<details><summary>The provider's analysis</summary><pre data-analysis>${e(JSON.stringify(d.analysis, null, 2))}</pre></details>` : ''
+  return `<section data-result><h2>How dial ${d.dial} ended, as the provider told it</h2>${facts ? `<dl class="facts">${facts}</dl>` : ''}${recording}${transcript}${analysis}</section>`
+}
+
 export function renderTimeline(t: Timeline, nonce: string, options: { mayAct?: boolean } = {}): string {
   const c = t.call
   type Entry = { at: Date; kind: string; html: string }
@@ -142,6 +162,7 @@ export function renderTimeline(t: Timeline, nonce: string, options: { mayAct?: b
       c.expires_at ? `<dt>Deadline</dt><dd>${e(iso(c.expires_at))}</dd>` : ''
     }</dl>
 ${actions}
+${renderResult(t.dials.at(-1))}
 <table data-timeline><thead><tr><th>When (UTC)</th><th>What</th></tr></thead><tbody>${rows}</tbody></table>
 <p class="muted">The same as JSON, with a token: GET /calls/${e(c.id)}</p>
 </main>`,

@@ -2,6 +2,7 @@ import { ofetch } from 'ofetch'
 import { callbackToken } from '../domain/callback-token.ts'
 import { parseRetryAfterMs } from '../domain/backoff.ts'
 import type { Logger } from '../platform/log.ts'
+import type { CallResult } from '../domain/call.ts'
 
 // The AI-call provider's API, as docs/dispatch.md, "The provider contract" describes it: POST a dial
 // with an Idempotency-Key, GET a call's status by the provider's id.
@@ -32,7 +33,17 @@ export const FINAL_PROVIDER_STATUSES = ['COMPLETED', 'FAILED', 'BUSY', 'NO_ANSWE
 export type FinalProviderStatus = (typeof FINAL_PROVIDER_STATUSES)[number]
 
 export type LookupResult =
-  | { kind: 'final'; status: FinalProviderStatus; providerCallId: string; durationSec: number | null; completedAt: Date | null; notPlaced?: boolean }
+  | {
+      kind: 'final'
+      status: FinalProviderStatus
+      providerCallId: string
+      durationSec: number | null
+      completedAt: Date | null
+      notPlaced?: boolean
+      /** The provider's own word for the end, and what else it tells (Vapi, Retell). */
+      endReason?: string | null
+      result?: Omit<CallResult, 'endReason'>
+    }
   | { kind: 'live'; status: string }
   /** The provider has no status endpoint (404, 405, 501): fall back to CALL_TIMEOUT_SECONDS. */
   | { kind: 'unsupported'; error: string }

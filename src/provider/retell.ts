@@ -3,7 +3,7 @@ import type { Logger } from '../platform/log.ts'
 import { classifyCreate, fetchJson, httpExchange, sendCreate, webhookUrl, type DialResult, type FoundDial, type LookupResult, type ProviderClient } from './client.ts'
 import { retellEnd, type VoicemailOutcome } from './end-reasons.ts'
 import { noteEndReason } from './observe.ts'
-import { WEBHOOK_TOLERANCE_MS, type HeaderOf, type ProviderWebhook, type WebhookReading, type WebhookSender } from './webhook.ts'
+import { resultOf, WEBHOOK_TOLERANCE_MS, type HeaderOf, type ProviderWebhook, type WebhookReading, type WebhookSender } from './webhook.ts'
 
 // Retell (api.retellai.com), from its TypeScript SDK (RetellAI/retell-typescript-sdk: the call
 // and concurrency resources, and its webhook verification). POST /v2/create-phone-call has no
@@ -31,6 +31,9 @@ interface RetellCall {
   duration_ms?: unknown
   end_timestamp?: unknown
   metadata?: { orchestrator_call_id?: unknown; orchestrator_dial?: unknown } | null
+  transcript?: unknown
+  recording_url?: unknown
+  call_analysis?: { call_summary?: unknown } | null
 }
 
 /** Retell's call_status: registered and ongoing are live; ended, not_connected and error are final. */
@@ -64,8 +67,10 @@ export function createRetellClient(options: RetellOptions): ProviderClient {
       const call = got.value
       if (call?.call_id !== providerCallId) return { kind: 'error', error: `get-call ${providerCallId} answered about ${String(call?.call_id)}` }
       if (typeof call.call_status !== 'string' || LIVE.has(call.call_status)) return { kind: 'live', status: String(call.call_status) }
-      const end = retellEnd(typeof call.disconnection_reason === 'string' ? call.disconnection_reason : '', options.voicemail)
-      return { kind: 'final', status: end.status, providerCallId, ...timesOf(call), ...(end.notPlaced ? { notPlaced: true } : {}) }
+      const reason = typeof call.disconnection_reason === 'string' ? call.disconnection_reason : ''
+      const end = retellEnd(reason, options.voicemail)
+      const result = resultOf({ transcript: call.transcript, recordingUrl: call.recording_url, summary: call.call_analysis?.call_summary, analysis: call.call_analysis })
+      return { kind: 'final', status: end.status, providerCallId, ...timesOf(call), endReason: reason || null, ...(end.notPlaced ? { notPlaced: true } : {}), ...(result ? { result } : {}) }
     },
 
     async findDialed({ callId, dial }, signal): Promise<FoundDial> {
@@ -148,7 +153,11 @@ export function createRetellWebhook(options: { apiKey: string | undefined; voice
       const reason = typeof call?.disconnection_reason === 'string' ? call.disconnection_reason : ''
       const end = retellEnd(reason, options.voicemail)
       noteEndReason('retell', reason, end, options.log)
-      return { kind: 'final', report: { providerCallId: id, providerStatus: end.status, endReason: reason || null, ...timesOf(call!), ...(end.notPlaced ? { notPlaced: true } : {}) } }
+      const result = resultOf({ transcript: call?.transcript, recordingUrl: call?.recording_url, summary: call?.call_analysis?.call_summary, analysis: call?.call_analysis })
+      return {
+        kind: 'final',
+        report: { providerCallId: id, providerStatus: end.status, endReason: reason || null, ...timesOf(call!), ...(end.notPlaced ? { notPlaced: true } : {}), ...(result ? { result } : {}) },
+      }
     },
   }
 }

@@ -2,7 +2,7 @@ import { createHmac, timingSafeEqual } from 'node:crypto'
 import type { Logger } from '../platform/log.ts'
 import { classifyCreate, fetchJson, httpExchange, sendCreate, webhookUrl, type DialResult, type FoundDial, type LookupResult, type ProviderClient } from './client.ts'
 import { vapiEnd, type VoicemailOutcome } from './end-reasons.ts'
-import { WEBHOOK_TOLERANCE_MS, type FinalReport, type HeaderOf, type ProviderWebhook, type WebhookReading, type WebhookSender } from './webhook.ts'
+import { resultOf, WEBHOOK_TOLERANCE_MS, type FinalReport, type HeaderOf, type ProviderWebhook, type WebhookReading, type WebhookSender } from './webhook.ts'
 import { noteEndReason } from './observe.ts'
 
 // Vapi (api.vapi.ai), from VapiAI/docs fern/apis/api/openapi.json. A call is created with
@@ -33,6 +33,23 @@ interface VapiCall {
   name?: unknown
   createdAt?: unknown
   assistantOverrides?: { metadata?: { orchestratorCallId?: unknown; orchestratorDial?: unknown } }
+  artifact?: VapiMessage['artifact']
+  analysis?: VapiMessage['analysis']
+}
+
+/** A server message, as far as we read it (end-of-call-report, status-update); the legacy top-level fields are read if the artifact lacks them. */
+interface VapiMessage {
+  type?: unknown
+  status?: unknown
+  endedReason?: unknown
+  startedAt?: unknown
+  endedAt?: unknown
+  call?: VapiCall
+  artifact?: { transcript?: unknown; recordingUrl?: unknown; recording?: { stereoUrl?: unknown; mono?: { combinedUrl?: unknown } } }
+  analysis?: { summary?: unknown }
+  transcript?: unknown
+  recordingUrl?: unknown
+  summary?: unknown
 }
 
 /** GET /call answers at most this many calls (its maximum `limit`). */
@@ -70,8 +87,15 @@ export function createVapiClient(options: VapiOptions): ProviderClient {
       const call = got.value
       if (call?.id !== providerCallId) return { kind: 'error', error: `GET /call/${providerCallId} answered about ${String(call?.id)}` }
       if (call.status !== 'ended') return { kind: 'live', status: String(call.status) }
-      const end = vapiEnd(typeof call.endedReason === 'string' ? call.endedReason : '', options.voicemail)
-      return { kind: 'final', status: end.status, providerCallId, ...timesOf(call), ...(end.notPlaced ? { notPlaced: true } : {}) }
+      const reason = typeof call.endedReason === 'string' ? call.endedReason : ''
+      const end = vapiEnd(reason, options.voicemail)
+      const result = resultOf({
+        transcript: call.artifact?.transcript,
+        recordingUrl: call.artifact?.recording?.mono?.combinedUrl ?? call.artifact?.recording?.stereoUrl ?? call.artifact?.recordingUrl,
+        summary: call.analysis?.summary,
+        analysis: call.analysis,
+      })
+      return { kind: 'final', status: end.status, providerCallId, ...timesOf(call), endReason: reason || null, ...(end.notPlaced ? { notPlaced: true } : {}), ...(result ? { result } : {}) }
     },
 
     async findDialed({ callId, dial, since }, signal): Promise<FoundDial> {
@@ -141,7 +165,7 @@ export function createVapiWebhook(options: VapiWebhookOptions): ProviderWebhook 
     },
 
     read(json): WebhookReading {
-      const message = json.message as { type?: unknown; status?: unknown; endedReason?: unknown; startedAt?: unknown; endedAt?: unknown; call?: VapiCall } | undefined
+      const message = json.message as VapiMessage | undefined
       if (typeof message !== 'object' || message === null || typeof message.type !== 'string') {
         return { kind: 'invalid', summary: 'body.message.type must be a string (a Vapi server message)' }
       }
@@ -154,7 +178,13 @@ export function createVapiWebhook(options: VapiWebhookOptions): ProviderWebhook 
       const end = vapiEnd(reason, options.voicemail)
       noteEndReason('vapi', reason, end, options.log)
       const times = timesOf({ startedAt: message.startedAt ?? message.call?.startedAt, endedAt: message.endedAt ?? message.call?.endedAt })
-      const report: FinalReport = { providerCallId: id, providerStatus: end.status, endReason: reason || null, ...times, ...(end.notPlaced ? { notPlaced: true } : {}) }
+      const result = resultOf({
+        transcript: message.artifact?.transcript ?? message.transcript,
+        recordingUrl: message.artifact?.recording?.mono?.combinedUrl ?? message.artifact?.recording?.stereoUrl ?? message.artifact?.recordingUrl ?? message.recordingUrl,
+        summary: message.analysis?.summary ?? message.summary,
+        analysis: message.analysis,
+      })
+      const report: FinalReport = { providerCallId: id, providerStatus: end.status, endReason: reason || null, ...times, ...(end.notPlaced ? { notPlaced: true } : {}), ...(result ? { result } : {}) }
       return { kind: 'final', report }
     },
   }

@@ -1,3 +1,4 @@
+import type { CallResult } from '../domain/call.ts'
 import type { FinalProviderStatus, ProviderName } from './client.ts'
 
 // What a provider's webhook delivery says, read the provider's way. The edge
@@ -24,6 +25,25 @@ export interface FinalReport {
   endReason: string | null
   /** The provider never placed the call (its concurrency limit): nothing rang. */
   notPlaced?: boolean
+  /** What else it tells of the call: transcript, recording, summary, analysis (bounded by resultOf). */
+  result?: Omit<CallResult, 'endReason'>
+}
+
+const TRANSCRIPT_MAX = 256 * 1024
+const SUMMARY_MAX = 16 * 1024
+const ANALYSIS_MAX = 64 * 1024
+
+/**
+ * A result as a provider sent it, made safe to keep and show: strings cut to their bounds, a
+ * recording link only if it is http(s) (the console links it), an analysis only if it is a JSON
+ * object of at most 64 KiB. Undefined when nothing is left.
+ */
+export function resultOf(raw: { transcript?: unknown; recordingUrl?: unknown; summary?: unknown; analysis?: unknown }): Omit<CallResult, 'endReason'> | undefined {
+  const text = (v: unknown, max: number) => (typeof v === 'string' && v !== '' ? v.slice(0, max) : null)
+  const url = typeof raw.recordingUrl === 'string' && raw.recordingUrl.length <= 2048 && /^https?:\/\/[^\s]+$/i.test(raw.recordingUrl) ? raw.recordingUrl : null
+  const analysis = typeof raw.analysis === 'object' && raw.analysis !== null && !Array.isArray(raw.analysis) && JSON.stringify(raw.analysis).length <= ANALYSIS_MAX ? raw.analysis : null
+  const result = { transcript: text(raw.transcript, TRANSCRIPT_MAX), recordingUrl: url, summary: text(raw.summary, SUMMARY_MAX), analysis }
+  return Object.values(result).some((v) => v !== null) ? result : undefined
 }
 
 export type WebhookReading =

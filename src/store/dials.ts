@@ -1,4 +1,4 @@
-import type { DialOutcome, DialRow } from '../domain/call.ts'
+import type { CallResult, DialOutcome, DialRow } from '../domain/call.ts'
 import type { Sql, Tx } from './sql.ts'
 
 // The call_dials table: one row per dial (provider call) of a call, kept as it goes, so a
@@ -65,4 +65,26 @@ export async function capOpensAt(db: Db, phone: string, caps: { perDay: number; 
 export async function dialStartedAt(db: Db, callId: string, dial: number): Promise<Date | undefined> {
   const [row] = await db<{ started_at: Date }[]>`SELECT started_at FROM call_dials WHERE call_id = ${callId} AND dial = ${dial}`
   return row?.started_at
+}
+
+/**
+ * What the provider said a dial ended with, kept on its row if the report names that dial's
+ * provider call. What it brings replaces what is there; what it leaves out keeps what an
+ * earlier report brought. True when anything changed.
+ */
+export async function recordResult(tx: Tx, callId: string, dial: number, providerCallId: string, result: CallResult): Promise<boolean> {
+  const rows = await tx`
+    UPDATE call_dials d SET
+      end_reason = COALESCE(${result.endReason}, d.end_reason),
+      transcript = COALESCE(${result.transcript}, d.transcript),
+      recording_url = COALESCE(${result.recordingUrl}, d.recording_url),
+      summary = COALESCE(${result.summary}, d.summary),
+      analysis = COALESCE(${result.analysis === null ? null : tx.json(result.analysis as never)}::jsonb, d.analysis)
+    WHERE d.call_id = ${callId} AND d.dial = ${dial} AND d.provider_call_id = ${providerCallId}
+      AND (d.end_reason, d.transcript, d.recording_url, d.summary, d.analysis)
+          IS DISTINCT FROM (COALESCE(${result.endReason}, d.end_reason), COALESCE(${result.transcript}, d.transcript),
+                            COALESCE(${result.recordingUrl}, d.recording_url), COALESCE(${result.summary}, d.summary),
+                            COALESCE(${result.analysis === null ? null : tx.json(result.analysis as never)}::jsonb, d.analysis))
+    RETURNING 1`
+  return rows.length > 0
 }

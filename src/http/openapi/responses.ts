@@ -30,8 +30,20 @@ export const Dial = v.pipe(
     outcome: v.nullable(v.string()),
     error: v.nullable(v.string()),
     endedAt: v.nullable(instant),
+    endReason: v.pipe(v.nullable(v.string()), v.description("The provider's own word for how the dial ended (Vapi endedReason, Retell disconnection_reason); null with the generic contract.")),
   }),
   v.description('One provider call made for the call; a retry after BUSY or NO_ANSWER is a new dial.'),
+)
+
+export const CallResult = v.pipe(
+  v.strictObject({
+    endReason: v.nullable(v.string()),
+    transcript: v.nullable(v.string()),
+    recordingUrl: v.nullable(v.string()),
+    summary: v.nullable(v.string()),
+    analysis: v.pipe(v.unknown(), v.description("The provider's analysis as it sent it (Vapi analysis, Retell call_analysis), or null.")),
+  }),
+  v.description('What the last dial ended with, as the provider (Vapi, Retell) told it: its end reason, the transcript, a link to the recording, a summary, its analysis.'),
 )
 
 export const CallingWindow = v.strictObject({
@@ -65,6 +77,7 @@ export const Call = v.strictObject({
   startedAt: v.nullable(instant),
   endedAt: v.nullable(instant),
   dials: v.array(Dial),
+  result: v.nullable(CallResult),
 })
 
 export const CallPage = v.strictObject({ data: v.array(Call), nextCursor })

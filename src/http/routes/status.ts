@@ -107,7 +107,7 @@ export function statusRoutes(
   // through unescaped still could not execute.
   const html = (c: Context, body: string, status: ContentfulStatusCode, nonce: string) =>
     c.html(body, status, {
-      'Content-Security-Policy': `default-src 'none'; img-src data:; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'`,
+      'Content-Security-Policy': `default-src 'none'; img-src data:; media-src https:; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'`,
       'Cache-Control': 'no-store',
       // Not no-referrer: under it Chromium posts the sign-in form with "Origin: null".
       'Referrer-Policy': 'same-origin',

@@ -1,9 +1,9 @@
-import type { CallRow } from '../../domain/call.ts'
+import type { CallResult, CallRow } from '../../domain/call.ts'
 import { countRepeat, recordCallback, type DeliveryKeys, type LockedForReport, type Verdict } from '../../store/callbacks.ts'
 import { completeJob, jobForNextDial } from '../calls/jobs.ts'
 import { NO_POLICY, type CallingPolicy } from '../../domain/policy.ts'
 import { dueTime } from '../calls/due.ts'
-import { dialsEndedWith, endDials, markDialAccepted } from '../../store/dials.ts'
+import { dialsEndedWith, endDials, markDialAccepted, recordResult } from '../../store/dials.ts'
 import { wakeWorkers } from '../../store/notify.ts'
 import { eventOf } from '../../domain/events.ts'
 import { emitCallEvents } from '../events/outbox.ts'
@@ -36,6 +36,8 @@ export interface ProviderReport {
   notPlaced?: boolean | undefined
   /** The provider's own word for the end (Vapi's endedReason, Retell's disconnection_reason). */
   endReason?: string | null | undefined
+  /** What the call ended with besides (transcript, recording, summary, analysis), when the provider sends it. */
+  result?: Omit<CallResult, 'endReason'> | undefined
 }
 
 /** The backoff of a new dial after the provider refused to place one (RETRY_BASE_SECONDS, RETRY_MAX_SECONDS). */
@@ -98,12 +100,21 @@ export async function applyProviderReport(
     return { verdict, before: call.status, call, reason }
   }
 
+  // What the report tells of how the dial ended, kept on the dial it names (when that is its
+  // provider call): true when it brought anything new.
+  const keep = async (): Promise<boolean> => {
+    if (report.endReason == null && !report.result) return false
+    const result = { endReason: report.endReason ?? null, transcript: null, recordingUrl: null, summary: null, analysis: null, ...report.result }
+    return recordResult(tx, call.id, report.dial, report.providerCallId, result)
+  }
+
   // Delivered before (a replay, or the provider trying again): counted on the first one's row.
   if (locked.repeated) {
     await countRepeat(tx, report.keys!)
     return { verdict: 'duplicate', before: call.status, call }
   }
   if (report.dial < call.dial) {
+    await keep() // an earlier dial's transcript or analysis, come late, is still that dial's
     return refuse('stale', `for dial ${report.dial}; the call is on dial ${call.dial}`)
   }
   if (report.dial > call.dial) {
@@ -133,14 +144,23 @@ export async function applyProviderReport(
     call.status !== 'IN_PROGRESS'
       ? undefined
       : report.notPlaced
-        ? await dialAgainAfterRefusal(tx, queue, call, final, report.endReason ?? null, calling, backoff)
-        : await retryAfter(tx, queue, call, final, calling)
+        ? await dialAgainAfterRefusal(tx, queue, call, final, report.endReason ?? null, calling, backoff, keep)
+        : await retryAfter(tx, queue, call, final, calling, keep)
   if (retried) {
     await record('applied', retried.last_error)
     return { verdict: 'applied', before: call.status, call: retried, reason: retried.last_error ?? undefined }
   }
   // The call is locked, so whether the update changes it is known now.
-  if (!finalReportApplies(call)) return refuse('already_final', `call was already ${call.status}`)
+  if (!finalReportApplies(call)) {
+    // A later report of the dial that ended the call (Retell's call_analyzed, Vapi's report after
+    // its status-update) may bring what the first did not: kept, and told as call.analyzed.
+    if (call.status !== 'PENDING' && (await keep())) {
+      const [after] = await tx<CallRow[]>`SELECT * FROM calls WHERE id = ${call.id}`
+      await emitCallEvents(tx, queue.deliveries, 'call.analyzed', [after!])
+      return refuse('already_final', `call was already ${call.status}; its result was added to`)
+    }
+    return refuse('already_final', `call was already ${call.status}`)
+  }
   const corrected = call.status === 'FAILED'
   const reason = corrected ? `we had declared it FAILED (${call.last_error ?? 'no reason'}); the provider says ${report.providerStatus}` : null
   const row = await applyProviderFinal(tx, call.id, call.dial, final)
@@ -154,6 +174,7 @@ export async function applyProviderReport(
       providerCallId: report.providerCallId,
     },
   ])
+  await keep()
   await record(corrected ? 'corrected' : 'applied', reason)
   if (!corrected) {
     await completeJob(tx, queue.calls, call)
@@ -180,6 +201,7 @@ async function dialAgainAfterRefusal(
   endReason: string | null,
   calling: CallingPolicy,
   backoff: RefusalBackoff,
+  keep: () => Promise<boolean>,
 ): Promise<CallRow | undefined> {
   const refusals = await dialsEndedWith(tx, call.id, 'refused')
   const now = await databaseNow(tx)
@@ -188,6 +210,7 @@ async function dialAgainAfterRefusal(
   if (!due) return undefined
   const error = `the provider placed nothing (${endReason ?? 'its concurrency limit'}); a new dial after ${Math.round(delayMs / 1000)} s`
   await endDials(tx, [{ callId: call.id, dial: call.dial, outcome: 'refused', error, providerCallId: final.providerCallId }])
+  await keep()
   const jobId = await jobForNextDial(tx, queue.calls, call, due.at, 'in flight')
   const row = await retryAfterOutcome(tx, call.id, call.dial, { final, jobId, dueAt: due.at, waitingFor: due.waitingFor, error })
   if (row) await emitCallEvents(tx, queue.deliveries, 'call.retry_scheduled', [row])
@@ -200,7 +223,7 @@ async function dialAgainAfterRefusal(
  * that provider call has definitively ended, so the slot and the phone go free, and the call
  * waits PENDING for the retry's delay (and its window and caps). Undefined when no retry is due.
  */
-async function retryAfter(tx: Tx, queue: Queues, call: CallRow, final: FinalStatus, calling: CallingPolicy): Promise<CallRow | undefined> {
+async function retryAfter(tx: Tx, queue: Queues, call: CallRow, final: FinalStatus, calling: CallingPolicy, keep: () => Promise<boolean>): Promise<CallRow | undefined> {
   const outcome = final.providerStatus as 'BUSY' | 'NO_ANSWER' | 'FAILED' | 'COMPLETED'
   if (outcome === 'COMPLETED') return undefined
   const retry = calling.retries[outcome]
@@ -212,6 +235,7 @@ async function retryAfter(tx: Tx, queue: Queues, call: CallRow, final: FinalStat
   if (!due) return undefined // its window never opens again: the outcome stands
   const error = `provider reported ${outcome}; retry ${before + 1} of ${retry.limit} after ${outcome}`
   await endDials(tx, [{ callId: call.id, dial: call.dial, outcome, error: `provider reported ${outcome}`, providerCallId: final.providerCallId }])
+  await keep()
   const jobId = await jobForNextDial(tx, queue.calls, call, due.at, 'in flight')
   const row = await retryAfterOutcome(tx, call.id, call.dial, { final, jobId, dueAt: due.at, waitingFor: due.waitingFor, error })
   if (row) await emitCallEvents(tx, queue.deliveries, 'call.retry_scheduled', [row])

@@ -71,7 +71,7 @@ export async function keepRefused(
 export async function receiveReport(
   deps: ReceiveDeps,
   delivery: Delivery,
-  report: Pick<ProviderReport, 'providerCallId' | 'providerStatus' | 'durationSec' | 'completedAt' | 'notPlaced' | 'endReason'>,
+  report: Pick<ProviderReport, 'providerCallId' | 'providerStatus' | 'durationSec' | 'completedAt' | 'notPlaced' | 'endReason' | 'result'>,
   receivedAt = Date.now(),
 ): Promise<Received> {
   const full: ProviderReport = { source: 'webhook', webhookId: delivery.webhookId, keys: delivery.keys, dial: delivery.dial, body: delivery.body, ...report }

@@ -45,6 +45,8 @@ export async function applyLookedUpReport(
       durationSec: answer.durationSec,
       completedAt: answer.completedAt,
       notPlaced: answer.notPlaced,
+      endReason: answer.endReason,
+      result: answer.result,
       body: JSON.stringify({
         callId: answer.providerCallId,
         status: answer.status,
