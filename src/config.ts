@@ -140,6 +140,7 @@ const EnvSchema = v.object({
   SIMULATOR_DROP_AFTER_PLACING_RATE: ratio(0),
   SIMULATOR_LOST_CALLBACK_RATE: ratio(0),
   SIMULATOR_STATUS_LOOKUP: v.optional(v.picklist(['on', 'off'], 'must be on or off'), 'on'),
+  SIMULATOR_FLAVOR: v.optional(v.picklist(['generic', 'vapi', 'retell'], 'must be generic, vapi or retell'), 'generic'),
 })
 
 export type LogLevel = (typeof logLevels)[number]
@@ -223,6 +224,8 @@ export interface Config {
     statusMix: Array<{ status: string; weight: number }>
     slowAcceptMs: number
     statusLookup: boolean
+    /** SIMULATOR_FLAVOR: whose API simulator mode speaks (in "all" mode, PROVIDER's). */
+    flavor: 'generic' | 'vapi' | 'retell'
     /** SIMULATOR_FORGET_AFTER: how long it remembers a call request in memory after its end. */
     forgetAfterMs: number
     rates: {
@@ -449,6 +452,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       statusMix: parseStatusMix(e.SIMULATOR_STATUS_MIX),
       slowAcceptMs: e.SIMULATOR_SLOW_202_MS,
       statusLookup: e.SIMULATOR_STATUS_LOOKUP === 'on',
+      flavor: e.SIMULATOR_FLAVOR,
       forgetAfterMs: parseDuration('SIMULATOR_FORGET_AFTER', e.SIMULATOR_FORGET_AFTER) * 1000,
       rates: {
         serverError: e.SIMULATOR_5XX_RATE,
@@ -471,6 +475,8 @@ export type Mode = 'api' | 'worker' | 'all' | 'migrate' | 'simulator'
 /** PROVIDER=retell: the API key creates calls and verifies webhooks; a worker also needs the number to call from. */
 function checkRetell(mode: Mode, config: Config): void {
   const retell = config.provider.retell
+  // "all" mode without RETELL_API_KEY runs the built-in simulator as Retell, with a key of its own.
+  if (mode === 'all' && !retell.apiKey) return
   if ((mode === 'worker' || mode === 'all' || mode === 'api') && !retell.apiKey) {
     throw new ConfigError('RETELL_API_KEY: with PROVIDER=retell the API key (the one with the webhook badge) creates calls and verifies Retell\'s webhooks; set it')
   }
@@ -482,6 +488,8 @@ function checkRetell(mode: Mode, config: Config): void {
 /** PROVIDER=vapi: a worker needs its key and number; whatever serves callbacks needs a way to authenticate Vapi's. */
 function checkVapi(mode: Mode, config: Config): void {
   const vapi = config.provider.vapi
+  // "all" mode without VAPI_API_KEY runs the built-in simulator as Vapi, with keys of its own.
+  if (mode === 'all' && !vapi.apiKey) return
   if (mode === 'worker' || mode === 'all') {
     if (!vapi.apiKey) throw new ConfigError('VAPI_API_KEY: with PROVIDER=vapi a worker creates calls with Vapi\'s private API key; set it')
     if (!vapi.phoneNumberId) throw new ConfigError('VAPI_PHONE_NUMBER_ID: with PROVIDER=vapi calls are placed from one of your Vapi phone numbers; set its id')
@@ -513,7 +521,8 @@ export function checkModeConfig(mode: Mode, config: Config): void {
   if (mode === 'worker' && generic && !config.provider.baseUrl) {
     throw new ConfigError('PROVIDER_BASE_URL: worker mode dials the provider; set it (only "all" mode falls back to the built-in simulator)')
   }
-  if (!generic && (dials || mode === 'api') && config.webhook.secrets.length === 0 && !config.webhook.urlSecret) {
+  const simulated = mode === 'all' && !generic && !config.provider[config.provider.name as 'vapi' | 'retell'].apiKey
+  if (!generic && !simulated && (dials || mode === 'api') && config.webhook.secrets.length === 0 && !config.webhook.urlSecret) {
     throw new ConfigError(
       `CALLBACK_URL_SECRET: the webhook URL handed to ${config.provider.name} with each call carries a token only we can make; set CALLBACK_URL_SECRET (or WEBHOOK_SECRET), the same for the API and every worker`,
     )
@@ -531,7 +540,13 @@ export function checkModeConfig(mode: Mode, config: Config): void {
       'CALLBACK_URL_SECRET: with WEBHOOK_API_KEY and no WEBHOOK_SECRET, the webhook URLs need a key of their own that never travels; set CALLBACK_URL_SECRET (the same for the API and every worker)',
     )
   }
-  if (mode === 'simulator' && config.webhook.secrets.length === 0) {
+  if (mode === 'simulator' && config.simulator.flavor === 'vapi' && !config.provider.vapi.webhookSecret && config.webhook.secrets.length === 0) {
+    throw new ConfigError('VAPI_WEBHOOK_SECRET: the simulator as Vapi signs its server messages with it; set it, the same as the orchestrator')
+  }
+  if (mode === 'simulator' && config.simulator.flavor === 'retell' && !config.provider.retell.apiKey) {
+    throw new ConfigError('RETELL_API_KEY: the simulator as Retell takes it on creates and signs its webhooks with it; set it, the same as the orchestrator')
+  }
+  if (mode === 'simulator' && config.simulator.flavor === 'generic' && config.webhook.secrets.length === 0) {
     throw new ConfigError('WEBHOOK_SECRET: the simulator signs its callbacks; set it (whsec_…), the same as the orchestrator')
   }
 }

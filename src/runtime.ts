@@ -59,12 +59,14 @@ export function pageUrl(host: string, port: number): string {
   return `http://${local ? 'localhost' : host.includes(':') ? `[${host}]` : host}:${port}/`
 }
 
-export function simulatorFromConfig(config: Config, secret: string, log: Logger, store?: SimulatorStore): ProviderSimulator {
+export function simulatorFromConfig(config: Config, secret: string, log: Logger, store?: SimulatorStore, flavor = config.simulator.flavor): ProviderSimulator {
   const s = config.simulator
+  const apiKey = flavor === 'vapi' ? config.provider.vapi.apiKey : flavor === 'retell' ? config.provider.retell.apiKey : config.provider.apiKey
   return new ProviderSimulator(
     {
       secret,
-      apiKey: config.provider.apiKey,
+      apiKey,
+      ...(flavor !== 'generic' ? { flavor } : {}),
       minDurationMs: s.minDurationMs,
       maxDurationMs: s.maxDurationMs,
       statusMix: s.statusMix,
@@ -247,8 +249,8 @@ export async function startOrchestrator(
   }
   try {
     if (mode === 'simulator') {
-      const secret = config.webhook.secrets[0]
-      if (!secret) throw new Error('the simulator signs callbacks: set WEBHOOK_SECRET (whsec_…) for it and for the orchestrator')
+      const secret = (config.simulator.flavor === 'vapi' ? config.provider.vapi.webhookSecret : undefined) ?? config.webhook.secrets[0] ?? (config.simulator.flavor === 'retell' ? '' : undefined)
+      if (secret === undefined) throw new Error('the simulator signs callbacks: set WEBHOOK_SECRET (whsec_…) for it and for the orchestrator')
       const sim = simulatorFromConfig(config, secret, log)
       await sim.start(config.simulator.port, config.simulator.host)
       stops.push(() => sim.stop())
@@ -328,6 +330,29 @@ export async function startOrchestrator(
       providerUrl = sim.url
       simulatorUrl = sim.url
       log.warn('PROVIDER_BASE_URL is not set: calls go to the built-in provider simulator, not to a real provider', { simulatorUrl })
+    }
+    const flavor = config.provider.name === 'generic' ? undefined : config.provider.name
+    if (mode === 'all' && flavor && !config.provider[flavor].apiKey) {
+      // PROVIDER=vapi or retell without its key: the simulator plays that provider, with keys
+      // of its own, so `npm start` shows the whole way (docs/providers.md). Said loudly.
+      const store = await simulatorStore(sql, log)
+      const secret = webhook.secrets[0] ?? webhook.urlSecret ?? (await store?.secret(`whsec_${randomBytes(24).toString('base64')}`)) ?? `whsec_${randomBytes(24).toString('base64')}`
+      if (webhook.secrets.length === 0 && !webhook.urlSecret) webhook = { ...webhook, secrets: [secret] }
+      const apiKey = `simulated_${randomBytes(12).toString('hex')}`
+      const signing = (flavor === 'vapi' ? config.provider.vapi.webhookSecret : undefined) ?? secret
+      const provider = {
+        ...config.provider,
+        vapi: { ...config.provider.vapi, apiKey, phoneNumberId: config.provider.vapi.phoneNumberId ?? 'simulated-number', webhookSecret: signing },
+        retell: { ...config.provider.retell, apiKey, fromNumber: config.provider.retell.fromNumber ?? '+15550100000' },
+      }
+      config = { ...config, provider }
+      const sim = simulatorFromConfig(config, signing, log, store, flavor)
+      await sim.start(config.simulator.portGiven ? config.simulator.port : 0, config.simulator.host)
+      stops.push(() => sim.stop())
+      builtInSimulator = sim
+      simulatorUrl = sim.url
+      config = { ...config, provider: { ...provider, vapi: { ...provider.vapi, baseUrl: sim.url }, retell: { ...provider.retell, baseUrl: sim.url } } }
+      log.warn(`${flavor === 'vapi' ? 'VAPI_API_KEY' : 'RETELL_API_KEY'} is not set: calls go to the built-in simulator playing ${flavor}, not to ${flavor} itself`, { simulatorUrl })
     }
 
     let apiPort: number | undefined

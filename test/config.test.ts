@@ -216,6 +216,13 @@ t.test('PROVIDER=vapi: what each mode needs, named', async (t) => {
   t.doesNotThrow(() => checkModeConfig('worker', without('VAPI_WEBHOOK_SECRET')), 'a worker receives none')
   t.throws(() => checkModeConfig('worker', without('CALLBACK_URL_SECRET')), /^CALLBACK_URL_SECRET:/, 'the webhook URL needs a key for its token')
   t.throws(() => loadSettings({ PROVIDER: 'bland' }), /PROVIDER/)
+  t.doesNotThrow(() => checkModeConfig('all', loadSettings({ PROVIDER: 'vapi' })), '"all" without a Vapi key: the built-in simulator plays Vapi')
+  t.doesNotThrow(() => checkModeConfig('all', loadSettings({ PROVIDER: 'retell' })), 'and Retell')
+  t.throws(() => checkModeConfig('worker', loadSettings({ PROVIDER: 'vapi' })), /^VAPI_API_KEY:/, 'a worker has no simulator to fall back on')
+  t.throws(() => checkModeConfig('simulator', loadSettings({ SIMULATOR_FLAVOR: 'vapi' })), /^VAPI_WEBHOOK_SECRET:/, 'the simulator as Vapi signs with its secret')
+  t.throws(() => checkModeConfig('simulator', loadSettings({ SIMULATOR_FLAVOR: 'retell' })), /^RETELL_API_KEY:/, 'the simulator as Retell with its key')
+  t.doesNotThrow(() => checkModeConfig('simulator', loadSettings({ SIMULATOR_FLAVOR: 'retell', RETELL_API_KEY: 'k' })))
+  t.throws(() => loadSettings({ SIMULATOR_FLAVOR: 'bland' }), /SIMULATOR_FLAVOR/)
   const retell = { PROVIDER: 'retell', RETELL_API_KEY: 'k', RETELL_FROM_NUMBER: '+14155550100', CALLBACK_URL_SECRET: 'a-key-of-at-least-32-characters-000000' }
   for (const mode of ['worker', 'api', 'all'] as const) t.doesNotThrow(() => checkModeConfig(mode, loadSettings(retell)), `retell, ${mode}: all set`)
   t.throws(() => checkModeConfig('api', loadSettings({ ...retell, RETELL_API_KEY: '' })), /^RETELL_API_KEY:/, 'the API verifies webhooks with the key')

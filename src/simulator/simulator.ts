@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
-import { Hono } from 'hono'
+import { Hono, type Context } from 'hono'
+import { FLAVORS, type Flavor, type FlavoredCall, type FlavorSpeech } from './flavors.ts'
 import * as v from 'valibot'
 import { signPayload } from '../domain/signature.ts'
 import type { Config } from '../config.ts'
@@ -67,6 +68,8 @@ export interface SimulatorOptions {
    * every record is kept (tests and the soak read them after the run).
    */
   forgetAfterMs?: number | undefined
+  /** Speak Vapi's or Retell's API instead of the generic contract (./flavors.ts); `apiKey` then also signs Retell's webhooks. */
+  flavor?: Flavor | undefined
 }
 
 /** One call the provider placed, or one dial request it refused. */
@@ -98,6 +101,8 @@ export interface DialRecord {
   callbackDelivered?: boolean | undefined
   /** Calls live at the provider once this one was placed, itself included. */
   liveAtPlacement?: number | undefined
+  /** As Vapi or Retell: the ids the create carried, given back in look-ups and lists. */
+  ids?: Record<string, unknown> | undefined
 }
 
 const DialBody = v.object({
@@ -121,6 +126,18 @@ const recordOf = (call: SimulatedCall): DialRecord => ({
   at: call.startedAt.getTime(),
   providerCallId: call.providerCallId,
   status: call.status,
+})
+
+/** A record as the flavors' resources are made of it. */
+const flavoredCall = (record: DialRecord): FlavoredCall => ({
+  providerCallId: record.providerCallId ?? '',
+  key: record.idempotencyKey,
+  to: record.to,
+  scriptId: record.scriptId,
+  ids: record.ids ?? {},
+  startedAt: record.at,
+  endedAt: record.endedAt,
+  status: record.status,
 })
 
 /** The call request an Idempotency-Key belongs to: the orchestrator sends "{callId}:{dial}". */
@@ -323,7 +340,55 @@ export class ProviderSimulator {
       this.#answered(key, this.#labels.get(response) ?? String(response.status))
       return response
     })
+    if (this.#o.flavor) this.#flavored(app, FLAVORS[this.#o.flavor])
     return app
+  }
+
+  /**
+   * Vapi's or Retell's paths: a create always places a new call (they have no idempotency key),
+   * counted under the dial our ids name, so two placements of one dial show in the stats.
+   */
+  #flavored(app: Hono, speech: FlavorSpeech): void {
+    const authorized = (c: Context) => !this.#o.apiKey || c.req.header('authorization') === `Bearer ${this.#o.apiKey}`
+    app.post(speech.createPath, async (c) => {
+      if (!authorized(c)) return c.json({ message: 'Invalid API key' }, 401)
+      const create = speech.readCreate(await c.req.json().catch(() => undefined))
+      if (!create) return c.json({ message: 'invalid body' }, 400)
+      this.requestsPerKey.set(create.key, (this.requestsPerKey.get(create.key) ?? 0) + 1)
+      if (this.#o.forgetAfterMs !== undefined) this.#touched.set(create.key, Date.now())
+      const socket = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming?.socket
+      const response = await this.#handleDial(create.key, create, socket, create.ids, (record) => Response.json(speech.created(flavoredCall(record)), { status: 201 }))
+      this.#answered(create.key, this.#labels.get(response) ?? String(response.status))
+      return response
+    })
+    app.get(speech.lookupPath, (c) => {
+      if (!authorized(c)) return c.json({ message: 'Invalid API key' }, 401)
+      const record = this.#byProviderId.get(c.req.param('id') ?? '')
+      if (!record) return c.json({ message: 'Not Found' }, 404)
+      this.#lookups++
+      return c.json(speech.resource(flavoredCall(record)) as object)
+    })
+    const placed = () => [...this.#byProviderId.values()].sort((a, b) => a.at - b.at)
+    if (speech === FLAVORS.vapi) {
+      app.get('/call', (c) => {
+        if (!authorized(c)) return c.json({ message: 'Invalid API key' }, 401)
+        const since = Date.parse(c.req.query('createdAtGe') ?? '') || 0
+        const limit = Math.min(1000, Number(c.req.query('limit') ?? 100))
+        return c.json(placed().filter((r) => r.at >= since).reverse().slice(0, limit).map((r) => speech.resource(flavoredCall(r))))
+      })
+    } else {
+      app.post('/v3/list-calls', async (c) => {
+        if (!authorized(c)) return c.json({ message: 'Invalid API key' }, 401)
+        const request = (await c.req.json().catch(() => ({}))) as { filter_criteria?: { metadata?: Array<{ key?: string; op?: string; value?: unknown }> }; limit?: number }
+        const filters = request.filter_criteria?.metadata ?? []
+        const items = placed()
+          .filter((r) => filters.every((f) => f.op === 'eq' && f.key !== undefined && r.ids?.[f.key] === f.value))
+          .slice(0, request.limit ?? 50)
+          .map((r) => speech.resource(flavoredCall(r)))
+        return c.json({ items, has_more: false })
+      })
+      app.get('/get-concurrency', (c) => c.json({ current_concurrency: this.#inFlight, concurrency_limit: 1000, reserved_inbound_concurrency: 0 }))
+    }
   }
 
   /** A call a previous run placed (and ended, or it would have been resumed), as a look-up sees it. */
@@ -362,9 +427,15 @@ export class ProviderSimulator {
     return 'accept'
   }
 
-  async #handleDial(key: string, body: v.InferOutput<typeof DialBody>, socket: IncomingMessage['socket'] | undefined): Promise<Response> {
+  async #handleDial(
+    key: string,
+    body: v.InferOutput<typeof DialBody>,
+    socket: IncomingMessage['socket'] | undefined,
+    ids?: Record<string, unknown>,
+    acceptance: (record: DialRecord) => Response = (record) => Response.json({ callId: record.providerCallId }, { status: 202 }),
+  ): Promise<Response> {
     const decision = this.#o.decide?.({ to: body.to, idempotencyKey: key, n: this.#forgotten.dials + this.dials.length }) ?? this.#pick()
-    const record: DialRecord = { idempotencyKey: key, to: body.to, scriptId: body.scriptId, decision, at: Date.now() }
+    const record: DialRecord = { idempotencyKey: key, to: body.to, scriptId: body.scriptId, decision, at: Date.now(), ...(ids ? { ids } : {}) }
     this.dials.push(record)
     if (this.#o.answerDelayMs) await this.#sleep(this.#o.answerDelayMs)
     // Refusals are not remembered: the same key may be sent again and succeed.
@@ -392,12 +463,11 @@ export class ProviderSimulator {
     await kept
     // An early callback goes out, and is answered, before our answer does.
     await early
-    const answer = { callId: providerCallId }
     this.#byKey.set(key, accepted(providerCallId))
     switch (decision) {
       case 'slow_accept':
         await this.#sleep(this.#o.slowAcceptMs ?? 15_000)
-        return this.#label(Response.json(answer, { status: 202 }), '202 late')
+        return this.#label(acceptance(record), `${acceptance(record).status} late`)
       case 'server_error_after_placing':
         return Response.json({ error: 'bad gateway' }, { status: 502 })
       case 'drop_after_placing':
@@ -407,7 +477,7 @@ export class ProviderSimulator {
         }
         return Response.json({ error: 'bad gateway' }, { status: 502 })
     }
-    return Response.json(answer, { status: 202 })
+    return acceptance(record)
   }
 
   /** Places the call: it is live until its duration passes, then its callback goes out. */
@@ -552,6 +622,19 @@ export class ProviderSimulator {
   }
 
   async #sendCallback(webhookUrl: string, record: DialRecord) {
+    if (this.#o.flavor) {
+      // Vapi's and Retell's webhooks carry no delivery id: a repeat is the same body again.
+      const deliveries = FLAVORS[this.#o.flavor].endDeliveries(flavoredCall(record), { secret: this.#o.secret, apiKey: this.#o.apiKey ?? '' })
+      // In order: Retell's call_analyzed follows its call_ended.
+      const again = async () => {
+        let any = false
+        for (const d of deliveries) any = (await this.#deliver(webhookUrl, d.body, () => d.headers)) || any
+        return any
+      }
+      if (await again()) record.callbackDelivered = true
+      if (this.#random() < this.#o.rates.duplicateCallback) await again()
+      return
+    }
     const body = JSON.stringify({
       callId: record.providerCallId,
       status: record.status,
@@ -562,34 +645,32 @@ export class ProviderSimulator {
     const delivered = (ok: boolean) => {
       if (ok) record.callbackDelivered = true
     }
-    delivered(await this.#deliver(webhookUrl, webhookId, body))
-    if (this.#random() < this.#o.rates.duplicateCallback) delivered(await this.#deliver(webhookUrl, webhookId, body))
+    const headers = () => {
+      const timestamp = Math.floor(Date.now() / 1000)
+      return { 'webhook-id': webhookId, 'webhook-timestamp': String(timestamp), 'webhook-signature': signPayload(this.#o.secret, webhookId, timestamp, body) }
+    }
+    delivered(await this.#deliver(webhookUrl, body, headers, webhookId))
+    if (this.#random() < this.#o.rates.duplicateCallback) delivered(await this.#deliver(webhookUrl, body, headers, webhookId))
     if (this.#random() < this.#o.rates.lateCallback) {
       // The same event delivered again long after, as a retrying webhook sender does.
-      this.#later(2_000 + this.#random() * 3_000, async () => delivered(await this.#deliver(webhookUrl, webhookId, body)))
+      this.#later(2_000 + this.#random() * 3_000, async () => delivered(await this.#deliver(webhookUrl, body, headers, webhookId)))
     }
   }
 
-  /** True once the receiver acknowledged it; false after five tries (or a refusal) without. */
-  async #deliver(url: string, webhookId: string, body: string): Promise<boolean> {
+  /** True once the receiver acknowledged it; false after five tries (or a refusal) without. `headers` signs each try anew. */
+  async #deliver(url: string, body: string, headers: () => Record<string, string>, webhookId?: string): Promise<boolean> {
     for (let attempt = 1; attempt <= 5 && !this.#stopped; attempt++) {
-      const timestamp = Math.floor(Date.now() / 1000)
       try {
         const response = await fetch(url, {
           method: 'POST',
-          headers: {
-            'content-type': 'application/json',
-            'webhook-id': webhookId,
-            'webhook-timestamp': String(timestamp),
-            'webhook-signature': signPayload(this.#o.secret, webhookId, timestamp, body),
-          },
+          headers: { 'content-type': 'application/json', ...headers() },
           body,
           signal: AbortSignal.timeout(10_000),
         })
         await response.body?.cancel()
         if (response.ok) {
           this.#callbacksSent++
-          if (this.#o.forgetAfterMs === undefined) this.deliveredWebhookIds.add(webhookId)
+          if (this.#o.forgetAfterMs === undefined && webhookId) this.deliveredWebhookIds.add(webhookId)
           return true
         }
         this.#log.warn('simulator: callback refused', { status: response.status, webhookId })
