@@ -62,6 +62,7 @@ t.test('a dial is the create Vapi documents: assistant, number, customer, our id
       variableValues: { name: 'Ada', plan: 'gold' },
       metadata: { orchestratorCallId: request.callId, orchestratorDial: 2 },
       server: { url: webhookUrl('https://orchestrator.example', request.callId, 2, WEBHOOK_SECRET) },
+      serverMessages: ['status-update', 'end-of-call-report'],
     },
   })
   t.ok(create!.body.name!.length <= 40, 'the name fits Vapi\'s 40 characters')
@@ -217,4 +218,23 @@ t.test("a concurrency refusal at the end of a call: nothing rang, so a new dial 
   await recordDialResult(h.sql, h.queue, POLICY, claimed[0]!, { kind: 'accepted', providerCallId: 'v-placed' })
   const ended = await deliver('customer-ended-call', 'v-placed', 2)
   t.same(ended.body, { verdict: 'applied', callId: call.id, status: 'COMPLETED' })
+})
+
+t.test('a server message that tells no end is acknowledged and keeps nothing; a malformed one is still refused', async (t) => {
+  const webhook = createVapiWebhook({ secret: SECRET, token: undefined, voicemail: 'NO_ANSWER', log: silentLogger })
+  const h = await createHarness(t, { webhook })
+  const call = await inFlightCall(h, await registerWorker(h), newPhone(), 'v-progress')
+  const send = async (body: string) => {
+    const at = String(Math.floor(Date.now() / 1000))
+    return readResponse(await h.app.request(callbackPath(call.id, 1), { method: 'POST', headers: { 'content-type': 'application/json', 'x-signature': vapiSignature(SECRET, at, body), 'x-timestamp': at }, body }))
+  }
+  const ringing = await send(JSON.stringify({ message: { type: 'status-update', status: 'ringing', call: { id: 'v-progress' } } }))
+  t.same([ringing.status, ringing.body], [200, { verdict: 'progress', callId: call.id }])
+  t.same(await h.sql`SELECT 1 FROM callbacks`, [], 'nothing kept')
+  t.equal((await callRow(h, call.id)).status, 'IN_PROGRESS')
+  const broken = await send('{"message":')
+  t.same([broken.status, broken.body.code], [400, 'malformed_json'])
+  const noCall = await send(JSON.stringify({ message: { type: 'end-of-call-report', endedReason: 'customer-busy' } }))
+  t.same([noCall.status, noCall.body.code], [400, 'validation_failed'])
+  t.same((await h.sql<{ verdict: string }[]>`SELECT verdict FROM callbacks ORDER BY id`).map((r) => r.verdict), ['rejected', 'rejected'], 'those two are kept, as refused')
 })

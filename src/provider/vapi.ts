@@ -73,6 +73,9 @@ export function createVapiClient(options: VapiOptions): ProviderClient {
           variableValues: request.metadata,
           metadata: { orchestratorCallId: request.callId, orchestratorDial: request.dial },
           server: { url: webhookUrl(options.publicBaseUrl, request.callId, request.dial, options.callbackSecret) },
+          // Only the messages that tell the call's end: the rest (speech, conversation updates)
+          // would cost a request each and tell us nothing. Tools keep their own server URLs.
+          serverMessages: ['status-update', 'end-of-call-report'],
         },
       }
       // A 400 about the account's concurrency limit placed nothing: worth sending again later.

@@ -153,6 +153,21 @@ export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
     if (!sender.ok) throw refuse(401, sender.code, sender.detail)
     const { webhookId } = sender
 
+    let json: unknown
+    try {
+      json = JSON.parse(body)
+    } catch {
+      json = undefined
+    }
+    const reading = isJsonObject(json) ? webhook.read(json) : undefined
+    if (reading?.kind === 'progress') {
+      // About the call but not its end (ringing, a transcript so far): nothing to apply, nothing
+      // kept, no statement made. Vapi sends many of these.
+      metrics.webhookProgress.inc({ provider: webhook.provider })
+      log.debug('callback reports progress', { callId, dial, event: reading.event })
+      return c.json({ verdict: 'progress', callId })
+    }
+
     // A delivery we have had before (a replay, or the provider trying again) is counted on the
     // first one's row and changes nothing (src/store/callbacks.ts, DeliveryKeys).
     const delivery: Delivery = { callId, dial, webhookId, keys: deliveryKeys(webhookId, body), body }
@@ -168,24 +183,14 @@ export function createCallbackRoute(deps: CallbackDeps): CallbackRoute {
       await keepRefused(sql, delivery, 'rejected', reason)
       throw problem
     }
-    let json: unknown
-    try {
-      json = JSON.parse(body)
-    } catch {
+    if (json === undefined) {
       return refused('the body is not valid JSON', new HttpProblem(400, 'malformed_json', 'The callback body is not valid JSON.'))
     }
-    if (!isJsonObject(json)) {
+    if (!reading) {
       return refused('the body is not a JSON object', new HttpProblem(400, 'validation_failed', 'The callback is not valid: the body must be a JSON object.'))
     }
-    const reading = webhook.read(json)
     if (reading.kind === 'invalid') {
       return refused(`not valid: ${reading.summary}`, new HttpProblem(400, 'validation_failed', `The callback is not valid: ${reading.summary}.`))
-    }
-    if (reading.kind === 'progress') {
-      // About the call but not its end (ringing, started): nothing to apply, nothing kept.
-      metrics.webhookProgress.inc({ provider: webhook.provider })
-      log.debug('callback reports progress', { callId, dial, event: reading.event })
-      return c.json({ verdict: 'progress', callId })
     }
     const cb = { callId: reading.report.providerCallId, status: reading.report.providerStatus }
 
