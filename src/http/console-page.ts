@@ -128,7 +128,7 @@ export function renderTimeline(t: Timeline, nonce: string, options: { mayAct?: b
     entries.push({
       at: new Date(d.started_at),
       kind: 'dial',
-      html: `Dial ${d.dial} started: ${d.requests} request${d.requests === 1 ? '' : 's'} to the provider (Idempotency-Key <code>${e(`${c.id}:${d.dial}`)}</code>)${
+      html: `Dial ${d.dial} started: ${d.requests} request${d.requests === 1 ? '' : 's'} to the provider (dial key <code>${e(`${c.id}:${d.dial}`)}</code>, sent as the Idempotency-Key, or in the call's metadata to Vapi and Retell)${
         d.dialed_at ? `, accepted at ${e(iso(d.dialed_at))} as <code>${e(d.provider_call_id ?? '')}</code>` : ', not accepted yet'
       }.`,
     })
