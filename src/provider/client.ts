@@ -108,12 +108,12 @@ function causes(err: unknown): Array<{ name?: string; message?: string; code?: s
   return chain
 }
 
-export const excerpt = (text: string) => {
+const excerpt = (text: string) => {
   const flat = text.replace(/\s+/g, ' ').trim()
   return flat.length > 200 ? `${flat.slice(0, 200)}…` : flat
 }
 
-export interface RawAnswer {
+interface RawAnswer {
   status: number
   body: string
   retryAfterMs: number | undefined
@@ -163,7 +163,7 @@ export function httpExchange(options: { timeoutMs: number; headers: Record<strin
  * `refusal` may say whether a 4xx is worth sending again (a concurrency limit) where the status
  * alone does not.
  */
-export function classifyCreate(
+function classifyCreate(
   answer: RawAnswer,
   id: { name: string; of: (json: unknown) => unknown },
   refusal?: (status: number, body: string) => boolean | undefined,
@@ -185,15 +185,23 @@ export function classifyCreate(
   return retry ? { kind: 'not_placed', retry: true, error, retryAfterMs } : { kind: 'not_placed', retry: false, error }
 }
 
-/** POSTs a create and classifies its answer; a request that threw is classified by whether it can have been sent. */
-export async function sendCreate(exchange: Exchange, url: string, body: Record<string, unknown>, signal: AbortSignal | undefined, classify: (answer: RawAnswer) => DialResult): Promise<DialResult> {
+/**
+ * POSTs a create (with `headers` besides its JSON type) and classifies its answer
+ * (classifyCreate); a request that threw is classified by whether it can have been sent.
+ */
+export async function sendCreate(
+  exchange: Exchange,
+  url: string,
+  create: { body: Record<string, unknown>; headers?: Record<string, string>; id: Parameters<typeof classifyCreate>[1]; refusal?: Parameters<typeof classifyCreate>[2] },
+  signal: AbortSignal | undefined,
+): Promise<DialResult> {
   let answer: RawAnswer
   try {
-    answer = await exchange(url, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body }, signal)
+    answer = await exchange(url, { method: 'POST', headers: { 'Content-Type': 'application/json', ...create.headers }, body: create.body }, signal)
   } catch (err) {
     return unsent(err)
   }
-  return classify(answer)
+  return classifyCreate(answer, create.id, create.refusal)
 }
 
 /** A read's JSON (`what` names it in errors): a failed exchange, a non-2xx answer and a body that is not JSON are returned as errors. */
@@ -219,7 +227,7 @@ export async function fetchJson<T>(
 }
 
 /** A request that threw: unknown if it can have reached the provider, else not placed (worth sending again). */
-export function unsent(err: unknown): DialResult {
+function unsent(err: unknown): DialResult {
   const { message, sent } = err as Error & { sent?: boolean }
   return sent === false ? { kind: 'not_placed', retry: true, error: message } : { kind: 'unknown', error: message }
 }
@@ -239,26 +247,14 @@ export function createProviderClient(options: {
     name: 'generic',
     idempotent: true,
     async dial(request, signal) {
-      let answer: RawAnswer
-      try {
-        answer = await exchange(
-          endpoint,
-          {
-            method: 'POST',
-            body: {
-              to: request.to,
-              scriptId: request.scriptId,
-              metadata: request.metadata,
-              webhookUrl: webhookUrl(options.publicBaseUrl, request.callId, request.dial, options.callbackSecret),
-            },
-            headers: { 'Content-Type': 'application/json', 'Idempotency-Key': idempotencyKey(request.callId, request.dial) },
-          },
-          signal,
-        )
-      } catch (err) {
-        return unsent(err)
+      const body = {
+        to: request.to,
+        scriptId: request.scriptId,
+        metadata: request.metadata,
+        webhookUrl: webhookUrl(options.publicBaseUrl, request.callId, request.dial, options.callbackSecret),
       }
-      return classifyCreate(answer, { name: 'callId', of: (json) => (json as { callId?: unknown } | null)?.callId })
+      const headers = { 'Idempotency-Key': idempotencyKey(request.callId, request.dial) }
+      return sendCreate(exchange, endpoint, { body, headers, id: { name: 'callId', of: (json) => (json as { callId?: unknown } | null)?.callId } }, signal)
     },
 
     async lookup(providerCallId, signal) {

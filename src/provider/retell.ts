@@ -1,6 +1,6 @@
 import { createHmac, timingSafeEqual } from 'node:crypto'
 import type { Logger } from '../platform/log.ts'
-import { classifyCreate, fetchJson, httpExchange, sendCreate, webhookUrl, type DialResult, type FoundDial, type LookupResult, type ProviderClient } from './client.ts'
+import { fetchJson, httpExchange, sendCreate, webhookUrl, type DialResult, type FoundDial, type LookupResult, type ProviderClient } from './client.ts'
 import { retellEnd, type VoicemailOutcome } from './end-reasons.ts'
 import { noteEndReason } from './observe.ts'
 import { resultOf, WEBHOOK_TOLERANCE_MS, type HeaderOf, type ProviderWebhook, type WebhookReading, type WebhookSender } from './webhook.ts'
@@ -58,7 +58,7 @@ export function createRetellClient(options: RetellOptions): ProviderClient {
         agent_override: { agent: { webhook_url: webhookUrl(options.publicBaseUrl, request.callId, request.dial, options.callbackSecret) } },
       }
       // 402 (no payment method) and 422 are final; 429 (rate or concurrency limited) is worth sending again.
-      return sendCreate(exchange, `${base}/v2/create-phone-call`, body, signal, (answer) => classifyCreate(answer, { name: 'call_id', of: (json) => (json as RetellCall | null)?.call_id }))
+      return sendCreate(exchange, `${base}/v2/create-phone-call`, { body, id: { name: 'call_id', of: (json) => (json as RetellCall | null)?.call_id } }, signal)
     },
 
     async lookup(providerCallId, signal): Promise<LookupResult> {

@@ -1,6 +1,6 @@
 import { createHmac, timingSafeEqual } from 'node:crypto'
 import type { Logger } from '../platform/log.ts'
-import { classifyCreate, fetchJson, httpExchange, sendCreate, webhookUrl, type DialResult, type FoundDial, type LookupResult, type ProviderClient } from './client.ts'
+import { fetchJson, httpExchange, sendCreate, webhookUrl, type DialResult, type FoundDial, type LookupResult, type ProviderClient } from './client.ts'
 import { vapiEnd, type VoicemailOutcome } from './end-reasons.ts'
 import { resultOf, WEBHOOK_TOLERANCE_MS, type FinalReport, type HeaderOf, type ProviderWebhook, type WebhookReading, type WebhookSender } from './webhook.ts'
 import { noteEndReason } from './observe.ts'
@@ -79,9 +79,8 @@ export function createVapiClient(options: VapiOptions): ProviderClient {
         },
       }
       // A 400 about the account's concurrency limit placed nothing: worth sending again later.
-      return sendCreate(exchange, `${base}/call`, body, signal, (answer) =>
-        classifyCreate(answer, { name: 'call id', of: (json) => (json as VapiCall | null)?.id }, (status, text) => (status === 400 && /concurrency/i.test(text) ? true : undefined)),
-      )
+      const id = { name: 'call id', of: (json: unknown) => (json as VapiCall | null)?.id }
+      return sendCreate(exchange, `${base}/call`, { body, id, refusal: (status, text) => (status === 400 && /concurrency/i.test(text) ? true : undefined) }, signal)
     },
 
     async lookup(providerCallId, signal): Promise<LookupResult> {

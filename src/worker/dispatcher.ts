@@ -1,5 +1,6 @@
 import { hostname } from 'node:os'
 import { performance } from 'node:perf_hooks'
+import { setTimeout as delay } from 'node:timers/promises'
 import type { CallRow } from '../domain/call.ts'
 import { NO_POLICY } from '../domain/policy.ts'
 import { isDatabaseUnavailable, type Sql } from '../store/sql.ts'
@@ -347,24 +348,11 @@ export class Dispatcher {
         log.warn('could not look for a call an earlier request may have placed; holding it', { error: found.error })
         return { kind: 'unknown', error: `could not look for the call an earlier request may have placed: ${found.error}` }
       }
-      if (look === 1) await this.#pause(this.#options.settleMs ?? 0)
+      // A worker that stops cuts the wait short and records nothing after it: its lease lapses.
+      if (look === 1) await delay(this.#options.settleMs ?? 0, undefined, { signal: this.#abort.signal }).catch(() => {})
     }
     log.info('no call placed by an earlier request; sending again')
     return undefined
-  }
-
-  /** Waits `ms`, or less if the worker stops. */
-  #pause(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms)
-      const signal = this.#abort.signal
-      function done() {
-        clearTimeout(timer)
-        signal.removeEventListener('abort', done)
-        resolve()
-      }
-      signal.addEventListener('abort', done)
-    })
   }
 
   /**
