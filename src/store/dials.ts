@@ -74,17 +74,19 @@ export async function dialStartedAt(db: Db, callId: string, dial: number): Promi
  */
 export async function recordResult(tx: Tx, callId: string, dial: number, providerCallId: string, result: CallResult): Promise<boolean> {
   const rows = await tx`
-    UPDATE call_dials d SET
-      end_reason = COALESCE(${result.endReason}, d.end_reason),
-      transcript = COALESCE(${result.transcript}, d.transcript),
-      recording_url = COALESCE(${result.recordingUrl}, d.recording_url),
-      summary = COALESCE(${result.summary}, d.summary),
-      analysis = COALESCE(${result.analysis === null ? null : tx.json(result.analysis as never)}::jsonb, d.analysis)
-    WHERE d.call_id = ${callId} AND d.dial = ${dial} AND d.provider_call_id = ${providerCallId}
-      AND (d.end_reason, d.transcript, d.recording_url, d.summary, d.analysis)
-          IS DISTINCT FROM (COALESCE(${result.endReason}, d.end_reason), COALESCE(${result.transcript}, d.transcript),
-                            COALESCE(${result.recordingUrl}, d.recording_url), COALESCE(${result.summary}, d.summary),
-                            COALESCE(${result.analysis === null ? null : tx.json(result.analysis as never)}::jsonb, d.analysis))
+    WITH next AS (
+      SELECT d.call_id, d.dial,
+        COALESCE(${result.endReason}, d.end_reason) AS end_reason,
+        COALESCE(${result.transcript}, d.transcript) AS transcript,
+        COALESCE(${result.recordingUrl}, d.recording_url) AS recording_url,
+        COALESCE(${result.summary}, d.summary) AS summary,
+        COALESCE(${result.analysis === null ? null : tx.json(result.analysis as never)}::jsonb, d.analysis) AS analysis
+      FROM call_dials d
+      WHERE d.call_id = ${callId} AND d.dial = ${dial} AND d.provider_call_id = ${providerCallId})
+    UPDATE call_dials d SET end_reason = n.end_reason, transcript = n.transcript, recording_url = n.recording_url, summary = n.summary, analysis = n.analysis
+    FROM next n
+    WHERE d.call_id = n.call_id AND d.dial = n.dial
+      AND (d.end_reason, d.transcript, d.recording_url, d.summary, d.analysis) IS DISTINCT FROM (n.end_reason, n.transcript, n.recording_url, n.summary, n.analysis)
     RETURNING 1`
   return rows.length > 0
 }

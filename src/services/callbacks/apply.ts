@@ -155,8 +155,8 @@ export async function applyProviderReport(
     // A later report of the dial that ended the call (Retell's call_analyzed, Vapi's report after
     // its status-update) may bring what the first did not: kept, and told as call.analyzed.
     if (call.status !== 'PENDING' && (await keep())) {
-      const [after] = await tx<CallRow[]>`SELECT * FROM calls WHERE id = ${call.id}`
-      await emitCallEvents(tx, queue.deliveries, 'call.analyzed', [after!])
+      // The call's row is as locked; its dials, which the event shows, are read fresh.
+      await emitCallEvents(tx, queue.deliveries, 'call.analyzed', [call])
       return refuse('already_final', `call was already ${call.status}; its result was added to`)
     }
     return refuse('already_final', `call was already ${call.status}`)
@@ -209,10 +209,27 @@ async function dialAgainAfterRefusal(
   const due = await dueTime(tx, calling, call, now, { at: new Date(now.getTime() + delayMs), reason: 'retry' })
   if (!due) return undefined
   const error = `the provider placed nothing (${endReason ?? 'its concurrency limit'}); a new dial after ${Math.round(delayMs / 1000)} s`
-  await endDials(tx, [{ callId: call.id, dial: call.dial, outcome: 'refused', error, providerCallId: final.providerCallId }])
+  return toNextDial(tx, queue, call, final, due, { outcome: 'refused', dialError: error, callError: error }, keep)
+}
+
+/**
+ * The tail of both ways to a new dial: the dial ends with `outcome` (and what the report tells
+ * of it), the call goes back to PENDING with a job due at `due`, call.retry_scheduled is
+ * written and the workers are woken (a slot and the phone went free).
+ */
+async function toNextDial(
+  tx: Tx,
+  queue: Queues,
+  call: CallRow,
+  final: FinalStatus,
+  due: { at: Date; waitingFor: string | null },
+  end: { outcome: 'refused' | 'BUSY' | 'NO_ANSWER' | 'FAILED'; dialError: string; callError: string },
+  keep: () => Promise<boolean>,
+): Promise<CallRow | undefined> {
+  await endDials(tx, [{ callId: call.id, dial: call.dial, outcome: end.outcome, error: end.dialError, providerCallId: final.providerCallId }])
   await keep()
   const jobId = await jobForNextDial(tx, queue.calls, call, due.at, 'in flight')
-  const row = await retryAfterOutcome(tx, call.id, call.dial, { final, jobId, dueAt: due.at, waitingFor: due.waitingFor, error })
+  const row = await retryAfterOutcome(tx, call.id, call.dial, { final, jobId, dueAt: due.at, waitingFor: due.waitingFor, error: end.callError })
   if (row) await emitCallEvents(tx, queue.deliveries, 'call.retry_scheduled', [row])
   await wakeWorkers(tx, true)
   return row
@@ -234,11 +251,5 @@ async function retryAfter(tx: Tx, queue: Queues, call: CallRow, final: FinalStat
   const due = await dueTime(tx, calling, call, now, { at: new Date(now.getTime() + retry.delaySeconds * 1000), reason: 'retry' })
   if (!due) return undefined // its window never opens again: the outcome stands
   const error = `provider reported ${outcome}; retry ${before + 1} of ${retry.limit} after ${outcome}`
-  await endDials(tx, [{ callId: call.id, dial: call.dial, outcome, error: `provider reported ${outcome}`, providerCallId: final.providerCallId }])
-  await keep()
-  const jobId = await jobForNextDial(tx, queue.calls, call, due.at, 'in flight')
-  const row = await retryAfterOutcome(tx, call.id, call.dial, { final, jobId, dueAt: due.at, waitingFor: due.waitingFor, error })
-  if (row) await emitCallEvents(tx, queue.deliveries, 'call.retry_scheduled', [row])
-  await wakeWorkers(tx, true)
-  return row
+  return toNextDial(tx, queue, call, final, due, { outcome, dialError: `provider reported ${outcome}`, callError: error }, keep)
 }
