@@ -59,9 +59,20 @@ export function pageUrl(host: string, port: number): string {
   return `http://${local ? 'localhost' : host.includes(':') ? `[${host}]` : host}:${port}/`
 }
 
-export function simulatorFromConfig(config: Config, secret: string, log: Logger, store?: SimulatorStore, flavor = config.simulator.flavor): ProviderSimulator {
+/**
+ * The simulator as the configuration describes it: SIMULATOR_FLAVOR's provider (or `flavor`),
+ * taking that provider's API key (or `apiKey`).
+ */
+export function simulatorFromConfig(
+  config: Config,
+  secret: string,
+  log: Logger,
+  options: { store?: SimulatorStore | undefined; flavor?: Config['simulator']['flavor']; apiKey?: string | undefined } = {},
+): ProviderSimulator {
   const s = config.simulator
-  const apiKey = flavor === 'vapi' ? config.provider.vapi.apiKey : flavor === 'retell' ? config.provider.retell.apiKey : config.provider.apiKey
+  const { store } = options
+  const flavor = options.flavor ?? s.flavor
+  const apiKey = 'apiKey' in options ? options.apiKey : flavor === 'generic' ? config.provider.apiKey : config.provider[flavor].apiKey
   return new ProviderSimulator(
     {
       secret,
@@ -315,44 +326,40 @@ export async function startOrchestrator(
     let providerUrl = config.provider.baseUrl
     let simulatorUrl: string | undefined
     let builtInSimulator: ProviderSimulator | undefined
-    if (mode === 'all' && !providerUrl && config.provider.name === 'generic') {
-      // Out of the box: no provider configured, so run the simulator in-process, and say so
-      // loudly. Without WEBHOOK_SECRET it signs with one made up once and kept with its calls:
-      // the webhook URLs handed out before a restart carry tokens made with it.
+    const flavor = config.provider.name
+    if (mode === 'all' && (flavor === 'generic' ? !providerUrl : !config.provider[flavor].apiKey)) {
+      // Out of the box: no provider to reach (no PROVIDER_BASE_URL, or PROVIDER=vapi|retell
+      // without its key), so run the simulator in-process as that provider, and say so loudly.
+      // Without WEBHOOK_SECRET it signs with one made up once and kept with its calls: the
+      // webhook URLs handed out before a restart carry tokens made with it.
       const store = await simulatorStore(sql, log)
-      const secret = webhook.secrets[0] ?? (await store?.secret(`whsec_${randomBytes(24).toString('base64')}`)) ?? `whsec_${randomBytes(24).toString('base64')}`
+      const made = () => `whsec_${randomBytes(24).toString('base64')}`
+      const secret = webhook.secrets[0] ?? (await store?.secret(made())) ?? made()
       if (webhook.secrets.length === 0) webhook = { ...webhook, secrets: [secret] }
-      const sim = simulatorFromConfig(config, secret, log, store)
+      // As Vapi or Retell, with keys of its own; Vapi's messages signed as VAPI_WEBHOOK_SECRET says, if set.
+      const apiKey = flavor === 'generic' ? config.provider.apiKey : `simulated_${randomBytes(12).toString('hex')}`
+      const signing = (flavor === 'vapi' ? config.provider.vapi.webhookSecret : undefined) ?? secret
+      const sim = simulatorFromConfig(config, signing, log, { store, flavor, apiKey })
       // SIMULATOR_PORT when given; else any free port, so two of these never collide.
       await sim.start(config.simulator.portGiven ? config.simulator.port : 0, config.simulator.host)
       stops.push(() => sim.stop())
       builtInSimulator = sim
-      providerUrl = sim.url
       simulatorUrl = sim.url
-      log.warn('PROVIDER_BASE_URL is not set: calls go to the built-in provider simulator, not to a real provider', { simulatorUrl })
-    }
-    const flavor = config.provider.name === 'generic' ? undefined : config.provider.name
-    if (mode === 'all' && flavor && !config.provider[flavor].apiKey) {
-      // PROVIDER=vapi or retell without its key: the simulator plays that provider, with keys
-      // of its own, so `npm start` shows the whole way (docs/providers.md). Said loudly.
-      const store = await simulatorStore(sql, log)
-      const secret = webhook.secrets[0] ?? webhook.urlSecret ?? (await store?.secret(`whsec_${randomBytes(24).toString('base64')}`)) ?? `whsec_${randomBytes(24).toString('base64')}`
-      if (webhook.secrets.length === 0 && !webhook.urlSecret) webhook = { ...webhook, secrets: [secret] }
-      const apiKey = `simulated_${randomBytes(12).toString('hex')}`
-      const signing = (flavor === 'vapi' ? config.provider.vapi.webhookSecret : undefined) ?? secret
-      const provider = {
-        ...config.provider,
-        vapi: { ...config.provider.vapi, apiKey, phoneNumberId: config.provider.vapi.phoneNumberId ?? 'simulated-number', webhookSecret: signing },
-        retell: { ...config.provider.retell, apiKey, fromNumber: config.provider.retell.fromNumber ?? '+15550100000' },
+      if (flavor === 'generic') {
+        providerUrl = sim.url
+        log.warn('PROVIDER_BASE_URL is not set: calls go to the built-in provider simulator, not to a real provider', { simulatorUrl })
+      } else {
+        const { vapi, retell } = config.provider
+        config = {
+          ...config,
+          provider: {
+            ...config.provider,
+            vapi: { ...vapi, apiKey, baseUrl: sim.url, phoneNumberId: vapi.phoneNumberId ?? 'simulated-number', webhookSecret: signing },
+            retell: { ...retell, apiKey, baseUrl: sim.url, fromNumber: retell.fromNumber ?? '+15550100000' },
+          },
+        }
+        log.warn(`${flavor === 'vapi' ? 'VAPI_API_KEY' : 'RETELL_API_KEY'} is not set: calls go to the built-in simulator playing ${flavor}, not to ${flavor} itself`, { simulatorUrl })
       }
-      config = { ...config, provider }
-      const sim = simulatorFromConfig(config, signing, log, store, flavor)
-      await sim.start(config.simulator.portGiven ? config.simulator.port : 0, config.simulator.host)
-      stops.push(() => sim.stop())
-      builtInSimulator = sim
-      simulatorUrl = sim.url
-      config = { ...config, provider: { ...provider, vapi: { ...provider.vapi, baseUrl: sim.url }, retell: { ...provider.retell, baseUrl: sim.url } } }
-      log.warn(`${flavor === 'vapi' ? 'VAPI_API_KEY' : 'RETELL_API_KEY'} is not set: calls go to the built-in simulator playing ${flavor}, not to ${flavor} itself`, { simulatorUrl })
     }
 
     let apiPort: number | undefined
