@@ -227,9 +227,38 @@ t.test('a failing event is retried under its webhook-id, given up after its retr
   t.same(replay.body, { deliveries: 1 })
   await waitFor('the replay', async () => receiver.received.length >= 1, 30_000)
   t.equal(receiver.received[0]!.webhookId, dialedId)
+  // Still refused: the replay has its own three tries, then it is given up again.
+  await settled(h)
+  t.equal(receiver.received.length, 3, 'three tries again')
+  t.match((await deliveries(h)).find((d) => d.event_id === dialedId), { status: 'failed', attempts: 6, attempts_before_replay: 3 })
   t.equal((await h.call('POST', '/events/msg_00000000-0000-0000-0000-000000000000/replay')).status, 404)
   t.equal((await h.call('POST', '/events/nope/replay')).status, 400)
   t.equal((await h.call('POST', `/events/${dialedId}/replay`, { endpointId: crypto.randomUUID() })).body.code, 'endpoint_not_found')
+})
+
+t.test('each event has retries of its own: earlier events of its call failing do not use them up', async (t) => {
+  // Retries were counted per delivery job, and one job carries every pending event of its call:
+  // a call whose events each failed once gave up its third event after that event's first try
+  // (events-e2e stalled on it, about one run in a hundred).
+  const h = await createHarness(t, { deliveryRetry: { limit: 2, baseSeconds: 1, maxSeconds: 1 } })
+  const tried = new Set<string>()
+  // Every event fails its first try and gets through on its second.
+  const receiver = await startEventReceiver(t, { verdict: (e) => (tried.has(e.webhookId) ? 'accept' : (tried.add(e.webhookId), 'fail')) })
+  await register(h, receiver)
+  const call = await insertCall(h, { status: 'COMPLETED' })
+  const types = ['call.dialed', 'call.retry_scheduled', 'call.dialed', 'call.completed'] as const
+  await h.sql.begin(async (tx) => {
+    for (const type of types) await emitCallEvents(tx, h.queue.deliveries, type, [{ ...call, status: type === 'call.completed' ? 'COMPLETED' : 'IN_PROGRESS' } as CallRow])
+  })
+  await startDelivery(t, h)
+  await settled(h)
+  const log = await h.sql<Array<DeliveryRow & { type: string }>>`
+    SELECT d.*, e.type FROM event_deliveries d JOIN events e ON e.id = d.event_id ORDER BY e.seq`
+  t.same(log.map((d) => [d.type, d.status, d.attempts]), types.map((type) => [type, 'delivered', 2]), 'each delivered on its second try')
+  t.same(receiver.accepted().map((e) => e.type), types, 'in the order written')
+  const [jobs] = await h.sql<{ n: number }[]>`
+    SELECT count(*)::int AS n FROM pgboss.job WHERE name = 'event-deliveries' AND state NOT IN ('completed', 'cancelled')`
+  t.equal(jobs!.n, 0, 'no delivery job left behind')
 })
 
 t.test('a receiver that does not answer in time fails that attempt; the retry gets through', async (t) => {

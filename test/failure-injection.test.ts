@@ -319,10 +319,30 @@ t.test('event deliveries: fetched, delivered, retried, given up', async (t) => {
     await failEachStatement(t, faults, h.sql, () => sendDeliveryJob(deps, job!), injected)
     t.equal((await h.sql`SELECT 1 FROM pgboss.job WHERE id = ${job!.jobId} AND state = 'retry'`).length, 1)
   })
+  // The retry limit counts the event's own tries; the job's retries may have gone to earlier
+  // events of its call.
+  const triedBefore = (job: { callId: string | null }, tries: number) =>
+    h.sql`UPDATE event_deliveries SET attempts = ${tries} WHERE status = 'pending' AND event_id IN (SELECT id FROM events WHERE call_id = ${job.callId})`
+  t.test('refused, the job out of retries but not its event: the scope goes on in a new job, after the backoff', async (t) => {
+    await cancelled()
+    const [fetched] = await h.queue.deliveries.fetch(h.sql, 1, 4)
+    // As fetched on its last retry.
+    await h.sql`UPDATE pgboss.job SET retry_count = retry_limit WHERE id = ${fetched!.jobId}`
+    const spent = { ...fetched!, retryCount: fetched!.retryLimit }
+    await failEachStatement(t, faults, h.sql, () => sendDeliveryJob(deps, spent), injected)
+    const jobs = await h.sql<{ id: string; state: string; later: boolean }[]>`
+      SELECT id, state, start_after > now() AS later FROM pgboss.job WHERE name = 'event-deliveries' AND data->>'callId' = ${spent.callId}`
+    t.same(jobs.map((j) => [j.id === spent.jobId, j.state, j.later]).sort(), [[false, 'created', true], [true, 'completed', false]])
+    const [row] = await h.sql<{ status: string; attempts: number; next_attempt_at: Date | null }[]>`
+      SELECT d.status, d.attempts, d.next_attempt_at FROM event_deliveries d JOIN events e ON e.id = d.event_id WHERE e.call_id = ${spent.callId}`
+    t.match(row, { status: 'pending', attempts: 1 })
+    t.ok(row!.next_attempt_at, 'with when it is tried next')
+  })
   t.test('refused with no retries left: given up, the scope goes on in a new job', async (t) => {
     await cancelled()
     const [last] = await h.queue.deliveries.fetch(h.sql, 1, 4)
-    await failEachStatement(t, faults, h.sql, () => sendDeliveryJob(deps, { ...last!, retryCount: last!.retryLimit }), injected)
+    await triedBefore(last!, last!.retryLimit)
+    await failEachStatement(t, faults, h.sql, () => sendDeliveryJob(deps, last!), injected)
     t.equal((await h.sql`SELECT 1 FROM event_deliveries WHERE status = 'failed'`).length, 1)
   })
 })

@@ -1,6 +1,7 @@
 import type { PgBoss } from 'pg-boss'
 import { BOSS_SCHEMA, onTx } from './boss.ts'
 import type { Sql, Tx } from './sql.ts'
+import { retryDelayMs } from '../domain/backoff.ts'
 
 // Event deliveries. A job names an endpoint and an event's scope (its call, or its batch); it
 // sends every undelivered event of that scope to that endpoint, oldest first (see
@@ -60,8 +61,8 @@ export class DeliveryJobs {
     await this.#boss.createQueue(DELIVERIES_QUEUE, { policy: 'key_strict_fifo', ...this.#options })
   }
 
-  /** Delivery jobs for these scopes, in the caller's transaction (the outbox). */
-  async enqueue(tx: Tx, scopes: DeliveryScope[]): Promise<void> {
+  /** Delivery jobs for these scopes, in the caller's transaction (the outbox); due now, or at `startAfter`. */
+  async enqueue(tx: Tx, scopes: DeliveryScope[], startAfter?: Date): Promise<void> {
     if (scopes.length === 0) return
     await this.#boss.insert(
       DELIVERIES_QUEUE,
@@ -70,6 +71,7 @@ export class DeliveryJobs {
         singletonKey: `${d.endpointId}:${d.callId ?? `batch:${d.batchId}`}`,
         group: { id: d.endpointId },
         ...this.#options,
+        ...(startAfter ? { startAfter } : {}),
       })),
       { db: onTx(tx) },
     )
@@ -106,6 +108,19 @@ export class DeliveryJobs {
     const [row] = await tx<{ start_after: Date }[]>`
       SELECT start_after FROM ${tx(BOSS_SCHEMA)}.job WHERE name = ${DELIVERIES_QUEUE} AND id = ${job.jobId} AND state = 'retry'`
     return row?.start_after ?? null
+  }
+
+  /**
+   * Like `retry`, for a job with no retries left for pg-boss to run while its event has some:
+   * the job's retries went to earlier events of its scope (one job carries them all). The job is
+   * completed and the scope goes on in a fresh one, due after the backoff of the event's `tries`.
+   */
+  async retryInFreshJob(tx: Tx, job: DeliveryJob, tries: number): Promise<Date> {
+    const delayMs = retryDelayMs(tries, { baseSeconds: this.#options.retryDelay, maxSeconds: this.#options.retryDelayMax })
+    const [row] = await tx<{ at: Date }[]>`SELECT now() + make_interval(secs => ${delayMs}::int / 1000.0) AS at`
+    await this.enqueue(tx, [job], row!.at)
+    await this.complete(tx, job)
+    return row!.at
   }
 
 }

@@ -30,6 +30,8 @@ export interface DeliveryRow {
   endpoint_id: string
   status: 'pending' | 'delivered' | 'failed'
   attempts: number
+  /** The attempts made before the last replay: the retry limit counts those after. */
+  attempts_before_replay: number
   last_attempt_at: Date | null
   last_status_code: number | null
   last_error: string | null
@@ -81,7 +83,7 @@ export async function insertDeliveries(tx: Tx, deliveries: Array<{ eventId: stri
   await tx`
     INSERT INTO event_deliveries (event_id, endpoint_id)
     SELECT * FROM unnest(${deliveries.map((d) => d.eventId)}::text[], ${deliveries.map((d) => d.endpointId)}::uuid[])
-    ON CONFLICT (event_id, endpoint_id) DO UPDATE SET status = 'pending', next_attempt_at = NULL`
+    ON CONFLICT (event_id, endpoint_id) DO UPDATE SET status = 'pending', next_attempt_at = NULL, attempts_before_replay = event_deliveries.attempts`
 }
 
 export async function getEvent(db: Db, id: string): Promise<EventRow | undefined> {
@@ -135,9 +137,12 @@ export async function disableEndpoint(tx: Tx, id: string): Promise<boolean> {
 }
 
 /** The undelivered events of one call (or one batch) for one endpoint, oldest first. */
-export async function pendingDeliveries(db: Db, scope: DeliveryScope, limit: number): Promise<Array<EventRow & { attempts: number }>> {
-  return db<Array<EventRow & { attempts: number }>>`
-    SELECT e.*, d.attempts
+/** An event to send: `attempts` over its whole life, `tries` since it was last replayed (what its retry limit counts). */
+export type PendingEvent = EventRow & { attempts: number; tries: number }
+
+export async function pendingDeliveries(db: Db, scope: DeliveryScope, limit: number): Promise<PendingEvent[]> {
+  return db<PendingEvent[]>`
+    SELECT e.*, d.attempts, d.attempts - d.attempts_before_replay AS tries
     FROM events e JOIN event_deliveries d ON d.event_id = e.id AND d.endpoint_id = ${scope.endpointId}
     WHERE ${scope.callId ? db`e.call_id = ${scope.callId}` : db`e.call_id IS NULL AND e.batch_id = ${scope.batchId}`}
       AND d.status = 'pending'

@@ -18,6 +18,9 @@ import { isPublicAddress, publicOnlyLookup } from './destinations.ts'
 // (events.seq), each signed per Standard Webhooks with the endpoint's secrets, with a timeout.
 // A 2xx is delivered; anything else stops the job, which pg-boss retries with backoff, under the
 // same webhook-id, for about a day; then that event is given up (and logged) and the rest go on.
+// The retry limit counts each event's own tries (event_deliveries.attempts since its last
+// replay), not the job's: a job that spent its retries on earlier events of its call hands the
+// call's events on to a fresh job.
 // Every attempt is written to event_deliveries.
 //
 // Why a job sends a scope and not just its own event: pg-boss orders a key's jobs by the start of
@@ -212,7 +215,10 @@ export async function sendDeliveryJob(deps: { sql: Sql; deliveries: DeliveryJobs
       continue
     }
     const error = answer.error ?? `answered ${answer.status}`
-    if (job.retryCount >= job.retryLimit) {
+    // The event's own tries since it was written (or replayed), this one included: its retries
+    // are its own, whatever the earlier events of its scope used of the job's.
+    const tries = event.tries + 1
+    if (tries > job.retryLimit) {
       // Given up on this event; the scope's later events go on in a fresh job with fresh retries.
       log.warn('event delivery given up', { eventId: event.id, error, attempts: event.attempts + 1 })
       await settle(event.id, async (tx) => {
@@ -224,7 +230,7 @@ export async function sendDeliveryJob(deps: { sql: Sql; deliveries: DeliveryJobs
       return
     }
     const next = await settle(event.id, async (tx) => {
-      const next = await deliveries.retry(tx, job, error)
+      const next = job.retryCount < job.retryLimit ? await deliveries.retry(tx, job, error) : await deliveries.retryInFreshJob(tx, job, tries)
       await recordAttempt(tx, { ...delivery, status: 'pending', error, nextAttemptAt: next })
       return next
     })
