@@ -56,7 +56,9 @@ async function inFlight(h: Harness) {
 }
 
 /** Seconds from the database's now() to the call's next request. */
-const backoffSeconds = (row: Record<string, any>) => (row.next_attempt_at.getTime() - row.db_now.getTime()) / 1000
+// From the transaction that scheduled it (updated_at is its now()), not from a later read, which
+// a busy machine can delay.
+const backoffSeconds = (row: Record<string, any>) => (row.next_attempt_at.getTime() - row.updated_at.getTime()) / 1000
 
 t.test('202 with a callId: the request follows the contract and the call is dialed', async (t) => {
   const h = await createHarness(t)
