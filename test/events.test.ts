@@ -8,6 +8,7 @@ import { emitCallEvents } from '../src/services/events/outbox.ts'
 import { silentLogger } from '../src/platform/log.ts'
 import { startEventReceiver, type EventReceiver } from './support/event-receiver.ts'
 import { recordDialResult } from '../src/services/dispatch/record.ts'
+import { sweep } from '../src/services/dispatch/sweeps.ts'
 import { inFlightCall, POLICY, sendSigned } from './support/callbacks.ts'
 import { insertCall, newPhone, postCall } from './support/factory.ts'
 import { addEventSink, createHarness, registerWorker, type Harness } from './support/harness.ts'
@@ -259,6 +260,24 @@ t.test('each event has retries of its own: earlier events of its call failing do
   const [jobs] = await h.sql<{ n: number }[]>`
     SELECT count(*)::int AS n FROM pgboss.job WHERE name = 'event-deliveries' AND state NOT IN ('completed', 'cancelled')`
   t.equal(jobs!.n, 0, 'no delivery job left behind')
+})
+
+t.test('a delivery job pg-boss failed (its worker gone on its last retry) stops blocking its call’s events at the next sweep', async (t) => {
+  const h = await createHarness(t)
+  const receiver = await startEventReceiver(t)
+  await register(h, receiver)
+  const call = await insertCall(h, { status: 'COMPLETED' })
+  await h.sql.begin((tx) => emitCallEvents(tx, h.queue.deliveries, 'call.dialed', [{ ...call, status: 'IN_PROGRESS' } as CallRow]))
+  // What pg-boss's expiry does to an active job on its last retry: failed, for good. Under
+  // key_strict_fifo a failed job holds back every later job of its key.
+  await h.sql`UPDATE pgboss.job SET state = 'failed', completed_on = now() WHERE name = 'event-deliveries'`
+  await h.sql.begin((tx) => emitCallEvents(tx, h.queue.deliveries, 'call.completed', [call]))
+  t.same(await h.queue.deliveries.fetch(h.sql, 10, 4), [], 'held back while the failed job is there')
+  t.equal((await sweep(h.sql, h.queue, POLICY, {})).revivedDeliveries, 1, 'the sweep hands the call’s events to a fresh job')
+  await startDelivery(t, h)
+  await settled(h)
+  t.same(receiver.accepted().map((e) => e.type), ['call.dialed', 'call.completed'], 'both sent, in order')
+  t.equal((await sweep(h.sql, h.queue, POLICY, {})).revivedDeliveries, 0, 'nothing left to revive')
 })
 
 t.test('a receiver that does not answer in time fails that attempt; the retry gets through', async (t) => {

@@ -111,6 +111,24 @@ export class DeliveryJobs {
   }
 
   /**
+   * Failed delivery jobs, handed on. pg-boss fails a job for good when it expires on its last
+   * retry (its worker died, or lost the database, mid-send), and under key_strict_fifo a failed
+   * job holds back every later job of its scope. Each is deleted and its scope goes on in a fresh
+   * job; its events keep their own tries (event_deliveries), so none is tried past its limit.
+   * This reads pg-boss's job table directly; pg-boss offers no query for it.
+   */
+  async reviveFailed(tx: Tx, limit: number): Promise<number> {
+    const rows = await tx<{ id: string; data: DeliveryScope }[]>`
+      SELECT id, data FROM ${tx(BOSS_SCHEMA)}.job
+      WHERE name = ${DELIVERIES_QUEUE} AND state = 'failed'
+      LIMIT ${limit} FOR UPDATE SKIP LOCKED`
+    if (rows.length === 0) return 0
+    await this.#boss.deleteJob(DELIVERIES_QUEUE, rows.map((r) => r.id), { db: onTx(tx) })
+    await this.enqueue(tx, rows.map(({ data }) => ({ endpointId: data.endpointId, callId: data.callId ?? null, batchId: data.batchId ?? null })))
+    return rows.length
+  }
+
+  /**
    * Like `retry`, for a job with no retries left for pg-boss to run while its event has some:
    * the job's retries went to earlier events of its scope (one job carries them all). The job is
    * completed and the scope goes on in a fresh one, due after the backoff of the event's `tries`.

@@ -12,7 +12,7 @@ import { deleteOldCallbacks, deleteOldEvents } from '../../store/retention.ts'
 import { analyzeStale } from '../../store/statistics.ts'
 import { emitCallEvents } from '../events/outbox.ts'
 import { lockClaimsShared } from '../../store/locks.ts'
-import { wakeWorkers } from '../../store/notify.ts'
+import { wakeDeliveries, wakeWorkers } from '../../store/notify.ts'
 import type { Sql, Tx } from '../../store/sql.ts'
 import * as t from '../../store/transitions.ts'
 import type { DispatchPolicy } from './claim.ts'
@@ -31,6 +31,8 @@ export interface SweepResult {
   /** Calls out of requests, every one refused: never placed, FAILED. */
   exhaustedFailed: number
   unblocked: number
+  /** Failed event-delivery jobs whose scope went on in a fresh job. */
+  revivedDeliveries: number
   requeued: number
   /** Callbacks and events deleted, past CALLBACK_RETENTION and EVENT_RETENTION. */
   pruned: { callbacks: number; events: number }
@@ -55,12 +57,13 @@ export async function sweep(
   const exhausted = await settleExhaustedCalls(sql, queue, policy)
   ended(exhausted.failed, 'call failed: out of requests')
   const unblocked = await deleteStrandedJobs(sql, queue)
+  const revivedDeliveries = await reviveFailedDeliveries(sql, queue)
   const requeued = await requeueJobless(sql, queue, cursor)
   await foldStatusCounts(sql)
   const analyzed = await analyzeStale(sql)
   if (analyzed.length) log.info('statistics refreshed', { tables: analyzed })
   const pruned = policy.retention ? await prune(sql, policy.retention) : { callbacks: 0, events: 0 }
-  return { expired: expired.length, timedOut: timedOut.length, held: exhausted.held, exhaustedFailed: exhausted.failed.length, unblocked, requeued, pruned }
+  return { expired: expired.length, timedOut: timedOut.length, held: exhausted.held, exhaustedFailed: exhausted.failed.length, unblocked, revivedDeliveries, requeued, pruned }
 }
 
 /** Rows deleted per table and sweep: small statements, many sweeps (every WORKER_POLL_MS). */
@@ -120,6 +123,15 @@ export async function deleteStrandedJobs(sql: Sql, queue: Queues): Promise<numbe
     for (const jobId of jobs) await deleteJob(tx, queue.calls, { job_id: jobId })
     if (jobs.length) await wakeWorkers(tx)
     return jobs.length
+  })
+}
+
+/** Failed event-delivery jobs: under key_strict_fifo each would hold back its call's events for good. */
+export async function reviveFailedDeliveries(sql: Sql, queue: Queues): Promise<number> {
+  return sql.begin(async (tx) => {
+    const revived = await queue.deliveries.reviveFailed(tx, BATCH)
+    if (revived) await wakeDeliveries(tx)
+    return revived
   })
 }
 
