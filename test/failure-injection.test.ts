@@ -11,6 +11,7 @@ import {
   deleteStrandedJobs,
   expireDueCalls,
   requeueJobless,
+  reviveFailedDeliveries,
   settleExhaustedCalls,
   timeOutSilentCalls,
 } from '../src/services/dispatch/sweeps.ts'
@@ -254,6 +255,14 @@ t.test('the sweeps', async (t) => {
     await h.sql`UPDATE pgboss.job SET state = 'failed' WHERE id = ${jobId}`
     await failEachStatement(t, faults, h.sql, () => deleteStrandedJobs(faults.sql, h.queue), injected)
   })
+  t.test('delivery jobs pg-boss failed, handed on to fresh ones', async (t) => {
+    const call = await postCall(h, { to: newPhone() })
+    await h.call('POST', `/calls/${call.id}/cancel`)
+    await h.sql`UPDATE pgboss.job SET state = 'failed', completed_on = now() WHERE name = 'event-deliveries' AND data->>'callId' = ${call.id}`
+    await failEachStatement(t, faults, h.sql, () => reviveFailedDeliveries(faults.sql, h.queue), injected)
+    const jobs = await h.sql<{ state: string }[]>`SELECT state FROM pgboss.job WHERE name = 'event-deliveries' AND data->>'callId' = ${call.id}`
+    t.same(jobs.map((j) => j.state), ['created'], 'the failed job gone, a fresh one waiting')
+  })
   t.test('waiting calls without a job', async (t) => {
     const call = await postCall(h, { to: newPhone() })
     await h.sql`DELETE FROM pgboss.job WHERE id = ${(await jobOf(h.sql, call.id))!.id}`
@@ -319,10 +328,6 @@ t.test('event deliveries: fetched, delivered, retried, given up', async (t) => {
     await failEachStatement(t, faults, h.sql, () => sendDeliveryJob(deps, job!), injected)
     t.equal((await h.sql`SELECT 1 FROM pgboss.job WHERE id = ${job!.jobId} AND state = 'retry'`).length, 1)
   })
-  // The retry limit counts the event's own tries; the job's retries may have gone to earlier
-  // events of its call.
-  const triedBefore = (job: { callId: string | null }, tries: number) =>
-    h.sql`UPDATE event_deliveries SET attempts = ${tries} WHERE status = 'pending' AND event_id IN (SELECT id FROM events WHERE call_id = ${job.callId})`
   t.test('refused, the job out of retries but not its event: the scope goes on in a new job, after the backoff', async (t) => {
     await cancelled()
     const [fetched] = await h.queue.deliveries.fetch(h.sql, 1, 4)
@@ -341,7 +346,8 @@ t.test('event deliveries: fetched, delivered, retried, given up', async (t) => {
   t.test('refused with no retries left: given up, the scope goes on in a new job', async (t) => {
     await cancelled()
     const [last] = await h.queue.deliveries.fetch(h.sql, 1, 4)
-    await triedBefore(last!, last!.retryLimit)
+    // The retry limit counts the event's own tries: this one has had all but its last.
+    await h.sql`UPDATE event_deliveries SET attempts = ${last!.retryLimit} WHERE status = 'pending' AND event_id IN (SELECT id FROM events WHERE call_id = ${last!.callId})`
     await failEachStatement(t, faults, h.sql, () => sendDeliveryJob(deps, last!), injected)
     t.equal((await h.sql`SELECT 1 FROM event_deliveries WHERE status = 'failed'`).length, 1)
   })
