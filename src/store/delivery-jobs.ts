@@ -31,6 +31,9 @@ export interface DeliveryScope {
   batchId: string | null
 }
 
+/** The scope a job's data names (a key it does not carry is null). */
+const scopeOf = (data: DeliveryScope): DeliveryScope => ({ endpointId: data.endpointId, callId: data.callId ?? null, batchId: data.batchId ?? null })
+
 export interface DeliveryJob extends DeliveryScope {
   jobId: string
   /** How many times this job was retried before this attempt. */
@@ -87,14 +90,7 @@ export class DeliveryJobs {
       await tx`SELECT pg_advisory_xact_lock(${DELIVERY_FETCH_LOCK})`
       return this.#boss.fetch<DeliveryScope>(DELIVERIES_QUEUE, { batchSize: limit, groupConcurrency: perEndpoint, includeMetadata: true, db: onTx(tx) })
     })
-    return jobs.map((job) => ({
-      jobId: job.id,
-      endpointId: job.data.endpointId,
-      callId: job.data.callId ?? null,
-      batchId: job.data.batchId ?? null,
-      retryCount: job.retryCount,
-      retryLimit: job.retryLimit,
-    }))
+    return jobs.map((job) => ({ jobId: job.id, ...scopeOf(job.data), retryCount: job.retryCount, retryLimit: job.retryLimit }))
   }
 
   /** Settled: fenced to the attempt that was fetched, so a late settle of an expired attempt changes nothing. */
@@ -124,7 +120,7 @@ export class DeliveryJobs {
       LIMIT ${limit} FOR UPDATE SKIP LOCKED`
     if (rows.length === 0) return 0
     await this.#boss.deleteJob(DELIVERIES_QUEUE, rows.map((r) => r.id), { db: onTx(tx) })
-    await this.enqueue(tx, rows.map(({ data }) => ({ endpointId: data.endpointId, callId: data.callId ?? null, batchId: data.batchId ?? null })))
+    await this.enqueue(tx, rows.map(({ data }) => scopeOf(data)))
     return rows.length
   }
 

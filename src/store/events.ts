@@ -136,10 +136,10 @@ export async function disableEndpoint(tx: Tx, id: string): Promise<boolean> {
   return true
 }
 
-/** The undelivered events of one call (or one batch) for one endpoint, oldest first. */
 /** An event to send: `attempts` over its whole life, `tries` since it was last replayed (what its retry limit counts). */
 export type PendingEvent = EventRow & { attempts: number; tries: number }
 
+/** The undelivered events of one call (or one batch) for one endpoint, oldest first. */
 export async function pendingDeliveries(db: Db, scope: DeliveryScope, limit: number): Promise<PendingEvent[]> {
   return db<PendingEvent[]>`
     SELECT e.*, d.attempts, d.attempts - d.attempts_before_replay AS tries
