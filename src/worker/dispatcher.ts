@@ -293,7 +293,8 @@ export class Dispatcher {
       let result: DialResult
       // An earlier request of this dial may have placed the call, and the provider cannot tell
       // a create sent again from a new one: look for it first.
-      const settled = !this.#provider.idempotent && (lapsed || call.outcome_unknown_at) ? await this.#lookFirst(call, log) : undefined
+      const provider = this.#provider
+      const settled = !provider.idempotent && (lapsed || call.outcome_unknown_at) ? await this.#lookFirst(provider, call, log) : undefined
       const sentAt = performance.now()
       if (settled) {
         result = settled
@@ -323,9 +324,7 @@ export class Dispatcher {
    * the look itself fails (the call is held, as after any unknown outcome); or undefined when
    * two looks, settleMs apart, found nothing: then it is sent again.
    */
-  async #lookFirst(call: CallRow, log: Logger): Promise<DialResult | undefined> {
-    if (this.#provider.idempotent) return undefined
-    const provider = this.#provider
+  async #lookFirst(provider: Extract<ProviderClient, { idempotent: false }>, call: CallRow, log: Logger): Promise<DialResult | undefined> {
     let since: Date
     try {
       since = new Date(((await dialStartedAt(this.#sql, call.id, call.dial)) ?? call.created_at).getTime() - CLOCK_SKEW_MS)
