@@ -111,7 +111,6 @@ export async function simulatorStore(sql: Sql, log: Logger): Promise<(SimulatorS
   }
 }
 
-/** The key callback URL tokens are made with: CALLBACK_URL_SECRET, or else the first webhook secret. */
 /** The provider's API as PROVIDER names it. `genericUrl`: PROVIDER_BASE_URL, or the built-in simulator's. */
 function providerClient(config: Config, genericUrl: string | undefined, secret: string): ProviderClient {
   const { timeoutMs, voicemail, vapi } = config.provider
@@ -134,6 +133,7 @@ function providerWebhook(config: Config, log: Logger): ProviderWebhook | undefin
   return undefined
 }
 
+/** The key callback URL tokens are made with: CALLBACK_URL_SECRET, or else the first webhook secret. */
 function callbackSecret(webhook: Config['webhook']): string {
   const secret = urlTokenSecrets(webhook)[0]
   if (!secret) throw new Error('callback URLs need WEBHOOK_SECRET or CALLBACK_URL_SECRET') // checkModeConfig refuses this first
