@@ -99,7 +99,6 @@ ${refusal ? `<p class="bad" data-refusal>${e(refusal)}</p>` : ''}
 
 const navAction = `<nav class="console"><a href="../../../">Overview</a> · <a href="../../calls">Calls</a></nav>`
 
-/** /console/calls/{id}: the call's story, oldest first: created, each dial, the provider's reports, its events and their deliveries. */
 /**
  * What the last dial ended with, as Vapi or Retell told it: its end reason, summary, the
  * recording (a player, and a link), the transcript and the analysis. Nothing for the generic
@@ -120,6 +119,7 @@ function renderResult(d: Timeline['dials'][number] | undefined): string {
   return `<section data-result><h2>How dial ${d.dial} ended, as the provider told it</h2>${facts ? `<dl class="facts">${facts}</dl>` : ''}${recording}${transcript}${analysis}</section>`
 }
 
+/** /console/calls/{id}: the call's story, oldest first: created, each dial, the provider's reports, its events and their deliveries. */
 export function renderTimeline(t: Timeline, nonce: string, options: { mayAct?: boolean } = {}): string {
   const c = t.call
   type Entry = { at: Date; kind: string; html: string }

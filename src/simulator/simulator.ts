@@ -72,7 +72,6 @@ export interface SimulatorOptions {
   flavor?: Flavor | undefined
 }
 
-/** One call the provider placed, or one dial request it refused. */
 /**
  * Where the simulator keeps the calls it placed, so a restart forgets none of them: a look-up
  * answers the truth, a repeated Idempotency-Key gets its first answer, and a call live at the
@@ -85,6 +84,7 @@ export interface SimulatorStore {
   live(): Promise<SimulatedCall[]>
 }
 
+/** One call the provider placed, or one dial request it refused. */
 export interface DialRecord {
   idempotencyKey: string
   to: string

@@ -59,11 +59,11 @@ export async function keepCallback(db: Sql | Tx, e: CallbackEntry): Promise<void
     ON CONFLICT (dedupe_key) DO UPDATE SET repeats = callbacks.repeats + 1, last_repeat_at = now()`
 }
 
-/** A delivery stored before (under either key): counted on its row. False when it is new. */
 /** A report whose key another delivery stored first, found by the unique index (two raced past countRepeat). */
 export const isRepeatedDelivery = (err: unknown): boolean =>
   pgErrorCode(err) === PgError.uniqueViolation && (err as { constraint_name?: string }).constraint_name === 'callbacks_dedupe_key'
 
+/** A delivery stored before (under either key): counted on its row. False when it is new. */
 export async function countRepeat(db: Sql | Tx, keys: DeliveryKeys): Promise<boolean> {
   const rows = await db`
     UPDATE callbacks SET repeats = repeats + 1, last_repeat_at = now()
