@@ -31,7 +31,7 @@ import { createApp } from './http/app.ts'
 import { sessionStore } from './http/auth.ts'
 import { createWorkerApp } from './http/worker-app.ts'
 import { listen, type RunningServer } from './platform/serve.ts'
-import { throttled, type Logger } from './platform/log.ts'
+import { failureStreak, throttled, type Logger } from './platform/log.ts'
 import type { CallRow } from './domain/call.ts'
 import { ProviderSimulator, type SimulatorStore } from './simulator/simulator.ts'
 import { liveSimulatedCalls, prepareSimulatorCalls, simulatorSecret, recordSimulatedCall, simulatedCallById, simulatedCallByKey } from './store/simulator-calls.ts'
@@ -146,14 +146,15 @@ function callbackSecret(webhook: Config['webhook']): string {
  * for it instead of exiting. Any other error, or `signal`, ends the wait.
  */
 async function untilDatabaseAnswers<T>(what: string, step: () => Promise<T>, log: Logger, signal: AbortSignal): Promise<T> {
-  for (let failures = 0; ; failures++) {
+  const failures = failureStreak(12)
+  for (;;) {
     signal.throwIfAborted()
     try {
       return await step()
     } catch (err) {
       if (!isDatabaseUnavailable(err) || signal.aborted) throw err
-      const delay = Math.min(5_000, 250 * 2 ** Math.min(failures, 5))
-      if (failures === 0 || failures % 12 === 0) log.warn(`database unavailable during ${what}; retrying`, { err, retryInMs: delay })
+      const delay = Math.min(5_000, 250 * 2 ** Math.min(failures.count, 5))
+      if (failures.failed(err)) log.warn(`database unavailable during ${what}; retrying`, { err, retryInMs: delay })
       await new Promise((resolve) => {
         const timer = setTimeout(resolve, delay)
         signal.addEventListener('abort', () => (clearTimeout(timer), resolve(undefined)), { once: true })

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import t from 'tap'
-import { createLogger, maskPhone, refusalTally, throttled } from '../src/platform/log.ts'
+import { createLogger, failureStreak, maskPhone, refusalTally, throttled } from '../src/platform/log.ts'
 import { createHarness, WEBHOOK_SECRET } from './support/harness.ts'
 import { freePort, runBinary, waitFor } from './support/processes.ts'
 
@@ -87,6 +87,34 @@ t.test('floods are throttled to a line per interval, counting what was left out'
   for (let i = 0; i < 5; i++) floods.warn('forged callback')
   floods.warn('another message')
   t.same(lines.map((l) => l.msg), ['forged callback', 'another message'])
+})
+
+t.test('a flood whose cause changes is logged again at once: a new cause is news', async (t) => {
+  const { log, lines } = capture()
+  const floods = throttled(log, 60_000)
+  const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6432'), { code: 'ECONNREFUSED' })
+  const pooler = Object.assign(new Error('server login has been failing, try again later (server_login_retry)'), { code: '08P01' })
+  for (let i = 0; i < 3; i++) floods.warn('database unavailable; answering 503', { err: refused })
+  for (let i = 0; i < 3; i++) floods.warn('database unavailable; answering 503', { err: pooler })
+  floods.warn('database unavailable; answering 503', { err: refused })
+  t.same(
+    lines.map((l) => (l.err as { code: string }).code),
+    ['ECONNREFUSED', '08P01'],
+    'one line for each cause, and a cause seen within the interval stays quiet',
+  )
+})
+
+t.test('a retry loop logs the first failure of a streak, every n-th, and each change of cause', async (t) => {
+  const streak = failureStreak(5)
+  const reset = Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' })
+  const pooler = Object.assign(new Error('server login has been failing, try again later (server_login_retry)'), { code: '08P01' })
+  const quiet = Object.assign(new Error('query_wait_timeout'), { code: '08P01' })
+  const told = [reset, reset, pooler, pooler, pooler, pooler, quiet, reset].map((err) => streak.failed(err))
+  t.same(told, [true, false, true, false, true, false, true, true], 'first; same; new cause; same; fifth; same; new message; new cause')
+  t.equal(streak.count, 8)
+  streak.reset()
+  t.equal(streak.count, 0)
+  t.equal(streak.failed(reset), true, 'a new streak is told from its first failure')
 })
 
 t.test('LOG_FORMAT=pretty prints lines for people, not JSON', async (t) => {

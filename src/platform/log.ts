@@ -80,22 +80,64 @@ export const silentLogger: Logger = wrap(pino({ level: 'silent' }))
 
 /**
  * A logger for events that can come in floods (every request during a database outage, every
- * forged callback): at most one line per `intervalMs` per message, saying how many were left
- * out since the last line.
+ * forged callback): at most one line per `intervalMs` per message and cause (the `err` field's
+ * code and message), saying how many were left out since the last line. A cause not seen within
+ * the interval is logged at once: a refused connection turning into a pooler's failing logins is
+ * news to whoever reads the log.
  */
 export function throttled(log: Logger, intervalMs: number): Pick<Logger, 'warn' | 'error'> {
   const last = new Map<string, { at: number; skipped: number }>()
   const emit = (level: 'warn' | 'error') => (msg: string, fields?: Fields) => {
     const now = Date.now()
-    const seen = last.get(msg)
+    const key = fields?.err === undefined ? msg : `${msg}\0${causeOf(fields.err)}`
+    const seen = last.get(key)
     if (seen && now - seen.at < intervalMs) {
       seen.skipped++
       return
     }
+    if (!seen && last.size >= MAX_THROTTLED_KEYS) {
+      for (const [k, v] of last) if (now - v.at >= intervalMs) last.delete(k)
+    }
     log[level](msg, { ...fields, ...(seen?.skipped ? { suppressed: seen.skipped } : {}) })
-    last.set(msg, { at: now, skipped: 0 })
+    last.set(key, { at: now, skipped: 0 })
   }
   return { warn: emit('warn'), error: emit('error') }
+}
+
+/** Keys a throttle remembers before it forgets those whose interval has passed. */
+const MAX_THROTTLED_KEYS = 256
+
+/** What tells one failure's cause from another's in a log: its code (SQLSTATE, errno name) and message. */
+function causeOf(err: unknown): string {
+  if (!(err instanceof Error)) return String(err).slice(0, 200)
+  const code = (err as { code?: unknown }).code
+  return `${typeof code === 'string' ? code : err.name} ${err.message.slice(0, 200)}`
+}
+
+/**
+ * Which failures of a retry loop are worth a line: the first of a streak, every `every`-th after
+ * it, and each whose cause differs from the failure before it (a loop that met refused
+ * connections and now meets a pooler's failing logins says so at once, not 50 failures later).
+ */
+export function failureStreak(every: number): { readonly count: number; failed(err: unknown): boolean; reset(): void } {
+  let count = 0
+  let lastCause: string | undefined
+  return {
+    get count() {
+      return count
+    },
+    failed(err) {
+      count++
+      const cause = causeOf(err)
+      const tell = count === 1 || count % every === 0 || cause !== lastCause
+      lastCause = cause
+      return tell
+    },
+    reset() {
+      count = 0
+      lastCause = undefined
+    },
+  }
 }
 
 /**

@@ -6,7 +6,7 @@ import { NO_POLICY } from '../domain/policy.ts'
 import { isDatabaseUnavailable, type Sql } from '../store/sql.ts'
 import { reconcileAllNow } from '../store/transitions.ts'
 import { registerWorker, touchAndTakeSweepTurn, touchWorker } from '../store/workers.ts'
-import type { Logger } from '../platform/log.ts'
+import { failureStreak, type Logger } from '../platform/log.ts'
 import { readWake } from '../store/notify.ts'
 import { carryOutRequestedActions } from '../services/calls/requests.ts'
 import { metrics } from '../platform/metrics.ts'
@@ -62,7 +62,8 @@ export class Dispatcher {
   #loop: Promise<void> | undefined
   #dueTimer: NodeJS.Timeout | undefined
   #lastSweep = 0
-  #failures = 0
+  /** The claim loop's failures since it last got through: counted, and logged when they are news. */
+  readonly #failures = failureStreak(50)
   readonly #sweepCursor: { pending?: string | undefined } = {}
   readonly #inFlight = new Set<Promise<void>>()
   /** When slots were freed (database clock, ms), as heard since the last claim. */
@@ -178,21 +179,20 @@ export class Dispatcher {
         const takenAt = performance.now()
         this.#claimed(claimed, ended, freed)
         for (const call of claimed) this.#send(call, takenAt, false)
-        if (this.#failures > 0) await this.#recovered()
+        if (this.#failures.count > 0) await this.#recovered()
         if (!exhausted) continue
         this.#armDueTimer(nextDueMs)
       } catch (err) {
         if (this.#state !== 'running') break
-        this.#failures++
-        if (this.#failures === 1 || this.#failures % 50 === 0) {
+        if (this.#failures.failed(err)) {
           const unavailable = isDatabaseUnavailable(err)
           this.#log[unavailable ? 'warn' : 'error'](unavailable ? 'database unavailable; retrying' : 'claim loop error', {
             worker: this.#workerId,
-            failures: this.#failures,
+            failures: this.#failures.count,
             err,
           })
         }
-        await this.#sleep(Math.min(this.#options.pollMs, 100 * 2 ** Math.min(this.#failures, 6)))
+        await this.#sleep(Math.min(this.#options.pollMs, 100 * 2 ** Math.min(this.#failures.count, 6)))
         continue
       }
       await this.#sleep(this.#options.pollMs)
@@ -248,8 +248,8 @@ export class Dispatcher {
   /** The database is back after an outage: callbacks may have been lost meanwhile, so ask about every dialed call. */
   async #recovered(): Promise<void> {
     const asked = await reconcileAllNow(this.#sql)
-    this.#log.info('database reachable again', { worker: this.#workerId, failures: this.#failures, reconciling: asked })
-    this.#failures = 0
+    this.#log.info('database reachable again', { worker: this.#workerId, failures: this.#failures.count, reconciling: asked })
+    this.#failures.reset()
     this.#reconciler.kick(this.#abort.signal)
   }
 
