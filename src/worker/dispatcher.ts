@@ -308,9 +308,12 @@ export class Dispatcher {
           result = { kind: 'unknown', error: `dial failed: ${(err as Error).message}` }
         }
       }
-      const outcome = result.kind === 'not_placed' && !result.retry ? 'refused' : result.kind
-      metrics.providerRequests.inc({ outcome })
-      metrics.providerLatency.observe({ outcome }, (performance.now() - sentAt) / 1000)
+      if (!settled) {
+        // A call adopted (or held) after a look sent no create; orchestrator_provider_lookups_total counts the look.
+        const outcome = result.kind === 'not_placed' && !result.retry ? 'refused' : result.kind
+        metrics.providerRequests.inc({ outcome })
+        metrics.providerLatency.observe({ outcome }, (performance.now() - sentAt) / 1000)
+      }
       if (this.#abort.signal.aborted) return
       await this.#record(call, result, log)
     })()

@@ -65,7 +65,8 @@ export async function throughFaults<Body>(
   })
 
   const looked = async (result: string) => (await metrics.lookups.get()).values.find((v) => v.labels.result === result)?.value ?? 0
-  const before = { found: await looked('found'), none: await looked('none') }
+  const requested = async () => (await metrics.providerRequests.get()).values.reduce((n, v) => n + v.value, 0)
+  const before = { found: await looked('found'), none: await looked('none'), requests: await requested() }
   const phones = Array.from({ length: 6 }, () => newPhone())
   const ids: string[] = []
   for (let i = 0; i < 24; i++) {
@@ -83,6 +84,7 @@ export async function throughFaults<Body>(
   t.equal((await looked('found')) - before.found, 12, 'the 12 calls placed by an unanswered create were found and adopted')
   t.equal((await looked('none')) - before.none, 8, 'for the 4 whose create placed nothing, two looks found nothing')
   t.equal(fake.creates.length, 28, 'and only those 4 were sent again')
+  t.equal((await requested()) - before.requests, fake.creates.length, 'orchestrator_provider_requests_total counts the creates sent, not the calls adopted')
   const rows = await h.sql<{ provider_status: string; metadata: { i: number } }[]>`SELECT provider_status, metadata FROM calls WHERE id IN ${h.sql(ids)}`
   t.same(rows.filter((r) => r.provider_status !== setup.reasons[r.metadata.i % setup.reasons.length]![1]), [], "every call's providerStatus is its provider's end reason mapped")
   t.ok(fake.webhookAnswers.length > 0 && fake.webhookAnswers.every((s) => s === 200), 'every webhook delivery answered 200')
