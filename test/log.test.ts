@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import t from 'tap'
 import { createLogger, failureStreak, maskPhone, refusalTally, throttled } from '../src/platform/log.ts'
+import { Queues } from '../src/store/queues.ts'
 import { createHarness, WEBHOOK_SECRET } from './support/harness.ts'
 import { freePort, runBinary, waitFor } from './support/processes.ts'
 
@@ -115,6 +116,25 @@ t.test('a retry loop logs the first failure of a streak, every n-th, and each ch
   streak.reset()
   t.equal(streak.count, 0)
   t.equal(streak.failed(reset), true, 'a new streak is told from its first failure')
+})
+
+t.test("pg-boss's errors in an outage are warnings, a line per cause per interval; any other error stays an error", async (t) => {
+  const { log, lines } = capture()
+  // Never started: nothing connects. pg-boss reports its errors as events, emitted here.
+  const queues = new Queues('postgres://127.0.0.1:1/none', log, { supervise: false })
+  const terminated = Object.assign(new Error('Connection terminated unexpectedly'), {})
+  const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' })
+  const broken = Object.assign(new Error('relation "pgboss.job" does not exist'), { code: '42P01' })
+  for (const err of [terminated, terminated, refused, refused, terminated, broken, broken]) queues.boss.emit('error', err)
+  t.same(
+    lines.map((l) => [l.level, (l.err as { message: string }).message]),
+    [
+      ['warn', terminated.message],
+      ['warn', refused.message],
+      ['error', broken.message],
+      ['error', broken.message],
+    ],
+  )
 })
 
 t.test('LOG_FORMAT=pretty prints lines for people, not JSON', async (t) => {

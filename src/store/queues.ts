@@ -1,5 +1,6 @@
 import { PgBoss } from 'pg-boss'
-import type { Logger } from '../platform/log.ts'
+import { throttled, type Logger } from '../platform/log.ts'
+import { isDatabaseUnavailable } from './sql.ts'
 import { CallJobs } from './call-jobs.ts'
 import { DeliveryJobs, type DeliveryRetry } from './delivery-jobs.ts'
 import { BOSS_SCHEMA } from './boss.ts'
@@ -35,11 +36,16 @@ export class Queues {
       schedule: false,
       migrate: true,
     })
+    // In an outage pg-boss reports each failed poll and supervision round: an expected outage,
+    // told once per cause every 10 s, at warn.
+    const outage = throttled(log, 10_000)
     this.boss.on('error', (err) => {
       // While we stop, the database may be stopping too (an embedded one is stopped right after
       // us): its sessions ending is expected then, not an error.
       const sessionEnded = ['57P01', '57P02', '57P03'].includes((err as { code?: string }).code ?? '')
-      this.#log[this.#stopping && sessionEnded ? 'debug' : 'error']('pg-boss error', { err })
+      if (this.#stopping && sessionEnded) this.#log.debug('pg-boss error', { err })
+      else if (isDatabaseUnavailable(err)) outage.warn('database unavailable to pg-boss; it retries', { err })
+      else this.#log.error('pg-boss error', { err })
     })
     this.calls = new CallJobs(this.boss)
     this.deliveries = new DeliveryJobs(this.boss, options)
