@@ -1,6 +1,6 @@
 import pg from 'pg'
 import { WAKE_CHANNEL } from './notify.ts'
-import type { Logger } from '../platform/log.ts'
+import { failureStreak, type Logger } from '../platform/log.ts'
 
 // LISTEN on the wake channel over a connection of its own that comes back by itself.
 // postgres.js's sql.listen re-listens once when its connection closes and gives up silently if
@@ -16,7 +16,8 @@ export class WakeListener {
   #client: pg.Client | undefined
   #stopped = false
   #retryTimer: NodeJS.Timeout | undefined
-  #failures = 0
+  /** Connections lost since it last listened: counted, and logged when they are news. */
+  readonly #failures = failureStreak(20)
   #connected: Promise<void> | undefined
   #resolveStart: (() => void) | undefined
 
@@ -56,11 +57,9 @@ export class WakeListener {
       if (this.#client === client) this.#client = undefined
       client.end().catch(() => {})
       if (this.#stopped) return
-      this.#failures++
-      const delay = Math.min(5_000, 100 * 2 ** Math.min(this.#failures, 6))
-      if (this.#failures === 1 || this.#failures % 20 === 0) {
-        this.#log.warn('wake channel lost; listening again', { err, retryInMs: delay, failures: this.#failures })
-      }
+      const tell = this.#failures.failed(err)
+      const delay = Math.min(5_000, 100 * 2 ** Math.min(this.#failures.count, 6))
+      if (tell) this.#log.warn('wake channel lost; listening again', { err, retryInMs: delay, failures: this.#failures.count })
       this.#retryTimer = setTimeout(() => this.#connect(onListening), delay)
     }
     client.on('error', onLost)
@@ -73,8 +72,8 @@ export class WakeListener {
       .then(() => client.query(`LISTEN ${this.#channel}`))
       .then(() => {
         if (lost) return
-        if (this.#failures > 0) this.#log.info('wake channel listening again')
-        this.#failures = 0
+        if (this.#failures.count > 0) this.#log.info('wake channel listening again')
+        this.#failures.reset()
         this.#client = client
         onListening()
         this.#onWake('')

@@ -8,7 +8,7 @@ import { EVENTS_PER_JOB, type DeliveryJob, type DeliveryJobs } from '../../store
 import { isDatabaseUnavailable, type Sql, type Tx } from '../../store/sql.ts'
 import { EVENTS_CHANNEL } from '../../store/notify.ts'
 import { WakeListener } from '../../store/listener.ts'
-import type { Logger } from '../../platform/log.ts'
+import { failureStreak, type Logger } from '../../platform/log.ts'
 import { metrics } from '../../platform/metrics.ts'
 import { isPublicAddress, publicOnlyLookup } from './destinations.ts'
 
@@ -138,7 +138,7 @@ export class EventDelivery {
   async #run(): Promise<void> {
     const concurrency = this.#options.concurrency ?? 8
     const active = new Set<Promise<void>>()
-    let failures = 0
+    const failures = failureStreak(50)
     while (this.#running) {
       let jobs: DeliveryJob[] = []
       const room = concurrency - active.size
@@ -146,10 +146,9 @@ export class EventDelivery {
       if (room > 0) {
         try {
           jobs = await this.#deliveries.fetch(this.#sql, room, this.#options.perEndpoint)
-          failures = 0
+          failures.reset()
         } catch (err) {
-          failures++
-          if (failures === 1 || failures % 50 === 0) this.#log.warn('could not fetch event deliveries; retrying', { err, failures })
+          if (failures.failed(err)) this.#log.warn('could not fetch event deliveries; retrying', { err, failures: failures.count })
         }
       }
       for (const job of jobs) {
@@ -165,7 +164,7 @@ export class EventDelivery {
       // Nothing more to fetch (or no room): wait for new events, a job's end, or the next poll
       // (retries come due by time alone).
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, Math.min(5_000, (this.#options.pollMs ?? 1_000) * 2 ** Math.min(failures, 4)))
+        const timer = setTimeout(resolve, Math.min(5_000, (this.#options.pollMs ?? 1_000) * 2 ** Math.min(failures.count, 4)))
         this.#wake = () => (clearTimeout(timer), resolve())
       })
       this.#wake = undefined
